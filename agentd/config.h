@@ -1,0 +1,89 @@
+// Configuration (architecture.md "Configuration"): /etc/default/horizon for the
+// hub, /etc/agentd/agentd.conf then /etc/agentd/conf.d/*.conf (lexical order, later
+// wins), then the environment, then flags. Every bad value is reported with
+// file, line and key; each kind of failure has its own exit status.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "log.h"
+#include "result.h"
+
+namespace agentd {
+
+// Exit statuses (documented in --help and agentd(8)).
+enum ExitStatus : int {
+  exit_ok = 0,
+  exit_failure = 1,       // runtime failure after start
+  exit_usage = 2,         // bad command line
+  exit_config = 3,        // invalid or unreadable configuration
+  exit_token = 4,         // token file missing, unreadable or readable by others
+  exit_state = 5,         // state directory or state file unusable
+};
+
+struct Config {
+  // /etc/default/horizon
+  std::string exchange_url;  // HZN_EXCHANGE_URL (must end in /v1, optional trailing slash)
+  std::string css_url;       // HZN_FSS_CSSURL (optional)
+  std::string org;           // HZN_ORG_ID
+  std::string node_id;       // HZN_DEVICE_ID
+  std::string ca_file;       // HZN_MGMT_HUB_CERT_PATH (optional)
+
+  // agentd's own settings (AGENTD_*)
+  std::string token_file;                                // AGENTD_TOKEN_FILE (required)
+  std::string state_dir = "/var/lib/agentd";             // AGENTD_STATE_DIR / --state-dir
+  std::chrono::milliseconds lease_duration{120'000};     // AGENTD_LEASE_DURATION_SECONDS
+  std::chrono::milliseconds heartbeat{20'000};           // AGENTD_HEARTBEAT_SECONDS
+  std::chrono::milliseconds idle_heartbeat{600'000};     // AGENTD_IDLE_HEARTBEAT_SECONDS
+  std::chrono::milliseconds changes_interval{30'000};    // AGENTD_CHANGES_SECONDS
+  std::chrono::milliseconds fast_poll{2'000};            // AGENTD_FAST_POLL_SECONDS
+  std::chrono::milliseconds poll{10'000};                // AGENTD_POLL_SECONDS
+  std::chrono::milliseconds connect_timeout{10'000};     // AGENTD_CONNECT_TIMEOUT_SECONDS
+  std::chrono::milliseconds http_timeout{30'000};        // AGENTD_HTTP_TIMEOUT_SECONDS
+  std::size_t max_response_bytes = 4 * 1024 * 1024;      // AGENTD_MAX_RESPONSE_BYTES
+  Level log_level = Level::info;                         // AGENTD_LOG_LEVEL
+
+  // The command upgrader (upgrade/command_upgrader.h); AGENTD_*_COMMAND run by /bin/sh -c.
+  std::string version_command;   // prints the running agent version (required)
+  std::string prepare_command;   // optional
+  std::string install_command;   // required
+  std::string restart_command;   // optional
+  std::string health_command;    // optional
+  std::string rollback_command;  // optional; without it a failed install is reported "failed"
+  std::chrono::milliseconds command_timeout{600'000};    // AGENTD_COMMAND_TIMEOUT_SECONDS
+
+  // Where each file came from, for messages.
+  std::vector<std::string> sources;
+};
+
+struct Flags {
+  std::string config_file = "/etc/agentd/agentd.conf";  // --config; conf.d is beside it
+  std::string horizon_file = "/etc/default/horizon";    // --horizon-file
+  std::optional<std::string> state_dir;                 // --state-dir
+  std::optional<std::string> log_level;                 // --log-level
+  bool check_config = false;                            // --check-config: validate and exit
+  bool help = false;
+  bool version = false;
+};
+
+// Parses argv; Errc::config with a usage message on an unknown or malformed flag.
+Result<Flags> parse_flags(int argc, const char* const* argv);
+
+// Loads and validates everything. `env` is the process environment as a map
+// (injected for tests). Errors name "file:line: KEY: problem" (or "environment:
+// KEY" / "--flag").
+Result<Config> load_config(const Flags& flags, const std::map<std::string, std::string>& env);
+
+// Reads the node token; Errc::config for unreadable/empty, and refuses a file that
+// group or others can read (mode must be 0600 or stricter) or that is not a regular file.
+Result<std::string> read_token_file(const std::string& path);
+
+std::map<std::string, std::string> environment_map(char** envp);
+const char* help_text();  // man-page quality --help
+
+}  // namespace agentd

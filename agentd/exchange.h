@@ -1,0 +1,135 @@
+// Typed Exchange calls (exchange-api.md) and the coordination extension
+// (protocol.md §3). Maps every HTTP status to a typed Error; retries reads on
+// transient errors with full-jitter backoff. Writes of the group entry are never
+// retried here: the caller re-reads and checks its writeId (protocol.md §4.6).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "backoff.h"
+#include "group_store.h"
+#include "http.h"
+#include "result.h"
+
+namespace agentd {
+
+struct NodeRecord {
+  std::string id;  // bare node id
+  std::string name;
+  std::string owner;
+  std::string node_type;
+  std::string pattern;  // "org/pattern" or ""
+  std::string arch;
+  std::string ha_group;  // "" when the node is in no group (null on the wire)
+  std::map<std::string, std::string> software_versions;
+};
+
+struct AgentUpgradePolicy {
+  std::string manifest;  // "org/id" or "id"
+  bool allow_downgrade = false;
+};
+
+struct ManagementPolicy {
+  std::string id;  // "org/name", the map key
+  std::string label;
+  std::string description;
+  std::vector<std::string> constraints;
+  std::vector<std::string> patterns;
+  bool enabled = false;
+  std::string start = "now";
+  std::int64_t start_window = 0;
+  AgentUpgradePolicy agent_upgrade;
+  std::string last_updated;
+};
+
+struct UpgradeSection {
+  std::vector<std::string> files;
+  std::string version;
+};
+
+struct Manifest {
+  UpgradeSection software;
+  UpgradeSection certificate;
+  UpgradeSection configuration;
+};
+
+// PUT .../managementStatus/{nmp}: the real status strings (exchange-api.md §4.3).
+struct ManagementStatus {
+  std::string scheduled_time;  // required by the Exchange
+  std::string start_time;
+  std::string end_time;
+  std::string software_version;
+  std::string status;  // "waiting", "ha node waiting", "initiated", "successful", "failed", ...
+  std::string error_message;
+};
+
+struct Change {
+  std::string org;
+  std::string resource;  // "node", "mgmtpolicy", "agentupgrade", "nodemgmtpolstatus", ...
+  std::string id;
+  std::string operation;
+};
+
+struct Changes {
+  std::vector<Change> changes;
+  std::int64_t most_recent_change_id = 0;
+  bool hit_max_records = false;
+  std::string exchange_version;
+};
+
+struct ExchangeEndpoint {
+  std::string exchange_url;  // HZN_EXCHANGE_URL, ends in /v1 (trailing slash optional)
+  std::string css_url;       // HZN_FSS_CSSURL; empty: manifests are not available
+  std::string org;           // HZN_ORG_ID
+  std::string node_id;       // HZN_DEVICE_ID (the caller for node routes)
+};
+
+class Exchange final : public GroupStore {
+ public:
+  Exchange(HttpClient& http, ExchangeEndpoint endpoint, RetryPolicy retry, Sleeper& sleeper);
+
+  // GET /orgs/{org}/nodes/{node}
+  Result<NodeRecord> get_node();
+  // GET /orgs/{org}/managementpolicies (map form, keyed "org/name"; 404 = none)
+  Result<std::vector<ManagementPolicy>> list_management_policies();
+  // GET {css}/api/v1/objects/{org}/agent_upgrade_manifests/{id}/data
+  Result<Manifest> get_manifest(const std::string& manifest_ref);
+  // GET /orgs/IBM/AgentFileVersion -> agentSoftwareVersions (404 = none published)
+  Result<std::vector<std::string>> agent_software_versions();
+  // PUT /orgs/{org}/nodes/{node}/managementStatus/{nmp}
+  Status put_management_status(const std::string& nmp_name, const ManagementStatus& status);
+  // PATCH /orgs/{org}/nodes/{node} {"softwareVersions":{"horizon":v,...}}
+  Status patch_software_version(const std::string& version);
+  // GET /changes/maxchangeid
+  Result<std::int64_t> max_change_id();
+  // POST /orgs/{org}/changes {"changeId":since,"maxRecords":max}: also the node heartbeat
+  Result<Changes> changes(std::int64_t since, int max_records);
+
+  // GroupStore (protocol.md §3)
+  Result<GroupRead> read(const std::string& group, std::optional<std::int64_t> if_none_match) override;
+  Result<std::int64_t> write_entry(const std::string& group, const std::string& node, const Entry& entry,
+                                   std::int64_t if_revision) override;
+
+  // Admin calls (protocol.md §6), made with user credentials.
+  Result<std::int64_t> delete_entry(const std::string& group, const std::string& node, std::int64_t if_revision);
+  Result<std::int64_t> put_settings(const std::string& group, const Settings& settings, std::int64_t if_revision);
+
+ private:
+  Result<HttpResponse> call(HttpRequest req, bool retry);
+  std::string url(const std::string& path) const;
+
+  HttpClient& http_;
+  ExchangeEndpoint ep_;
+  RetryPolicy retry_;
+  Sleeper& sleeper_;
+};
+
+// Maps a hub response to Ok or a typed Error (401, 403, 404, 409/412, 428, 5xx...),
+// quoting the hub's {"code","msg"} when it sent one.
+Status check_status(const HttpResponse& r, std::initializer_list<long> ok, const std::string& what);
+
+}  // namespace agentd

@@ -1,0 +1,166 @@
+#include "group.h"
+
+#include <algorithm>
+
+namespace agentd {
+
+namespace {
+constexpr const char* kStateNames[] = {"idle",      "preparing", "waiting", "upgrading",
+                                       "verifying", "succeeded", "failed",  "rolledback"};
+}
+
+const char* to_string(State s) { return kStateNames[static_cast<int>(s)]; }
+
+std::optional<State> state_from_string(const std::string& s) {
+  for (int i = 0; i < 8; ++i)
+    if (s == kStateNames[i]) return static_cast<State>(i);
+  return std::nullopt;
+}
+
+bool GroupDocument::is_member(const std::string& node) const {
+  return std::find(members.begin(), members.end(), node) != members.end();
+}
+
+const Entry* GroupDocument::entry(const std::string& node) const {
+  auto it = entries.find(node);
+  return it == entries.end() ? nullptr : &it->second;
+}
+
+std::int64_t GroupDocument::min_available() const {
+  auto n = static_cast<std::int64_t>(members.size());
+  std::int64_t v = settings.min_available ? *settings.min_available : n - settings.max_concurrent;
+  if (n >= 2 && v < 1) v = 1;  // protocol.md §5: never below 1 in a group of 2 or more
+  return std::max<std::int64_t>(v, 0);
+}
+
+Result<Entry> parse_entry(const cJSON* obj) {
+  if (!cJSON_IsObject(obj)) return fail(Errc::parse, "agentUpgrade entry must be an object");
+  Entry e;
+  auto st = json::get_string(obj, "state");
+  if (!st) return std::unexpected(st.error());
+  auto state = state_from_string(*st);
+  if (!state) return fail(Errc::parse, "unknown agentUpgrade state '" + *st + "'");
+  e.state = *state;
+#define AGENTD_STR(field, key)                          \
+  {                                                     \
+    auto v = json::opt_string(obj, key);                \
+    if (!v) return std::unexpected(v.error());          \
+    e.field = std::move(*v);                            \
+  }
+  AGENTD_STR(version, "version")
+  AGENTD_STR(target_version, "targetVersion")
+  AGENTD_STR(acquire_time, "acquireTime")
+  AGENTD_STR(renew_time, "renewTime")
+  AGENTD_STR(waiting_since, "waitingSince")
+  AGENTD_STR(last_seen, "lastSeen")
+  AGENTD_STR(message, "message")
+  AGENTD_STR(write_id, "writeId")
+#undef AGENTD_STR
+  auto epoch = json::opt_int(obj, "epoch", 0);
+  if (!epoch) return std::unexpected(epoch.error());
+  if (*epoch < 0) return fail(Errc::parse, "field 'epoch' must not be negative");
+  e.epoch = *epoch;
+  auto dur = json::opt_int(obj, "leaseDurationSeconds", 0);
+  if (!dur) return std::unexpected(dur.error());
+  if (*dur < 0 || *dur > 86400) return fail(Errc::parse, "field 'leaseDurationSeconds' out of range");
+  e.lease_duration_seconds = *dur;
+  return e;
+}
+
+json::Ptr entry_to_json(const Entry& e) {
+  auto o = json::object();
+  json::set(o.get(), "state", to_string(e.state));
+  json::set(o.get(), "version", e.version);
+  json::set(o.get(), "targetVersion", e.target_version);
+  json::set(o.get(), "epoch", e.epoch);
+  if (holds_lease(e.state)) {
+    json::set(o.get(), "leaseDurationSeconds", e.lease_duration_seconds);
+    json::set(o.get(), "acquireTime", e.acquire_time);
+    json::set(o.get(), "renewTime", e.renew_time);
+  }
+  if (!e.waiting_since.empty()) json::set(o.get(), "waitingSince", e.waiting_since);
+  json::set(o.get(), "lastSeen", e.last_seen);
+  json::set(o.get(), "message", e.message);
+  if (!e.write_id.empty()) json::set(o.get(), "writeId", e.write_id);
+  return o;
+}
+
+json::Ptr settings_to_json(const Settings& s) {
+  auto o = json::object();
+  json::set(o.get(), "maxConcurrent", s.max_concurrent);
+  if (s.min_available) json::set(o.get(), "minAvailable", *s.min_available);
+  json::set(o.get(), "paused", s.paused);
+  return o;
+}
+
+Result<Settings> parse_settings(const cJSON* obj) {
+  Settings s;
+  if (!obj || cJSON_IsNull(obj)) return s;
+  if (!cJSON_IsObject(obj)) return fail(Errc::parse, "agentUpgradeSettings must be an object");
+  auto mc = json::opt_int(obj, "maxConcurrent", 1);
+  if (!mc) return std::unexpected(mc.error());
+  if (*mc < 1 || *mc > 10000) return fail(Errc::parse, "agentUpgradeSettings.maxConcurrent must be 1..10000");
+  s.max_concurrent = *mc;
+  const cJSON* ma = cJSON_GetObjectItemCaseSensitive(obj, "minAvailable");
+  if (ma && !cJSON_IsNull(ma)) {
+    auto v = json::get_int(obj, "minAvailable");
+    if (!v) return std::unexpected(v.error());
+    if (*v < 0 || *v > 10000) return fail(Errc::parse, "agentUpgradeSettings.minAvailable must be 0..10000");
+    s.min_available = *v;
+  }
+  auto p = json::opt_bool(obj, "paused", false);
+  if (!p) return std::unexpected(p.error());
+  s.paused = *p;
+  return s;
+}
+
+Result<GroupDocument> parse_group_document(const std::string& body, std::int64_t revision) {
+  auto root = json::parse(body, "group document");
+  if (!root) return std::unexpected(root.error());
+  auto groups = json::get_array(root->get(), "nodeGroups");
+  if (!groups) return std::unexpected(groups.error());
+  if (cJSON_GetArraySize(*groups) != 1) return fail(Errc::parse, "group document must hold exactly one group");
+  const cJSON* g = cJSON_GetArrayItem(*groups, 0);
+  if (!cJSON_IsObject(g)) return fail(Errc::parse, "nodeGroups[0] must be an object");
+  GroupDocument doc;
+  doc.revision = revision;
+  auto name = json::get_string(g, "name");
+  if (!name) return std::unexpected(name.error());
+  doc.name = *name;
+  auto members = json::opt_string_array(g, "members");
+  if (!members) return std::unexpected(members.error());
+  doc.members = std::move(*members);
+  auto settings = parse_settings(cJSON_GetObjectItemCaseSensitive(g, "agentUpgradeSettings"));
+  if (!settings) return std::unexpected(settings.error());
+  doc.settings = *settings;
+  const cJSON* au = cJSON_GetObjectItemCaseSensitive(g, "agentUpgrade");
+  if (au && !cJSON_IsNull(au)) {
+    if (!cJSON_IsObject(au)) return fail(Errc::parse, "agentUpgrade must be an object");
+    const cJSON* item = nullptr;
+    cJSON_ArrayForEach(item, au) {
+      auto e = parse_entry(item);
+      if (!e) {
+        e.error().message = "agentUpgrade." + std::string(item->string) + ": " + e.error().message;
+        return std::unexpected(e.error());
+      }
+      doc.entries.emplace(item->string, std::move(*e));
+    }
+  }
+  return doc;
+}
+
+Result<std::int64_t> parse_etag(const std::string& etag) {
+  std::string s = etag;
+  if (s.rfind("W/", 0) == 0) s = s.substr(2);
+  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
+  if (s.empty()) return fail(Errc::unsupported, "hub sent no ETag on the group document");
+  std::int64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9' || v > 100'000'000'000'000'000LL)
+      return fail(Errc::unsupported, "hub sent a non-numeric ETag '" + etag + "'");
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+}  // namespace agentd

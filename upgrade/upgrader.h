@@ -1,0 +1,32 @@
+// The upgrade step behind the protocol's two halves (protocol.md §4.2):
+// prepare needs no lease; install and restart are the disruptive steps that the
+// daemon runs only under the lease, fencing before each (protocol.md §4.4).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "agentd/result.h"
+
+namespace agentd {
+
+struct Target {
+  std::string version;           // version to move to
+  std::string previous_version;  // version running before the upgrade (rollback target)
+  std::string manifest;          // "org/id" of the upgrade manifest, if any
+};
+
+class Upgrader {
+ public:
+  virtual ~Upgrader() = default;
+  // The agent version running now.
+  virtual Result<std::string> running_version() = 0;
+  // Fetch and verify; no lease. `progress` receives short human text.
+  virtual Status prepare(const Target& t, const std::function<void(const std::string&)>& progress) = 0;
+  virtual Status install(const Target& t) = 0;       // disruptive
+  virtual Status restart(const Target& t) = 0;       // disruptive
+  virtual Status check_health(const Target& t) = 0;  // after restart
+  virtual Status rollback(const Target& t) = 0;      // bring previous_version back
+};
+
+}  // namespace agentd
