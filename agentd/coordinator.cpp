@@ -1,0 +1,398 @@
+#include "coordinator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace agentd {
+
+namespace {
+constexpr const char* kProgressNames[] = {"none",     "install_begun", "installed",      "restart_begun",
+                                          "restarted", "healthy",      "failed",         "rollback_begun",
+                                          "rolled_back", "rollback_failed"};
+constexpr const char* kActionNames[] = {"none",         "write",    "prepare", "install",
+                                        "restart",      "check_health", "rollback", "adopt"};
+
+std::string seconds_text(Mono d) {
+  auto s = static_cast<long long>((d.count() + 999) / 1000);
+  return std::to_string(s) + "s";
+}
+
+// Orders waiters by waitingSince (§4.3 rule 4); unparsable times sort last.
+Wall waiting_key(const Entry& e) {
+  Wall w;
+  if (!parse_time(e.waiting_since, &w)) return Wall::max();
+  return w;
+}
+}  // namespace
+
+const char* to_string(Progress p) { return kProgressNames[static_cast<int>(p)]; }
+
+std::optional<Progress> progress_from_string(const std::string& s) {
+  for (int i = 0; i < 10; ++i)
+    if (s == kProgressNames[i]) return static_cast<Progress>(i);
+  return std::nullopt;
+}
+
+const char* to_string(ActionKind k) { return kActionNames[static_cast<int>(k)]; }
+
+Coordinator::Coordinator(std::string self, Timing timing) : self_(std::move(self)), timing_(timing) {}
+
+void Coordinator::reset() {
+  seen_.clear();
+  active_since_.reset();
+}
+
+void Coordinator::observe(const GroupDocument& doc, Mono now) {
+  // §4.1: remember when each entry's renewTime / lastSeen last *changed*; the
+  // first sighting counts as a change, so a restarted member waits a full period.
+  for (auto it = seen_.begin(); it != seen_.end();) {
+    if (!doc.entry(it->first))
+      it = seen_.erase(it);
+    else
+      ++it;
+  }
+  for (const auto& [node, e] : doc.entries) {
+    auto [it, fresh] = seen_.try_emplace(node);
+    Seen& s = it->second;
+    if (fresh || s.renew_time != e.renew_time) {
+      s.renew_time = e.renew_time;
+      s.renew_changed = now;
+    }
+    if (fresh || s.last_seen != e.last_seen) {
+      s.last_seen = e.last_seen;
+      s.last_seen_changed = now;
+    }
+  }
+  if (rollout_active(doc)) {
+    if (!active_since_) active_since_ = now;
+  } else {
+    active_since_.reset();
+  }
+}
+
+bool Coordinator::lease_live(const std::string& node, const Entry& e, Mono now) const {
+  if (!holds_lease(e.state)) return false;
+  auto it = seen_.find(node);
+  if (it == seen_.end()) return true;  // not observed yet: live for a full duration from now
+  Mono duration = e.lease_duration_seconds > 0 ? Mono{e.lease_duration_seconds * 1000} : timing_.lease_duration;
+  return now - it->second.renew_changed < duration;
+}
+
+bool Coordinator::healthy(const std::string& node, const Entry& e, Mono now) const {
+  if (is_halting(e.state)) return false;
+  if (holds_lease(e.state) && !lease_live(node, e, now)) return false;
+  auto it = seen_.find(node);
+  if (it == seen_.end()) return true;
+  return now - it->second.last_seen_changed < 3 * timing_.heartbeat;
+}
+
+bool Coordinator::judging(Mono now) const {
+  return active_since_ && now - *active_since_ >= 3 * timing_.heartbeat;
+}
+
+bool Coordinator::rollout_active(const GroupDocument& doc) {
+  return std::any_of(doc.entries.begin(), doc.entries.end(), [](const auto& kv) { return is_active(kv.second.state); });
+}
+
+std::optional<std::string> Coordinator::halted_for(const GroupDocument& doc, const std::string& target) {
+  if (target.empty()) return std::nullopt;
+  for (const auto& [node, e] : doc.entries) {
+    if (is_halting(e.state) && e.target_version == target) {
+      std::string why = node + " " + to_string(e.state) + " upgrading to " + target;
+      if (!e.message.empty()) why += ": " + e.message;
+      return why;
+    }
+  }
+  return std::nullopt;
+}
+
+std::int64_t Coordinator::next_epoch(const GroupDocument& doc, const Local& local) const {
+  // §4.3 says 1 + max(epoch over all entries). Amended: if the member holding the
+  // highest epoch is removed from the group its entry goes, and that rule would hand
+  // out its epoch again (I2). The revision only grows, and every acquisition made
+  // this way is <= its revision + 1, so max(..., revision + 1) strictly increases
+  // while staying >= 1 + max for members that follow the original rule.
+  std::int64_t m = local.highest_epoch;
+  for (const auto& [node, e] : doc.entries) m = std::max(m, e.epoch);
+  return std::max(m + 1, doc.revision + 1);
+}
+
+Verdict Coordinator::may_acquire(const GroupDocument& doc, const Local& local, Mono now) const {
+  // §4.3 rule 1
+  if (!doc.is_member(self_)) return {false, "not a member of group " + doc.name};
+  if (auto halt = halted_for(doc, local.target)) return {false, "group halted: " + *halt};
+  if (doc.settings.paused) return {false, "group paused by an admin"};
+  // rule 2
+  std::int64_t live = 0;
+  std::string holder;
+  for (const auto& [node, e] : doc.entries) {
+    if (node != self_ && lease_live(node, e, now)) {
+      ++live;
+      holder = node;
+    }
+  }
+  if (live >= doc.settings.max_concurrent) return {false, "waiting for " + holder + " (lease held)"};
+  // rule 3; with nobody required there is nothing to observe.
+  std::int64_t need = doc.min_available();
+  if (need > 0) {
+    if (!judging(now)) {
+      Mono left = active_since_ ? 3 * timing_.heartbeat - (now - *active_since_) : 3 * timing_.heartbeat;
+      return {false, "observing peers' health before acquiring (" + seconds_text(left) + " left)"};
+    }
+    std::int64_t ok = 0;
+    std::string down;
+    for (const auto& m : doc.members) {
+      if (m == self_) continue;
+      const Entry* e = doc.entry(m);
+      if (e && healthy(m, *e, now)) {
+        ++ok;
+      } else {
+        down += (down.empty() ? "" : ",") + m;
+      }
+    }
+    if (ok < need)
+      return {false, std::to_string(ok) + " other members healthy, need " + std::to_string(need) +
+                         " (unhealthy: " + down + ")"};
+  }
+  // rule 4: only the head of the healthy waiters for this target contends.
+  const Entry* mine = doc.entry(self_);
+  if (!mine || mine->state != State::waiting) return {false, "own entry is not waiting"};
+  std::vector<std::pair<Wall, std::string>> waiters;
+  for (const auto& [node, e] : doc.entries) {
+    if (e.state != State::waiting || e.target_version != local.target || !doc.is_member(node)) continue;
+    if (node != self_ && !healthy(node, e, now)) continue;
+    waiters.emplace_back(waiting_key(e), node);
+  }
+  std::sort(waiters.begin(), waiters.end());
+  if (waiters.empty() || waiters.front().second != self_)
+    return {false, "waiting behind " + (waiters.empty() ? std::string("?") : waiters.front().second)};
+  return {true, "free"};
+}
+
+Verdict Coordinator::fence(const GroupDocument& doc, const Local& local, Mono now) const {
+  const Entry* mine = doc.entry(self_);
+  if (!mine || !holds_lease(mine->state) || mine->epoch != local.epoch)
+    return {false, "fenced: our entry no longer holds the lease with epoch " + std::to_string(local.epoch)};
+  if (mine->write_id != local.last_write_id) return {false, "fenced: our entry was changed by someone else"};
+  if (!local.last_renew || now - *local.last_renew >= timing_.lease_duration)
+    return {false, "lease lost: not renewed for a whole lease duration"};
+  for (const auto& [node, e] : doc.entries) {
+    if (node != self_ && e.epoch > local.epoch && lease_live(node, e, now))
+      return {false, "fenced by " + node + " holding epoch " + std::to_string(e.epoch)};
+  }
+  return {true, "holding epoch " + std::to_string(local.epoch)};
+}
+
+bool Coordinator::write_landed(const GroupDocument& doc, const std::string& self, const std::string& write_id) {
+  const Entry* mine = doc.entry(self);
+  return mine && !write_id.empty() && mine->write_id == write_id;
+}
+
+Entry Coordinator::base_entry(const Local& local, const Wall& wall, const std::string& write_id) const {
+  Entry e;
+  e.state = local.state;
+  e.version = local.version;
+  e.target_version = local.state == State::idle ? "" : local.target;
+  e.epoch = local.epoch;
+  if (holds_lease(local.state)) {
+    e.lease_duration_seconds = static_cast<std::int64_t>(std::ceil(timing_.lease_duration.count() / 1000.0));
+    e.acquire_time = local.acquire_time;
+    e.renew_time = format_time(wall);  // every write by the holder renews (§4.4)
+  }
+  if (local.state == State::waiting) e.waiting_since = local.waiting_since;
+  e.last_seen = format_time(wall);
+  e.message = local.message;
+  e.write_id = write_id;
+  return e;
+}
+
+bool Coordinator::heartbeat_due(const GroupDocument& doc, const Local& local, Mono now) const {
+  if (!local.last_write) return true;
+  bool active = rollout_active(doc);
+  // A rollout that began after our last write: show we are alive at once (§4.1).
+  if (active && active_since_ && *local.last_write < *active_since_) return true;
+  return now - *local.last_write >= (active ? timing_.heartbeat : timing_.idle_heartbeat);
+}
+
+Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
+                           const std::string& wid) const {
+  auto write = [&](Entry e, std::string what, std::string reason) {
+    return Action{ActionKind::write, std::move(e), std::move(what), std::move(reason)};
+  };
+  auto with = [&](State s, std::string message) {
+    Local l = local;
+    l.state = s;
+    l.message = std::move(message);
+    return l;
+  };
+  if (!doc.is_member(self_)) return {ActionKind::none, {}, {}, "not a member of group " + doc.name};
+
+  const Entry* mine = doc.entry(self_);
+  if (!mine) {
+    // §4.2: a member without an entry writes one first. A lease we thought we
+    // held is gone with the entry (an admin cleared it): go back to waiting.
+    Local l = local;
+    if (holds_lease(l.state)) {
+      l.state = State::waiting;
+      l.message = "fenced: our entry was removed";
+    }
+    return write(base_entry(l, wall, wid), "join", "joining group " + doc.name);
+  }
+  if (mine->write_id != local.last_write_id)
+    return {ActionKind::adopt, *mine, "adopt", "our entry was written by someone else: " + mine->message};
+
+  const bool has_target = !local.target.empty() && local.target != local.version;
+  switch (local.state) {
+    case State::idle:
+    case State::succeeded: {
+      if (has_target) {
+        if (auto halt = halted_for(doc, local.target)) {
+          if (heartbeat_due(doc, local, now)) return write(base_entry(local, wall, wid), "heartbeat", "halted");
+          return {ActionKind::none, {}, {}, "not preparing " + local.target + ": group halted: " + *halt};
+        }
+        Local l = with(State::preparing, "preparing " + local.target);
+        return write(base_entry(l, wall, wid), "prepare", "new target " + local.target);
+      }
+      if (heartbeat_due(doc, local, now)) return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
+      return {ActionKind::none, {}, {}, "up to date at " + local.version};
+    }
+    case State::preparing: {
+      if (!has_target) return write(base_entry(with(State::idle, ""), wall, wid), "idle", "target withdrawn");
+      if (mine->target_version != local.target)
+        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid), "prepare",
+                     "target changed to " + local.target);
+      if (local.verification_failed)
+        return write(base_entry(with(State::failed, local.message), wall, wid), "fail",
+                     "artifact failed verification");
+      if (local.prepared) {
+        Local l = with(State::waiting, "waiting for the group lease");
+        l.waiting_since = format_time(wall);
+        return write(base_entry(l, wall, wid), "wait", "prepared " + local.target);
+      }
+      if (!local.job_running) return {ActionKind::prepare, {}, {}, "preparing " + local.target};
+      if (heartbeat_due(doc, local, now)) return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
+      return {ActionKind::none, {}, {}, "preparing " + local.target};
+    }
+    case State::waiting: {
+      if (!has_target) return write(base_entry(with(State::idle, ""), wall, wid), "idle", "target withdrawn");
+      if (mine->target_version != local.target)
+        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid), "prepare",
+                     "target changed to " + local.target);
+      Verdict v = may_acquire(doc, local, now);
+      if (v.ok) {
+        Local l = with(State::upgrading, "upgrading to " + local.target);
+        l.epoch = next_epoch(doc, local);
+        l.acquire_time = format_time(wall);
+        return write(base_entry(l, wall, wid), "acquire", "lease free; epoch " + std::to_string(l.epoch));
+      }
+      if (heartbeat_due(doc, local, now)) {
+        Local l = local;
+        l.message = v.reason;
+        return write(base_entry(l, wall, wid), "heartbeat", v.reason);
+      }
+      return {ActionKind::none, {}, {}, v.reason};
+    }
+    case State::upgrading:
+    case State::verifying:
+      return holder_action(doc, local, now, wall, wid);
+    case State::failed:
+    case State::rolledback: {
+      // A newer version is published: the halt was for the old one (§1 goal 4).
+      if (has_target && local.target != mine->target_version)
+        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid), "prepare",
+                     "new target " + local.target);
+      if (heartbeat_due(doc, local, now)) return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
+      return {ActionKind::none, {}, {}, std::string("halted: ") + to_string(local.state) + ": " + local.message};
+    }
+  }
+  return {};
+}
+
+Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
+                                  const std::string& wid) const {
+  auto write = [&](const Local& l, std::string what, std::string reason) {
+    return Action{ActionKind::write, base_entry(l, wall, wid), std::move(what), std::move(reason)};
+  };
+  auto fenced = [&](std::string why) {
+    Local l = local;
+    l.state = State::waiting;
+    l.message = why;
+    if (l.waiting_since.empty()) l.waiting_since = format_time(wall);
+    return write(l, "fenced", why);
+  };
+
+  // Anyone with a higher epoch and a live lease has superseded us (§4.4).
+  for (const auto& [node, e] : doc.entries) {
+    if (node != self_ && e.epoch > local.epoch && lease_live(node, e, now))
+      return fenced("fenced by " + node + " holding epoch " + std::to_string(e.epoch));
+  }
+  const bool lost = !local.last_renew || now - *local.last_renew >= timing_.lease_duration;
+  const bool renew_due = !local.last_renew || now - *local.last_renew >= std::min(timing_.renew_period(), timing_.heartbeat);
+  if (renew_due) {
+    if (lost) {
+      // A lease we could not renew for a whole duration (or a restarted process's)
+      // is taken again only where a fresh acquisition would not exceed maxConcurrent.
+      std::int64_t live = 0;
+      for (const auto& [node, e] : doc.entries)
+        if (node != self_ && lease_live(node, e, now)) ++live;
+      if (live >= doc.settings.max_concurrent) return fenced("lease lost while another member holds one");
+    }
+    return write(local, "renew", lost ? "renewing a lease not renewed for a whole duration" : "renew");
+  }
+  if (local.job_running) return {ActionKind::none, {}, {}, local.message};
+
+  switch (local.progress) {
+    case Progress::none:
+    case Progress::install_begun:
+      return {ActionKind::install, {}, {}, "installing " + local.target};
+    case Progress::installed:
+      return {ActionKind::restart, {}, {}, "restarting the agent at " + local.target};
+    case Progress::restart_begun:
+    case Progress::restarted:
+      if (local.state == State::upgrading) {
+        Local l = local;
+        l.state = State::verifying;
+        l.message = "verifying " + local.target;
+        return write(l, "verify", "restarted; verifying");
+      }
+      return {ActionKind::check_health, {}, {}, "checking health of " + local.target};
+    case Progress::healthy: {
+      Local l = local;
+      l.state = State::succeeded;
+      l.version = local.target;
+      l.message = "upgraded to " + local.target;
+      return write(l, "release", "upgrade succeeded");
+    }
+    case Progress::failed:
+    case Progress::rollback_begun:
+      return {ActionKind::rollback, {}, {}, "rolling back to " + local.previous_version};
+    case Progress::rolled_back: {
+      Local l = local;
+      l.state = State::rolledback;
+      l.version = local.previous_version;
+      return write(l, "release", "rolled back: " + local.message);
+    }
+    case Progress::rollback_failed: {
+      Local l = local;
+      l.state = State::failed;
+      return write(l, "release", "failed: " + local.message);
+    }
+  }
+  return {};
+}
+
+Mono Coordinator::poll_interval(const GroupDocument& doc, const Local& local, Mono now) const {
+  // §5: fast while waiting at the head or holding; slower in an active rollout;
+  // a quiet group is read on a change notice or every idleHeartbeatSeconds.
+  if (holds_lease(local.state)) return timing_.fast_poll;
+  if (local.state == State::waiting) {
+    Verdict v = may_acquire(doc, local, now);
+    bool head = v.ok || v.reason.rfind("waiting behind", 0) != 0;
+    return head ? timing_.fast_poll : timing_.poll;
+  }
+  if (rollout_active(doc)) return timing_.poll;
+  return timing_.idle_heartbeat;
+}
+
+}  // namespace agentd

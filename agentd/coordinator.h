@@ -1,0 +1,152 @@
+// The pure protocol (protocol.md §4): given the group document, what this member
+// knows about itself, and the monotonic clock, decide the next action. No I/O:
+// the daemon reads, writes and runs jobs; the coordinator only decides.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "clock.h"
+#include "group.h"
+
+namespace agentd {
+
+// protocol.md §5, in milliseconds so tests can run fast.
+struct Timing {
+  Mono lease_duration{120'000};
+  Mono heartbeat{20'000};
+  Mono idle_heartbeat{600'000};
+  Mono fast_poll{2'000};
+  Mono poll{10'000};
+  Mono renew_period() const { return lease_duration / 3; }  // §4.4
+};
+
+// How far the disruptive part has gone on this node (persisted; protocol.md §4.2:
+// the local file is the truth about what was done to this node).
+enum class Progress {
+  none,            // nothing done under the lease yet
+  install_begun,   // install started; a crash here means: run it again under the lease
+  installed,
+  restart_begun,   // restart started; a crash here is the expected end when agentd is the agent
+  restarted,
+  healthy,         // health check passed: release as succeeded
+  failed,          // install or health failed: roll back under the lease
+  rollback_begun,
+  rolled_back,     // previous version back: release as rolledback
+  rollback_failed, // release as failed
+};
+const char* to_string(Progress p);
+std::optional<Progress> progress_from_string(const std::string& s);
+
+// What this member knows about itself. The persisted part lives in the state file.
+struct Local {
+  State state = State::idle;       // our entry's state as we last wrote it
+  std::string version;             // agent version running now
+  std::string target;              // version the plan names ("" = none)
+  std::string previous_version;    // version before this upgrade (rollback target)
+  std::int64_t epoch = 0;          // our fencing token (§4.3)
+  std::int64_t highest_epoch = 0;  // highest epoch ever seen in the group (see next_epoch)
+  std::string acquire_time;
+  std::string waiting_since;
+  std::string message;             // reason shown in our entry
+  std::string last_write_id;       // writeId of our latest write known to have landed
+  bool prepared = false;           // prepare finished for `target`
+  bool verification_failed = false;  // the artifact failed verification: write failed (§4.2)
+  std::string failed_target;       // a node in no group: the target whose upgrade failed
+  Progress progress = Progress::none;
+
+  // Process-local, not persisted: a restarted process renews first (§4.4).
+  std::optional<Mono> last_renew;  // when our last acquire/renew landed
+  std::optional<Mono> last_write;  // when our last write of any kind landed
+  bool job_running = false;        // a prepare/install/... job is in flight
+};
+
+enum class ActionKind {
+  none,      // nothing to do now; `reason` says why (status text)
+  write,     // write `entry` with If-Match of the document's revision
+  prepare,   // run the upgrader's prepare (no lease)
+  install,   // disruptive: fence first (§4.4)
+  restart,   // disruptive: fence first
+  check_health,
+  rollback,  // disruptive: fence first
+  adopt,     // someone else (an admin) wrote our entry: take `entry` as our state
+};
+const char* to_string(ActionKind k);
+
+struct Action {
+  ActionKind kind = ActionKind::none;
+  Entry entry;          // for write/adopt
+  std::string what;     // for write: join, heartbeat, prepare, wait, acquire, renew, verify, release, fenced, ...
+  std::string reason;   // human text for logs and sd_notify STATUS
+};
+
+struct Verdict {
+  bool ok = false;
+  std::string reason;
+};
+
+class Coordinator {
+ public:
+  Coordinator(std::string self, Timing timing);
+
+  const std::string& self() const { return self_; }
+  const Timing& timing() const { return timing_; }
+
+  // Records, for every other entry, when its renewTime and lastSeen were seen to
+  // change (§4.1). Call on every fresh document, before deciding.
+  void observe(const GroupDocument& doc, Mono now);
+  // Forget all observations (the member moved to another group).
+  void reset();
+
+  // §4.1: live while less than leaseDurationSeconds of local time has passed since
+  // its renewTime last changed (first observation counts as a change).
+  bool lease_live(const std::string& node, const Entry& e, Mono now) const;
+  // §4.1: entry exists, lastSeen changed within 3 × heartbeat, not failed/rolledback,
+  // not holding a lease that is no longer live.
+  bool healthy(const std::string& node, const Entry& e, Mono now) const;
+  // Whether we have watched the active rollout long enough to judge health (§4.1).
+  bool judging(Mono now) const;
+
+  static bool rollout_active(const GroupDocument& doc);
+  // An entry in failed/rolledback for `target` halts the group (§1 goal 4); returns who and why.
+  static std::optional<std::string> halted_for(const GroupDocument& doc, const std::string& target);
+  // §4.3 (amended, see coordinator.cpp): 1 + max epoch, never below revision + 1.
+  std::int64_t next_epoch(const GroupDocument& doc, const Local& local) const;
+
+  // §4.3 rules 1-4 on this one revision.
+  Verdict may_acquire(const GroupDocument& doc, const Local& local, Mono now) const;
+  // §4.4: our entry still holds the lease with our epoch, and no entry with a higher
+  // epoch holds a live lease.
+  Verdict fence(const GroupDocument& doc, const Local& local, Mono now) const;
+  // §4.6: did the write carrying `write_id` land?
+  static bool write_landed(const GroupDocument& doc, const std::string& self, const std::string& write_id);
+
+  // The next action for this member. `doc` must be fresh and observed.
+  Action decide(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
+                const std::string& new_write_id) const;
+
+  // How long to wait before the next conditional read (§5 pollSeconds).
+  Mono poll_interval(const GroupDocument& doc, const Local& local, Mono now) const;
+
+ private:
+  struct Seen {
+    std::string renew_time;
+    Mono renew_changed{};
+    std::string last_seen;
+    Mono last_seen_changed{};
+  };
+
+  Entry base_entry(const Local& local, const Wall& wall, const std::string& write_id) const;
+  bool heartbeat_due(const GroupDocument& doc, const Local& local, Mono now) const;
+  Action holder_action(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
+                       const std::string& write_id) const;
+
+  std::string self_;
+  Timing timing_;
+  std::map<std::string, Seen> seen_;
+  std::optional<Mono> active_since_;  // when we first saw the current rollout active
+};
+
+}  // namespace agentd

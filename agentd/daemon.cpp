@@ -1,0 +1,682 @@
+#include "daemon.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <stdexcept>
+
+#include "files.h"
+#include "json.h"
+
+namespace agentd {
+
+// ---- Job ----------------------------------------------------------------------
+
+Job::~Job() { join(); }
+
+void Job::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Job::start(ActionKind kind, std::function<Status()> work, std::function<void()> wake) {
+  join();
+  kind_ = kind;
+  done_.store(false);
+  thread_ = std::thread([this, work = std::move(work), wake = std::move(wake)] {
+    result_ = work();
+    done_.store(true);
+    wake();
+  });
+}
+
+std::optional<std::pair<ActionKind, Status>> Job::take() {
+  if (!thread_.joinable() || !done_.load()) return std::nullopt;
+  thread_.join();
+  return std::make_pair(kind_, result_);
+}
+
+// ---- Daemon -------------------------------------------------------------------
+
+namespace {
+Timing timing_from(const Config& c) {
+  return Timing{c.lease_duration, c.heartbeat, c.idle_heartbeat, c.fast_poll, c.poll};
+}
+// Raised only when the state file cannot be written: no transition may proceed
+// unrecorded (protocol.md §4.2), so the loop ends and agentd exits with exit_state.
+struct PersistError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+}  // namespace
+
+Daemon::Daemon(DaemonParts parts)
+    : p_(parts), coordinator_(parts.config.node_id, timing_from(parts.config)), rng_(std::random_device{}()) {}
+
+std::string Daemon::new_write_id() {
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64, static_cast<std::uint64_t>(rng_()),
+                static_cast<std::uint64_t>(rng_()));
+  return buf;
+}
+
+void Daemon::persist() {
+  if (auto s = p_.state_file.save(ps_); !s) {
+    // Nothing is lost yet, but no transition may proceed unrecorded (protocol.md §4.2).
+    p_.log.error("persist-failed", {{"path", p_.state_file.path()}, {"error", s.error().describe()}});
+    throw PersistError("cannot persist state: " + s.error().describe());
+  }
+}
+
+void Daemon::status(const std::string& text) {
+  if (text == last_status_) return;
+  last_status_ = text;
+  p_.notifier.notify("STATUS=" + text);
+  p_.log.debug("status", {{"msg", text}});
+}
+
+void Daemon::report_management_status(const std::string& st, const std::string& error) {
+  if (ps_.policy.empty() || (st == last_mgmt_status_ && error.empty())) return;
+  auto slash = ps_.policy.find('/');
+  std::string name = slash == std::string::npos ? ps_.policy : ps_.policy.substr(slash + 1);
+  ManagementStatus ms;
+  if (scheduled_time_.empty()) scheduled_time_ = format_time(p_.clock.wall());
+  ms.scheduled_time = scheduled_time_;
+  ms.status = st;
+  ms.error_message = error;
+  ms.software_version = ps_.local.target;
+  if (st == "initiated") ms.start_time = format_time(p_.clock.wall());
+  if (st == "successful" || st == "failed" || st == "rollback successful") ms.end_time = format_time(p_.clock.wall());
+  if (auto r = p_.exchange.put_management_status(name, ms); !r) {
+    p_.log.warn("management-status-failed", {{"policy", ps_.policy}, {"error", r.error().describe()}});
+    return;
+  }
+  last_mgmt_status_ = st;
+}
+
+void Daemon::log_step(const char* step) {
+  auto o = json::object();
+  json::set(o.get(), "tUs",
+            static_cast<std::int64_t>(
+                std::chrono::duration_cast<std::chrono::microseconds>(p_.clock.wall().time_since_epoch()).count()));
+  json::set(o.get(), "node", p_.config.node_id);
+  json::set(o.get(), "group", ps_.group);
+  json::set(o.get(), "step", step);
+  json::set(o.get(), "epoch", ps_.local.epoch);
+  json::set(o.get(), "version", ps_.local.target);
+  if (auto s = append_line(p_.steps_log, json::print(o.get())); !s)
+    p_.log.warn("steps-log-failed", {{"error", s.error().describe()}});
+}
+
+int Daemon::run() {
+  auto loaded = p_.state_file.load();
+  if (!loaded) {
+    p_.log.error("state-unreadable", {{"error", loaded.error().describe()}});
+    return exit_state;
+  }
+  if (*loaded) {
+    ps_ = std::move(**loaded);
+    p_.log.info("resumed", {{"state", to_string(ps_.local.state)},
+                            {"progress", to_string(ps_.local.progress)},
+                            {"epoch", std::to_string(ps_.local.epoch)},
+                            {"group", ps_.group}});
+  }
+  try {
+    persist();  // proves the state directory is writable before anything else happens
+  } catch (const std::exception&) {
+    return exit_state;
+  }
+  if (auto v = p_.upgrader.running_version()) {
+    ps_.local.version = *v;
+  } else {
+    p_.log.warn("version-unknown", {{"error", v.error().describe()}});
+  }
+  p_.notifier.notify("READY=1");
+  p_.log.info("started", {{"node", p_.config.org + "/" + p_.config.node_id}, {"version", ps_.local.version}});
+
+  try {
+    while (!p_.waiter.stop_requested()) {
+      tick();
+      Mono wait = next_wake() - p_.clock.mono();
+      if (wait > Mono{0}) p_.waiter.sleep_for(wait);
+    }
+  } catch (const PersistError& e) {
+    p_.log.error("fatal", {{"error", e.what()}});
+    job_.join();
+    return exit_state;
+  }
+  p_.notifier.notify("STOPPING=1");
+  p_.log.info("stopping", {{"signal", std::to_string(p_.waiter.stop_signal())},
+                           {"state", to_string(ps_.local.state)},
+                           {"progress", to_string(ps_.local.progress)}});
+  // A running job sees the stop request and ends its child; its step stays
+  // recorded as begun, so the next start resumes it (protocol.md §4.2).
+  job_.join();
+  if (auto r = job_.take(); r) (void)r;
+  try {
+    persist();
+  } catch (const std::exception&) {
+    return exit_state;
+  }
+  return exit_ok;
+}
+
+Mono Daemon::next_wake() const {
+  Mono w = std::min({next_changes_, next_node_, next_plan_, next_read_});
+  if (p_.notifier.watchdog_interval() > Mono{0}) w = std::min(w, next_watchdog_);
+  if (retry_prepare_ > p_.clock.mono()) w = std::min(w, retry_prepare_);
+  // Heartbeats and renewals are decided on a read; never sleep past one.
+  const Local& l = ps_.local;
+  if (l.last_write) {
+    Mono hb = holds_lease(l.state) ? std::min(coordinator_.timing().renew_period(), coordinator_.timing().heartbeat)
+                                   : coordinator_.timing().heartbeat;
+    w = std::min(w, *l.last_write + hb);
+  }
+  return w;
+}
+
+void Daemon::tick() {
+  Mono now = p_.clock.mono();
+  if (p_.notifier.watchdog_interval() > Mono{0} && now >= next_watchdog_) {
+    p_.notifier.notify("WATCHDOG=1");
+    next_watchdog_ = now + p_.notifier.watchdog_interval();
+  }
+  finish_job();
+  if (now >= next_changes_) poll_changes();
+  if (now >= next_node_) refresh_node();
+  if (!node_) return;
+  if (now >= next_plan_) refresh_plan();
+  if (ps_.group.empty())
+    ungrouped_tick();
+  else
+    grouped_tick();
+}
+
+// ---- hub polling ---------------------------------------------------------------
+
+void Daemon::poll_changes() {
+  Mono now = p_.clock.mono();
+  next_changes_ = now + p_.config.changes_interval;
+  if (change_id_ == 0) {
+    auto max = p_.exchange.max_change_id();
+    if (!max) {
+      p_.log.warn("changes-failed", {{"error", max.error().describe()}});
+      return;
+    }
+    change_id_ = *max + 1;
+  }
+  // POST /changes is also the node heartbeat, as for the real agent (exchange-api.md §3.2).
+  auto r = p_.exchange.changes(change_id_, 1000);
+  if (!r) {
+    p_.log.warn("changes-failed", {{"error", r.error().describe()}});
+    return;
+  }
+  for (const auto& c : r->changes) {
+    if (c.resource == "node" && c.id == p_.config.node_id) next_node_ = now;  // membership may have changed
+    if (c.resource == "mgmtpolicy" || c.resource == "agentfileversion") next_plan_ = now;
+    if (c.resource == "agentupgrade" && c.id == p_.config.node_id) next_read_ = now;  // protocol.md §3 notices
+  }
+  change_id_ = std::max(change_id_, r->most_recent_change_id + 1);
+}
+
+void Daemon::refresh_node() {
+  Mono now = p_.clock.mono();
+  next_node_ = now + p_.config.idle_heartbeat;
+  auto n = p_.exchange.get_node();
+  if (!n) {
+    Level lvl = n.error().transient() ? Level::warn : Level::error;
+    p_.log.log(lvl, "node-read-failed", {{"error", n.error().describe()}});
+    status("cannot read this node from the Exchange: " + n.error().describe());
+    next_node_ = now + std::max(p_.config.poll, Mono{1000});
+    return;
+  }
+  if (n->ha_group != ps_.group) {
+    p_.log.info("group-changed", {{"from", ps_.group}, {"to", n->ha_group}});
+    ps_.group = n->ha_group;
+    coordinator_.reset();
+    doc_.reset();
+    force_read_ = true;
+    persist();
+  }
+  node_ = std::move(*n);
+}
+
+void Daemon::refresh_plan() {
+  Mono now = p_.clock.mono();
+  next_plan_ = now + p_.config.idle_heartbeat;
+  auto policies = p_.exchange.list_management_policies();
+  if (!policies) {
+    p_.log.warn("policies-read-failed", {{"error", policies.error().describe()}});
+    next_plan_ = now + std::max(p_.config.poll, Mono{1000});
+    return;
+  }
+  auto published = p_.exchange.agent_software_versions();
+  std::vector<std::string> versions = published ? *published : std::vector<std::string>{};
+  auto plan = choose_target(*node_, *policies, versions, ps_.local.version, p_.clock.wall(),
+                            [this](const std::string& ref) { return p_.exchange.get_manifest(ref); });
+  if (!plan) {
+    p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
+    return;
+  }
+  if (plan->version != plan_.version || plan->reason != plan_.reason)
+    p_.log.info("plan", {{"target", plan->version}, {"reason", plan->reason}});
+  plan_ = *plan;
+  // A release in flight keeps its target; a new plan applies from the next cycle.
+  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none && ps_.local.target != plan_.version) {
+    ps_.local.target = plan_.version;
+    ps_.policy = plan_.policy;
+    last_mgmt_status_.clear();
+    persist();
+    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
+  }
+}
+
+bool Daemon::read_group(bool force) {
+  Mono now = p_.clock.mono();
+  if (!force && !force_read_ && now < next_read_) return doc_.has_value();
+  std::optional<std::int64_t> known;
+  if (doc_) known = doc_->revision;
+  auto r = p_.store.read(ps_.group, known);
+  if (!r) {
+    const Error& e = r.error();
+    next_read_ = now + std::max(p_.config.poll, Mono{500});
+    if (e.code == Errc::unsupported) {
+      // protocol.md §3: without the extension there is no safe lease; never fall back.
+      std::string why = "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
+      if (why != unsupported_reason_) {
+        unsupported_reason_ = why;
+        p_.log.error("unsupported-hub", {{"group", ps_.group}, {"error", e.describe()}});
+        report_management_status("ha node waiting", why);
+      }
+      status(why);
+    } else if (e.code == Errc::not_found) {
+      p_.log.warn("group-missing", {{"group", ps_.group}});
+      next_node_ = now;
+    } else {
+      p_.log.warn("group-read-failed", {{"group", ps_.group}, {"error", e.describe()}});
+      status("cannot read group " + ps_.group + ": " + e.describe());
+    }
+    doc_.reset();
+    return false;
+  }
+  unsupported_reason_.clear();
+  force_read_ = false;
+  if (!r->not_modified) doc_ = std::move(r->document);
+  if (!doc_) {  // 304 without a cached document cannot happen with a correct hub
+    force_read_ = true;
+    return false;
+  }
+  coordinator_.observe(*doc_, now);
+  ps_.local.job_running = job_.busy();
+  next_read_ = now + coordinator_.poll_interval(*doc_, ps_.local, now);
+  return true;
+}
+
+// protocol.md §4.6: a write whose response was lost is judged by its writeId.
+void Daemon::resolve_pending() {
+  if (ps_.pending_write_id.empty() || !doc_) return;
+  if (Coordinator::write_landed(*doc_, p_.config.node_id, ps_.pending_write_id)) {
+    Entry e = *doc_->entry(p_.config.node_id);
+    p_.log.info("write-recovered", {{"writeId", e.write_id}, {"state", to_string(e.state)}});
+    Local& l = ps_.local;
+    l.state = e.state;
+    l.epoch = e.epoch;
+    l.highest_epoch = std::max(l.highest_epoch, e.epoch);
+    l.acquire_time = e.acquire_time;
+    l.waiting_since = e.waiting_since;
+    l.message = e.message;
+    l.last_write_id = e.write_id;
+    // We do not know when it landed: a lease is renewed before anything else.
+    l.last_renew.reset();
+    l.last_write.reset();
+  }
+  ps_.pending_write_id.clear();
+  persist();
+}
+
+// ---- the grouped member ---------------------------------------------------------
+
+void Daemon::grouped_tick() {
+  if (!read_group(false)) return;
+  resolve_pending();
+  for (int step = 0; step < 8 && !p_.waiter.stop_requested(); ++step) {
+    Mono now = p_.clock.mono();
+    ps_.local.job_running = job_.busy();
+    Action a = coordinator_.decide(*doc_, ps_.local, now, p_.clock.wall(), new_write_id());
+    switch (a.kind) {
+      case ActionKind::none:
+        if (a.reason.rfind("not a member", 0) == 0) next_node_ = std::min(next_node_, now + p_.config.poll);
+        status(a.reason);
+        return;
+      case ActionKind::adopt:
+        adopt(a.entry);
+        continue;
+      case ActionKind::write: {
+        WriteOutcome w = write(a);
+        if (w == WriteOutcome::landed) continue;
+        if (w == WriteOutcome::conflict) {
+          // protocol.md §4.3: re-read after jittered backoff; a holder renews at once.
+          Mono delay = holds_lease(ps_.local.state)
+                           ? Mono{0}
+                           : full_jitter(std::min(conflicts_, 6), Mono{200}, Mono{10'000}, rng_);
+          ++conflicts_;
+          next_read_ = now + delay;
+          force_read_ = delay == Mono{0};
+        }
+        return;
+      }
+      case ActionKind::prepare:
+        if (now < retry_prepare_) {
+          status("preparing " + ps_.local.target + ": retrying after an error: " + ps_.local.message);
+          return;
+        }
+        start_job(a.kind);
+        status(a.reason);
+        return;
+      case ActionKind::check_health:
+        start_job(a.kind);
+        status(a.reason);
+        return;
+      case ActionKind::install:
+      case ActionKind::restart:
+      case ActionKind::rollback:
+        if (!begin_step(a.kind, true)) continue;  // fenced or lease stale: decide again
+        status(a.reason);
+        return;
+    }
+  }
+}
+
+Daemon::WriteOutcome Daemon::write(const Action& a) {
+  Mono sent = p_.clock.mono();
+  ps_.pending_write_id = a.entry.write_id;
+  persist();  // protocol.md §4.2: persist before every write
+  auto r = p_.store.write_entry(ps_.group, p_.config.node_id, a.entry, doc_->revision);
+  if (!r) {
+    const Error& e = r.error();
+    if (e.code == Errc::conflict) {
+      ps_.pending_write_id.clear();
+      persist();
+      p_.log.debug("write-conflict", {{"what", a.what}, {"revision", std::to_string(doc_->revision)}});
+      return WriteOutcome::conflict;
+    }
+    if (e.code == Errc::forbidden || e.code == Errc::not_found || e.code == Errc::parse ||
+        e.code == Errc::precondition || e.code == Errc::unauthorized) {
+      ps_.pending_write_id.clear();
+      persist();
+      p_.log.error("write-refused", {{"what", a.what}, {"error", e.describe()}});
+      next_node_ = sent;  // perhaps no longer a member
+      next_read_ = sent + std::max(p_.config.poll, Mono{1000});
+      return WriteOutcome::refused;
+    }
+    // Transport error or 5xx: the write may have landed. Re-read, then judge by writeId.
+    p_.log.warn("write-unknown", {{"what", a.what}, {"writeId", a.entry.write_id}, {"error", e.describe()}});
+    force_read_ = true;
+    next_read_ = sent + Mono{200};
+    return WriteOutcome::unknown;
+  }
+  conflicts_ = 0;
+  Local& l = ps_.local;
+  State before = l.state;
+  if (a.what == "acquire" && l.progress == Progress::none) l.previous_version = l.version;
+  l.state = a.entry.state;
+  l.version = a.entry.version;
+  l.epoch = a.entry.epoch;
+  l.highest_epoch = std::max(l.highest_epoch, a.entry.epoch);
+  l.acquire_time = a.entry.acquire_time;
+  l.waiting_since = a.entry.waiting_since;
+  l.message = a.entry.message;
+  l.last_write_id = a.entry.write_id;
+  l.last_write = sent;
+  if (holds_lease(a.entry.state))
+    l.last_renew = sent;
+  else
+    l.last_renew.reset();
+  if (a.what == "prepare" || a.what == "idle") {
+    l.prepared = false;
+    l.verification_failed = false;
+  }
+  if (a.what == "release" || (a.what == "fail" && before == State::preparing)) {
+    l.progress = Progress::none;
+    l.prepared = false;
+    l.verification_failed = false;
+  }
+  ps_.pending_write_id.clear();
+  doc_->entries[p_.config.node_id] = a.entry;
+  doc_->revision = *r;
+  persist();
+  coordinator_.observe(*doc_, sent);
+  if (a.what != "heartbeat" && a.what != "renew") {
+    p_.log.info(a.what, {{"group", ps_.group},
+                         {"state", to_string(a.entry.state)},
+                         {"epoch", std::to_string(a.entry.epoch)},
+                         {"target", ps_.local.target},
+                         {"revision", std::to_string(*r)},
+                         {"msg", a.reason}});
+  } else {
+    p_.log.debug(a.what, {{"revision", std::to_string(*r)}});
+  }
+  if (a.what == "prepare") report_management_status("download started");
+  if (a.what == "wait") report_management_status("ha node waiting");
+  if (a.what == "release") {
+    if (a.entry.state == State::succeeded) report_management_status("successful");
+    if (a.entry.state == State::rolledback) report_management_status("rollback successful", a.entry.message);
+    if (a.entry.state == State::failed) report_management_status("failed", a.entry.message);
+    if (a.entry.state == State::succeeded) (void)p_.exchange.patch_software_version(a.entry.version);
+  }
+  if (a.what == "fail") report_management_status("failed", a.entry.message);
+  return WriteOutcome::landed;
+}
+
+// Someone else (an admin, protocol.md §6) wrote our entry: the hub is the truth
+// about the lease; our file stays the truth about what was done to this node.
+void Daemon::adopt(const Entry& e) {
+  Local& l = ps_.local;
+  p_.log.warn("entry-changed", {{"state", to_string(e.state)}, {"epoch", std::to_string(e.epoch)}, {"msg", e.message}});
+  bool ours = holds_lease(e.state) && holds_lease(l.state) && e.epoch == l.epoch;
+  if (holds_lease(e.state) && !ours) {
+    l.state = State::waiting;  // a lease we did not take is not ours: write waiting next
+  } else if (ours) {
+    l.state = e.state;
+    l.last_renew.reset();  // renew before anything else
+  } else if (holds_lease(l.state) || l.state == State::failed || l.state == State::rolledback) {
+    // force-release (holder) or resume (halted): start over from idle; what was
+    // begun on this node is kept in `progress` and finished under the next lease.
+    l.state = e.state == State::idle || e.state == State::succeeded ? State::idle : e.state;
+    if (!holds_lease(l.state) && l.progress != Progress::none && l.state == State::idle) l.state = State::preparing;
+  } else {
+    l.state = e.state;
+  }
+  if (l.state == State::idle && l.progress == Progress::none) {
+    l.prepared = false;
+    l.verification_failed = false;
+  }
+  l.message = e.message;
+  l.last_write_id = e.write_id;
+  l.last_write.reset();  // show we are alive soon
+  persist();
+}
+
+bool Daemon::begin_step(ActionKind kind, bool fenced_step) {
+  if (fenced_step) {
+    // protocol.md §4.4: re-read immediately before each disruptive step.
+    if (!read_group(true)) return false;
+    Verdict v = coordinator_.fence(*doc_, ps_.local, p_.clock.mono());
+    if (!v.ok) {
+      p_.log.warn("fence", {{"step", to_string(kind)}, {"reason", v.reason}});
+      return false;
+    }
+  }
+  start_job(kind);
+  return true;
+}
+
+void Daemon::start_job(ActionKind kind) {
+  Local& l = ps_.local;
+  Target t{l.target, l.previous_version, plan_.manifest};
+  std::function<Status()> work;
+  switch (kind) {
+    case ActionKind::prepare:
+      work = [this, t] { return p_.upgrader.prepare(t, [](const std::string&) {}); };
+      break;
+    case ActionKind::install:
+      l.progress = Progress::install_begun;
+      work = [this, t] { return p_.upgrader.install(t); };
+      break;
+    case ActionKind::restart:
+      l.progress = Progress::restart_begun;
+      work = [this, t] { return p_.upgrader.restart(t); };
+      break;
+    case ActionKind::check_health:
+      work = [this, t] { return p_.upgrader.check_health(t); };
+      break;
+    case ActionKind::rollback:
+      l.progress = Progress::rollback_begun;
+      work = [this, t] { return p_.upgrader.rollback(t); };
+      break;
+    default:
+      return;
+  }
+  persist();  // the step is recorded as begun before it begins
+  if (kind == ActionKind::install) log_step("install");
+  if (kind == ActionKind::restart) log_step("restart");
+  if (kind == ActionKind::rollback) log_step("rollback");
+  if (kind == ActionKind::install) report_management_status("initiated");
+  if (kind == ActionKind::rollback) report_management_status("rollback started");
+  p_.log.info("step", {{"step", to_string(kind)}, {"target", l.target}, {"epoch", std::to_string(l.epoch)}});
+  l.job_running = true;
+  job_.start(kind, std::move(work), [this] { p_.waiter.wake(); });
+}
+
+void Daemon::finish_job() {
+  auto done = job_.take();
+  if (!done) return;
+  auto [kind, result] = *done;
+  Local& l = ps_.local;
+  l.job_running = false;
+  if (!result && result.error().code == Errc::cancelled) return;  // stopping: the step stays begun
+  std::string err = result ? "" : result.error().describe();
+  p_.log.log(result ? Level::info : Level::error, "step-done",
+             {{"step", to_string(kind)}, {"ok", result ? "true" : "false"}, {"error", err}});
+  switch (kind) {
+    case ActionKind::prepare:
+      if (result) {
+        l.prepared = true;
+        report_management_status("downloaded");
+      } else if (result.error().code == Errc::verification) {
+        l.verification_failed = true;
+        l.message = "artifact failed verification: " + err;
+      } else {
+        l.message = "prepare failed: " + err;
+        retry_prepare_ = p_.clock.mono() + full_jitter(3, Mono{1000}, Mono{60'000}, rng_) + Mono{1000};
+      }
+      break;
+    case ActionKind::install:
+      if (result) {
+        l.progress = Progress::installed;
+      } else {
+        l.progress = Progress::failed;
+        l.message = "install of " + l.target + " failed: " + err;
+      }
+      break;
+    case ActionKind::restart:
+      if (result) {
+        l.progress = Progress::restarted;
+      } else {
+        l.progress = Progress::failed;
+        l.message = "restart at " + l.target + " failed: " + err;
+      }
+      break;
+    case ActionKind::check_health: {
+      auto v = p_.upgrader.running_version();
+      if (result && v && *v == l.target) {
+        l.progress = Progress::healthy;
+      } else {
+        l.progress = Progress::failed;
+        l.message = !result ? "health check of " + l.target + " failed: " + err
+                            : "agent reports version " + (v ? *v : v.error().describe()) + ", expected " + l.target;
+      }
+      break;
+    }
+    case ActionKind::rollback:
+      if (result) {
+        l.progress = Progress::rolled_back;
+        if (auto v = p_.upgrader.running_version()) l.version = *v;
+      } else {
+        l.progress = Progress::rollback_failed;
+        l.message += "; rollback to " + l.previous_version + " failed: " + err;
+      }
+      break;
+    default:
+      break;
+  }
+  persist();
+  force_read_ = true;  // decide on a fresh document
+}
+
+// ---- a node in no group upgrades at once (no lease to take) -----------------------
+
+void Daemon::ungrouped_tick() {
+  Local& l = ps_.local;
+  if (job_.busy()) return;
+  bool halted = (l.state == State::failed || l.state == State::rolledback) && l.failed_target == l.target;
+  if (l.target.empty() || l.target == l.version || halted) {
+    if (l.state != State::idle && l.state != State::succeeded && !halted && l.progress == Progress::none) {
+      l.state = State::idle;
+      persist();
+    }
+    status(halted ? "upgrade to " + l.target + " failed: " + l.message
+                  : "not in an HA group; up to date at " + l.version);
+    return;
+  }
+  if (l.state == State::idle || l.state == State::succeeded || l.state == State::failed ||
+      l.state == State::rolledback) {
+    l.state = State::preparing;
+    l.prepared = false;
+    l.failed_target.clear();
+    persist();
+    report_management_status("download started");
+  }
+  if (l.state == State::preparing) {
+    if (l.verification_failed) {
+      l.state = State::failed;
+      l.failed_target = l.target;
+      persist();
+      report_management_status("failed", l.message);
+      return;
+    }
+    if (!l.prepared) {
+      if (p_.clock.mono() >= retry_prepare_) start_job(ActionKind::prepare);
+      return;
+    }
+    l.state = State::upgrading;  // no lease: nobody to coordinate with
+    l.previous_version = l.version;
+    persist();
+  }
+  switch (l.progress) {
+    case Progress::none:
+    case Progress::install_begun: start_job(ActionKind::install); return;
+    case Progress::installed: start_job(ActionKind::restart); return;
+    case Progress::restart_begun:
+    case Progress::restarted: start_job(ActionKind::check_health); return;
+    case Progress::failed:
+    case Progress::rollback_begun: start_job(ActionKind::rollback); return;
+    case Progress::healthy:
+      l.state = State::succeeded;
+      l.version = l.target;
+      l.message = "upgraded to " + l.target;
+      report_management_status("successful");
+      (void)p_.exchange.patch_software_version(l.version);
+      break;
+    case Progress::rolled_back:
+    case Progress::rollback_failed:
+      l.state = l.progress == Progress::rolled_back ? State::rolledback : State::failed;
+      l.failed_target = l.target;
+      report_management_status(l.progress == Progress::rolled_back ? "rollback successful" : "failed", l.message);
+      break;
+  }
+  l.progress = Progress::none;
+  l.prepared = false;
+  p_.log.info("release", {{"state", to_string(l.state)}, {"version", l.version}, {"msg", l.message}});
+  persist();
+}
+
+}  // namespace agentd

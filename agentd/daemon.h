@@ -1,0 +1,104 @@
+// The loop (architecture.md): poll the hub, heartbeat, drive the coordinator and
+// the upgrade jobs, persist before every transition and write, tell systemd.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "clock.h"
+#include "config.h"
+#include "coordinator.h"
+#include "exchange.h"
+#include "log.h"
+#include "service.h"
+#include "upgrade/plan.h"
+#include "upgrade/state_file.h"
+#include "upgrade/upgrader.h"
+
+namespace agentd {
+
+// One background job at a time (prepare, install, ...): the loop keeps renewing
+// the lease and heartbeating while a long install runs (protocol.md §4.4).
+class Job {
+ public:
+  ~Job();
+  bool busy() const { return thread_.joinable() && !done_.load(); }
+  bool idle() const { return !thread_.joinable(); }
+  void start(ActionKind kind, std::function<Status()> work, std::function<void()> wake);
+  // The finished job's kind and result, once; std::nullopt while running or idle.
+  std::optional<std::pair<ActionKind, Status>> take();
+  void join();
+
+ private:
+  std::thread thread_;
+  std::atomic<bool> done_{false};
+  ActionKind kind_ = ActionKind::none;
+  Status result_;
+};
+
+struct DaemonParts {
+  const Config& config;
+  Clock& clock;
+  Exchange& exchange;
+  GroupStore& store;  // the Exchange's coordination extension, or another CAS store
+  Upgrader& upgrader;
+  Logger& log;
+  StateFile& state_file;
+  Notifier& notifier;
+  SignalWaiter& waiter;
+  std::string steps_log;  // JSON lines of disruptive steps (protocol.md §7 I3)
+};
+
+class Daemon {
+ public:
+  explicit Daemon(DaemonParts parts);
+  int run();  // until SIGTERM/SIGINT; returns the exit status
+
+ private:
+  void tick();
+  void finish_job();
+  void poll_changes();
+  void refresh_node();
+  void refresh_plan();
+  void grouped_tick();
+  void ungrouped_tick();
+  bool read_group(bool force);
+  void resolve_pending();
+  enum class WriteOutcome { landed, conflict, unknown, refused };
+  WriteOutcome write(const Action& a);
+  void adopt(const Entry& e);
+  bool begin_step(ActionKind kind, bool fenced);
+  void start_job(ActionKind kind);
+  void persist();
+  void status(const std::string& text);
+  void report_management_status(const std::string& status, const std::string& error = {});
+  void log_step(const char* step);
+  std::string new_write_id();
+  Mono next_wake() const;
+
+  DaemonParts p_;
+  Coordinator coordinator_;
+  Job job_;
+  std::mt19937_64 rng_;
+
+  PersistedState ps_;  // ps_.local is the live Local
+  std::optional<NodeRecord> node_;
+  std::optional<GroupDocument> doc_;
+  Plan plan_;
+  std::int64_t change_id_ = 0;
+  std::string last_status_;
+  std::string last_mgmt_status_;
+  std::string scheduled_time_;
+  std::string unsupported_reason_;
+
+  // When each periodic duty is next due (monotonic).
+  Mono next_changes_{0}, next_node_{0}, next_plan_{0}, next_read_{0}, next_watchdog_{0}, retry_prepare_{0};
+  bool force_read_ = true;
+  int conflicts_ = 0;
+};
+
+}  // namespace agentd

@@ -1,0 +1,24 @@
+// Small file helpers shared by the daemon, the state file and the stand-in.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "result.h"
+
+namespace agentd {
+
+// Writes `content` to a temporary file beside `path`, fsyncs it, renames it over
+// `path` and fsyncs the directory: after a crash the file is either old or new.
+// `mode` applies to the new file. A full disk is an Errc::io error and leaves
+// the old file untouched.
+Status write_file_atomic(const std::string& path, const std::string& content, unsigned mode = 0600);
+
+// Reads a whole file, refusing one larger than `max_bytes` (Errc::too_large).
+// A missing file is Errc::not_found.
+Result<std::string> read_file(const std::string& path, std::size_t max_bytes);
+
+// Appends one line (a '\n' is added) with O_APPEND and fsync-free write(2).
+Status append_line(const std::string& path, const std::string& line);
+
+}  // namespace agentd

@@ -1,0 +1,46 @@
+// The service manager edge: stop signals through a signalfd (no global state, no
+// async-signal handlers), wake-ups from worker threads, and sd_notify.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "backoff.h"
+
+namespace agentd {
+
+// Blocks SIGTERM, SIGINT and SIGHUP for the process (construct it before any
+// thread starts, so every thread inherits the mask) and turns them into a
+// readable signalfd. sleep_for() returns early on a signal or a wake().
+class SignalWaiter final : public Sleeper {
+ public:
+  SignalWaiter();
+  ~SignalWaiter() override;
+  SignalWaiter(const SignalWaiter&) = delete;
+  SignalWaiter& operator=(const SignalWaiter&) = delete;
+
+  bool sleep_for(std::chrono::milliseconds d) override;  // false: stop requested
+  bool stop_requested() override;
+  void wake();  // thread-safe: ends the current sleep_for early
+  int stop_signal() const { return stop_signal_.load(); }
+
+ private:
+  void drain_signals();
+  int signal_fd_ = -1;
+  int event_fd_ = -1;
+  std::atomic<int> stop_signal_{0};  // set from whichever thread reads the signalfd
+};
+
+// sd_notify(3) when NOTIFY_SOCKET is set; a no-op otherwise.
+class Notifier {
+ public:
+  virtual ~Notifier() = default;
+  virtual void notify(const std::string& state) = 0;
+  // Half of WatchdogSec= when the watchdog is enabled for us, else zero.
+  virtual std::chrono::milliseconds watchdog_interval() const = 0;
+};
+std::unique_ptr<Notifier> make_sd_notifier();
+
+}  // namespace agentd
