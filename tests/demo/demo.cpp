@@ -1,1 +1,381 @@
-int main() { return 0; }
+// agentd-demo: a rolling agent upgrade across one HA group, live (architecture.md
+// "The demo"). Starts the stand-in hub, an org, N nodes and a group, starts one
+// agentd per node, publishes a new agent version and prints every member's
+// transitions as they happen; then a summary, a timeline chart (SVG) and the
+// invariant check of protocol.md §7. Exits 1 if an invariant broke or the rollout
+// did not finish.
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/harness.h"
+
+using namespace agentd;
+using namespace agentd::harness;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Args {
+  int members = 5;
+  std::string out = "demo-out";
+  double install_seconds = 1.0;
+  std::string lease = "6";
+  std::string heartbeat = "1";
+  std::string fast_poll = "0.5";
+  std::string poll = "2";
+  std::string changes = "1";
+  std::string idle_heartbeat = "60";
+  int timeout_seconds = 0;  // 0: scaled with the group size
+  bool quiet = false;
+};
+
+const char* kUsage =
+    "usage: agentd-demo [--members N] [--out DIR] [--install-seconds S] [--lease S] [--heartbeat S]\n"
+    "                   [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S] [--timeout S] [--quiet]\n"
+    "\n"
+    "Rolls agent version 1.0.0 -> 2.0.0 across an HA group of N members (default 5), each\n"
+    "member a real agentd process with its own state directory, against the Exchange\n"
+    "stand-in on a free loopback port. Prints one line per member per transition, then a\n"
+    "summary; writes DIR/timeline.svg, DIR/summary.txt, DIR/hub-writes.jsonl and each\n"
+    "member's log. Exit status 0 when the rollout completed and protocol.md's invariants\n"
+    "I1-I4 hold, 1 otherwise, 2 on a usage error.\n";
+
+bool parse_args(int argc, char** argv, Args* a) {
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= argc) return false;
+      *out = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (k == "--help" || k == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (k == "--quiet") {
+      a->quiet = true;
+    } else if (!value(&v)) {
+      return false;
+    } else if (k == "--members") {
+      a->members = std::atoi(v.c_str());
+      if (a->members < 1 || a->members > 200) return false;
+    } else if (k == "--out") {
+      a->out = v;
+    } else if (k == "--install-seconds") {
+      a->install_seconds = std::atof(v.c_str());
+    } else if (k == "--lease") {
+      a->lease = v;
+    } else if (k == "--heartbeat") {
+      a->heartbeat = v;
+    } else if (k == "--fast-poll") {
+      a->fast_poll = v;
+    } else if (k == "--poll") {
+      a->poll = v;
+    } else if (k == "--changes") {
+      a->changes = v;
+    } else if (k == "--idle-heartbeat") {
+      a->idle_heartbeat = v;
+    } else if (k == "--timeout") {
+      a->timeout_seconds = std::atoi(v.c_str());
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+double seconds(std::int64_t us) { return static_cast<double>(us) / 1e6; }
+
+// One member's state over time, from the hub's write log (hub clock, exact).
+struct Span {
+  std::string node;
+  State state;
+  std::int64_t from_us;
+  std::int64_t to_us;
+};
+
+struct Timeline {
+  std::int64_t t0_us = 0;
+  std::int64_t t1_us = 0;
+  std::vector<std::string> nodes;
+  std::vector<Span> spans;
+  int max_concurrent = 0;
+};
+
+Timeline build_timeline(const std::vector<check::HubWrite>& writes, const std::vector<std::string>& nodes,
+                        std::int64_t t0_us) {
+  Timeline tl;
+  tl.nodes = nodes;
+  tl.t0_us = t0_us;
+  std::map<std::string, std::pair<State, std::int64_t>> current;
+  for (const auto& w : writes) {
+    int holding = 0;
+    for (const auto& [n, e] : w.entries) holding += holds_lease(e.state) ? 1 : 0;
+    tl.max_concurrent = std::max(tl.max_concurrent, holding);
+    for (const auto& [n, e] : w.entries) {
+      auto it = current.find(n);
+      if (it == current.end()) {
+        current[n] = {e.state, std::max(w.t_us, t0_us)};
+      } else if (it->second.first != e.state) {
+        if (w.t_us > t0_us) tl.spans.push_back({n, it->second.first, std::max(it->second.second, t0_us), w.t_us});
+        it->second = {e.state, std::max(w.t_us, t0_us)};
+      }
+    }
+    tl.t1_us = std::max(tl.t1_us, w.t_us);
+  }
+  for (const auto& [n, s] : current) tl.spans.push_back({n, s.first, s.second, tl.t1_us});
+  return tl;
+}
+
+const char* color(State s) {
+  switch (s) {
+    case State::idle: return "#d9d9d9";
+    case State::preparing: return "#9ecae1";
+    case State::waiting: return "#fdd49e";
+    case State::upgrading: return "#fc8d59";
+    case State::verifying: return "#fee08b";
+    case State::succeeded: return "#91cf60";
+    case State::failed: return "#d73027";
+    case State::rolledback: return "#762a83";
+  }
+  return "#000";
+}
+
+std::string svg(const Timeline& tl, const std::string& title) {
+  const int left = 70, top = 50, row = 28, width = 900;
+  double span_s = std::max(1.0, seconds(tl.t1_us - tl.t0_us));
+  auto x = [&](std::int64_t us) { return left + static_cast<int>(seconds(us - tl.t0_us) / span_s * width); };
+  int height = top + row * static_cast<int>(tl.nodes.size()) + 80;
+  std::string s;
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+                "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+                "<text x=\"%d\" y=\"24\" font-size=\"15\">%s</text>\n",
+                left + width + 30, height, left, title.c_str());
+  s += buf;
+  for (std::size_t i = 0; i < tl.nodes.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "<text x=\"8\" y=\"%d\">%s</text>\n", top + static_cast<int>(i) * row + 18,
+                  tl.nodes[i].c_str());
+    s += buf;
+  }
+  for (const auto& sp : tl.spans) {
+    auto idx = std::find(tl.nodes.begin(), tl.nodes.end(), sp.node) - tl.nodes.begin();
+    if (idx >= static_cast<long>(tl.nodes.size())) continue;
+    int x0 = x(sp.from_us), x1 = std::max(x(sp.to_us), x0 + 1);
+    std::snprintf(buf, sizeof buf,
+                  "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"><title>%s %s %.2fs-%.2fs</title>"
+                  "</rect>\n",
+                  x0, top + static_cast<int>(idx) * row + 4, x1 - x0, row - 8, color(sp.state), sp.node.c_str(),
+                  to_string(sp.state), seconds(sp.from_us - tl.t0_us), seconds(sp.to_us - tl.t0_us));
+    s += buf;
+  }
+  int axis_y = top + row * static_cast<int>(tl.nodes.size()) + 6;
+  int step = span_s > 120 ? 30 : span_s > 40 ? 10 : span_s > 15 ? 5 : 1;
+  for (int t = 0; t <= static_cast<int>(span_s); t += step) {
+    int xx = left + static_cast<int>(t / span_s * width);
+    std::snprintf(buf, sizeof buf,
+                  "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#999\"/><text x=\"%d\" y=\"%d\" "
+                  "text-anchor=\"middle\">%ds</text>\n",
+                  xx, top - 4, xx, axis_y, xx, axis_y + 14, t);
+    s += buf;
+  }
+  int lx = left;
+  for (State st : {State::idle, State::preparing, State::waiting, State::upgrading, State::verifying,
+                   State::succeeded, State::failed, State::rolledback}) {
+    std::snprintf(buf, sizeof buf,
+                  "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"14\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">%s</text>\n",
+                  lx, axis_y + 30, color(st), lx + 18, axis_y + 42, to_string(st));
+    s += buf;
+    lx += 105;
+  }
+  s += "</svg>\n";
+  return s;
+}
+
+__attribute__((format(printf, 2, 3))) void appendf(std::string* s, const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  *s += buf;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  if (!parse_args(argc, argv, &args)) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  try {
+    RolloutOptions ro;
+    ro.members = args.members;
+    ro.group = "line1";
+    ro.publish = false;
+    ro.member.lease_seconds = args.lease;
+    ro.member.heartbeat_seconds = args.heartbeat;
+    ro.member.fast_poll_seconds = args.fast_poll;
+    ro.member.poll_seconds = args.poll;
+    ro.member.changes_seconds = args.changes;
+    ro.member.idle_heartbeat_seconds = args.idle_heartbeat;
+    ro.member.log_level = "info";
+    Rollout r(ro);
+    std::printf("hub        http://127.0.0.1:%d/v1 (stand-in), org o, group line1, %d members\n", r.hub().port(),
+                args.members);
+    for (auto& m : r.members()) m->install_delay(args.install_seconds);
+    r.start_all();
+    // Everyone joins at 1.0.0 before the new version is published.
+    if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); }, deadline_in(60s))) {
+      std::fprintf(stderr, "members did not join the group in time\n%s", r.diagnostics().c_str());
+      return 1;
+    }
+    auto wall_us = [] {
+      return std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+    std::int64_t t0_us = wall_us();
+    auto t0 = Clock::now();
+    std::printf("publish    agent 2.0.0 (manifest + node management policy)\n");
+    r.publish("2.0.0");
+
+    // Live: one line per member per transition, from the group document.
+    std::map<std::string, State> last;
+    for (const auto& [n, e] : r.group().entries) last[n] = e.state;
+    int timeout = args.timeout_seconds > 0 ? args.timeout_seconds : 60 + args.members * 20;
+    auto deadline = deadline_in(std::chrono::seconds(timeout));
+    bool done = false;
+    while (Clock::now() < deadline) {
+      GroupDocument d;
+      try {
+        d = r.group();
+      } catch (const std::exception&) {
+        continue;
+      }
+      double t = std::chrono::duration<double>(Clock::now() - t0).count();
+      for (const auto& [n, e] : d.entries) {
+        auto it = last.find(n);
+        if (it != last.end() && it->second == e.state) continue;
+        if (!args.quiet)
+          std::printf("%7.2fs  %-4s %-10s -> %-10s epoch=%-4lld %s\n", t, n.c_str(),
+                      it == last.end() ? "-" : to_string(it->second), to_string(e.state),
+                      static_cast<long long>(e.epoch), e.message.c_str());
+        last[n] = e.state;
+      }
+      done = d.entries.size() == r.size() &&
+             std::all_of(d.entries.begin(), d.entries.end(), [](const auto& kv) {
+               return kv.second.state == State::succeeded && kv.second.version == "2.0.0";
+             });
+      if (done) break;
+      std::this_thread::sleep_for(50ms);
+    }
+    double makespan = std::chrono::duration<double>(Clock::now() - t0).count();
+    auto stats = r.hub().request("GET", "/v1/standin/stats");
+    r.stop_all();
+
+    std::filesystem::create_directories(args.out);
+    std::filesystem::copy_file(r.hub().write_log_path(), args.out + "/hub-writes.jsonl",
+                               std::filesystem::copy_options::overwrite_existing);
+    for (auto& m : r.members())
+      std::filesystem::copy_file(m->log_path(), args.out + "/" + m->node() + ".log",
+                                 std::filesystem::copy_options::overwrite_existing);
+
+    auto writes = check::read_hub_log(r.hub().write_log_path());
+    if (!writes) throw std::runtime_error(writes.error().describe());
+    std::vector<std::string> nodes;
+    for (auto& m : r.members()) nodes.push_back(m->node());
+    Timeline tl = build_timeline(*writes, nodes, t0_us);
+
+    // Per member: prepare (parallel, no lease) and apply (under the lease) times.
+    struct Times {
+      std::int64_t prepare_from = 0, prepare_to = 0, lease_from = 0, lease_to = 0;
+    };
+    std::map<std::string, Times> times;
+    for (const auto& sp : tl.spans) {
+      Times& t = times[sp.node];
+      if (sp.state == State::preparing) t.prepare_from = sp.from_us, t.prepare_to = sp.to_us;
+      if (sp.state == State::upgrading) t.lease_from = sp.from_us;
+      if (sp.state == State::verifying) t.lease_to = sp.to_us;
+    }
+    std::vector<std::pair<std::int64_t, std::int64_t>> leases;  // (acquire, release)
+    std::vector<double> upgrade_s;
+    for (const auto& [n, t] : times) {
+      if (t.lease_from && t.lease_to) {
+        leases.emplace_back(t.lease_from, t.lease_to);
+        upgrade_s.push_back(seconds(t.lease_to - t.lease_from));
+      }
+    }
+    std::sort(leases.begin(), leases.end());
+    std::vector<double> gaps;
+    for (std::size_t i = 1; i < leases.size(); ++i) gaps.push_back(seconds(leases[i].first - leases[i - 1].second));
+
+    std::string summary;
+    appendf(&summary, "\nsummary (%d members, fast poll %ss, lease %ss, install %.1fs)\n", args.members, args.fast_poll.c_str(),
+        args.lease.c_str(), args.install_seconds);
+    appendf(&summary, "  rollout %s in %.2fs (publish to last release)\n", done ? "completed" : "DID NOT COMPLETE", makespan);
+    appendf(&summary, "  %-6s %10s %10s\n", "member", "prepare", "upgrade");
+    for (const auto& n : nodes) {
+      const Times& t = times[n];
+      appendf(&summary, "  %-6s %9.2fs %9.2fs\n", n.c_str(), seconds(t.prepare_to - t.prepare_from),
+          t.lease_to ? seconds(t.lease_to - t.lease_from) : 0.0);
+    }
+    if (!gaps.empty()) {
+      appendf(&summary, "  handoff gap (release -> next acquire): median %.3fs, max %.3fs over %zu handoffs\n", median(gaps),
+          *std::max_element(gaps.begin(), gaps.end()), gaps.size());
+    }
+    if (!upgrade_s.empty()) appendf(&summary, "  time under the lease per member: median %.2fs\n", median(upgrade_s));
+    appendf(&summary, "  most members upgrading at once: %d\n", tl.max_concurrent);
+    if (stats.status == 200) {
+      auto j = json::parse(stats.body, "stand-in stats");
+      const cJSON* req = j ? cJSON_GetObjectItem(j->get(), "requests") : nullptr;
+      long long total = 0, not_modified = 0, members_seen = 0;
+      const cJSON* item = nullptr;
+      cJSON_ArrayForEach(item, req) {
+        if (std::string(item->string).rfind("o/n", 0) != 0) continue;
+        ++members_seen;
+        total += json::opt_int(item, "total", 0).value_or(0);
+        not_modified += json::opt_int(item, "notModified", 0).value_or(0);
+      }
+      if (members_seen > 0)
+        appendf(&summary, "  hub requests per member: %.1f (%.0f%% of group reads answered 304)\n",
+            static_cast<double>(total) / static_cast<double>(members_seen),
+            total ? 100.0 * static_cast<double>(not_modified) / static_cast<double>(total) : 0.0);
+    }
+    auto violations = r.violations(true, std::string("2.0.0"));
+    if (violations.empty()) {
+      appendf(&summary, "  invariants I1-I4: hold\n");
+    } else {
+      appendf(&summary, "  invariants: %zu VIOLATED\n", violations.size());
+      for (const auto& v : violations) appendf(&summary, "    %s\n", check::to_string(v).c_str());
+    }
+    appendf(&summary, "  timeline chart: %s/timeline.svg\n", args.out.c_str());
+    std::fputs(summary.c_str(), stdout);
+    std::ofstream(args.out + "/summary.txt") << summary;
+    std::ofstream(args.out + "/timeline.svg")
+        << svg(tl, "agentd rolling upgrade: " + std::to_string(args.members) + " members, 1.0.0 -> 2.0.0");
+    if (!done) std::fputs(r.diagnostics(20).c_str(), stderr);
+    return done && violations.empty() ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "agentd-demo: %s\n", e.what());
+    return 1;
+  }
+}
