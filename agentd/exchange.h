@@ -6,7 +6,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -117,6 +119,10 @@ class Exchange final : public GroupStore {
   // Admin calls (protocol.md §6), made with user credentials.
   Result<std::int64_t> delete_entry(const std::string& group, const std::string& node, std::int64_t if_revision);
   Result<std::int64_t> put_settings(const std::string& group, const Settings& settings, std::int64_t if_revision);
+  // DELETE /orgs/{org}/hagroups/{g}/nodes/{node}: removes a member (the hub drops its entry).
+  Status remove_member(const std::string& group, const std::string& node);
+  // GET /orgs/{org}/hagroups/{g}, the body as the hub sent it (for display; no ETag needed).
+  Result<std::string> read_raw(const std::string& group);
 
  private:
   Result<HttpResponse> call(HttpRequest req, bool retry);
@@ -126,6 +132,7 @@ class Exchange final : public GroupStore {
   ExchangeEndpoint ep_;
   RetryPolicy retry_;
   Sleeper& sleeper_;
+  std::mt19937_64 rng_;  // backoff jitter
 };
 
 // Maps a hub response to Ok or a typed Error (401, 403, 404, 409/412, 428, 5xx...),

@@ -1,1 +1,106 @@
-int main() { return 0; }
+// exchange-standin: the Exchange stand-in hub for tests and the demo
+// (architecture.md "The Exchange stand-in").
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "hub.h"
+#include "server.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: exchange-standin [--port N (default 0)] [--bind 127.0.0.1] --state FILE [--log FILE]\n"
+    "                        [--root-password PW (default rootpw)] [--exchange-version 2.154.0]\n"
+    "                        [--mode full|no-etag|no-coordination]\n";
+
+int usage_error(const std::string& msg) {
+  std::fprintf(stderr, "exchange-standin: %s\n%s", msg.c_str(), kUsage);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace agentd::standin;
+  HubOptions options;
+  std::string bind = "127.0.0.1";
+  int port = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    std::string value;
+    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return usage_error("missing value for " + arg);
+    }
+    if (arg == "--port") {
+      char* end = nullptr;
+      long p = std::strtol(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || p < 0 || p > 65535) return usage_error("bad --port '" + value + "'");
+      port = static_cast<int>(p);
+    } else if (arg == "--bind") {
+      bind = value;
+    } else if (arg == "--state") {
+      options.state_path = value;
+    } else if (arg == "--log") {
+      options.log_path = value;
+    } else if (arg == "--root-password") {
+      options.root_password = value;
+    } else if (arg == "--exchange-version") {
+      options.exchange_version = value;
+    } else if (arg == "--mode") {
+      auto mode = mode_from_string(value);
+      if (!mode) return usage_error("bad --mode '" + value + "'");
+      options.mode = *mode;
+    } else {
+      return usage_error("unknown option " + arg);
+    }
+  }
+  if (options.state_path.empty()) return usage_error("--state is required");
+
+  // SIGTERM/SIGINT are taken by sigwait below; every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto hub = Hub::open(options);
+  if (!hub) {
+    std::fprintf(stderr, "exchange-standin: %s\n", hub.error().describe().c_str());
+    return 1;
+  }
+  Server server(**hub);
+  auto bound = server.bind(bind, port);
+  if (!bound) {
+    std::fprintf(stderr, "exchange-standin: %s\n", bound.error().describe().c_str());
+    return 1;
+  }
+  std::printf("listening port=%d\n", *bound);
+  std::fflush(stdout);
+
+  std::thread serving([&server] { server.run(); });
+  // stop() does nothing until the accept loop runs; a signal meanwhile stays pending.
+  for (int i = 0; i < 5000 && !server.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  server.stop();
+  serving.join();
+  if (auto st = (*hub)->flush(); !st) {
+    std::fprintf(stderr, "exchange-standin: %s\n", st.error().describe().c_str());
+    return 1;
+  }
+  return 0;
+}

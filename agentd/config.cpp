@@ -1,0 +1,892 @@
+#include "config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string_view>
+
+namespace agentd {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr std::string_view kUsage =
+    "usage: agentd [--config FILE] [--horizon-file FILE] [--state-dir DIR]\n"
+    "              [--log-level debug|info|warn|error] [--check-config]\n"
+    "       agentd --help | --version";
+
+constexpr std::size_t kMaxConfigFileBytes = 1024 * 1024;
+constexpr std::size_t kMaxTokenBytes = 64 * 1024;
+constexpr std::int64_t kMinDurationMs = 1;           // 0.001 s
+constexpr std::int64_t kMaxDurationMs = 86'400'000;  // one day
+constexpr std::size_t kMinResponseBytes = 1024;
+constexpr std::size_t kMaxResponseBytes = 1024 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Values and their checks. Each returns the problem, or nothing when the value is good.
+
+using Problem = std::optional<std::string>;
+
+bool has_space_or_control(std::string_view v) {
+  return std::any_of(v.begin(), v.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u <= 0x20 || u == 0x7f;
+  });
+}
+
+Problem check_url(std::string_view v, bool exchange, std::string& out) {
+  if (v.empty()) return "must not be empty";
+  if (has_space_or_control(v)) return "'" + std::string(v) + "' contains whitespace or control characters";
+  std::string_view rest;
+  if (v.starts_with("https://")) {
+    rest = v.substr(8);
+  } else if (v.starts_with("http://")) {
+    rest = v.substr(7);
+  } else {
+    return "'" + std::string(v) + "' must start with http:// or https://";
+  }
+  if (rest.empty() || rest.front() == '/') return "'" + std::string(v) + "' has no host";
+  std::string url(v);
+  while (url.ends_with('/') && url.size() > v.size() - rest.size() + 1) url.pop_back();
+  if (exchange && !url.ends_with("/v1")) {
+    return "'" + std::string(v) +
+           "' must end in /v1 (the Exchange API root, e.g. https://exchange.example.com/api/v1)";
+  }
+  out = std::move(url);
+  return std::nullopt;
+}
+
+// Org and node ids go into URL paths and into the Basic-auth user "org/node".
+Problem check_id(std::string_view v, std::string& out) {
+  if (v.empty()) return "must not be empty";
+  for (char c : v) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f || c == '/' || c == ':' || c == '?' || c == '#' || c == '%') {
+      return "'" + std::string(v) + "' must not contain whitespace, control characters or any of / : ? # %";
+    }
+  }
+  out = std::string(v);
+  return std::nullopt;
+}
+
+Problem check_absolute_path(std::string_view v, std::string& out) {
+  if (v.empty()) return "must not be empty";
+  if (v.front() != '/') return "'" + std::string(v) + "' must be an absolute path";
+  if (std::any_of(v.begin(), v.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; })) {
+    return "path contains control characters";
+  }
+  out = std::string(v);
+  return std::nullopt;
+}
+
+// Decimal seconds with up to three fraction digits: "120", "0.25", "1.5".
+Problem check_duration(std::string_view v, milliseconds& out) {
+  const std::string shown = "'" + std::string(v) + "'";
+  if (v.empty()) return "must not be empty (seconds, e.g. 20 or 0.25)";
+  std::size_t dot = v.find('.');
+  std::string_view whole = v.substr(0, dot);
+  std::string_view frac = dot == std::string_view::npos ? std::string_view{} : v.substr(dot + 1);
+  auto all_digits = [](std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (whole.empty() || !all_digits(whole) || !all_digits(frac) ||
+      (dot != std::string_view::npos && frac.empty())) {
+    return shown + " is not a number of seconds (e.g. 20 or 0.25)";
+  }
+  if (frac.size() > 3) return shown + " has more than 3 decimal places (the resolution is 1 ms)";
+  std::size_t first = whole.find_first_not_of('0');
+  if (first != std::string_view::npos && whole.size() - first > 6) {
+    return shown + " must be at most 86400 seconds";
+  }
+  std::int64_t ms = 0;
+  for (char c : whole) ms = ms * 10 + (c - '0');
+  ms *= 1000;
+  std::int64_t scale = 100;
+  for (char c : frac) {
+    ms += (c - '0') * scale;
+    scale /= 10;
+  }
+  if (ms < kMinDurationMs) return shown + " must be positive (at least 0.001 seconds)";
+  if (ms > kMaxDurationMs) return shown + " must be at most 86400 seconds";
+  out = milliseconds{ms};
+  return std::nullopt;
+}
+
+Problem check_level(std::string_view v, Level& out) {
+  if (v == "debug")
+    out = Level::debug;
+  else if (v == "info")
+    out = Level::info;
+  else if (v == "warn")
+    out = Level::warn;
+  else if (v == "error")
+    out = Level::error;
+  else
+    return "'" + std::string(v) + "' must be one of debug, info, warn, error";
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------
+// The keys. Setters validate and store one value into Config.
+
+using Setter = Problem (*)(Config&, std::string_view);
+
+template <auto Member>
+Problem set_duration(Config& c, std::string_view v) {
+  return check_duration(v, c.*Member);
+}
+
+template <auto Member>
+Problem set_required_text(Config& c, std::string_view v) {
+  if (v.empty()) return "must not be empty";
+  c.*Member = std::string(v);
+  return std::nullopt;
+}
+
+template <auto Member>
+Problem set_optional_text(Config& c, std::string_view v) {
+  c.*Member = std::string(v);
+  return std::nullopt;
+}
+
+Problem set_exchange_url(Config& c, std::string_view v) {
+  return check_url(v, true, c.exchange_url);
+}
+Problem set_css_url(Config& c, std::string_view v) {
+  if (v.empty()) {
+    c.css_url.clear();
+    return std::nullopt;
+  }
+  return check_url(v, false, c.css_url);
+}
+Problem set_org(Config& c, std::string_view v) {
+  return check_id(v, c.org);
+}
+Problem set_node(Config& c, std::string_view v) {
+  return check_id(v, c.node_id);
+}
+Problem set_ca_file(Config& c, std::string_view v) {
+  if (v.empty()) {
+    c.ca_file.clear();
+    return std::nullopt;
+  }
+  struct stat st {};
+  std::string path(v);
+  if (::stat(path.c_str(), &st) != 0) return "'" + path + "': " + std::strerror(errno);
+  if (!S_ISREG(st.st_mode)) return "'" + path + "' is not a regular file";
+  if (::access(path.c_str(), R_OK) != 0) return "'" + path + "' is not readable: " + std::strerror(errno);
+  c.ca_file = path;
+  return std::nullopt;
+}
+Problem set_token_file(Config& c, std::string_view v) {
+  return check_absolute_path(v, c.token_file);
+}
+Problem set_state_dir(Config& c, std::string_view v) {
+  return check_absolute_path(v, c.state_dir);
+}
+Problem set_log_level(Config& c, std::string_view v) {
+  return check_level(v, c.log_level);
+}
+Problem set_max_response(Config& c, std::string_view v) {
+  const std::string shown = "'" + std::string(v) + "'";
+  if (v.empty() || v.size() > 12 ||
+      !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+    return shown + " is not a number of bytes (e.g. 4194304)";
+  }
+  std::size_t n = std::stoull(std::string(v));
+  if (n < kMinResponseBytes || n > kMaxResponseBytes) {
+    return shown + " must be between 1024 and 1073741824 bytes";
+  }
+  c.max_response_bytes = n;
+  return std::nullopt;
+}
+
+struct KeySpec {
+  std::string_view name;
+  Setter set;
+  bool required;
+};
+
+// Order here is the order of validation messages.
+constexpr KeySpec kKeys[] = {
+    {"HZN_EXCHANGE_URL", &set_exchange_url, true},
+    {"HZN_FSS_CSSURL", &set_css_url, false},
+    {"HZN_ORG_ID", &set_org, true},
+    {"HZN_DEVICE_ID", &set_node, true},
+    {"HZN_MGMT_HUB_CERT_PATH", &set_ca_file, false},
+    {"AGENTD_TOKEN_FILE", &set_token_file, true},
+    {"AGENTD_STATE_DIR", &set_state_dir, false},
+    {"AGENTD_LEASE_DURATION_SECONDS", &set_duration<&Config::lease_duration>, false},
+    {"AGENTD_HEARTBEAT_SECONDS", &set_duration<&Config::heartbeat>, false},
+    {"AGENTD_IDLE_HEARTBEAT_SECONDS", &set_duration<&Config::idle_heartbeat>, false},
+    {"AGENTD_CHANGES_SECONDS", &set_duration<&Config::changes_interval>, false},
+    {"AGENTD_FAST_POLL_SECONDS", &set_duration<&Config::fast_poll>, false},
+    {"AGENTD_POLL_SECONDS", &set_duration<&Config::poll>, false},
+    {"AGENTD_CONNECT_TIMEOUT_SECONDS", &set_duration<&Config::connect_timeout>, false},
+    {"AGENTD_HTTP_TIMEOUT_SECONDS", &set_duration<&Config::http_timeout>, false},
+    {"AGENTD_MAX_RESPONSE_BYTES", &set_max_response, false},
+    {"AGENTD_LOG_LEVEL", &set_log_level, false},
+    {"AGENTD_VERSION_COMMAND", &set_required_text<&Config::version_command>, true},
+    {"AGENTD_PREPARE_COMMAND", &set_optional_text<&Config::prepare_command>, false},
+    {"AGENTD_INSTALL_COMMAND", &set_required_text<&Config::install_command>, true},
+    {"AGENTD_RESTART_COMMAND", &set_optional_text<&Config::restart_command>, false},
+    {"AGENTD_HEALTH_COMMAND", &set_optional_text<&Config::health_command>, false},
+    {"AGENTD_ROLLBACK_COMMAND", &set_optional_text<&Config::rollback_command>, false},
+    {"AGENTD_COMMAND_TIMEOUT_SECONDS", &set_duration<&Config::command_timeout>, false},
+};
+
+const KeySpec* find_key(std::string_view name) {
+  for (const KeySpec& k : kKeys) {
+    if (k.name == name) return &k;
+  }
+  return nullptr;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string unknown_key_problem(std::string_view name) {
+  std::string problem = "unknown key";
+  const KeySpec* best = nullptr;
+  std::size_t best_distance = 4;  // suggest only near misses
+  for (const KeySpec& k : kKeys) {
+    std::size_t d = edit_distance(name, k.name);
+    if (d < best_distance) {
+      best_distance = d;
+      best = &k;
+    }
+  }
+  if (best != nullptr) problem += " (did you mean " + std::string(best->name) + "?)";
+  return problem;
+}
+
+// ---------------------------------------------------------------------------
+// Collecting settings from files, the environment and flags; later sources win.
+
+struct Setting {
+  std::string value;
+  std::string origin;  // "FILE:LINE", "environment" or "--flag"
+};
+
+struct Collected {
+  std::map<std::string, Setting, std::less<>> settings;
+  std::vector<std::string> errors;
+  std::vector<std::string> sources;
+};
+
+// "FILE:LINE: KEY: problem", "environment: KEY: problem", "--flag: problem",
+// "KEY (default): problem".
+std::string located(const Setting& s, std::string_view key, std::string_view problem) {
+  if (s.origin.starts_with("--")) return s.origin + ": " + std::string(problem);
+  if (s.origin == "default") return std::string(key) + " (default): " + std::string(problem);
+  return s.origin + ": " + std::string(key) + ": " + std::string(problem);
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+bool is_key_start(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+bool is_key_char(char c) {
+  return is_key_start(c) || (c >= '0' && c <= '9');
+}
+
+struct ParsedLine {
+  std::string key;
+  std::string value;
+};
+
+// One line of an /etc/default/horizon-style file: KEY=VALUE, optional "export ",
+// the value '...' (literal), "..." (\" \\ \$ \` escapes) or unquoted (the rest of
+// the line), then an optional " # comment". Nothing is expanded, so a command can
+// name $AGENTD_TARGET_VERSION for its own shell to expand.
+// Returns no key for blank and comment lines; the error text is "problem" or "KEY: problem".
+Result<ParsedLine> parse_line(std::string_view raw) {
+  std::string_view s = trim(raw);
+  if (s.empty() || s.front() == '#') return ParsedLine{};
+  if (s.starts_with("export") && s.size() > 6 && (s[6] == ' ' || s[6] == '\t')) s = trim(s.substr(6));
+  std::size_t k = 0;
+  if (s.empty() || !is_key_start(s[0])) return fail(Errc::config, "expected KEY=VALUE");
+  while (k < s.size() && is_key_char(s[k])) ++k;
+  ParsedLine out;
+  out.key = std::string(s.substr(0, k));
+  std::string_view rest = trim(s.substr(k));
+  if (rest.empty() || rest.front() != '=') return fail(Errc::config, "expected KEY=VALUE");
+  rest = trim(rest.substr(1));
+  auto key_problem = [&](std::string_view p) { return fail(Errc::config, out.key + ": " + std::string(p)); };
+
+  auto after_quote = [&](std::string_view tail) -> Status {
+    tail = trim(tail);
+    if (!tail.empty() && tail.front() != '#') {
+      return key_problem("unexpected text after the closing quote: '" + std::string(tail) + "'");
+    }
+    return {};
+  };
+  if (!rest.empty() && rest.front() == '\'') {
+    std::size_t end = rest.find('\'', 1);
+    if (end == std::string_view::npos) return key_problem("unterminated single quote");
+    out.value = std::string(rest.substr(1, end - 1));
+    if (auto ok = after_quote(rest.substr(end + 1)); !ok) return std::unexpected(ok.error());
+    return out;
+  }
+  if (!rest.empty() && rest.front() == '"') {
+    std::size_t i = 1;
+    for (; i < rest.size() && rest[i] != '"'; ++i) {
+      char c = rest[i];
+      if (c == '\\' && i + 1 < rest.size() &&
+          (rest[i + 1] == '"' || rest[i + 1] == '\\' || rest[i + 1] == '$' || rest[i + 1] == '`')) {
+        out.value += rest[++i];
+      } else {
+        out.value += c;
+      }
+    }
+    if (i >= rest.size()) return key_problem("unterminated double quote");
+    if (auto ok = after_quote(rest.substr(i + 1)); !ok) return std::unexpected(ok.error());
+    return out;
+  }
+  // Unquoted: the rest of the line as written, spaces and quotes included, so
+  // "AGENTD_INSTALL_COMMAND=/usr/bin/install-agent --yes" works unquoted.
+  std::size_t end = rest.size();
+  for (std::size_t i = 1; i < rest.size(); ++i) {
+    if (rest[i] == '#' && (rest[i - 1] == ' ' || rest[i - 1] == '\t')) {
+      end = i;
+      break;
+    }
+  }
+  out.value = std::string(trim(rest.substr(0, end)));
+  return out;
+}
+
+// Reads a small regular file; ENOENT is reported as Errc::not_found.
+Result<std::string> read_small_file(const std::string& path, std::size_t cap) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    int err = errno;
+    return fail(err == ENOENT ? Errc::not_found : Errc::config,
+                path + ": cannot open: " + std::strerror(err));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail(Errc::config, path + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return fail(Errc::config, path + ": not a regular file");
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(Errc::config, path + ": cannot read: " + std::strerror(errno));
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > cap)
+      return fail(Errc::config, path + ": larger than " + std::to_string(cap) + " bytes");
+  }
+  return text;
+}
+
+void read_settings_file(const std::string& path, bool missing_ok, Collected& c) {
+  auto text = read_small_file(path, kMaxConfigFileBytes);
+  if (!text) {
+    if (text.error().code == Errc::not_found && missing_ok) return;
+    c.errors.push_back(text.error().message);
+    return;
+  }
+  c.sources.push_back(path);
+  std::size_t line_no = 0;
+  std::size_t pos = 0;
+  while (pos < text->size()) {
+    std::size_t end = text->find('\n', pos);
+    if (end == std::string::npos) end = text->size();
+    std::string_view line(text->data() + pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    std::string where = path + ":" + std::to_string(line_no);
+    auto parsed = parse_line(line);
+    if (!parsed) {
+      c.errors.push_back(where + ": " + parsed.error().message);
+      continue;
+    }
+    if (parsed->key.empty()) continue;
+    if (find_key(parsed->key) != nullptr) {
+      c.settings[parsed->key] = Setting{std::move(parsed->value), where};
+    } else if (parsed->key.starts_with("AGENTD_")) {
+      // A misspelt AGENTD_ key would otherwise silently leave its default in force.
+      c.errors.push_back(where + ": " + parsed->key + ": " + unknown_key_problem(parsed->key));
+    }
+    // Other keys (the agent's own HZN_* settings, anything else) are not ours.
+  }
+}
+
+void read_conf_d(const std::filesystem::path& dir, Collected& c) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::file_status st = fs::status(dir, ec);
+  if (!fs::exists(st)) return;  // no conf.d is fine
+  if (!fs::is_directory(st)) {
+    c.errors.push_back(dir.string() + ": not a directory");
+    return;
+  }
+  std::vector<std::string> names;
+  fs::directory_iterator it(dir, ec);
+  if (ec) {
+    c.errors.push_back(dir.string() + ": cannot list: " + ec.message());
+    return;
+  }
+  for (const fs::directory_entry& e : it) {
+    std::string name = e.path().filename().string();
+    if (name.starts_with('.') || !name.ends_with(".conf") || name.size() == 5) continue;
+    std::error_code type_ec;
+    if (fs::is_directory(e.status(type_ec))) continue;
+    names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());  // byte order, as the shell's glob in the C locale
+  for (const std::string& name : names) read_settings_file((dir / name).string(), false, c);
+}
+
+std::string ms_text(milliseconds d) {
+  std::string s = std::to_string(d.count() / 1000);
+  if (auto frac = d.count() % 1000; frac != 0) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, ".%03lld", static_cast<long long>(frac));
+    std::string f(buf);
+    while (f.ends_with('0')) f.pop_back();
+    s += f;
+  }
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+Result<Flags> parse_flags(int argc, const char* const* argv) {
+  Flags flags;
+  auto usage_error = [](const std::string& problem) {
+    return fail(Errc::config, problem + "\n" + std::string(kUsage));
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    std::string_view name = arg;
+    std::optional<std::string> inline_value;
+    if (arg.starts_with("--")) {
+      if (std::size_t eq = arg.find('='); eq != std::string_view::npos) {
+        name = arg.substr(0, eq);
+        inline_value = std::string(arg.substr(eq + 1));
+      }
+    }
+    auto take_value = [&]() -> Result<std::string> {
+      std::string value;
+      if (inline_value) {
+        value = *inline_value;
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        return usage_error("option " + std::string(name) + " needs a value");
+      }
+      if (value.empty()) return usage_error("option " + std::string(name) + " needs a non-empty value");
+      return value;
+    };
+    auto no_value = [&](bool& target) -> Status {
+      if (inline_value) return usage_error("option " + std::string(name) + " takes no value");
+      target = true;
+      return {};
+    };
+    Status ok;
+    if (name == "--config") {
+      auto v = take_value();
+      if (!v) return std::unexpected(v.error());
+      flags.config_file = *v;
+    } else if (name == "--horizon-file") {
+      auto v = take_value();
+      if (!v) return std::unexpected(v.error());
+      flags.horizon_file = *v;
+    } else if (name == "--state-dir") {
+      auto v = take_value();
+      if (!v) return std::unexpected(v.error());
+      flags.state_dir = *v;
+    } else if (name == "--log-level") {
+      auto v = take_value();
+      if (!v) return std::unexpected(v.error());
+      flags.log_level = *v;
+    } else if (name == "--check-config") {
+      ok = no_value(flags.check_config);
+    } else if (name == "--help" || name == "-h") {
+      ok = no_value(flags.help);
+    } else if (name == "--version" || name == "-V") {
+      ok = no_value(flags.version);
+    } else if (name.starts_with("-")) {
+      return usage_error("unknown option '" + std::string(arg) + "'");
+    } else {
+      return usage_error("unexpected argument '" + std::string(arg) + "'");
+    }
+    if (!ok) return std::unexpected(ok.error());
+  }
+  return flags;
+}
+
+Result<Config> load_config(const Flags& flags, const std::map<std::string, std::string>& env) {
+  const Flags defaults;
+  Collected c;
+  // A default path may be absent (the environment can carry everything); a file
+  // named on the command line must exist.
+  read_settings_file(flags.horizon_file, flags.horizon_file == defaults.horizon_file, c);
+  read_settings_file(flags.config_file, flags.config_file == defaults.config_file, c);
+  std::filesystem::path config_dir = std::filesystem::path(flags.config_file).parent_path();
+  if (config_dir.empty()) config_dir = ".";
+  read_conf_d(config_dir / "conf.d", c);
+
+  for (const KeySpec& k : kKeys) {
+    if (auto it = env.find(std::string(k.name)); it != env.end()) {
+      c.settings[std::string(k.name)] = Setting{it->second, "environment"};
+    }
+  }
+  if (flags.state_dir) c.settings["AGENTD_STATE_DIR"] = Setting{*flags.state_dir, "--state-dir"};
+  if (flags.log_level) c.settings["AGENTD_LOG_LEVEL"] = Setting{*flags.log_level, "--log-level"};
+
+  Config cfg;
+  std::map<std::string_view, bool> valid;  // key -> set and valid (for the cross-key rules)
+  for (const KeySpec& k : kKeys) {
+    auto it = c.settings.find(k.name);
+    if (it == c.settings.end()) {
+      if (k.required) {
+        std::string where = k.name.starts_with("HZN_") ? flags.horizon_file : flags.config_file;
+        c.errors.push_back(std::string(k.name) + ": required but not set (set it in " + where +
+                           " or the environment)");
+      } else {
+        valid[k.name] = true;  // the default
+      }
+      continue;
+    }
+    if (Problem p = k.set(cfg, it->second.value)) {
+      c.errors.push_back(located(it->second, k.name, *p));
+    } else {
+      valid[k.name] = true;
+    }
+  }
+
+  // Cross-key rules. protocol.md §4.4: the holder renews every lease/3, so waiting
+  // members must poll faster than that; protocol.md §5: heartbeats within a lease.
+  auto origin_of = [&](std::string_view key) -> std::string {
+    auto it = c.settings.find(key);
+    return it == c.settings.end() ? "default" : it->second.origin;
+  };
+  auto blame = [&](std::string_view key, const std::string& problem) {
+    auto it = c.settings.find(key);
+    Setting s = it == c.settings.end() ? Setting{"", "default"} : it->second;
+    c.errors.push_back(located(s, key, problem));
+  };
+  if (valid["AGENTD_LEASE_DURATION_SECONDS"] && valid["AGENTD_FAST_POLL_SECONDS"] &&
+      cfg.fast_poll * 3 >= cfg.lease_duration) {
+    blame("AGENTD_FAST_POLL_SECONDS",
+          ms_text(cfg.fast_poll) + " must be less than AGENTD_LEASE_DURATION_SECONDS / 3 (" +
+              ms_text(cfg.lease_duration) + " / 3, from " + origin_of("AGENTD_LEASE_DURATION_SECONDS") +
+              "): a waiting member must see each lease renewal");
+  }
+  if (valid["AGENTD_LEASE_DURATION_SECONDS"] && valid["AGENTD_HEARTBEAT_SECONDS"] &&
+      cfg.heartbeat >= cfg.lease_duration) {
+    blame("AGENTD_HEARTBEAT_SECONDS",
+          ms_text(cfg.heartbeat) + " must be less than AGENTD_LEASE_DURATION_SECONDS (" +
+              ms_text(cfg.lease_duration) + ", from " + origin_of("AGENTD_LEASE_DURATION_SECONDS") + ")");
+  }
+
+  if (!c.errors.empty()) {
+    std::string message;
+    for (const std::string& e : c.errors) {
+      if (!message.empty()) message += '\n';
+      message += e;
+    }
+    return fail(Errc::config, message);
+  }
+  cfg.sources = std::move(c.sources);
+  return cfg;
+}
+
+Result<std::string> read_token_file(const std::string& path) {
+  if (path.empty()) return fail(Errc::config, "AGENTD_TOKEN_FILE: not set");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    int err = errno;
+    return fail(Errc::config, path + ": cannot open the token file: " + std::strerror(err));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  // fstat on the open descriptor: what we check is what we read.
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail(Errc::config, path + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return fail(Errc::config, path + ": the token file is not a regular file");
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return fail(Errc::config,
+                path + ": mode " + mode +
+                    " lets group or others read the token; it must be 0600 or stricter: chmod 600 " + path);
+  }
+  std::string token;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(Errc::config, path + ": cannot read the token file: " + std::strerror(errno));
+    if (n == 0) break;
+    token.append(buf, static_cast<std::size_t>(n));
+    if (token.size() > kMaxTokenBytes) return fail(Errc::config, path + ": the token file is too large");
+  }
+  if (token.ends_with('\n')) token.pop_back();
+  if (token.ends_with('\r')) token.pop_back();
+  if (token.empty()) return fail(Errc::config, path + ": the token file is empty");
+  if (std::any_of(token.begin(), token.end(), [](char ch) {
+        auto u = static_cast<unsigned char>(ch);
+        return u < 0x20 || u == 0x7f;
+      })) {
+    return fail(Errc::config, path + ": the token contains control characters or more than one line");
+  }
+  return token;
+}
+
+std::map<std::string, std::string> environment_map(char** envp) {
+  std::map<std::string, std::string> out;
+  for (char** e = envp; e != nullptr && *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    std::size_t eq = entry.find('=');
+    if (eq == std::string_view::npos || eq == 0) continue;
+    out.emplace(std::string(entry.substr(0, eq)),
+                std::string(entry.substr(eq + 1)));  // first wins, as getenv
+  }
+  return out;
+}
+
+const char* help_text() {
+  return R"(NAME
+    agentd - rolling upgrades of the Open Horizon agent across an HA node group
+
+SYNOPSIS
+    agentd [--config FILE] [--horizon-file FILE] [--state-dir DIR]
+           [--log-level debug|info|warn|error] [--check-config]
+    agentd --help | --version
+
+DESCRIPTION
+    agentd runs on every node of an Open Horizon HA node group and upgrades
+    the node's agent so that only one member of the group is disrupted at a
+    time. It reads the group's document from the Exchange and takes a lease
+    (an epoch-numbered entry in the group's agentUpgrade coordination state,
+    written with an optimistic lock) before the disruptive steps, install and
+    restart. It renews the lease every third of its duration and re-checks it
+    (fences) before each disruptive step; after a successful health check it
+    releases the lease and the next waiting member takes it. Preparing
+    (fetching and verifying the new version) needs no lease and runs on every
+    member at once. A member that fails halts the rollout of that version for
+    the whole group.
+
+    The upgrade itself is done by the commands in AGENTD_*_COMMAND, run by
+    /bin/sh -c. The member's state (epoch, the steps begun and finished) is
+    kept in AGENTD_STATE_DIR and written atomically before every transition, so
+    a restart of agentd resumes where it stopped.
+
+    Logs are one line per event with key=value fields. Under systemd (stderr
+    connected to the journal) they go to journald, with AGENTD_EVENT and one
+    AGENTD_<KEY> field per value; otherwise to stderr.
+
+OPTIONS
+    --config FILE
+        agentd's settings (default /etc/agentd/agentd.conf). The files
+        conf.d/*.conf in FILE's directory are read after it. The default file
+        may be absent; a FILE named here must exist.
+    --horizon-file FILE
+        The agent's hub settings (default /etc/default/horizon). The default
+        file may be absent; a FILE named here must exist.
+    --state-dir DIR
+        Overrides AGENTD_STATE_DIR.
+    --log-level LEVEL
+        Overrides AGENTD_LOG_LEVEL: debug, info, warn or error.
+    --check-config
+        Load and validate the configuration and the token file, print every
+        problem on stderr, and exit: 0 when valid, else 3 (configuration) or
+        4 (token file).
+    -h, --help
+        Print this text and exit.
+    -V, --version
+        Print the version and exit.
+
+    Options take their value as "--option VALUE" or "--option=VALUE".
+
+CONFIGURATION
+    Sources, each overriding the ones before it: the horizon file, the config
+    file, conf.d/*.conf in lexical (byte) order, the environment (HZN_* and
+    AGENTD_* variables of the names below), then the options.
+
+    Files hold KEY=VALUE lines, as /etc/default/horizon does. Blank lines
+    and lines starting with # are ignored, and so is "export " before a key.
+    A value is unquoted (the rest of the line, trimmed; " #" starts a
+    comment), in '...' (taken literally) or in "..." (with the escapes \"
+    \\ \$ \`). Nothing is expanded: "$VAR" is kept as written, so a command
+    can use its environment when it runs. Keys agentd does not know are
+    ignored, except AGENTD_* keys in files, which are errors (a misspelt key
+    would otherwise leave its default in force).
+
+    Every bad value is reported as FILE:LINE: KEY: problem (or environment:
+    KEY: problem, or --option: problem), all of them at once, and agentd exits
+    before touching anything.
+
+    Durations are seconds with an optional fraction of up to three digits
+    (20, 0.25), from 0.001 to 86400.
+
+  The hub (normally in /etc/default/horizon, shared with the agent)
+    HZN_EXCHANGE_URL (required)
+        The Exchange API, http:// or https://, ending in /v1 (a trailing slash
+        is allowed and dropped), e.g. https://exchange.example.com/api/v1.
+    HZN_ORG_ID (required)
+        The node's organization.
+    HZN_DEVICE_ID (required)
+        The node id. agentd authenticates as ORG/ID with the node token.
+    HZN_FSS_CSSURL (optional)
+        The object service (CSS) that holds upgrade manifests and agent files.
+    HZN_MGMT_HUB_CERT_PATH (optional)
+        CA certificate (PEM) for a hub with a private CA; must be a readable
+        file.
+
+  agentd (normally in /etc/agentd/agentd.conf and conf.d/*.conf)
+    AGENTD_TOKEN_FILE (required)
+        Absolute path of the file holding the node token (one line; a trailing
+        newline is ignored). It must be a regular file of mode 0600 or
+        stricter: agentd refuses a token that group or others can read.
+    AGENTD_STATE_DIR (default /var/lib/agentd)
+        Absolute path of the directory for the member's state file and the
+        step log steps.jsonl.
+    AGENTD_LEASE_DURATION_SECONDS (default 120)
+        Lease duration written into the entry on acquire. A lease not renewed
+        for this long (by local observation) is dead. Must be longer than the
+        agent's restart.
+    AGENTD_HEARTBEAT_SECONDS (default 20)
+        lastSeen refresh during an active rollout; a member not seen to change
+        within 3 x this is unhealthy. Must be less than the lease duration.
+    AGENTD_IDLE_HEARTBEAT_SECONDS (default 600)
+        lastSeen refresh, and group re-read, while the group is quiet.
+    AGENTD_CHANGES_SECONDS (default 30)
+        Poll of the Exchange changes feed for news about the group.
+    AGENTD_FAST_POLL_SECONDS (default 2)
+        Group re-read while waiting at the head of the queue or holding the
+        lease. Must be less than AGENTD_LEASE_DURATION_SECONDS / 3, the renew
+        period.
+    AGENTD_POLL_SECONDS (default 10)
+        Group re-read during an active rollout otherwise.
+    AGENTD_CONNECT_TIMEOUT_SECONDS (default 10)
+        Connection timeout of each request to the hub.
+    AGENTD_HTTP_TIMEOUT_SECONDS (default 30)
+        Whole-request timeout of each request to the hub.
+    AGENTD_MAX_RESPONSE_BYTES (default 4194304)
+        Largest response body accepted from the hub, 1024 to 1073741824.
+    AGENTD_LOG_LEVEL (default info)
+        debug, info, warn or error.
+    AGENTD_VERSION_COMMAND (required)
+        Prints the running agent version as the first line of its output
+        (e.g. 2.31.0); no whitespace in the version.
+    AGENTD_PREPARE_COMMAND (optional)
+        Fetches and verifies the target version; runs without the lease.
+    AGENTD_INSTALL_COMMAND (required)
+        Installs the target version; runs under the lease.
+    AGENTD_RESTART_COMMAND (optional)
+        Restarts the agent on the new version; runs under the lease.
+    AGENTD_HEALTH_COMMAND (optional)
+        Exits 0 when the restarted agent is healthy.
+    AGENTD_ROLLBACK_COMMAND (optional)
+        Brings AGENTD_PREVIOUS_VERSION back after a failed install or health
+        check (the member then reports "rolledback"); without it the member
+        reports "failed".
+    AGENTD_COMMAND_TIMEOUT_SECONDS (default 600)
+        Limit for each command. On expiry its whole process group gets
+        SIGTERM, then SIGKILL one second later, and the step fails.
+
+    An empty optional command does nothing and succeeds. A command fails when
+    it exits non-zero, is killed by a signal or times out; the error names the
+    step, the exit status and the end of its output. Commands get stdin from
+    /dev/null, stdout and stderr captured together, their own process group,
+    and these variables:
+        AGENTD_STEP               version, prepare, install, restart, health
+                                  or rollback
+        AGENTD_TARGET_VERSION     the version being installed
+        AGENTD_PREVIOUS_VERSION   the version running before the upgrade
+        AGENTD_STATE_DIR          as configured
+
+FILES
+    /etc/default/horizon          the hub settings (HZN_*)
+    /etc/agentd/agentd.conf       agentd's settings (AGENTD_*)
+    /etc/agentd/conf.d/*.conf     overrides, in lexical order
+    AGENTD_TOKEN_FILE             the node token, mode 0600
+    AGENTD_STATE_DIR/             the member's persisted state; steps.jsonl,
+                                  one line per disruptive step begun
+
+ENVIRONMENT
+    HZN_*, AGENTD_*     the keys of CONFIGURATION; override the files.
+    JOURNAL_STREAM      set by systemd; when it names stderr, logs go to the
+                        journal.
+    NOTIFY_SOCKET       set by systemd for Type=notify; agentd reports
+                        readiness and status there.
+    PATH                searched for the commands' programs.
+
+EXIT STATUS
+    0   success: stopped by SIGTERM/SIGINT, or --check-config found no problem
+    1   runtime failure after start
+    2   bad command line
+    3   invalid or unreadable configuration
+    4   token file missing, unreadable, empty or readable by others
+    5   state directory or state file unusable
+
+SIGNALS
+    SIGTERM, SIGINT
+        Stop within 2 seconds: a running command gets SIGTERM (SIGKILL one
+        second later), no new step starts, and the lease state stays on disk
+        and in the group: a lease held is not released, so the next start
+        resumes it (or, if agentd stays down, it expires after its duration).
+
+EXAMPLES
+    /etc/default/horizon:
+        HZN_EXCHANGE_URL=https://exchange.example.com/api/v1
+        HZN_FSS_CSSURL=https://exchange.example.com/css/
+        HZN_ORG_ID=myorg
+        HZN_DEVICE_ID=node1
+
+    /etc/agentd/agentd.conf:
+        AGENTD_TOKEN_FILE=/etc/agentd/token
+        AGENTD_VERSION_COMMAND="dpkg-query -W -f='\${Version}' horizon"
+        AGENTD_INSTALL_COMMAND='apt-get install -y --allow-downgrades "horizon=$AGENTD_TARGET_VERSION"'
+        AGENTD_RESTART_COMMAND='systemctl restart horizon'
+        AGENTD_HEALTH_COMMAND='hzn node list'
+        AGENTD_ROLLBACK_COMMAND='apt-get install -y --allow-downgrades "horizon=$AGENTD_PREVIOUS_VERSION"'
+
+    Check the configuration after editing it:
+        agentd --check-config
+
+    A test run in the foreground with fast timings:
+        AGENTD_LEASE_DURATION_SECONDS=3 AGENTD_HEARTBEAT_SECONDS=0.5 \
+        AGENTD_FAST_POLL_SECONDS=0.2 agentd --config ./agentd.conf \
+            --horizon-file ./horizon --state-dir /tmp/agentd --log-level debug
+)";
+}
+
+}  // namespace agentd

@@ -1,0 +1,457 @@
+// Typed Exchange calls (exchange-api.md) and the coordination extension (protocol.md §3).
+#include "exchange.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "json.h"
+
+namespace agentd {
+
+namespace {
+
+// Path segments are percent-encoded: ids come from configuration and the hub.
+std::string seg(std::string_view s) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string quoted(std::int64_t revision) {
+  return "\"" + std::to_string(revision) + "\"";
+}
+
+bool transient_status(long s) {
+  return s >= 500 || s == 408 || s == 429;
+}
+
+// Adds where an error happened to a parse error from the json/group layers.
+std::unexpected<Error> in(const std::string& what, Error e) {
+  e.message = what + ": " + e.message;
+  return std::unexpected(std::move(e));
+}
+
+// The hub's {"code","msg"} (exchange-api.md §1.3), or a short excerpt of another body.
+std::string hub_text(const HttpResponse& r) {
+  if (r.body.empty()) return {};
+  if (auto j = json::parse(r.body, "error body"); j && cJSON_IsObject(j->get())) {
+    auto code = json::opt_string(j->get(), "code");
+    auto msg = json::opt_string(j->get(), "msg");
+    std::string c = code ? *code : "", m = msg ? *msg : "";
+    if (!c.empty() && !m.empty()) return c + ": " + m;
+    if (!c.empty() || !m.empty()) return c + m;
+    return {};  // a JSON body without {"code","msg"} (e.g. {"nodeGroups":[]}) adds nothing
+  }
+  std::string excerpt = r.body.substr(0, 200);
+  for (char& ch : excerpt)
+    if (static_cast<unsigned char>(ch) < 0x20) ch = ' ';
+  return excerpt;
+}
+
+// "myorg/nmp1" or "nmp1" -> "nmp1": the status route takes the bare name in the node's org.
+std::string bare_name(const std::string& name) {
+  auto slash = name.find('/');
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+Result<UpgradeSection> parse_section(const cJSON* root, const char* key) {
+  UpgradeSection s;
+  const cJSON* o = cJSON_GetObjectItemCaseSensitive(root, key);
+  if (!o || cJSON_IsNull(o)) return s;
+  if (!cJSON_IsObject(o)) return fail(Errc::parse, std::string("field '") + key + "' must be an object");
+  auto files = json::opt_string_array(o, "files");
+  if (!files) return std::unexpected(files.error());
+  auto version = json::opt_string(o, "version");
+  if (!version) return std::unexpected(version.error());
+  s.files = std::move(*files);
+  s.version = std::move(*version);
+  return s;
+}
+
+Result<ManagementPolicy> parse_policy(const cJSON* p) {
+  ManagementPolicy m;
+  if (!cJSON_IsObject(p)) return fail(Errc::parse, "policy must be an object");
+  m.id = p->string;
+  auto label = json::opt_string(p, "label");
+  if (!label) return std::unexpected(label.error());
+  auto description = json::opt_string(p, "description");
+  if (!description) return std::unexpected(description.error());
+  auto constraints = json::opt_string_array(p, "constraints");
+  if (!constraints) return std::unexpected(constraints.error());
+  auto patterns = json::opt_string_array(p, "patterns");
+  if (!patterns) return std::unexpected(patterns.error());
+  auto enabled = json::opt_bool(p, "enabled", false);
+  if (!enabled) return std::unexpected(enabled.error());
+  auto start = json::opt_string(p, "start", "now");
+  if (!start) return std::unexpected(start.error());
+  auto window = json::opt_int(p, "startWindow", 0);
+  if (!window) return std::unexpected(window.error());
+  auto updated = json::opt_string(p, "lastUpdated");
+  if (!updated) return std::unexpected(updated.error());
+  m.label = std::move(*label);
+  m.description = std::move(*description);
+  m.constraints = std::move(*constraints);
+  m.patterns = std::move(*patterns);
+  m.enabled = *enabled;
+  m.start = start->empty() ? "now" : *start;
+  m.start_window = std::max<std::int64_t>(*window, 0);  // the Exchange clamps negatives too
+  m.last_updated = std::move(*updated);
+  const cJSON* up = cJSON_GetObjectItemCaseSensitive(p, "agentUpgradePolicy");
+  if (up && !cJSON_IsNull(up)) {
+    if (!cJSON_IsObject(up)) return fail(Errc::parse, "field 'agentUpgradePolicy' must be an object");
+    auto manifest = json::opt_string(up, "manifest");
+    if (!manifest) return std::unexpected(manifest.error());
+    auto downgrade = json::opt_bool(up, "allowDowngrade", false);
+    if (!downgrade) return std::unexpected(downgrade.error());
+    m.agent_upgrade.manifest = *manifest;
+    m.agent_upgrade.allow_downgrade = *downgrade;
+  }
+  return m;
+}
+
+}  // namespace
+
+Status check_status(const HttpResponse& r, std::initializer_list<long> ok, const std::string& what) {
+  if (std::find(ok.begin(), ok.end(), r.status) != ok.end()) return {};
+  Errc code = Errc::http;
+  switch (r.status) {
+    case 401: code = Errc::unauthorized; break;
+    case 403: code = Errc::forbidden; break;
+    case 404: code = Errc::not_found; break;
+    case 409:
+    case 412: code = Errc::conflict; break;  // 412: stale If-Match revision (protocol.md §3)
+    case 413: code = Errc::too_large; break;
+    case 428: code = Errc::precondition; break;
+    default: break;
+  }
+  std::string message = what + ": hub answered " + std::to_string(r.status);
+  if (std::string text = hub_text(r); !text.empty()) message += " (" + text + ")";
+  return fail(code, std::move(message), static_cast<int>(r.status));
+}
+
+Exchange::Exchange(HttpClient& http, ExchangeEndpoint endpoint, RetryPolicy retry, Sleeper& sleeper)
+    : http_(http), ep_(std::move(endpoint)), retry_(retry), sleeper_(sleeper), rng_(std::random_device{}()) {
+  while (!ep_.exchange_url.empty() && ep_.exchange_url.back() == '/') ep_.exchange_url.pop_back();
+  while (!ep_.css_url.empty() && ep_.css_url.back() == '/') ep_.css_url.pop_back();
+}
+
+std::string Exchange::url(const std::string& path) const {
+  return ep_.exchange_url + "/" + path;
+}
+
+// Reads retry transient failures (transport, 5xx, 408, 429) with full jitter; writes
+// never do (protocol.md §4.6: the caller re-reads before writing again).
+Result<HttpResponse> Exchange::call(HttpRequest req, bool retry) {
+  const int attempts = retry ? std::max(1, retry_.attempts) : 1;
+  for (int attempt = 0;; ++attempt) {
+    auto r = http_.perform(req);
+    const bool transient = r ? transient_status(r->status) : r.error().transient();
+    if (!transient || attempt + 1 >= attempts) return r;
+    if (!sleeper_.sleep_for(full_jitter(attempt, retry_.base, retry_.cap, rng_)))
+      return fail(Errc::cancelled, req.method + " " + req.url + ": stop requested while retrying");
+  }
+}
+
+Result<NodeRecord> Exchange::get_node() {
+  const std::string path = "orgs/" + seg(ep_.org) + "/nodes/" + seg(ep_.node_id);
+  const std::string what = "GET " + path;
+  auto r = call({"GET", url(path), {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  auto root = json::parse(r->body, "node response");
+  if (!root) return in(what, root.error());
+  auto nodes = json::get_object(root->get(), "nodes");
+  if (!nodes) return in(what, nodes.error());
+  const std::string key = ep_.org + "/" + ep_.node_id;  // exchange-api.md §3.1: keyed "org/node"
+  const cJSON* n = cJSON_GetObjectItemCaseSensitive(*nodes, key.c_str());
+  if (!cJSON_IsObject(n)) return fail(Errc::parse, what + ": response holds no node '" + key + "'");
+
+  NodeRecord rec;
+  rec.id = ep_.node_id;
+  struct Field {
+    const char* key;
+    std::string* out;
+  };
+  for (auto [k, out] :
+       {Field{"name", &rec.name}, Field{"owner", &rec.owner}, Field{"nodeType", &rec.node_type},
+        Field{"pattern", &rec.pattern}, Field{"arch", &rec.arch},
+        Field{"ha_group", &rec.ha_group}}) {  // ha_group: null when in no group
+    auto v = json::opt_string(n, k);
+    if (!v) return in(what, v.error());
+    *out = std::move(*v);
+  }
+  const cJSON* sv = cJSON_GetObjectItemCaseSensitive(n, "softwareVersions");
+  if (sv && !cJSON_IsNull(sv)) {
+    if (!cJSON_IsObject(sv)) return fail(Errc::parse, what + ": field 'softwareVersions' must be an object");
+    const cJSON* item = nullptr;
+    cJSON_ArrayForEach(item, sv) {
+      if (!cJSON_IsString(item) || !item->valuestring)
+        return fail(Errc::parse, what + ": softwareVersions." + item->string + " must be a string");
+      rec.software_versions[item->string] = item->valuestring;
+    }
+  }
+  return rec;
+}
+
+Result<std::vector<ManagementPolicy>> Exchange::list_management_policies() {
+  const std::string path = "orgs/" + seg(ep_.org) + "/managementpolicies";
+  const std::string what = "GET " + path;
+  auto r = call({"GET", url(path), {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  std::vector<ManagementPolicy> out;
+  if (r->status == 404) return out;  // exchange-api.md §4.1: no policies in the org
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  auto root = json::parse(r->body, "management policy list");
+  if (!root) return in(what, root.error());
+  auto map = json::get_object(root->get(), "managementPolicy");
+  if (!map) return in(what, map.error());
+  const cJSON* item = nullptr;
+  cJSON_ArrayForEach(item, *map) {
+    auto p = parse_policy(item);
+    if (!p) return in(what + ": managementPolicy." + item->string, p.error());
+    out.push_back(std::move(*p));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return out;
+}
+
+Result<Manifest> Exchange::get_manifest(const std::string& manifest_ref) {
+  if (ep_.css_url.empty())
+    return fail(Errc::config, "HZN_FSS_CSSURL is not set: cannot fetch manifest '" + manifest_ref + "'");
+  // exchange-api.md §5.1: "org/id", or a bare id in the node's org.
+  std::string org = ep_.org, id = manifest_ref;
+  if (auto slash = manifest_ref.find('/'); slash != std::string::npos) {
+    org = manifest_ref.substr(0, slash);
+    id = manifest_ref.substr(slash + 1);
+  }
+  if (org.empty() || id.empty())
+    return fail(Errc::parse, "malformed manifest reference '" + manifest_ref + "'");
+  const std::string full =
+      ep_.css_url + "/api/v1/objects/" + seg(org) + "/agent_upgrade_manifests/" + seg(id) + "/data";
+  const std::string what = "GET " + full;
+  auto r = call({"GET", full, {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  auto root = json::parse(r->body, "upgrade manifest");
+  if (!root) return in(what, root.error());
+  if (!cJSON_IsObject(root->get())) return fail(Errc::parse, what + ": manifest must be an object");
+  Manifest m;
+  auto sw = parse_section(root->get(), "softwareUpgrade");
+  if (!sw) return in(what, sw.error());
+  auto cert = parse_section(root->get(), "certificateUpgrade");
+  if (!cert) return in(what, cert.error());
+  auto conf = parse_section(root->get(), "configurationUpgrade");
+  if (!conf) return in(what, conf.error());
+  m.software = std::move(*sw);
+  m.certificate = std::move(*cert);
+  m.configuration = std::move(*conf);
+  return m;
+}
+
+Result<std::vector<std::string>> Exchange::agent_software_versions() {
+  const std::string path = "orgs/IBM/AgentFileVersion";  // exchange-api.md §5.3: only org IBM
+  const std::string what = "GET " + path;
+  auto r = call({"GET", url(path), {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  if (r->status == 404) return std::vector<std::string>{};  // never published
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  auto root = json::parse(r->body, "AgentFileVersion");
+  if (!root) return in(what, root.error());
+  if (!cJSON_IsObject(root->get())) return fail(Errc::parse, what + ": response must be an object");
+  auto v = json::opt_string_array(root->get(), "agentSoftwareVersions");
+  if (!v) return in(what, v.error());
+  return *v;
+}
+
+Status Exchange::put_management_status(const std::string& nmp_name, const ManagementStatus& status) {
+  const std::string path =
+      "orgs/" + seg(ep_.org) + "/nodes/" + seg(ep_.node_id) + "/managementStatus/" + seg(bare_name(nmp_name));
+  // exchange-api.md §4.2: the shape anax sends, with its omitempty fields left out when empty.
+  auto s = json::object();
+  json::set(s.get(), "scheduledTime", status.scheduled_time);
+  if (!status.start_time.empty()) json::set(s.get(), "startTime", status.start_time);
+  if (!status.end_time.empty()) json::set(s.get(), "endTime", status.end_time);
+  auto versions = json::object();
+  json::set(versions.get(), "softwareVersion", status.software_version);
+  json::set(versions.get(), "certVersion", "");
+  json::set(versions.get(), "configVersion", "");
+  json::set(s.get(), "upgradedVersions", std::move(versions));
+  json::set(s.get(), "status", status.status);
+  if (!status.error_message.empty()) json::set(s.get(), "errorMessage", status.error_message);
+  auto body = json::object();
+  json::set(body.get(), "agentUpgradePolicyStatus", std::move(s));
+
+  auto r = call({"PUT", url(path), {}, json::print(body.get())}, false);
+  if (!r) return std::unexpected(r.error());
+  return check_status(*r, {201, 204}, "PUT " + path);
+}
+
+// The Exchange replaces softwareVersions as a whole, so the other keys (certificate,
+// config) are read first and sent back unchanged.
+Status Exchange::patch_software_version(const std::string& version) {
+  auto node = get_node();
+  if (!node) return std::unexpected(node.error());
+  auto versions = json::object();
+  node->software_versions["horizon"] = version;
+  for (const auto& [k, v] : node->software_versions) json::set(versions.get(), k.c_str(), v);
+  auto body = json::object();
+  json::set(body.get(), "softwareVersions", std::move(versions));
+  const std::string path = "orgs/" + seg(ep_.org) + "/nodes/" + seg(ep_.node_id);
+  auto r = call({"PATCH", url(path), {}, json::print(body.get())}, false);
+  if (!r) return std::unexpected(r.error());
+  return check_status(*r, {201, 204}, "PATCH " + path);
+}
+
+Result<std::int64_t> Exchange::max_change_id() {
+  const std::string path = "changes/maxchangeid";
+  const std::string what = "GET " + path;
+  auto r = call({"GET", url(path), {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  auto root = json::parse(r->body, "maxchangeid response");
+  if (!root) return in(what, root.error());
+  auto id = json::get_int(root->get(), "maxChangeId");
+  if (!id) return in(what, id.error());
+  return *id;
+}
+
+// Idempotent (a read that also heartbeats), so it is retried like a GET.
+Result<Changes> Exchange::changes(std::int64_t since, int max_records) {
+  const std::string path = "orgs/" + seg(ep_.org) + "/changes";
+  const std::string what = "POST " + path;
+  auto req = json::object();
+  json::set(req.get(), "changeId", since);
+  json::set(req.get(), "maxRecords", max_records);
+  auto r = call({"POST", url(path), {}, json::print(req.get())}, true);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {201}, what); !st) return std::unexpected(st.error());
+  auto root = json::parse(r->body, "changes response");
+  if (!root) return in(what, root.error());
+  Changes out;
+  auto list = json::get_array(root->get(), "changes");
+  if (!list) return in(what, list.error());
+  const cJSON* item = nullptr;
+  cJSON_ArrayForEach(item, *list) {
+    if (!cJSON_IsObject(item)) return fail(Errc::parse, what + ": each change must be an object");
+    Change c;
+    for (auto [k, field] : {std::pair{"orgId", &c.org}, std::pair{"resource", &c.resource},
+                            std::pair{"id", &c.id}, std::pair{"operation", &c.operation}}) {
+      auto v = json::get_string(item, k);
+      if (!v) return in(what, v.error());
+      *field = std::move(*v);
+    }
+    out.changes.push_back(std::move(c));
+  }
+  auto most = json::get_int(root->get(), "mostRecentChangeId");
+  if (!most) return in(what, most.error());
+  auto hit = json::opt_bool(root->get(), "hitMaxRecords", false);
+  if (!hit) return in(what, hit.error());
+  auto version = json::opt_string(root->get(), "exchangeVersion");
+  if (!version) return in(what, version.error());
+  out.most_recent_change_id = *most;
+  out.hit_max_records = *hit;
+  out.exchange_version = *version;
+  return out;
+}
+
+Result<GroupRead> Exchange::read(const std::string& group, std::optional<std::int64_t> if_none_match) {
+  const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group);
+  const std::string what = "GET " + path;
+  HttpRequest req{"GET", url(path), {}, {}};
+  if (if_none_match) req.headers.emplace_back("If-None-Match", quoted(*if_none_match));
+  auto r = call(std::move(req), true);
+  if (!r) return std::unexpected(r.error());
+  if (r->status == 304 && if_none_match) return GroupRead{true, {}};
+  if (r->status == 403) {
+    // protocol.md §3: today's Exchange refuses nodes any hagroup read.
+    std::string text = hub_text(*r);
+    return fail(Errc::unsupported,
+                what + ": the hub does not let this identity read its group (" +
+                    (text.empty() ? "403" : text) +
+                    "); a hub without the coordination extension refuses nodes here (protocol.md §3)",
+                403);
+  }
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  const std::string etag = r->header("etag");
+  if (etag.empty()) return fail(Errc::unsupported, what + ": hub has no coordination extension (no ETag)");
+  auto revision = parse_etag(etag);
+  if (!revision) return in(what, revision.error());
+  auto doc = parse_group_document(r->body, *revision);
+  if (!doc) return in(what, doc.error());
+  return GroupRead{false, std::move(*doc)};
+}
+
+namespace {
+// The new revision of a conditional write (protocol.md §3: the ETag of the response).
+Result<std::int64_t> written_revision(const HttpResponse& r, const std::string& what) {
+  const std::string etag = r.header("etag");
+  if (etag.empty())
+    return fail(Errc::unsupported,
+                what + ": hub accepted the write but sent no ETag (no coordination extension)");
+  auto revision = parse_etag(etag);
+  if (!revision) return in(what, revision.error());
+  return *revision;
+}
+}  // namespace
+
+Result<std::int64_t> Exchange::write_entry(const std::string& group, const std::string& node,
+                                           const Entry& entry, std::int64_t if_revision) {
+  const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group) + "/agentupgrade/" + seg(node);
+  const std::string what = "PUT " + path;
+  auto r =
+      call({"PUT", url(path), {{"If-Match", quoted(if_revision)}}, json::print(entry_to_json(entry).get())},
+           false);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {201}, what); !st) return std::unexpected(st.error());
+  return written_revision(*r, what);
+}
+
+Result<std::int64_t> Exchange::delete_entry(const std::string& group, const std::string& node,
+                                            std::int64_t if_revision) {
+  const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group) + "/agentupgrade/" + seg(node);
+  const std::string what = "DELETE " + path;
+  auto r = call({"DELETE", url(path), {{"If-Match", quoted(if_revision)}}, {}}, false);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {204}, what); !st) return std::unexpected(st.error());
+  return written_revision(*r, what);
+}
+
+Result<std::int64_t> Exchange::put_settings(const std::string& group, const Settings& settings,
+                                            std::int64_t if_revision) {
+  const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group) + "/agentupgrade";
+  const std::string what = "PUT " + path;
+  auto r = call(
+      {"PUT", url(path), {{"If-Match", quoted(if_revision)}}, json::print(settings_to_json(settings).get())},
+      false);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {201}, what); !st) return std::unexpected(st.error());
+  return written_revision(*r, what);
+}
+
+Status Exchange::remove_member(const std::string& group, const std::string& node) {
+  const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group) + "/nodes/" + seg(node);
+  auto r = call({"DELETE", url(path), {}, {}}, false);
+  if (!r) return std::unexpected(r.error());
+  return check_status(*r, {204}, "DELETE " + path);
+}
+
+Result<std::string> Exchange::read_raw(const std::string& group) {
+  const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group);
+  const std::string what = "GET " + path;
+  auto r = call({"GET", url(path), {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  if (auto doc = json::parse(r->body, "group document"); !doc) return in(what, doc.error());
+  return std::move(r->body);
+}
+
+}  // namespace agentd

@@ -1,0 +1,333 @@
+// Real processes on one machine for the integration tests and the demo: the
+// Exchange stand-in, agentd members with a fake agent, agentctl, and the checker of
+// protocol.md §7 over what they logged. Set-up failures throw std::runtime_error
+// (test code: doctest reports them with their message).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agentd/exchange.h"
+#include "agentd/group.h"
+#include "check/invariants.h"
+
+namespace agentd::harness {
+
+using namespace std::chrono_literals;
+using Deadline = std::chrono::steady_clock::time_point;
+
+Deadline deadline_in(std::chrono::milliseconds d);
+
+// Calls `predicate` every `interval` until it returns true (then true) or the
+// deadline passes (then false, after one last try).
+bool poll_until(Deadline deadline, const std::function<bool()>& predicate,
+                std::chrono::milliseconds interval = 50ms);
+
+// Small file helpers: read_file gives "" for a missing file.
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& content, unsigned mode = 0644);
+bool file_exists(const std::string& path);
+// Lines of `path` that contain `needle`.
+std::vector<std::string> grep_lines(const std::string& path, const std::string& needle);
+
+// A fresh directory under $TMPDIR, removed with its contents at scope exit
+// unless keep() was called (or AGENTD_KEEP_TEST_DIRS is set, for post-mortems).
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "agentd-it");
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  void keep() { keep_ = true; }
+
+ private:
+  std::string path_;
+  bool keep_ = false;
+};
+
+struct ExitStatus {
+  int code = -1;   // exit code, -1 when killed by a signal
+  int signal = 0;  // the signal that ended it, 0 when it exited
+};
+
+// A child process: argv[0] is a path; stdout and stderr are appended to
+// `output_file`. It inherits this environment except variables starting with
+// HZN_ or AGENTD_ (so the machine's settings never leak into a test), plus `env`.
+// It is killed with SIGKILL if this process dies, and on destruction.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::vector<std::pair<std::string, std::string>> env,
+          std::string output_file);
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process();
+
+  pid_t pid() const { return pid_; }
+  const std::string& output_file() const { return output_file_; }
+  std::string output() const { return read_file(output_file_); }
+  bool running();                        // not exited yet
+  void signal(int sig);                  // no-op once it has exited
+  std::optional<ExitStatus> wait(Deadline deadline);  // nullopt: still running at the deadline
+  ExitStatus kill9();                    // SIGKILL and reap
+  std::optional<ExitStatus> exit_status() const { return exit_; }
+
+ private:
+  bool reap(bool block);
+  pid_t pid_ = -1;
+  std::string output_file_;
+  std::optional<ExitStatus> exit_;
+};
+
+// The last `lines` lines of `text`.
+std::string tail(const std::string& text, std::size_t lines);
+// Nodes whose entry is in a lease state (upgrading/verifying), in node order.
+std::vector<std::string> lease_holders(const GroupDocument& doc);
+
+// Runs a command to completion (or kills it at the deadline) and returns its status and output.
+struct CommandResult {
+  ExitStatus status;
+  std::string output;
+};
+CommandResult run_command(std::vector<std::string> argv, std::vector<std::pair<std::string, std::string>> env,
+                          const std::string& output_file, std::chrono::milliseconds timeout = 20s);
+
+struct Credentials {
+  std::string user;  // "org/name", "root/root"
+  std::string password;
+};
+
+struct HttpResult {
+  int status = 0;  // 0: no response (connection refused/closed)
+  std::string body;
+  std::map<std::string, std::string> headers;  // as sent
+};
+
+// PUT /v1/standin/faults (protocol.md is not involved: this is the stand-in's own control route).
+struct Faults {
+  int latency_ms = 0;
+  double error_rate = 0.0;
+  int error_status = 503;
+  int drop_after_commit = 0;
+  std::vector<std::string> partitioned;  // "org/node"
+};
+
+struct HubOptions {
+  std::string mode = "full";  // full | no-etag | no-coordination
+  std::string root_password = "rootpw";
+};
+
+// The stand-in hub (exchange-standin) on 127.0.0.1 with its state and write log in `dir`.
+class Hub {
+ public:
+  Hub(std::string dir, HubOptions options = {});  // starts it on port 0 and waits for its port
+  ~Hub();
+
+  int port() const { return port_; }
+  std::string exchange_url() const;  // http://127.0.0.1:PORT/v1
+  std::string css_url() const;       // http://127.0.0.1:PORT/css
+  std::string write_log_path() const { return dir_ + "/hub-writes.jsonl"; }
+  std::string state_path() const { return dir_ + "/hub-state.json"; }
+  std::string output_path() const;  // stdout+stderr of the current run
+  Credentials root() const { return {"root/root", options_.root_password}; }
+  bool running() { return process_ && process_->running(); }
+
+  void stop();     // SIGTERM, then wait for it to exit
+  void kill9();
+  void restart();  // same port, same state file and write log
+
+  // Any request; `auth` defaults to root.
+  HttpResult request(const std::string& method, const std::string& path, const std::string& body = "",
+                     std::optional<Credentials> auth = std::nullopt,
+                     const std::vector<std::pair<std::string, std::string>>& headers = {});
+
+  // Set-up helpers: throw unless the hub answers with a success status.
+  void create_org(const std::string& org);
+  void create_user(const std::string& org, const std::string& user, const std::string& password, bool admin);
+  // PUT /orgs/{org}/nodes/{node} as `owner` (a user of the org), with softwareVersions.horizon = version.
+  void create_node(const std::string& org, const std::string& node, const std::string& token,
+                   const Credentials& owner, const std::string& version = "1.0.0");
+  void create_group(const std::string& org, const std::string& group, const std::vector<std::string>& members,
+                    std::optional<Credentials> as = std::nullopt);
+  void add_member(const std::string& org, const std::string& group, const std::string& node,
+                  std::optional<Credentials> as = std::nullopt);
+  void remove_member(const std::string& org, const std::string& group, const std::string& node,
+                     std::optional<Credentials> as = std::nullopt);
+  // PUT /orgs/IBM/AgentFileVersion (creates org IBM first when the hub needs it).
+  void put_agent_file_versions(const std::vector<std::string>& software_versions);
+  // Stores an upgrade manifest in the CSS: agent_upgrade_manifests/{id} in `org`,
+  // {"softwareUpgrade":{"files":[],"version":V}, certificate/configuration "latest"}.
+  void put_manifest(const std::string& org, const std::string& id, const std::string& software_version);
+  // POST (create) or PUT (update) /orgs/{org}/managementpolicies/{name}: enabled, start now,
+  // agentUpgradePolicy.manifest = manifest_ref.
+  void create_nmp(const std::string& org, const std::string& name, const std::string& manifest_ref);
+  void update_nmp(const std::string& org, const std::string& name, const std::string& manifest_ref);
+  void set_faults(const Faults& faults);
+
+  // GET /orgs/{org}/hagroups/{g} as root, parsed (revision from the ETag, 0 without one).
+  GroupDocument get_group(const std::string& org, const std::string& group);
+  // GET /orgs/{org}/nodes/{node}/managementStatus/{nmp}; nullopt when there is none.
+  std::optional<ManagementStatus> get_management_status(const std::string& org, const std::string& node,
+                                                        const std::string& nmp);
+
+ private:
+  void start(int port);
+  void expect(const HttpResult& r, std::initializer_list<int> ok, const std::string& what);
+
+  std::string dir_;
+  HubOptions options_;
+  int port_ = 0;
+  int runs_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
+// Settings written into a member's agentd.conf (durations in seconds, as text so
+// fractions pass through unchanged). Fast by default, for tests.
+struct MemberOptions {
+  std::string lease_seconds = "3";
+  std::string heartbeat_seconds = "0.5";
+  std::string changes_seconds = "0.5";
+  std::string fast_poll_seconds = "0.2";
+  std::string poll_seconds = "0.5";
+  std::string idle_heartbeat_seconds = "5";
+  std::string http_timeout_seconds = "2";
+  std::string connect_timeout_seconds = "1";
+  std::string command_timeout_seconds = "30";
+  std::string log_level = "debug";
+  std::string initial_version = "1.0.0";
+  std::vector<std::pair<std::string, std::string>> extra;  // more KEY=VALUE lines (later ones win)
+};
+
+// One edge node: its directory holds `horizon`, `agentd.conf`, the 0600 `token`, the
+// fake agent (`agent.sh`, its `version` file and switches) and agentd's state dir and log.
+// The fake agent: install writes $AGENTD_TARGET_VERSION into `version` after sleeping
+// `install-delay` seconds (if that file exists), and fails if `fail-install` exists;
+// health fails if `fail-health` exists; rollback writes $AGENTD_PREVIOUS_VERSION back.
+// Every call is appended to `agent-calls.log` ("install 2.0.0").
+class Member {
+ public:
+  Member(std::string dir, const Hub& hub, std::string org, std::string node, std::string token,
+         MemberOptions options = {});
+  ~Member();
+
+  const std::string& node() const { return node_; }
+  const std::string& dir() const { return dir_; }
+  std::string config_path() const { return dir_ + "/agentd.conf"; }
+  std::string horizon_path() const { return dir_ + "/horizon"; }
+  std::string token_path() const { return dir_ + "/token"; }
+  std::string state_dir() const { return dir_ + "/state"; }
+  std::string steps_path() const { return state_dir() + "/steps.jsonl"; }
+  std::string log_path() const { return dir_ + "/agentd.log"; }  // agentd's stdout+stderr, all runs
+  std::string agent_calls_path() const { return dir_ + "/agent-calls.log"; }
+  std::string log() const { return read_file(log_path()); }
+
+  // Rewrites agentd.conf / horizon / token (e.g. to break them on purpose).
+  void write_config();
+  void write_horizon();
+  void write_token(const std::string& token, unsigned mode = 0600);
+
+  // The fake agent's state and switches.
+  std::string version() const;  // content of `version`, trimmed
+  void set_version(const std::string& v);
+  void fail_install(bool on);
+  void fail_health(bool on);
+  void install_delay(double seconds);  // 0 removes it
+  int agent_calls(const std::string& step) const;  // how many times the fake agent ran `step`
+
+  void start(std::vector<std::string> extra_args = {});
+  bool running();
+  void stop(std::chrono::milliseconds grace = 10s);  // SIGTERM, wait; SIGKILL after grace
+  ExitStatus kill9();
+  std::optional<ExitStatus> wait_exit(Deadline deadline);
+  Process* process() { return process_.get(); }
+
+  MemberOptions& options() { return options_; }
+
+ private:
+  void write_agent_script();
+  std::string dir_;
+  std::string exchange_url_;
+  std::string css_url_;
+  std::string org_;
+  std::string node_;
+  std::string token_;
+  MemberOptions options_;
+  std::unique_ptr<Process> process_;
+};
+
+struct RolloutOptions {
+  int members = 5;
+  std::string org = "o";
+  std::string group = "g";  // "" = members are in no group
+  std::string from_version = "1.0.0";
+  std::string target_version = "2.0.0";
+  std::string nmp = "upgrade-agents";
+  bool publish = true;               // publish the target (AgentFileVersion + manifest + NMP) at set-up
+  HubOptions hub;
+  MemberOptions member;
+};
+
+// A hub with org, admin user, N nodes (n1..nN, tokens "tok-n1"...), the group, and
+// (unless publish is false) the published target; members are built but not started.
+class Rollout {
+ public:
+  explicit Rollout(RolloutOptions options = {});
+  ~Rollout();
+
+  const RolloutOptions& options() const { return options_; }
+  TempDir& dir() { return dir_; }
+  Hub& hub() { return *hub_; }
+  Credentials admin() const;  // org admin "o/admin"
+  std::size_t size() const { return members_.size(); }
+  Member& member(std::size_t i) { return *members_.at(i); }
+  Member& member(const std::string& node);
+  std::vector<std::unique_ptr<Member>>& members() { return members_; }
+
+  // Creates node `node` in the hub and its Member (not started, not in the group).
+  Member& add_node(const std::string& node);
+  // Publishes `version` as the new target: AgentFileVersion, manifest "agent-<version>",
+  // and the NMP (created on first call, pointed at the new manifest later).
+  void publish(const std::string& version);
+
+  void start_all();
+  void stop_all();
+  // True once every member's fake agent runs `version`.
+  bool wait_all_at(const std::string& version, Deadline deadline);
+
+  // The group document as the hub has it now (throws when the hub does not answer).
+  GroupDocument group();
+  // Polls the group document until `predicate` holds; a hub that does not answer counts as false.
+  bool wait_group(const std::function<bool(const GroupDocument&)>& predicate, Deadline deadline);
+  // Every member runs `version` and every member's entry in the group is succeeded/idle at it.
+  bool rollout_done(const std::string& version);
+  bool wait_rollout_done(const std::string& version, Deadline deadline);
+  // The last lines of every member's log and of the hub's output, for failure messages.
+  std::string diagnostics(std::size_t tail_lines = 40);
+
+  // agentctl as the org admin against this hub.
+  CommandResult agentctl(const std::vector<std::string>& args);
+
+  // protocol.md §7 over the hub's write log and every member's steps log.
+  std::vector<check::Violation> violations(bool final_state, std::optional<std::string> target = std::nullopt);
+  // The violations as text, one per line ("" when none), for CHECK messages.
+  std::string violations_text(bool final_state, std::optional<std::string> target = std::nullopt);
+
+ private:
+  RolloutOptions options_;
+  TempDir dir_;
+  std::unique_ptr<Hub> hub_;
+  std::vector<std::unique_ptr<Member>> members_;
+  bool nmp_created_ = false;
+  int agentctl_runs_ = 0;
+};
+
+}  // namespace agentd::harness

@@ -1,0 +1,164 @@
+// The Exchange stand-in's request handling: authentication, authorization and
+// every route agentd and an admin use (exchange-api.md), plus the coordination
+// extension of protocol.md §3. Transport-free: the HTTP server (server.h) turns
+// requests into Calls and Replies into responses, so all state changes happen
+// here under one mutex.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agentd/result.h"
+#include "store.h"
+
+namespace agentd::standin {
+
+enum class Mode {
+  full,             // protocol.md §3 as written
+  no_etag,          // members may read their group, but no ETag / If-None-Match
+  no_coordination,  // today's Exchange: nodes get 403 on hagroup reads, no agentupgrade routes
+};
+
+std::optional<Mode> mode_from_string(const std::string& s);
+
+struct HubOptions {
+  std::string state_path;  // required
+  std::string log_path;    // write log (JSON lines); empty: none
+  std::string root_password = "rootpw";
+  std::string exchange_version = "2.154.0";
+  Mode mode = Mode::full;
+};
+
+struct Call {
+  std::string method;  // GET, PUT, POST, PATCH, DELETE (HEAD is answered as GET)
+  std::string path;    // decoded, e.g. /v1/orgs/o/nodes/n
+  std::map<std::string, std::string> params;  // query parameters
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+
+  std::string header(const std::string& lower_name) const;
+};
+
+struct Reply {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  // An accepted state-changing request: what the dropAfterCommit fault counts.
+  bool write = false;
+};
+
+struct Identity {
+  enum class Kind { root, user, node };
+  Kind kind = Kind::user;
+  std::string org;
+  std::string id;
+  bool admin = false;  // org admin (users only); root is above admins
+
+  std::string full() const { return org + "/" + id; }
+  bool is_root() const { return kind == Kind::root; }
+  bool is_node() const { return kind == Kind::node; }
+  bool is_user() const { return kind == Kind::user; }
+};
+
+// "org/id" from a Basic Authorization header, without checking the secret; "" if none.
+std::string basic_user(const std::string& authorization);
+
+class Hub {
+ public:
+  // Loads the state file (a missing file starts empty).
+  static Result<std::unique_ptr<Hub>> open(HubOptions options);
+  ~Hub();
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  Reply handle(const Call& call);
+
+  // Checks the credentials of an Authorization header; nullopt when they are not valid.
+  std::optional<Identity> authenticate(const std::string& authorization);
+
+  // Writes state that is saved lazily (node heartbeats) to the state file.
+  Status flush();
+
+  const HubOptions& options() const { return options_; }
+
+ private:
+  explicit Hub(HubOptions options, HubState state);
+
+  std::optional<Identity> authenticate_locked(const std::string& authorization) const;
+  Reply route(const Call& call, const std::vector<std::string>& segs, const std::optional<Identity>& who);
+  Reply route_org(const Call& call, const std::vector<std::string>& segs, const Identity& who);
+  Reply route_css(const Call& call, const std::vector<std::string>& segs, const Identity& who);
+
+  // Orgs, users, nodes.
+  Reply get_org(const std::string& org, const Identity& who);
+  Reply post_org(const Call& call, const std::string& org, const Identity& who);
+  Reply post_user(const Call& call, const std::string& org, const std::string& user, const Identity& who);
+  Reply get_nodes(const std::string& org, const Identity& who);
+  Reply get_node(const Call& call, const std::string& org, const std::string& node, const Identity& who);
+  Reply put_node(const Call& call, const std::string& org, const std::string& node, const Identity& who);
+  Reply patch_node(const Call& call, const std::string& org, const std::string& node, const Identity& who);
+  Reply delete_node(const std::string& org, const std::string& node, const Identity& who);
+  Reply post_heartbeat(const std::string& org, const std::string& node, const Identity& who);
+
+  // HA groups (exchange-api.md §2) and the coordination extension (protocol.md §3).
+  Reply get_groups(const std::string& org, const Identity& who);
+  Reply get_group(const Call& call, const std::string& org, const std::string& name, const Identity& who);
+  Reply post_group(const Call& call, const std::string& org, const std::string& name, const Identity& who);
+  Reply put_group(const Call& call, const std::string& org, const std::string& name, const Identity& who);
+  Reply delete_group(const std::string& org, const std::string& name, const Identity& who);
+  Reply post_member(const Call& call, const std::string& org, const std::string& name, const std::string& node,
+                    const Identity& who);
+  Reply delete_member(const std::string& org, const std::string& name, const std::string& node,
+                      const Identity& who);
+  Reply put_entry(const Call& call, const std::string& org, const std::string& name, const std::string& node,
+                  const Identity& who);
+  Reply delete_entry(const Call& call, const std::string& org, const std::string& name, const std::string& node,
+                     const Identity& who);
+  Reply put_settings(const Call& call, const std::string& org, const std::string& name, const Identity& who);
+
+  // Management policies and status (exchange-api.md §4), AgentFileVersion (§5.3).
+  Reply get_policies(const std::string& org, const std::string& name, const Identity& who);
+  Reply write_policy(const Call& call, const std::string& org, const std::string& name, const Identity& who);
+  Reply delete_policy(const std::string& org, const std::string& name, const Identity& who);
+  Reply get_status(const std::string& org, const std::string& node, const std::string& nmp, const Identity& who);
+  Reply put_status(const Call& call, const std::string& org, const std::string& node, const std::string& nmp,
+                   const Identity& who);
+  Reply delete_status(const std::string& org, const std::string& node, const std::string& nmp,
+                      const Identity& who);
+  Reply agent_file_version(const Call& call, const std::string& org, const Identity& who);
+
+  // Changes feed (exchange-api.md §6).
+  Reply max_change_id();
+  Reply post_changes(const Call& call, const std::string& org, const Identity& who);
+
+  // Shared steps.
+  void add_change(const std::string& org, const std::string& resource, const std::string& id,
+                  const std::string& operation, const std::string& category, bool is_public = false);
+  // A group's document changed: new revision, agentupgrade change rows for its
+  // members, a write-log line. `g` is null when the group was deleted.
+  void group_changed(const std::string& org, const std::string& name, Group* g, const Identity& actor,
+                     const char* op, const std::string& node);
+  // Takes `nodes` out of every group of `org` but `keep` (the ?force=true move).
+  void move_out(const std::string& org, const std::vector<std::string>& nodes, const std::string& keep,
+                const Identity& actor);
+  bool is_admin_of(const Identity& who, const std::string& org) const;
+  bool coordination() const { return options_.mode != Mode::no_coordination; }
+
+  HubOptions options_;
+  std::mutex mu_;
+  HubState state_;
+  std::string now_;         // wall time of the request being handled
+  std::int64_t now_us_ = 0;
+  bool dirty_ = false;            // save before answering
+  bool heartbeat_dirty_ = false;  // only lastHeartbeat changed: saved with the next write or flush()
+  std::vector<std::string> pending_log_;  // write-log lines of this request, appended after the save
+};
+
+}  // namespace agentd::standin

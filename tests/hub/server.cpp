@@ -1,0 +1,210 @@
+#include "server.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <thread>
+
+namespace agentd::standin {
+
+namespace {
+
+constexpr std::size_t kMaxBody = 256u * 1024u * 1024u;  // CSS objects may be agent packages
+
+// Response headers of every /v1 answer (exchange-api.md §1.3).
+void add_exchange_headers(httplib::Response& res) {
+  res.set_header("Cache-Control", "max-age=0, must-revalidate, no-cache, no-store");
+  res.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains");
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.set_header("X-XSS-Protection", "1; mode=block");
+}
+
+void write_reply(const Reply& r, const std::string& path, httplib::Response& res) {
+  res.status = r.status;
+  if (path.rfind("/v1/", 0) == 0) add_exchange_headers(res);
+  for (const auto& [k, v] : r.headers) res.set_header(k, v);
+  if (!r.body.empty()) res.set_content(r.body, r.content_type);
+}
+
+// Closes the connection without a complete response: the status line and headers go
+// out, then the chunked body aborts, so every HTTP client sees a transport error
+// (curl: "transfer closed with outstanding read data remaining"). cpp-httplib offers
+// no way to close a connection before the status line.
+void drop_connection(httplib::Response& res) {
+  res.status = 502;  // never a success, should a client ever look at it
+  res.set_chunked_content_provider("application/json", [](std::size_t, httplib::DataSink&) { return false; });
+}
+
+// {"code","msg"} as the Exchange answers (exchange-api.md §1.3).
+Reply api(int status, const std::string& code, const std::string& msg) {
+  Reply r;
+  r.status = status;
+  auto o = json::object();
+  json::set(o.get(), "code", code);
+  json::set(o.get(), "msg", msg);
+  r.body = json::print(o.get());
+  return r;
+}
+
+}  // namespace
+
+json::Ptr faults_to_json(const Faults& f) {
+  auto o = json::object();
+  json::set(o.get(), "latencyMs", f.latency_ms);
+  cJSON_AddNumberToObject(o.get(), "errorRate", f.error_rate);
+  json::set(o.get(), "errorStatus", f.error_status);
+  json::set(o.get(), "dropAfterCommit", f.drop_after_commit);
+  auto p = json::array();
+  for (const auto& id : f.partitioned) json::append(p.get(), id);
+  json::set(o.get(), "partitioned", std::move(p));
+  return o;
+}
+
+Result<Faults> parse_faults(const std::string& body) {
+  auto root = json::parse(body, "faults");
+  if (!root) return std::unexpected(root.error());
+  const cJSON* o = root->get();
+  if (!cJSON_IsObject(o)) return fail(Errc::parse, "faults must be a JSON object");
+  Faults f;
+  auto latency = json::opt_int(o, "latencyMs", 0);
+  auto status = json::opt_int(o, "errorStatus", 503);
+  auto drop = json::opt_int(o, "dropAfterCommit", 0);
+  auto partitioned = json::opt_string_array(o, "partitioned");
+  if (!latency) return std::unexpected(latency.error());
+  if (!status) return std::unexpected(status.error());
+  if (!drop) return std::unexpected(drop.error());
+  if (!partitioned) return std::unexpected(partitioned.error());
+  if (*latency < 0 || *latency > 600'000) return fail(Errc::parse, "latencyMs must be 0..600000");
+  if (*status < 400 || *status > 599) return fail(Errc::parse, "errorStatus must be 400..599");
+  if (*drop < 0) return fail(Errc::parse, "dropAfterCommit must not be negative");
+  const cJSON* rate = cJSON_GetObjectItemCaseSensitive(o, "errorRate");
+  if (rate && !cJSON_IsNull(rate)) {
+    if (!cJSON_IsNumber(rate) || rate->valuedouble < 0.0 || rate->valuedouble > 1.0)
+      return fail(Errc::parse, "errorRate must be a number in 0..1");
+    f.error_rate = rate->valuedouble;
+  }
+  f.latency_ms = *latency;
+  f.error_status = static_cast<int>(*status);
+  f.drop_after_commit = *drop;
+  f.partitioned = std::move(*partitioned);
+  return f;
+}
+
+Server::Server(Hub& hub) : hub_(hub), rng_(std::random_device{}()) {
+  // Each keep-alive connection holds a worker; agentd keeps one or two per daemon.
+  http_.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  http_.set_keep_alive_max_count(100);
+  http_.set_keep_alive_timeout(2);  // also bounds how long stop() waits for idle connections
+  http_.set_read_timeout(30, 0);
+  http_.set_write_timeout(30, 0);
+  http_.set_payload_max_length(kMaxBody);
+  auto handler = [this](const httplib::Request& req, httplib::Response& res) { serve(req, res); };
+  http_.Get(".*", handler);
+  http_.Put(".*", handler);
+  http_.Post(".*", handler);
+  http_.Patch(".*", handler);
+  http_.Delete(".*", handler);
+}
+
+Server::~Server() { stop(); }
+
+Result<int> Server::bind(const std::string& host, int port) {
+  if (port == 0) {
+    int p = http_.bind_to_any_port(host);
+    if (p <= 0) return fail(Errc::io, "cannot bind " + host + ":0");
+    return p;
+  }
+  if (!http_.bind_to_port(host, port)) return fail(Errc::io, "cannot bind " + host + ":" + std::to_string(port));
+  return port;
+}
+
+void Server::run() { http_.listen_after_bind(); }
+
+void Server::stop() { http_.stop(); }
+
+bool Server::is_running() const { return http_.is_running(); }
+
+Faults Server::faults() const {
+  std::lock_guard lock(mu_);
+  return faults_;
+}
+
+void Server::set_faults(Faults f) {
+  std::lock_guard lock(mu_);
+  faults_ = std::move(f);
+}
+
+Reply Server::standin(const Call& call) {
+  auto who = hub_.authenticate(call.header("authorization"));
+  if (!who) return api(401, "invalid-credentials", "invalid.credentials");
+  if (!who->is_root())
+    return api(403, "access-denied", "Access denied: '" + who->full() + "' does not have authorization: STANDIN_FAULTS");
+  if (call.path == "/v1/standin/faults" && call.method == "GET") {
+    Reply r;
+    r.body = json::print(faults_to_json(faults()).get());
+    return r;
+  }
+  if (call.path == "/v1/standin/faults" && call.method == "PUT") {
+    auto f = parse_faults(call.body);
+    if (!f) return api(400, "invalid-input", f.error().message);
+    set_faults(std::move(*f));
+    return api(201, "ok", "faults updated");
+  }
+  return api(404, "not-found", "unrecognized route");
+}
+
+void Server::serve(const httplib::Request& req, httplib::Response& res) {
+  Call call;
+  call.method = req.method == "HEAD" ? "GET" : req.method;
+  call.path = req.path;
+  for (const auto& [k, v] : req.params) call.params.emplace(k, v);
+  for (const auto& [k, v] : req.headers) {
+    std::string lower = k;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    call.headers.emplace(lower, v);
+  }
+  call.body = req.body;
+
+  if (call.path.rfind("/v1/standin/", 0) == 0) {
+    write_reply(standin(call), call.path, res);
+    return;
+  }
+
+  std::string authorization = call.header("authorization");
+  auto who = hub_.authenticate(authorization);
+  bool root = who && who->is_root();
+  if (!root) {
+    Faults f = faults();
+    std::string user = basic_user(authorization);
+    if (!user.empty() && std::find(f.partitioned.begin(), f.partitioned.end(), user) != f.partitioned.end()) {
+      drop_connection(res);
+      return;
+    }
+    if (f.latency_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(f.latency_ms));
+    if (f.error_rate > 0.0) {
+      bool hit = false;
+      {
+        std::lock_guard lock(mu_);
+        hit = std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < f.error_rate;
+      }
+      if (hit) {
+        write_reply(api(f.error_status, "internal_error", "injected fault"), call.path, res);
+        return;
+      }
+    }
+  }
+
+  Reply r = hub_.handle(call);
+
+  if (!root && r.write && r.status >= 200 && r.status < 300) {
+    std::lock_guard lock(mu_);
+    if (faults_.drop_after_commit > 0) {
+      --faults_.drop_after_commit;
+      drop_connection(res);
+      return;
+    }
+  }
+  write_reply(r, call.path, res);
+}
+
+}  // namespace agentd::standin

@@ -1,0 +1,65 @@
+// The stand-in's HTTP side: cpp-httplib routes every request to Hub::handle and
+// injects the faults set through /v1/standin/faults (root only):
+//   latencyMs        delay before handling
+//   errorRate        fraction of requests answered errorStatus without doing anything
+//   dropAfterCommit  the next N accepted writes commit, then lose their response
+//   partitioned      "org/node" callers whose requests get no response at all
+// Faults spare root and the /v1/standin routes, so a test can always steer the hub.
+#pragma once
+
+#include <httplib.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "agentd/json.h"
+#include "agentd/result.h"
+#include "hub.h"
+
+namespace agentd::standin {
+
+struct Faults {
+  std::int64_t latency_ms = 0;
+  double error_rate = 0.0;
+  int error_status = 503;
+  std::int64_t drop_after_commit = 0;
+  std::vector<std::string> partitioned;  // "org/node"
+};
+
+json::Ptr faults_to_json(const Faults& f);
+// Absent fields take their defaults; wrong types and out-of-range values are errors.
+Result<Faults> parse_faults(const std::string& body);
+
+class Server {
+ public:
+  explicit Server(Hub& hub);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds `host:port` (0: a port chosen by the OS) and returns the port.
+  Result<int> bind(const std::string& host, int port);
+  // Serves until stop(); call after bind(), usually on its own thread.
+  void run();
+  void stop();
+  bool is_running() const;
+
+  Faults faults() const;
+  void set_faults(Faults f);
+
+ private:
+  void serve(const httplib::Request& req, httplib::Response& res);
+  Reply standin(const Call& call);
+
+  Hub& hub_;
+  httplib::Server http_;
+  mutable std::mutex mu_;  // guards faults_ and rng_
+  Faults faults_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace agentd::standin

@@ -1,0 +1,117 @@
+// The stand-in hub's state: what the Exchange keeps in PostgreSQL, kept in
+// memory and in one JSON file (architecture.md "The Exchange stand-in").
+// Opaque Exchange fields (registeredServices, entries, ...) are kept as compact
+// JSON text so that whatever a client sent comes back unchanged.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agentd/json.h"
+#include "agentd/result.h"
+
+namespace agentd::standin {
+
+struct User {
+  std::string password_hash;  // SHA-256 hex
+  bool admin = false;
+  std::string email;
+  std::string last_updated;
+};
+
+struct Node {
+  std::string token_hash;  // SHA-256 hex; GET shows "***************" (exchange-api.md §1.2)
+  std::string name;
+  std::string owner;  // "org/user"
+  std::string node_type = "device";
+  std::string pattern;
+  std::string arch;
+  std::string msg_end_point;
+  std::string public_key;
+  std::string cluster_namespace;
+  bool is_namespace_scoped = false;
+  std::string registered_services = "[]";  // JSON text
+  std::string user_input = "[]";           // JSON text
+  std::string software_versions = "{}";    // JSON text
+  std::string heartbeat_intervals = R"({"minInterval":0,"maxInterval":0,"intervalAdjustment":0})";
+  std::optional<std::string> last_heartbeat;
+  std::string last_updated;
+  // managementStatus: NMP name (bare) -> agentUpgradePolicyStatus JSON text (exchange-api.md §4.2)
+  std::map<std::string, std::string> mgmt_status;
+};
+
+struct Group {
+  std::string description;
+  bool admin = false;
+  std::string last_updated;
+  std::vector<std::string> members;  // bare node ids, insertion order, no duplicates
+  std::int64_t revision = 0;         // protocol.md §3, from the hub-wide counter
+  std::string settings;              // agentUpgradeSettings JSON text; "" when never set
+  std::map<std::string, std::string> entries;  // agentUpgrade: node id -> entry JSON text as sent
+
+  bool has_member(const std::string& node) const;
+  void remove_member(const std::string& node);  // also drops its entry (protocol.md §3)
+};
+
+struct Org {
+  std::string label;
+  std::string description;
+  std::string last_updated;
+  std::map<std::string, User> users;
+  std::map<std::string, Node> nodes;
+  std::map<std::string, Group> groups;
+  std::map<std::string, std::string> policies;  // NMP name -> element JSON text (exchange-api.md §4.1)
+
+  // Name of the group `node` is in, or "" (a node is in at most one, exchange-api.md §2).
+  std::string group_of(const std::string& node) const;
+};
+
+// One row of the changes table (exchange-api.md §6.3).
+struct ChangeRow {
+  std::int64_t change_id = 0;
+  std::string org;
+  std::string resource;
+  std::string id;
+  std::string operation;
+  std::string category;
+  bool is_public = false;
+  std::string last_updated;
+  std::int64_t t_us = 0;  // same instant as last_updated, for time-window filters
+};
+
+struct CssObject {
+  std::int64_t size = 0;
+  std::string file;  // name inside the CSS data directory
+};
+
+struct HubState {
+  std::map<std::string, Org> orgs;
+  std::int64_t revision_counter = 0;  // hub-wide, so a group revision never repeats
+  std::int64_t change_counter = 0;    // the changes sequence (maxchangeid)
+  std::int64_t log_seq = 0;           // last write-log line number
+  std::string agent_file_version;     // JSON text of GET /orgs/IBM/AgentFileVersion; "" when never PUT
+  std::deque<ChangeRow> changes;      // oldest first
+  std::map<std::string, CssObject> css;  // "org/type/id"
+};
+
+// Rows kept in the changes table; older ones are pruned like the Exchange's TTL does.
+inline constexpr std::size_t kMaxChangeRows = 10000;
+
+json::Ptr state_to_json(const HubState& s);
+Result<HubState> state_from_json(const cJSON* root);
+
+// Missing file: an empty state. Unreadable or malformed: an error (never silently reset).
+Result<HubState> load_state(const std::string& path);
+// tmp + fsync + rename (agentd/files.h).
+Status save_state(const std::string& path, const HubState& s);
+
+// Parses JSON text kept in the state; malformed text (never written by the hub) gives null.
+json::Ptr raw_json(const std::string& text);
+
+std::string sha256_hex(const std::string& data);
+
+}  // namespace agentd::standin

@@ -1,0 +1,74 @@
+// Shared by the integration tests: real agentd processes against the stand-in,
+// with the fast intervals of MemberOptions (lease 3 s).
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include "harness/harness.h"
+
+namespace agentd::it {
+
+using namespace agentd::harness;
+using namespace std::chrono_literals;
+
+// Long enough for a 5-member rollout with the fast intervals on a loaded 2-core machine.
+inline constexpr auto kRolloutTimeout = 90s;
+
+// protocol.md §7 over everything logged so far; with `final_state`, I4 as well.
+inline void check_invariants(Rollout& r, bool final_state) {
+  std::string text = r.violations_text(final_state);
+  CHECK_MESSAGE(text.empty(), "invariant violations:\n" << text);
+}
+
+// A member whose agentd ended by itself (not by kill -9 from the test), or "".
+inline std::string exited_member(Rollout& r) {
+  for (auto& m : r.members()) {
+    Process* p = m->process();
+    if (p && !p->running() && p->exit_status()->signal != SIGKILL) return m->node();
+  }
+  return "";
+}
+
+// Waits for a rollout to finish; on failure shows the state and the logs. Gives
+// up early when an agentd exits by itself.
+inline void require_done(Rollout& r, const std::string& version, std::chrono::seconds timeout = kRolloutTimeout) {
+  std::string exited;
+  poll_until(deadline_in(timeout), [&] {
+    exited = exited_member(r);
+    return !exited.empty() || r.rollout_done(version);
+  }, 100ms);
+  bool done = exited.empty() && r.rollout_done(version);
+  if (!done) {
+    std::string versions;
+    for (auto& m : r.members()) versions += m->node() + "=" + m->version() + " ";
+    FAIL_CHECK("rollout to " << version << " did not finish" << (exited.empty() ? "" : "; agentd exited: ")
+                             << exited << "; agent versions: " << versions << "\n"
+                             << r.diagnostics());
+  }
+  REQUIRE(done);
+}
+
+// The node that holds the lease first (waiting for up to `timeout`); "" if none did.
+inline std::string wait_for_holder(Rollout& r, std::chrono::seconds timeout = 30s) {
+  std::string holder;
+  r.wait_group([&](const GroupDocument& doc) {
+    auto h = lease_holders(doc);
+    if (!h.empty()) holder = h.front();
+    return !holder.empty();
+  }, deadline_in(timeout));
+  return holder;
+}
+
+// Total number of installs the fake agents of `r` ran, except on `except`.
+inline int installs_except(Rollout& r, const std::string& except) {
+  int n = 0;
+  for (auto& m : r.members())
+    if (m->node() != except) n += m->agent_calls("install");
+  return n;
+}
+
+}  // namespace agentd::it

@@ -1,0 +1,77 @@
+// The hub goes away mid-rollout, or commits writes whose responses never arrive
+// (protocol.md §4.4 lease loss, §4.6 lost responses): no double acquisition, and
+// the rollout still completes.
+#include "agentd/json.h"
+#include "common.h"
+
+using namespace agentd;
+using namespace agentd::it;
+
+namespace {
+
+bool someone_succeeded(const GroupDocument& doc) {
+  for (const auto& [node, e] : doc.entries)
+    if (e.state == State::succeeded) return true;
+  return false;
+}
+
+int drops_left(Hub& hub) {
+  auto r = hub.request("GET", "/v1/standin/faults");
+  auto root = json::parse(r.body, "faults");
+  if (r.status != 200 || !root) return -1;
+  auto n = json::opt_int(root->get(), "dropAfterCommit", -1);
+  return n ? static_cast<int>(*n) : -1;
+}
+
+}  // namespace
+
+TEST_SUITE("integration") {
+  TEST_CASE("the hub is down for a while mid-rollout (kill -9, restart on the same port)") {
+    Rollout r;
+    for (auto& m : r.members()) m->install_delay(1);
+    r.start_all();
+    // Down while the second member holds the lease.
+    bool second = r.wait_group([](const GroupDocument& doc) {
+      return someone_succeeded(doc) && !lease_holders(doc).empty();
+    }, deadline_in(kRolloutTimeout));
+    REQUIRE_MESSAGE(second, r.diagnostics());
+    int port = r.hub().port();
+    r.hub().kill9();
+
+    // Twice the lease duration without a hub: every daemon keeps running.
+    bool died = poll_until(deadline_in(6s), [&] {
+      for (auto& m : r.members())
+        if (!m->running()) return true;
+      return false;
+    }, 100ms);
+    CHECK_MESSAGE(!died, r.diagnostics());
+
+    r.hub().restart();
+    CHECK(r.hub().port() == port);
+    require_done(r, "2.0.0");
+    check_invariants(r, true);
+  }
+
+  TEST_CASE("responses dropped after the hub committed: no double acquisition, the rollout completes") {
+    Rollout r;
+    for (auto& m : r.members()) m->install_delay(0.5);
+    Faults f;
+    f.drop_after_commit = 3;  // the members' first writes (joining) lose their responses
+    r.hub().set_faults(f);
+    r.start_all();
+
+    // And again around the first acquisition, renewals and release.
+    REQUIRE_MESSAGE(!wait_for_holder(r).empty(), r.diagnostics());
+    f.drop_after_commit = 4;
+    r.hub().set_faults(f);
+    bool first = r.wait_group(someone_succeeded, deadline_in(kRolloutTimeout));
+    REQUIRE_MESSAGE(first, r.diagnostics());
+    f.drop_after_commit = 4;
+    r.hub().set_faults(f);
+
+    require_done(r, "2.0.0");
+    CHECK(drops_left(r.hub()) == 0);  // every dropped response was really dropped
+    for (auto& m : r.members()) CHECK_MESSAGE(m->agent_calls("install") == 1, m->node());
+    check_invariants(r, true);
+  }
+}
