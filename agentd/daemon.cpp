@@ -106,7 +106,7 @@ void Daemon::log_step(const char* step) {
     p_.log.warn("steps-log-failed", {{"error", s.error().describe()}});
 }
 
-int Daemon::run() {
+std::optional<int> Daemon::start() {
   auto loaded = p_.state_file.load();
   if (!loaded) {
     p_.log.error("state-unreadable", {{"error", loaded.error().describe()}});
@@ -121,7 +121,7 @@ int Daemon::run() {
   }
   try {
     persist();  // proves the state directory is writable before anything else happens
-  } catch (const std::exception&) {
+  } catch (const PersistError&) {
     return exit_state;
   }
   if (auto v = p_.upgrader.running_version()) {
@@ -131,7 +131,28 @@ int Daemon::run() {
   }
   p_.notifier.notify("READY=1");
   p_.log.info("started", {{"node", p_.config.org + "/" + p_.config.node_id}, {"version", ps_.local.version}});
+  return std::nullopt;
+}
 
+int Daemon::stop() {
+  p_.notifier.notify("STOPPING=1");
+  p_.log.info("stopping", {{"signal", std::to_string(p_.waiter.stop_signal())},
+                           {"state", to_string(ps_.local.state)},
+                           {"progress", to_string(ps_.local.progress)}});
+  // A running job sees the stop request and ends its child; its step stays
+  // recorded as begun, so the next start resumes it (protocol.md §4.2).
+  job_.join();
+  (void)job_.take();
+  try {
+    persist();
+  } catch (const PersistError&) {
+    return exit_state;
+  }
+  return exit_ok;
+}
+
+int Daemon::run() {
+  if (auto failed = start()) return *failed;
   try {
     while (!p_.waiter.stop_requested()) {
       tick();
@@ -143,20 +164,7 @@ int Daemon::run() {
     job_.join();
     return exit_state;
   }
-  p_.notifier.notify("STOPPING=1");
-  p_.log.info("stopping", {{"signal", std::to_string(p_.waiter.stop_signal())},
-                           {"state", to_string(ps_.local.state)},
-                           {"progress", to_string(ps_.local.progress)}});
-  // A running job sees the stop request and ends its child; its step stays
-  // recorded as begun, so the next start resumes it (protocol.md §4.2).
-  job_.join();
-  if (auto r = job_.take(); r) (void)r;
-  try {
-    persist();
-  } catch (const std::exception&) {
-    return exit_state;
-  }
-  return exit_ok;
+  return stop();
 }
 
 Mono Daemon::next_wake() const {
@@ -305,7 +313,7 @@ bool Daemon::read_group(bool force) {
     return false;
   }
   coordinator_.observe(*doc_, now);
-  ps_.local.job_running = job_.busy();
+  ps_.local.job_running = !job_.idle();
   next_read_ = now + coordinator_.poll_interval(*doc_, ps_.local, now);
   return true;
 }
@@ -339,7 +347,7 @@ void Daemon::grouped_tick() {
   resolve_pending();
   for (int step = 0; step < 8 && !p_.waiter.stop_requested(); ++step) {
     Mono now = p_.clock.mono();
-    ps_.local.job_running = job_.busy();
+    ps_.local.job_running = !job_.idle();
     Action a = coordinator_.decide(*doc_, ps_.local, now, p_.clock.wall(), new_write_id());
     switch (a.kind) {
       case ActionKind::none:
@@ -616,7 +624,7 @@ void Daemon::finish_job() {
 
 void Daemon::ungrouped_tick() {
   Local& l = ps_.local;
-  if (job_.busy()) return;
+  if (!job_.idle()) return;
   bool halted = (l.state == State::failed || l.state == State::rolledback) && l.failed_target == l.target;
   if (l.target.empty() || l.target == l.version || halted) {
     if (l.state != State::idle && l.state != State::succeeded && !halted && l.progress == Progress::none) {

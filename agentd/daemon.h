@@ -26,7 +26,8 @@ namespace agentd {
 class Job {
  public:
   ~Job();
-  bool busy() const { return thread_.joinable() && !done_.load(); }
+  // Idle once the finished job's result has been taken: a job that has ended but
+  // not been collected still counts, so its step is never started twice.
   bool idle() const { return !thread_.joinable(); }
   void start(ActionKind kind, std::function<Status()> work, std::function<void()> wake);
   // The finished job's kind and result, once; std::nullopt while running or idle.
@@ -58,8 +59,17 @@ class Daemon {
   explicit Daemon(DaemonParts parts);
   int run();  // until SIGTERM/SIGINT; returns the exit status
 
- private:
+  // run() in parts, for tests that drive the loop with a FakeClock: start() loads
+  // the state and reports READY (exit status on failure), tick() is one pass of
+  // the loop, next_wake() when the next pass is due, stop() what run() does last.
+  std::optional<int> start();
   void tick();
+  Mono next_wake() const;
+  int stop();
+  const PersistedState& state() const { return ps_; }
+  const std::string& status_text() const { return last_status_; }
+
+ private:
   void finish_job();
   void poll_changes();
   void refresh_node();
@@ -78,7 +88,6 @@ class Daemon {
   void report_management_status(const std::string& status, const std::string& error = {});
   void log_step(const char* step);
   std::string new_write_id();
-  Mono next_wake() const;
 
   DaemonParts p_;
   Coordinator coordinator_;

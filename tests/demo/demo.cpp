@@ -36,18 +36,24 @@ struct Args {
   std::string idle_heartbeat = "60";
   int timeout_seconds = 0;  // 0: scaled with the group size
   bool quiet = false;
+  double idle_minutes = 0;  // > 0: measure a quiet group instead of rolling out
 };
 
 const char* kUsage =
     "usage: agentd-demo [--members N] [--out DIR] [--install-seconds S] [--lease S] [--heartbeat S]\n"
     "                   [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S] [--timeout S] [--quiet]\n"
+    "       agentd-demo --idle MINUTES [--members N] [interval options]\n"
     "\n"
     "Rolls agent version 1.0.0 -> 2.0.0 across an HA group of N members (default 5), each\n"
     "member a real agentd process with its own state directory, against the Exchange\n"
     "stand-in on a free loopback port. Prints one line per member per transition, then a\n"
     "summary; writes DIR/timeline.svg, DIR/summary.txt, DIR/hub-writes.jsonl and each\n"
     "member's log. Exit status 0 when the rollout completed and protocol.md's invariants\n"
-    "I1-I4 hold, 1 otherwise, 2 on a usage error.\n";
+    "I1-I4 hold, 1 otherwise, 2 on a usage error.\n"
+    "\n"
+    "With --idle, nothing is published: the members sit in a quiet group for MINUTES\n"
+    "(agentd's default intervals unless given) and the demo reports the hub requests per\n"
+    "member per minute, the share answered 304, and each agentd's peak RSS.\n";
 
 bool parse_args(int argc, char** argv, Args* a) {
   for (int i = 1; i < argc; ++i) {
@@ -84,6 +90,9 @@ bool parse_args(int argc, char** argv, Args* a) {
       a->changes = v;
     } else if (k == "--idle-heartbeat") {
       a->idle_heartbeat = v;
+    } else if (k == "--idle") {
+      a->idle_minutes = std::atof(v.c_str());
+      if (a->idle_minutes <= 0) return false;
     } else if (k == "--timeout") {
       a->timeout_seconds = std::atoi(v.c_str());
     } else {
@@ -217,6 +226,83 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
+// Requests per member from the stand-in's counters: (members, total, not modified).
+struct RequestCounts {
+  long long members = 0, total = 0, not_modified = 0, group_reads = 0;
+};
+
+RequestCounts request_counts(Hub& hub, const std::string& prefix) {
+  RequestCounts c;
+  auto stats = hub.request("GET", "/v1/standin/stats");
+  if (stats.status != 200) return c;
+  auto j = json::parse(stats.body, "stand-in stats");
+  const cJSON* req = j ? cJSON_GetObjectItem(j->get(), "requests") : nullptr;
+  const cJSON* item = nullptr;
+  cJSON_ArrayForEach(item, req) {
+    if (std::string(item->string).rfind(prefix, 0) != 0) continue;
+    ++c.members;
+    c.total += json::opt_int(item, "total", 0).value_or(0);
+    c.not_modified += json::opt_int(item, "notModified", 0).value_or(0);
+    c.group_reads += json::opt_int(item, "groupReads", 0).value_or(0);
+  }
+  return c;
+}
+
+long peak_rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  return -1;
+}
+
+// A quiet group: what one idle member costs the hub and the node (protocol.md §1 goal 6).
+int idle(const Args& args, const std::vector<std::string>& interval_flags) {
+  RolloutOptions ro;
+  ro.members = args.members;
+  ro.group = "line1";
+  ro.publish = false;
+  // agentd's defaults, unless an interval was given on the command line.
+  auto pick = [&](const std::string& flag, const std::string& given, const std::string& dflt) {
+    return std::find(interval_flags.begin(), interval_flags.end(), flag) != interval_flags.end() ? given : dflt;
+  };
+  ro.member.lease_seconds = pick("--lease", args.lease, "120");
+  ro.member.heartbeat_seconds = pick("--heartbeat", args.heartbeat, "20");
+  ro.member.fast_poll_seconds = pick("--fast-poll", args.fast_poll, "2");
+  ro.member.poll_seconds = pick("--poll", args.poll, "10");
+  ro.member.changes_seconds = pick("--changes", args.changes, "30");
+  ro.member.idle_heartbeat_seconds = pick("--idle-heartbeat", args.idle_heartbeat, "600");
+  ro.member.http_timeout_seconds = "30";
+  ro.member.connect_timeout_seconds = "10";
+  ro.member.log_level = "info";
+  Rollout r(ro);
+  r.start_all();
+  if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); }, deadline_in(120s))) {
+    std::fprintf(stderr, "members did not join the group in time\n%s", r.diagnostics().c_str());
+    return 1;
+  }
+  RequestCounts before = request_counts(r.hub(), "o/n");
+  auto t0 = Clock::now();
+  std::printf("idle       %d members in a quiet group for %.1f min (changes every %ss, idle heartbeat %ss)\n",
+              args.members, args.idle_minutes, ro.member.changes_seconds.c_str(),
+              ro.member.idle_heartbeat_seconds.c_str());
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<long long>(args.idle_minutes * 60'000)));
+  RequestCounts after = request_counts(r.hub(), "o/n");
+  double minutes = std::chrono::duration<double>(Clock::now() - t0).count() / 60.0;
+  long rss_max = 0;
+  for (auto& m : r.members()) rss_max = std::max(rss_max, peak_rss_kib(m->process()->pid()));
+  r.stop_all();
+  double per_member = after.members ? static_cast<double>(after.total - before.total) /
+                                          static_cast<double>(after.members) / minutes
+                                    : 0.0;
+  long long reads = after.group_reads - before.group_reads;
+  std::printf("  hub requests per idle member per minute: %.2f\n", per_member);
+  std::printf("  group reads in the window: %lld, answered 304: %lld\n", reads,
+              after.not_modified - before.not_modified);
+  std::printf("  peak RSS of one idle agentd (VmHWM, largest of %d): %ld KiB\n", args.members, rss_max);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -226,6 +312,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  std::vector<std::string> given(argv + 1, argv + argc);
+  if (args.idle_minutes > 0) {
+    try {
+      return idle(args, given);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "agentd-demo: %s\n", e.what());
+      return 1;
+    }
+  }
   try {
     RolloutOptions ro;
     ro.members = args.members;
@@ -289,7 +384,7 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(50ms);
     }
     double makespan = std::chrono::duration<double>(Clock::now() - t0).count();
-    auto stats = r.hub().request("GET", "/v1/standin/stats");
+    RequestCounts requests = request_counts(r.hub(), "o/n");
     r.stop_all();
 
     std::filesystem::create_directories(args.out);
@@ -344,22 +439,10 @@ int main(int argc, char** argv) {
     }
     if (!upgrade_s.empty()) appendf(&summary, "  time under the lease per member: median %.2fs\n", median(upgrade_s));
     appendf(&summary, "  most members upgrading at once: %d\n", tl.max_concurrent);
-    if (stats.status == 200) {
-      auto j = json::parse(stats.body, "stand-in stats");
-      const cJSON* req = j ? cJSON_GetObjectItem(j->get(), "requests") : nullptr;
-      long long total = 0, not_modified = 0, members_seen = 0;
-      const cJSON* item = nullptr;
-      cJSON_ArrayForEach(item, req) {
-        if (std::string(item->string).rfind("o/n", 0) != 0) continue;
-        ++members_seen;
-        total += json::opt_int(item, "total", 0).value_or(0);
-        not_modified += json::opt_int(item, "notModified", 0).value_or(0);
-      }
-      if (members_seen > 0)
-        appendf(&summary, "  hub requests per member: %.1f (%.0f%% of group reads answered 304)\n",
-            static_cast<double>(total) / static_cast<double>(members_seen),
-            total ? 100.0 * static_cast<double>(not_modified) / static_cast<double>(total) : 0.0);
-    }
+    if (requests.members > 0)
+      appendf(&summary, "  hub requests per member: %.1f (%lld group reads, %lld answered 304)\n",
+              static_cast<double>(requests.total) / static_cast<double>(requests.members), requests.group_reads,
+              requests.not_modified);
     auto violations = r.violations(true, std::string("2.0.0"));
     if (violations.empty()) {
       appendf(&summary, "  invariants I1-I4: hold\n");
