@@ -43,6 +43,10 @@ Timing timing_from(const Config& c) {
 }
 // Raised only when the state file cannot be written: no transition may proceed
 // unrecorded (protocol.md §4.2), so the loop ends and agentd exits with exit_state.
+// Node record and policies are re-read without a change notice only this many
+// idle heartbeats apart.
+constexpr int kSafetyReads = 6;
+
 struct PersistError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -223,11 +227,14 @@ void Daemon::poll_changes() {
     if (c.resource == "agentupgrade" && c.id == p_.config.node_id) next_read_ = now;  // protocol.md §3 notices
   }
   change_id_ = std::max(change_id_, r->most_recent_change_id + 1);
+  if (r->hit_max_records) next_changes_ = now;  // more rows are waiting
 }
 
 void Daemon::refresh_node() {
   Mono now = p_.clock.mono();
-  next_node_ = now + p_.config.idle_heartbeat;
+  // The changes feed tells us when the node record changes (exchange-api.md §6);
+  // this read is only the safety net, so it is rare (protocol.md §1 goal 6).
+  next_node_ = now + kSafetyReads * p_.config.idle_heartbeat;
   auto n = p_.exchange.get_node();
   if (!n) {
     Level lvl = n.error().transient() ? Level::warn : Level::error;
@@ -249,7 +256,7 @@ void Daemon::refresh_node() {
 
 void Daemon::refresh_plan() {
   Mono now = p_.clock.mono();
-  next_plan_ = now + p_.config.idle_heartbeat;
+  next_plan_ = now + kSafetyReads * p_.config.idle_heartbeat;  // mgmtpolicy/agentfileversion rows say when
   auto policies = p_.exchange.list_management_policies();
   if (!policies) {
     p_.log.warn("policies-read-failed", {{"error", policies.error().describe()}});
@@ -366,6 +373,8 @@ void Daemon::grouped_tick() {
                            ? Mono{0}
                            : full_jitter(std::min(conflicts_, 6), Mono{200}, Mono{10'000}, rng_);
           ++conflicts_;
+          // Our copy is stale: decide nothing until a fresh, unconditional read.
+          doc_.reset();
           next_read_ = now + delay;
           force_read_ = delay == Mono{0};
         }

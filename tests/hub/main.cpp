@@ -2,6 +2,7 @@
 // (architecture.md "The Exchange stand-in").
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +37,11 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
+    static const std::string kKnown[] = {"--port", "--bind", "--state", "--log",
+                                         "--root-password", "--exchange-version", "--mode"};
+    std::string name = arg.substr(0, arg.find('='));
+    if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown))
+      return usage_error("unknown option " + arg);
     std::string value;
     if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
       value = arg.substr(eq + 1);
@@ -64,8 +70,6 @@ int main(int argc, char** argv) {
       auto mode = mode_from_string(value);
       if (!mode) return usage_error("bad --mode '" + value + "'");
       options.mode = *mode;
-    } else {
-      return usage_error("unknown option " + arg);
     }
   }
   if (options.state_path.empty()) return usage_error("--state is required");

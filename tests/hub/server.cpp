@@ -134,6 +134,27 @@ void Server::set_faults(Faults f) {
   faults_ = std::move(f);
 }
 
+std::map<std::string, Server::Counts> Server::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void Server::count(const std::string& caller, const Call& call, const Reply& r) {
+  if (caller.empty()) return;
+  bool group_read = false;
+  if (call.method == "GET") {
+    // /v1/orgs/{org}/hagroups/{g}
+    std::size_t slashes = std::count(call.path.begin(), call.path.end(), '/');
+    group_read = call.path.find("/hagroups/") != std::string::npos && slashes == 5;
+  }
+  std::lock_guard lock(mu_);
+  Counts& c = stats_[caller];
+  ++c.total;
+  if (r.status == 304) ++c.not_modified;
+  if (group_read) ++c.group_reads;
+  if (r.write && r.status >= 200 && r.status < 300) ++c.writes;
+}
+
 Reply Server::standin(const Call& call) {
   auto who = hub_.authenticate(call.header("authorization"));
   if (!who) return api(401, "invalid-credentials", "invalid.credentials");
@@ -142,6 +163,22 @@ Reply Server::standin(const Call& call) {
   if (call.path == "/v1/standin/faults" && call.method == "GET") {
     Reply r;
     r.body = json::print(faults_to_json(faults()).get());
+    return r;
+  }
+  if (call.path == "/v1/standin/stats" && call.method == "GET") {
+    auto requests = json::object();
+    for (const auto& [caller, c] : stats()) {
+      auto o = json::object();
+      json::set(o.get(), "total", c.total);
+      json::set(o.get(), "notModified", c.not_modified);
+      json::set(o.get(), "groupReads", c.group_reads);
+      json::set(o.get(), "writes", c.writes);
+      json::set(requests.get(), caller.c_str(), std::move(o));
+    }
+    auto root = json::object();
+    json::set(root.get(), "requests", std::move(requests));
+    Reply r;
+    r.body = json::print(root.get());
     return r;
   }
   if (call.path == "/v1/standin/faults" && call.method == "PUT") {
@@ -195,6 +232,7 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
   }
 
   Reply r = hub_.handle(call);
+  count(basic_user(authorization), call, r);
 
   if (!root && r.write && r.status >= 200 && r.status < 300) {
     std::lock_guard lock(mu_);

@@ -5,11 +5,15 @@
 //   dropAfterCommit  the next N accepted writes commit, then lose their response
 //   partitioned      "org/node" callers whose requests get no response at all
 // Faults spare root and the /v1/standin routes, so a test can always steer the hub.
+// GET /v1/standin/stats (root only) counts the requests of every caller, for the
+// demo and the benchmarks: {"requests":{"o/n1":{"total":N,"notModified":N,
+// "groupReads":N,"writes":N}}}.
 #pragma once
 
 #include <httplib.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -51,14 +55,24 @@ class Server {
   Faults faults() const;
   void set_faults(Faults f);
 
+  struct Counts {
+    std::int64_t total = 0;
+    std::int64_t not_modified = 0;  // answered 304
+    std::int64_t group_reads = 0;   // GET .../hagroups/{g}
+    std::int64_t writes = 0;        // accepted state-changing requests
+  };
+  std::map<std::string, Counts> stats() const;
+
  private:
   void serve(const httplib::Request& req, httplib::Response& res);
   Reply standin(const Call& call);
+  void count(const std::string& caller, const Call& call, const Reply& r);
 
   Hub& hub_;
   httplib::Server http_;
-  mutable std::mutex mu_;  // guards faults_ and rng_
+  mutable std::mutex mu_;  // guards faults_, rng_ and stats_
   Faults faults_;
+  std::map<std::string, Counts> stats_;
   std::mt19937_64 rng_;
 };
 

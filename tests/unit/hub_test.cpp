@@ -353,6 +353,27 @@ TEST_SUITE("hub") {
     CHECK(etag_of(changed) > rev);
   }
 
+  TEST_CASE("stats count every caller's requests, 304 answers, group reads and writes; root only") {
+    TestHub hub;
+    hub.seed();
+    REQUIRE(hub.call("POST", "/v1/orgs/o/hagroups/g", kAlice, R"({"members":["n1","n2"]})").status == 201);
+    Res r1 = hub.group("g", kN1);
+    REQUIRE(r1.status == 200);
+    CHECK(hub.group("g", kN1, {{"If-None-Match", r1.etag}}).status == 304);
+    REQUIRE(hub.put_entry("g", "n1", kN1, etag_of(r1), R"({"state":"idle","version":"1.0.0"})").status == 201);
+    CHECK(hub.call("GET", "/v1/standin/stats", kN1).status == 403);
+    Res st = hub.call("GET", "/v1/standin/stats", kRoot);
+    REQUIRE(st.status == 200);
+    REQUIRE(st.json);
+    const cJSON* n1 = cJSON_GetObjectItem(cJSON_GetObjectItem(st.j(), "requests"), "o/n1");
+    REQUIRE(n1);
+    CHECK(json::get_int(n1, "total").value() == 3);
+    CHECK(json::get_int(n1, "notModified").value() == 1);
+    CHECK(json::get_int(n1, "groupReads").value() == 2);
+    CHECK(json::get_int(n1, "writes").value() == 1);
+    CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(st.j(), "requests"), "o/n2") == nullptr);
+  }
+
   TEST_CASE("entry writes: If-Match 428/412, a node writes only its own entry, admins write any") {
     TestHub hub;
     hub.seed();
