@@ -1,7 +1,7 @@
 #include "clock.h"
 
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 
 namespace agentd {
 

@@ -28,7 +28,8 @@ class SystemClock final : public Clock {
 
 class FakeClock final : public Clock {
  public:
-  explicit FakeClock(Mono start = Mono{1'000'000}, Wall wall_start = Wall{std::chrono::seconds{1'795'000'000}})
+  explicit FakeClock(Mono start = Mono{1'000'000},
+                     Wall wall_start = Wall{std::chrono::seconds{1'795'000'000}})
       : mono_(start), wall_(wall_start) {}
   Mono mono() const override { return mono_; }
   Wall wall() const override { return wall_; }

@@ -19,11 +19,11 @@ namespace agentd {
 // Exit statuses (documented in --help and agentd(8)).
 enum ExitStatus : int {
   exit_ok = 0,
-  exit_failure = 1,       // runtime failure after start
-  exit_usage = 2,         // bad command line
-  exit_config = 3,        // invalid or unreadable configuration
-  exit_token = 4,         // token file missing, unreadable or readable by others
-  exit_state = 5,         // state directory or state file unusable
+  exit_failure = 1,  // runtime failure after start
+  exit_usage = 2,    // bad command line
+  exit_config = 3,   // invalid or unreadable configuration
+  exit_token = 4,    // token file missing, unreadable or readable by others
+  exit_state = 5,    // state directory or state file unusable
 };
 
 struct Config {
@@ -35,18 +35,18 @@ struct Config {
   std::string ca_file;       // HZN_MGMT_HUB_CERT_PATH (optional)
 
   // agentd's own settings (AGENTD_*)
-  std::string token_file;                                // AGENTD_TOKEN_FILE (required)
-  std::string state_dir = "/var/lib/agentd";             // AGENTD_STATE_DIR / --state-dir
-  std::chrono::milliseconds lease_duration{120'000};     // AGENTD_LEASE_DURATION_SECONDS
-  std::chrono::milliseconds heartbeat{20'000};           // AGENTD_HEARTBEAT_SECONDS
-  std::chrono::milliseconds idle_heartbeat{600'000};     // AGENTD_IDLE_HEARTBEAT_SECONDS
-  std::chrono::milliseconds changes_interval{30'000};    // AGENTD_CHANGES_SECONDS
-  std::chrono::milliseconds fast_poll{2'000};            // AGENTD_FAST_POLL_SECONDS
-  std::chrono::milliseconds poll{10'000};                // AGENTD_POLL_SECONDS
-  std::chrono::milliseconds connect_timeout{10'000};     // AGENTD_CONNECT_TIMEOUT_SECONDS
-  std::chrono::milliseconds http_timeout{30'000};        // AGENTD_HTTP_TIMEOUT_SECONDS
-  std::size_t max_response_bytes = 4 * 1024 * 1024;      // AGENTD_MAX_RESPONSE_BYTES
-  Level log_level = Level::info;                         // AGENTD_LOG_LEVEL
+  std::string token_file;                              // AGENTD_TOKEN_FILE (required)
+  std::string state_dir = "/var/lib/agentd";           // AGENTD_STATE_DIR / --state-dir
+  std::chrono::milliseconds lease_duration{120'000};   // AGENTD_LEASE_DURATION_SECONDS
+  std::chrono::milliseconds heartbeat{20'000};         // AGENTD_HEARTBEAT_SECONDS
+  std::chrono::milliseconds idle_heartbeat{600'000};   // AGENTD_IDLE_HEARTBEAT_SECONDS
+  std::chrono::milliseconds changes_interval{30'000};  // AGENTD_CHANGES_SECONDS
+  std::chrono::milliseconds fast_poll{2'000};          // AGENTD_FAST_POLL_SECONDS
+  std::chrono::milliseconds poll{10'000};              // AGENTD_POLL_SECONDS
+  std::chrono::milliseconds connect_timeout{10'000};   // AGENTD_CONNECT_TIMEOUT_SECONDS
+  std::chrono::milliseconds http_timeout{30'000};      // AGENTD_HTTP_TIMEOUT_SECONDS
+  std::size_t max_response_bytes = 4 * 1024 * 1024;    // AGENTD_MAX_RESPONSE_BYTES
+  Level log_level = Level::info;                       // AGENTD_LOG_LEVEL
 
   // The command upgrader (upgrade/command_upgrader.h); AGENTD_*_COMMAND run by /bin/sh -c.
   std::string version_command;   // prints the running agent version (required)
@@ -55,7 +55,7 @@ struct Config {
   std::string restart_command;   // optional
   std::string health_command;    // optional
   std::string rollback_command;  // optional; without it a failed install is reported "failed"
-  std::chrono::milliseconds command_timeout{600'000};    // AGENTD_COMMAND_TIMEOUT_SECONDS
+  std::chrono::milliseconds command_timeout{600'000};  // AGENTD_COMMAND_TIMEOUT_SECONDS
 
   // Where each file came from, for messages.
   std::vector<std::string> sources;

@@ -7,11 +7,11 @@
 namespace agentd {
 
 namespace {
-constexpr const char* kProgressNames[] = {"none",     "install_begun", "installed",      "restart_begun",
-                                          "restarted", "healthy",      "failed",         "rollback_begun",
+constexpr const char* kProgressNames[] = {"none",        "install_begun",  "installed", "restart_begun",
+                                          "restarted",   "healthy",        "failed",    "rollback_begun",
                                           "rolled_back", "rollback_failed"};
-constexpr const char* kActionNames[] = {"none",         "write",    "prepare", "install",
-                                        "restart",      "check_health", "rollback", "adopt"};
+constexpr const char* kActionNames[] = {"none",    "write",        "prepare",  "install",
+                                        "restart", "check_health", "rollback", "adopt"};
 
 std::string seconds_text(Mono d) {
   auto s = static_cast<long long>((d.count() + 999) / 1000);
@@ -26,7 +26,9 @@ Wall waiting_key(const Entry& e) {
 }
 }  // namespace
 
-const char* to_string(Progress p) { return kProgressNames[static_cast<int>(p)]; }
+const char* to_string(Progress p) {
+  return kProgressNames[static_cast<int>(p)];
+}
 
 std::optional<Progress> progress_from_string(const std::string& s) {
   for (int i = 0; i < 10; ++i)
@@ -34,7 +36,9 @@ std::optional<Progress> progress_from_string(const std::string& s) {
   return std::nullopt;
 }
 
-const char* to_string(ActionKind k) { return kActionNames[static_cast<int>(k)]; }
+const char* to_string(ActionKind k) {
+  return kActionNames[static_cast<int>(k)];
+}
 
 Coordinator::Coordinator(std::string self, Timing timing) : self_(std::move(self)), timing_(timing) {}
 
@@ -75,7 +79,8 @@ bool Coordinator::lease_live(const std::string& node, const Entry& e, Mono now) 
   if (!holds_lease(e.state)) return false;
   auto it = seen_.find(node);
   if (it == seen_.end()) return true;  // not observed yet: live for a full duration from now
-  Mono duration = e.lease_duration_seconds > 0 ? Mono{e.lease_duration_seconds * 1000} : timing_.lease_duration;
+  Mono duration =
+      e.lease_duration_seconds > 0 ? Mono{e.lease_duration_seconds * 1000} : timing_.lease_duration;
   return now - it->second.renew_changed < duration;
 }
 
@@ -92,7 +97,8 @@ bool Coordinator::judging(Mono now) const {
 }
 
 bool Coordinator::rollout_active(const GroupDocument& doc) {
-  return std::any_of(doc.entries.begin(), doc.entries.end(), [](const auto& kv) { return is_active(kv.second.state); });
+  return std::any_of(doc.entries.begin(), doc.entries.end(),
+                     [](const auto& kv) { return is_active(kv.second.state); });
 }
 
 std::optional<std::string> Coordinator::halted_for(const GroupDocument& doc, const std::string& target) {
@@ -184,7 +190,8 @@ Verdict Coordinator::fence(const GroupDocument& doc, const Local& local, Mono no
   return {true, "holding epoch " + std::to_string(local.epoch)};
 }
 
-bool Coordinator::write_landed(const GroupDocument& doc, const std::string& self, const std::string& write_id) {
+bool Coordinator::write_landed(const GroupDocument& doc, const std::string& self,
+                               const std::string& write_id) {
   const Entry* mine = doc.entry(self);
   return mine && !write_id.empty() && mine->write_id == write_id;
 }
@@ -248,13 +255,15 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
     case State::succeeded: {
       if (has_target) {
         if (auto halt = halted_for(doc, local.target)) {
-          if (heartbeat_due(doc, local, now)) return write(base_entry(local, wall, wid), "heartbeat", "halted");
+          if (heartbeat_due(doc, local, now))
+            return write(base_entry(local, wall, wid), "heartbeat", "halted");
           return {ActionKind::none, {}, {}, "not preparing " + local.target + ": group halted: " + *halt};
         }
         Local l = with(State::preparing, "preparing " + local.target);
         return write(base_entry(l, wall, wid), "prepare", "new target " + local.target);
       }
-      if (heartbeat_due(doc, local, now)) return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
+      if (heartbeat_due(doc, local, now))
+        return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
       return {ActionKind::none, {}, {}, "up to date at " + local.version};
     }
     case State::preparing: {
@@ -271,7 +280,8 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
         return write(base_entry(l, wall, wid), "wait", "prepared " + local.target);
       }
       if (!local.job_running) return {ActionKind::prepare, {}, {}, "preparing " + local.target};
-      if (heartbeat_due(doc, local, now)) return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
+      if (heartbeat_due(doc, local, now))
+        return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
       return {ActionKind::none, {}, {}, "preparing " + local.target};
     }
     case State::waiting: {
@@ -294,16 +304,17 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
       return {ActionKind::none, {}, {}, v.reason};
     }
     case State::upgrading:
-    case State::verifying:
-      return holder_action(doc, local, now, wall, wid);
+    case State::verifying: return holder_action(doc, local, now, wall, wid);
     case State::failed:
     case State::rolledback: {
       // A newer version is published: the halt was for the old one (§1 goal 4).
       if (has_target && local.target != mine->target_version)
         return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid), "prepare",
                      "new target " + local.target);
-      if (heartbeat_due(doc, local, now)) return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
-      return {ActionKind::none, {}, {}, std::string("halted: ") + to_string(local.state) + ": " + local.message};
+      if (heartbeat_due(doc, local, now))
+        return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
+      return {
+          ActionKind::none, {}, {}, std::string("halted: ") + to_string(local.state) + ": " + local.message};
     }
   }
   return {};
@@ -328,7 +339,8 @@ Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, 
       return fenced("fenced by " + node + " holding epoch " + std::to_string(e.epoch));
   }
   const bool lost = !local.last_renew || now - *local.last_renew >= timing_.lease_duration;
-  const bool renew_due = !local.last_renew || now - *local.last_renew >= std::min(timing_.renew_period(), timing_.heartbeat);
+  const bool renew_due =
+      !local.last_renew || now - *local.last_renew >= std::min(timing_.renew_period(), timing_.heartbeat);
   if (renew_due) {
     if (lost) {
       // A lease we could not renew for a whole duration (or a restarted process's)
@@ -344,10 +356,8 @@ Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, 
 
   switch (local.progress) {
     case Progress::none:
-    case Progress::install_begun:
-      return {ActionKind::install, {}, {}, "installing " + local.target};
-    case Progress::installed:
-      return {ActionKind::restart, {}, {}, "restarting the agent at " + local.target};
+    case Progress::install_begun: return {ActionKind::install, {}, {}, "installing " + local.target};
+    case Progress::installed: return {ActionKind::restart, {}, {}, "restarting the agent at " + local.target};
     case Progress::restart_begun:
     case Progress::restarted:
       if (local.state == State::upgrading) {

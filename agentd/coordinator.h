@@ -26,16 +26,16 @@ struct Timing {
 // How far the disruptive part has gone on this node (persisted; protocol.md §4.2:
 // the local file is the truth about what was done to this node).
 enum class Progress {
-  none,            // nothing done under the lease yet
-  install_begun,   // install started; a crash here means: run it again under the lease
+  none,           // nothing done under the lease yet
+  install_begun,  // install started; a crash here means: run it again under the lease
   installed,
-  restart_begun,   // restart started; a crash here is the expected end when agentd is the agent
+  restart_begun,  // restart started; a crash here is the expected end when agentd is the agent
   restarted,
-  healthy,         // health check passed: release as succeeded
-  failed,          // install or health failed: roll back under the lease
+  healthy,  // health check passed: release as succeeded
+  failed,   // install or health failed: roll back under the lease
   rollback_begun,
-  rolled_back,     // previous version back: release as rolledback
-  rollback_failed, // release as failed
+  rolled_back,      // previous version back: release as rolledback
+  rollback_failed,  // release as failed
 };
 const char* to_string(Progress p);
 std::optional<Progress> progress_from_string(const std::string& s);
@@ -50,11 +50,11 @@ struct Local {
   std::int64_t highest_epoch = 0;  // highest epoch ever seen in the group (see next_epoch)
   std::string acquire_time;
   std::string waiting_since;
-  std::string message;             // reason shown in our entry
-  std::string last_write_id;       // writeId of our latest write known to have landed
-  bool prepared = false;           // prepare finished for `target`
+  std::string message;               // reason shown in our entry
+  std::string last_write_id;         // writeId of our latest write known to have landed
+  bool prepared = false;             // prepare finished for `target`
   bool verification_failed = false;  // the artifact failed verification: write failed (§4.2)
-  std::string failed_target;       // a node in no group: the target whose upgrade failed
+  std::string failed_target;         // a node in no group: the target whose upgrade failed
   Progress progress = Progress::none;
 
   // Process-local, not persisted: a restarted process renews first (§4.4).
@@ -64,11 +64,11 @@ struct Local {
 };
 
 enum class ActionKind {
-  none,      // nothing to do now; `reason` says why (status text)
-  write,     // write `entry` with If-Match of the document's revision
-  prepare,   // run the upgrader's prepare (no lease)
-  install,   // disruptive: fence first (§4.4)
-  restart,   // disruptive: fence first
+  none,     // nothing to do now; `reason` says why (status text)
+  write,    // write `entry` with If-Match of the document's revision
+  prepare,  // run the upgrader's prepare (no lease)
+  install,  // disruptive: fence first (§4.4)
+  restart,  // disruptive: fence first
   check_health,
   rollback,  // disruptive: fence first
   adopt,     // someone else (an admin) wrote our entry: take `entry` as our state
@@ -77,9 +77,10 @@ const char* to_string(ActionKind k);
 
 struct Action {
   ActionKind kind = ActionKind::none;
-  Entry entry;          // for write/adopt
-  std::string what;     // for write: join, heartbeat, prepare, wait, acquire, renew, verify, release, fenced, ...
-  std::string reason;   // human text for logs and sd_notify STATUS
+  Entry entry;  // for write/adopt
+  std::string
+      what;  // for write: join, heartbeat, prepare, wait, acquire, renew, verify, release, fenced, ...
+  std::string reason;  // human text for logs and sd_notify STATUS
 };
 
 struct Verdict {

@@ -12,7 +12,9 @@ namespace agentd {
 
 // ---- Job ----------------------------------------------------------------------
 
-Job::~Job() { join(); }
+Job::~Job() {
+  join();
+}
 
 void Job::join() {
   if (thread_.joinable()) thread_.join();
@@ -53,7 +55,9 @@ struct PersistError : std::runtime_error {
 }  // namespace
 
 Daemon::Daemon(DaemonParts parts)
-    : p_(parts), coordinator_(parts.config.node_id, timing_from(parts.config)), rng_(std::random_device{}()) {}
+    : p_(parts),
+      coordinator_(parts.config.node_id, timing_from(parts.config)),
+      rng_(std::random_device{}()) {}
 
 std::string Daemon::new_write_id() {
   char buf[33];
@@ -88,7 +92,8 @@ void Daemon::report_management_status(const std::string& st, const std::string& 
   ms.error_message = error;
   ms.software_version = ps_.local.target;
   if (st == "initiated") ms.start_time = format_time(p_.clock.wall());
-  if (st == "successful" || st == "failed" || st == "rollback successful") ms.end_time = format_time(p_.clock.wall());
+  if (st == "successful" || st == "failed" || st == "rollback successful")
+    ms.end_time = format_time(p_.clock.wall());
   if (auto r = p_.exchange.put_management_status(name, ms); !r) {
     p_.log.warn("management-status-failed", {{"policy", ps_.policy}, {"error", r.error().describe()}});
     return;
@@ -98,9 +103,10 @@ void Daemon::report_management_status(const std::string& st, const std::string& 
 
 void Daemon::log_step(const char* step) {
   auto o = json::object();
-  json::set(o.get(), "tUs",
-            static_cast<std::int64_t>(
-                std::chrono::duration_cast<std::chrono::microseconds>(p_.clock.wall().time_since_epoch()).count()));
+  json::set(
+      o.get(), "tUs",
+      static_cast<std::int64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(p_.clock.wall().time_since_epoch()).count()));
   json::set(o.get(), "node", p_.config.node_id);
   json::set(o.get(), "group", ps_.group);
   json::set(o.get(), "step", step);
@@ -160,8 +166,8 @@ int Daemon::run() {
   try {
     while (!p_.waiter.stop_requested()) {
       tick();
-      Mono wait = next_wake() - p_.clock.mono();
-      if (wait > Mono{0}) p_.waiter.sleep_for(wait);
+      // A floor keeps a due time that a pass could not move from spinning the CPU.
+      p_.waiter.sleep_for(std::max(next_wake() - p_.clock.mono(), Mono{10}));
     }
   } catch (const PersistError& e) {
     p_.log.error("fatal", {{"error", e.what()}});
@@ -172,14 +178,18 @@ int Daemon::run() {
 }
 
 Mono Daemon::next_wake() const {
-  Mono w = std::min({next_changes_, next_node_, next_plan_, next_read_});
+  Mono w = std::min({next_changes_, next_node_, next_plan_});
   if (p_.notifier.watchdog_interval() > Mono{0}) w = std::min(w, next_watchdog_);
   if (retry_prepare_ > p_.clock.mono()) w = std::min(w, retry_prepare_);
+  if (ps_.group.empty()) return w;  // a node in no group reads no group
+  w = std::min(w, next_read_);
   // Heartbeats and renewals are decided on a read; never sleep past one.
   const Local& l = ps_.local;
-  if (l.last_write) {
-    Mono hb = holds_lease(l.state) ? std::min(coordinator_.timing().renew_period(), coordinator_.timing().heartbeat)
-                                   : coordinator_.timing().heartbeat;
+  if (l.last_write && doc_) {
+    const Timing& t = coordinator_.timing();
+    Mono hb = holds_lease(l.state)                   ? std::min(t.renew_period(), t.heartbeat)
+              : Coordinator::rollout_active(*doc_) ? t.heartbeat
+                                                     : t.idle_heartbeat;
     w = std::min(w, *l.last_write + hb);
   }
   return w;
@@ -224,7 +234,8 @@ void Daemon::poll_changes() {
   for (const auto& c : r->changes) {
     if (c.resource == "node" && c.id == p_.config.node_id) next_node_ = now;  // membership may have changed
     if (c.resource == "mgmtpolicy" || c.resource == "agentfileversion") next_plan_ = now;
-    if (c.resource == "agentupgrade" && c.id == p_.config.node_id) next_read_ = now;  // protocol.md §3 notices
+    if (c.resource == "agentupgrade" && c.id == p_.config.node_id)
+      next_read_ = now;  // protocol.md §3 notices
   }
   change_id_ = std::max(change_id_, r->most_recent_change_id + 1);
   if (r->hit_max_records) next_changes_ = now;  // more rows are waiting
@@ -275,8 +286,11 @@ void Daemon::refresh_plan() {
     p_.log.info("plan", {{"target", plan->version}, {"reason", plan->reason}});
   plan_ = *plan;
   // A release in flight keeps its target; a new plan applies from the next cycle.
-  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none && ps_.local.target != plan_.version) {
+  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
+      ps_.local.target != plan_.version) {
     ps_.local.target = plan_.version;
+    ps_.local.prepared = false;  // what was prepared was for another target
+    ps_.local.verification_failed = false;
     ps_.policy = plan_.policy;
     last_mgmt_status_.clear();
     persist();
@@ -295,7 +309,8 @@ bool Daemon::read_group(bool force) {
     next_read_ = now + std::max(p_.config.poll, Mono{500});
     if (e.code == Errc::unsupported) {
       // protocol.md §3: without the extension there is no safe lease; never fall back.
-      std::string why = "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
+      std::string why =
+          "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
       if (why != unsupported_reason_) {
         unsupported_reason_ = why;
         p_.log.error("unsupported-hub", {{"group", ps_.group}, {"error", e.describe()}});
@@ -329,22 +344,52 @@ bool Daemon::read_group(bool force) {
 void Daemon::resolve_pending() {
   if (ps_.pending_write_id.empty() || !doc_) return;
   if (Coordinator::write_landed(*doc_, p_.config.node_id, ps_.pending_write_id)) {
-    Entry e = *doc_->entry(p_.config.node_id);
+    const Entry& e = *doc_->entry(p_.config.node_id);
     p_.log.info("write-recovered", {{"writeId", e.write_id}, {"state", to_string(e.state)}});
-    Local& l = ps_.local;
-    l.state = e.state;
-    l.epoch = e.epoch;
-    l.highest_epoch = std::max(l.highest_epoch, e.epoch);
-    l.acquire_time = e.acquire_time;
-    l.waiting_since = e.waiting_since;
-    l.message = e.message;
-    l.last_write_id = e.write_id;
     // We do not know when it landed: a lease is renewed before anything else.
-    l.last_renew.reset();
-    l.last_write.reset();
+    landed(e, std::nullopt);
   }
   ps_.pending_write_id.clear();
   persist();
+}
+
+// Our write of `e` is on the hub (its response came back at `sent`, or it was
+// recognised later by its writeId): the same bookkeeping either way.
+void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
+  Local& l = ps_.local;
+  State before = l.state;
+  if (holds_lease(e.state) && !holds_lease(before) && l.progress == Progress::none) l.previous_version = l.version;
+  bool released = holds_lease(before) && (e.state == State::succeeded || is_halting(e.state));
+  bool failed_prepare = before == State::preparing && e.state == State::failed;
+  l.state = e.state;
+  l.version = e.version;
+  l.epoch = e.epoch;
+  l.highest_epoch = std::max(l.highest_epoch, e.epoch);
+  l.acquire_time = e.acquire_time;
+  l.waiting_since = e.waiting_since;
+  l.message = e.message;
+  l.last_write_id = e.write_id;
+  l.last_write = sent;
+  l.last_renew = holds_lease(e.state) ? sent : std::nullopt;
+  if (released || failed_prepare) {
+    l.progress = Progress::none;
+    l.prepared = false;
+    l.verification_failed = false;
+  }
+  ps_.pending_write_id.clear();
+  // Node management status, with the real agent's strings (exchange-api.md §4.3).
+  if (e.state == State::preparing && before != State::preparing) report_management_status("download started");
+  if (e.state == State::waiting && before == State::preparing) report_management_status("ha node waiting");
+  if (failed_prepare) report_management_status("failed", e.message);
+  if (released) {
+    if (e.state == State::succeeded) {
+      report_management_status("successful");
+      if (auto r = p_.exchange.patch_software_version(e.version); !r)
+        p_.log.warn("software-version-failed", {{"error", r.error().describe()}});
+    }
+    if (e.state == State::rolledback) report_management_status("rollback successful", e.message);
+    if (e.state == State::failed) report_management_status("failed", e.message);
+  }
 }
 
 // ---- the grouped member ---------------------------------------------------------
@@ -361,9 +406,7 @@ void Daemon::grouped_tick() {
         if (a.reason.rfind("not a member", 0) == 0) next_node_ = std::min(next_node_, now + p_.config.poll);
         status(a.reason);
         return;
-      case ActionKind::adopt:
-        adopt(a.entry);
-        continue;
+      case ActionKind::adopt: adopt(a.entry); continue;
       case ActionKind::write: {
         WriteOutcome w = write(a);
         if (w == WriteOutcome::landed) continue;
@@ -431,32 +474,7 @@ Daemon::WriteOutcome Daemon::write(const Action& a) {
     return WriteOutcome::unknown;
   }
   conflicts_ = 0;
-  Local& l = ps_.local;
-  State before = l.state;
-  if (a.what == "acquire" && l.progress == Progress::none) l.previous_version = l.version;
-  l.state = a.entry.state;
-  l.version = a.entry.version;
-  l.epoch = a.entry.epoch;
-  l.highest_epoch = std::max(l.highest_epoch, a.entry.epoch);
-  l.acquire_time = a.entry.acquire_time;
-  l.waiting_since = a.entry.waiting_since;
-  l.message = a.entry.message;
-  l.last_write_id = a.entry.write_id;
-  l.last_write = sent;
-  if (holds_lease(a.entry.state))
-    l.last_renew = sent;
-  else
-    l.last_renew.reset();
-  if (a.what == "prepare" || a.what == "idle") {
-    l.prepared = false;
-    l.verification_failed = false;
-  }
-  if (a.what == "release" || (a.what == "fail" && before == State::preparing)) {
-    l.progress = Progress::none;
-    l.prepared = false;
-    l.verification_failed = false;
-  }
-  ps_.pending_write_id.clear();
+  landed(a.entry, sent);
   doc_->entries[p_.config.node_id] = a.entry;
   doc_->revision = *r;
   persist();
@@ -471,15 +489,6 @@ Daemon::WriteOutcome Daemon::write(const Action& a) {
   } else {
     p_.log.debug(a.what, {{"revision", std::to_string(*r)}});
   }
-  if (a.what == "prepare") report_management_status("download started");
-  if (a.what == "wait") report_management_status("ha node waiting");
-  if (a.what == "release") {
-    if (a.entry.state == State::succeeded) report_management_status("successful");
-    if (a.entry.state == State::rolledback) report_management_status("rollback successful", a.entry.message);
-    if (a.entry.state == State::failed) report_management_status("failed", a.entry.message);
-    if (a.entry.state == State::succeeded) (void)p_.exchange.patch_software_version(a.entry.version);
-  }
-  if (a.what == "fail") report_management_status("failed", a.entry.message);
   return WriteOutcome::landed;
 }
 
@@ -487,7 +496,8 @@ Daemon::WriteOutcome Daemon::write(const Action& a) {
 // about the lease; our file stays the truth about what was done to this node.
 void Daemon::adopt(const Entry& e) {
   Local& l = ps_.local;
-  p_.log.warn("entry-changed", {{"state", to_string(e.state)}, {"epoch", std::to_string(e.epoch)}, {"msg", e.message}});
+  p_.log.warn("entry-changed",
+              {{"state", to_string(e.state)}, {"epoch", std::to_string(e.epoch)}, {"msg", e.message}});
   bool ours = holds_lease(e.state) && holds_lease(l.state) && e.epoch == l.epoch;
   if (holds_lease(e.state) && !ours) {
     l.state = State::waiting;  // a lease we did not take is not ours: write waiting next
@@ -498,7 +508,8 @@ void Daemon::adopt(const Entry& e) {
     // force-release (holder) or resume (halted): start over from idle; what was
     // begun on this node is kept in `progress` and finished under the next lease.
     l.state = e.state == State::idle || e.state == State::succeeded ? State::idle : e.state;
-    if (!holds_lease(l.state) && l.progress != Progress::none && l.state == State::idle) l.state = State::preparing;
+    if (!holds_lease(l.state) && l.progress != Progress::none && l.state == State::idle)
+      l.state = State::preparing;
   } else {
     l.state = e.state;
   }
@@ -542,15 +553,12 @@ void Daemon::start_job(ActionKind kind) {
       l.progress = Progress::restart_begun;
       work = [this, t] { return p_.upgrader.restart(t); };
       break;
-    case ActionKind::check_health:
-      work = [this, t] { return p_.upgrader.check_health(t); };
-      break;
+    case ActionKind::check_health: work = [this, t] { return p_.upgrader.check_health(t); }; break;
     case ActionKind::rollback:
       l.progress = Progress::rollback_begun;
       work = [this, t] { return p_.upgrader.rollback(t); };
       break;
-    default:
-      return;
+    default: return;
   }
   persist();  // the step is recorded as begun before it begins
   if (kind == ActionKind::install) log_step("install");
@@ -560,6 +568,7 @@ void Daemon::start_job(ActionKind kind) {
   if (kind == ActionKind::rollback) report_management_status("rollback started");
   p_.log.info("step", {{"step", to_string(kind)}, {"target", l.target}, {"epoch", std::to_string(l.epoch)}});
   l.job_running = true;
+  job_target_ = l.target;
   job_.start(kind, std::move(work), [this] { p_.waiter.wake(); });
 }
 
@@ -573,6 +582,10 @@ void Daemon::finish_job() {
   std::string err = result ? "" : result.error().describe();
   p_.log.log(result ? Level::info : Level::error, "step-done",
              {{"step", to_string(kind)}, {"ok", result ? "true" : "false"}, {"error", err}});
+  if (kind == ActionKind::prepare && job_target_ != l.target) {
+    p_.log.info("prepare-outdated", {{"prepared", job_target_}, {"target", l.target}});
+    return;  // prepared for a target the plan has since replaced
+  }
   switch (kind) {
     case ActionKind::prepare:
       if (result) {
@@ -608,8 +621,9 @@ void Daemon::finish_job() {
         l.progress = Progress::healthy;
       } else {
         l.progress = Progress::failed;
-        l.message = !result ? "health check of " + l.target + " failed: " + err
-                            : "agent reports version " + (v ? *v : v.error().describe()) + ", expected " + l.target;
+        l.message =
+            !result ? "health check of " + l.target + " failed: " + err
+                    : "agent reports version " + (v ? *v : v.error().describe()) + ", expected " + l.target;
       }
       break;
     }
@@ -622,8 +636,7 @@ void Daemon::finish_job() {
         l.message += "; rollback to " + l.previous_version + " failed: " + err;
       }
       break;
-    default:
-      break;
+    default: break;
   }
   persist();
   force_read_ = true;  // decide on a fresh document
@@ -687,7 +700,8 @@ void Daemon::ungrouped_tick() {
     case Progress::rollback_failed:
       l.state = l.progress == Progress::rolled_back ? State::rolledback : State::failed;
       l.failed_target = l.target;
-      report_management_status(l.progress == Progress::rolled_back ? "rollback successful" : "failed", l.message);
+      report_management_status(l.progress == Progress::rolled_back ? "rollback successful" : "failed",
+                               l.message);
       break;
   }
   l.progress = Progress::none;

@@ -78,6 +78,7 @@ class Daemon {
   void ungrouped_tick();
   bool read_group(bool force);
   void resolve_pending();
+  void landed(const Entry& e, std::optional<Mono> sent);
   enum class WriteOutcome { landed, conflict, unknown, refused };
   WriteOutcome write(const Action& a);
   void adopt(const Entry& e);
@@ -103,6 +104,7 @@ class Daemon {
   std::string last_mgmt_status_;
   std::string scheduled_time_;
   std::string unsupported_reason_;
+  std::string job_target_;  // the target the running (or last) job works on
 
   // When each periodic duty is next due (monotonic).
   Mono next_changes_{0}, next_node_{0}, next_plan_{0}, next_read_{0}, next_watchdog_{0}, retry_prepare_{0};

@@ -117,8 +117,10 @@ class Exchange final : public GroupStore {
                                    std::int64_t if_revision) override;
 
   // Admin calls (protocol.md §6), made with user credentials.
-  Result<std::int64_t> delete_entry(const std::string& group, const std::string& node, std::int64_t if_revision);
-  Result<std::int64_t> put_settings(const std::string& group, const Settings& settings, std::int64_t if_revision);
+  Result<std::int64_t> delete_entry(const std::string& group, const std::string& node,
+                                    std::int64_t if_revision);
+  Result<std::int64_t> put_settings(const std::string& group, const Settings& settings,
+                                    std::int64_t if_revision);
   // DELETE /orgs/{org}/hagroups/{g}/nodes/{node}: removes a member (the hub drops its entry).
   Status remove_member(const std::string& group, const std::string& node);
   // GET /orgs/{org}/hagroups/{g}, the body as the hub sent it (for display; no ETag needed).

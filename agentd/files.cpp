@@ -104,7 +104,8 @@ Status append_line(const std::string& path, const std::string& line) {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   if (fd.get() < 0) return io_error("cannot open", path);
   std::string l = line + "\n";
-  if (auto w = write_all(fd.get(), l.data(), l.size()); !w) return fail(Errc::io, path + ": " + w.error().message);
+  if (auto w = write_all(fd.get(), l.data(), l.size()); !w)
+    return fail(Errc::io, path + ": " + w.error().message);
   return {};
 }
 

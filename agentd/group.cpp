@@ -9,7 +9,9 @@ constexpr const char* kStateNames[] = {"idle",      "preparing", "waiting", "upg
                                        "verifying", "succeeded", "failed",  "rolledback"};
 }
 
-const char* to_string(State s) { return kStateNames[static_cast<int>(s)]; }
+const char* to_string(State s) {
+  return kStateNames[static_cast<int>(s)];
+}
 
 std::optional<State> state_from_string(const std::string& s) {
   for (int i = 0; i < 8; ++i)
@@ -41,11 +43,11 @@ Result<Entry> parse_entry(const cJSON* obj) {
   auto state = state_from_string(*st);
   if (!state) return fail(Errc::parse, "unknown agentUpgrade state '" + *st + "'");
   e.state = *state;
-#define AGENTD_STR(field, key)                          \
-  {                                                     \
-    auto v = json::opt_string(obj, key);                \
-    if (!v) return std::unexpected(v.error());          \
-    e.field = std::move(*v);                            \
+#define AGENTD_STR(field, key)                 \
+  {                                            \
+    auto v = json::opt_string(obj, key);       \
+    if (!v) return std::unexpected(v.error()); \
+    e.field = std::move(*v);                   \
   }
   AGENTD_STR(version, "version")
   AGENTD_STR(target_version, "targetVersion")
@@ -119,7 +121,8 @@ Result<GroupDocument> parse_group_document(const std::string& body, std::int64_t
   if (!root) return std::unexpected(root.error());
   auto groups = json::get_array(root->get(), "nodeGroups");
   if (!groups) return std::unexpected(groups.error());
-  if (cJSON_GetArraySize(*groups) != 1) return fail(Errc::parse, "group document must hold exactly one group");
+  if (cJSON_GetArraySize(*groups) != 1)
+    return fail(Errc::parse, "group document must hold exactly one group");
   const cJSON* g = cJSON_GetArrayItem(*groups, 0);
   if (!cJSON_IsObject(g)) return fail(Errc::parse, "nodeGroups[0] must be an object");
   GroupDocument doc;

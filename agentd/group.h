@@ -18,13 +18,17 @@ const char* to_string(State s);
 std::optional<State> state_from_string(const std::string& s);
 
 // True in the states that carry a lease (protocol.md §2: upgrading, verifying).
-inline bool holds_lease(State s) { return s == State::upgrading || s == State::verifying; }
+inline bool holds_lease(State s) {
+  return s == State::upgrading || s == State::verifying;
+}
 // A rollout is active while anyone is in one of these (protocol.md §4.1).
 inline bool is_active(State s) {
   return s == State::preparing || s == State::waiting || s == State::upgrading || s == State::verifying;
 }
 // An entry in one of these halts the group for its targetVersion (protocol.md §1 goal 4).
-inline bool is_halting(State s) { return s == State::failed || s == State::rolledback; }
+inline bool is_halting(State s) {
+  return s == State::failed || s == State::rolledback;
+}
 
 // One member's entry in `agentUpgrade`, written by that member alone (protocol.md §2).
 struct Entry {

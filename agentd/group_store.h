@@ -25,8 +25,8 @@ class GroupStore {
   // Returns the new revision. A stale `if_revision` is Errc::conflict (HTTP 412).
   // A lost response is Errc::transport: the caller must re-read and look for
   // its writeId before retrying (protocol.md §4.6).
-  virtual Result<std::int64_t> write_entry(const std::string& group, const std::string& node, const Entry& entry,
-                                           std::int64_t if_revision) = 0;
+  virtual Result<std::int64_t> write_entry(const std::string& group, const std::string& node,
+                                           const Entry& entry, std::int64_t if_revision) = 0;
 };
 
 }  // namespace agentd

@@ -17,7 +17,7 @@ struct HttpRequest {
   std::string method = "GET";  // GET, PUT, POST, PATCH, DELETE
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers, e.g. If-Match
-  std::string body;                                           // sent with Content-Type: application/json when non-empty
+  std::string body;  // sent with Content-Type: application/json when non-empty
 };
 
 struct HttpResponse {
@@ -30,13 +30,13 @@ struct HttpResponse {
 struct HttpOptions {
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds total_timeout{30'000};
-  long low_speed_limit_bytes = 100;       // abort when slower than this...
+  long low_speed_limit_bytes = 100;         // abort when slower than this...
   std::chrono::seconds low_speed_time{20};  // ...for this long
   std::size_t max_response_bytes = 4 * 1024 * 1024;
-  std::string ca_file;                    // HZN_MGMT_HUB_CERT_PATH; empty: system store
+  std::string ca_file;  // HZN_MGMT_HUB_CERT_PATH; empty: system store
   std::string user_agent = "agentd";
-  std::string basic_user;                 // "org/node"
-  std::string basic_password;             // node token
+  std::string basic_user;      // "org/node"
+  std::string basic_password;  // node token
   // Polled during transfers; returning true aborts with Errc::cancelled (SIGTERM).
   std::function<bool()> cancelled;
 };

@@ -25,15 +25,21 @@ Result<Ptr> parse(std::string_view text, std::string_view what) {
   return p;
 }
 
-Ptr object() { return Ptr(cJSON_CreateObject()); }
-Ptr array() { return Ptr(cJSON_CreateArray()); }
+Ptr object() {
+  return Ptr(cJSON_CreateObject());
+}
+Ptr array() {
+  return Ptr(cJSON_CreateArray());
+}
 
 std::string print(const cJSON* j) {
   std::unique_ptr<char, decltype(&cJSON_free)> s(cJSON_PrintUnformatted(j), &cJSON_free);
   return s ? std::string(s.get()) : std::string();
 }
 
-Ptr clone(const cJSON* j) { return Ptr(cJSON_Duplicate(j, true)); }
+Ptr clone(const cJSON* j) {
+  return Ptr(cJSON_Duplicate(j, true));
+}
 
 static const cJSON* member(const cJSON* obj, const char* key) {
   if (!obj || !cJSON_IsObject(obj)) return nullptr;
@@ -67,7 +73,9 @@ static Result<std::int64_t> as_int(const cJSON* v, const char* key) {
   return static_cast<std::int64_t>(d);
 }
 
-Result<std::int64_t> get_int(const cJSON* obj, const char* key) { return as_int(member(obj, key), key); }
+Result<std::int64_t> get_int(const cJSON* obj, const char* key) {
+  return as_int(member(obj, key), key);
+}
 
 Result<bool> get_bool(const cJSON* obj, const char* key) {
   const cJSON* v = member(obj, key);
@@ -100,7 +108,8 @@ Result<std::vector<std::string>> opt_string_array(const cJSON* obj, const char* 
   if (!cJSON_IsArray(v)) return fail(Errc::parse, key_error(key, "an array of strings"));
   const cJSON* item = nullptr;
   cJSON_ArrayForEach(item, v) {
-    if (!cJSON_IsString(item) || !item->valuestring) return fail(Errc::parse, key_error(key, "an array of strings"));
+    if (!cJSON_IsString(item) || !item->valuestring)
+      return fail(Errc::parse, key_error(key, "an array of strings"));
     out.emplace_back(item->valuestring);
   }
   return out;
@@ -116,14 +125,24 @@ static void put(cJSON* obj, const char* key, cJSON* value) {
 void set(cJSON* obj, const char* key, std::string_view value) {
   put(obj, key, cJSON_CreateString(std::string(value).c_str()));
 }
-void set(cJSON* obj, const char* key, const char* value) { put(obj, key, cJSON_CreateString(value)); }
+void set(cJSON* obj, const char* key, const char* value) {
+  put(obj, key, cJSON_CreateString(value));
+}
 void set(cJSON* obj, const char* key, std::int64_t value) {
   put(obj, key, cJSON_CreateNumber(static_cast<double>(value)));
 }
-void set(cJSON* obj, const char* key, int value) { put(obj, key, cJSON_CreateNumber(value)); }
-void set(cJSON* obj, const char* key, bool value) { put(obj, key, cJSON_CreateBool(value)); }
-void set(cJSON* obj, const char* key, Ptr value) { put(obj, key, value.release()); }
-void append(cJSON* arr, Ptr value) { cJSON_AddItemToArray(arr, value.release()); }
+void set(cJSON* obj, const char* key, int value) {
+  put(obj, key, cJSON_CreateNumber(value));
+}
+void set(cJSON* obj, const char* key, bool value) {
+  put(obj, key, cJSON_CreateBool(value));
+}
+void set(cJSON* obj, const char* key, Ptr value) {
+  put(obj, key, value.release());
+}
+void append(cJSON* arr, Ptr value) {
+  cJSON_AddItemToArray(arr, value.release());
+}
 void append(cJSON* arr, std::string_view value) {
   cJSON_AddItemToArray(arr, cJSON_CreateString(std::string(value).c_str()));
 }

@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
 
   StateFile state_file(config->state_dir + "/state.json");
   auto notifier = make_sd_notifier();
-  Daemon daemon(DaemonParts{*config, clock, exchange, exchange, *upgrader, *log, state_file, *notifier, waiter,
-                            config->state_dir + "/steps.jsonl"});
+  Daemon daemon(DaemonParts{*config, clock, exchange, exchange, *upgrader, *log, state_file, *notifier,
+                            waiter, config->state_dir + "/steps.jsonl"});
   return daemon.run();
 }

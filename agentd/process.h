@@ -15,10 +15,11 @@
 namespace agentd {
 
 struct ProcessSpec {
-  std::vector<std::string> argv;                            // argv[0] is looked up in PATH
-  std::vector<std::pair<std::string, std::string>> env;     // added to (or replacing in) the daemon's environment
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH
+  std::vector<std::pair<std::string, std::string>>
+      env;  // added to (or replacing in) the daemon's environment
   std::chrono::milliseconds timeout{600'000};
-  std::size_t max_output = 64 * 1024;                       // stdout+stderr kept (the tail beyond is dropped)
+  std::size_t max_output = 64 * 1024;  // stdout+stderr kept (the tail beyond is dropped)
 };
 
 struct ProcessResult {

@@ -35,8 +35,8 @@ struct Error {
 
   // Retrying can help: transport trouble and the hub's 5xx/408/429 (exchange-api.md §0).
   bool transient() const {
-    return code == Errc::transport || (code == Errc::http && (http_status >= 500 || http_status == 408 ||
-                                                               http_status == 429));
+    return code == Errc::transport ||
+           (code == Errc::http && (http_status >= 500 || http_status == 408 || http_status == 429));
   }
   std::string describe() const;
 };

@@ -32,7 +32,8 @@ void SignalWaiter::drain_signals() {
   signalfd_siginfo info;
   while (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
     // SIGHUP has no reload semantics yet; it is consumed and ignored.
-    if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) stop_signal_.store(static_cast<int>(info.ssi_signo));
+    if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT)
+      stop_signal_.store(static_cast<int>(info.ssi_signo));
   }
 }
 
@@ -78,6 +79,8 @@ class SdNotifier final : public Notifier {
 };
 }  // namespace
 
-std::unique_ptr<Notifier> make_sd_notifier() { return std::make_unique<SdNotifier>(); }
+std::unique_ptr<Notifier> make_sd_notifier() {
+  return std::make_unique<SdNotifier>();
+}
 
 }  // namespace agentd

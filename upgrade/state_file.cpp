@@ -40,7 +40,8 @@ Result<PersistedState> state_from_json(const std::string& text) {
   const cJSON* o = root->get();
   auto format = json::get_int(o, "format");
   if (!format) return std::unexpected(format.error());
-  if (*format != kFormat) return fail(Errc::parse, "unsupported state file format " + std::to_string(*format));
+  if (*format != kFormat)
+    return fail(Errc::parse, "unsupported state file format " + std::to_string(*format));
   PersistedState s;
   Local& l = s.local;
   std::string state, progress;
@@ -97,6 +98,8 @@ Result<std::optional<PersistedState>> StateFile::load() const {
   return std::optional<PersistedState>{std::move(*s)};
 }
 
-Status StateFile::save(const PersistedState& s) const { return write_file_atomic(path_, state_to_json(s), 0600); }
+Status StateFile::save(const PersistedState& s) const {
+  return write_file_atomic(path_, state_to_json(s), 0600);
+}
 
 }  // namespace agentd

@@ -41,7 +41,8 @@ struct Args {
 
 const char* kUsage =
     "usage: agentd-demo [--members N] [--out DIR] [--install-seconds S] [--lease S] [--heartbeat S]\n"
-    "                   [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S] [--timeout S] [--quiet]\n"
+    "                   [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S] [--timeout S] "
+    "[--quiet]\n"
     "       agentd-demo --idle MINUTES [--members N] [interval options]\n"
     "\n"
     "Rolls agent version 1.0.0 -> 2.0.0 across an HA group of N members (default 5), each\n"
@@ -102,7 +103,9 @@ bool parse_args(int argc, char** argv, Args* a) {
   return true;
 }
 
-double seconds(std::int64_t us) { return static_cast<double>(us) / 1e6; }
+double seconds(std::int64_t us) {
+  return static_cast<double>(us) / 1e6;
+}
 
 // One member's state over time, from the hub's write log (hub clock, exact).
 struct Span {
@@ -135,7 +138,8 @@ Timeline build_timeline(const std::vector<check::HubWrite>& writes, const std::v
       if (it == current.end()) {
         current[n] = {e.state, std::max(w.t_us, t0_us)};
       } else if (it->second.first != e.state) {
-        if (w.t_us > t0_us) tl.spans.push_back({n, it->second.first, std::max(it->second.second, t0_us), w.t_us});
+        if (w.t_us > t0_us)
+          tl.spans.push_back({n, it->second.first, std::max(it->second.second, t0_us), w.t_us});
         it->second = {e.state, std::max(w.t_us, t0_us)};
       }
     }
@@ -166,11 +170,12 @@ std::string svg(const Timeline& tl, const std::string& title) {
   int height = top + row * static_cast<int>(tl.nodes.size()) + 80;
   std::string s;
   char buf[512];
-  std::snprintf(buf, sizeof buf,
-                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
-                "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-                "<text x=\"%d\" y=\"24\" font-size=\"15\">%s</text>\n",
-                left + width + 30, height, left, title.c_str());
+  std::snprintf(
+      buf, sizeof buf,
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+      "<text x=\"%d\" y=\"24\" font-size=\"15\">%s</text>\n",
+      left + width + 30, height, left, title.c_str());
   s += buf;
   for (std::size_t i = 0; i < tl.nodes.size(); ++i) {
     std::snprintf(buf, sizeof buf, "<text x=\"8\" y=\"%d\">%s</text>\n", top + static_cast<int>(i) * row + 18,
@@ -181,11 +186,12 @@ std::string svg(const Timeline& tl, const std::string& title) {
     auto idx = std::find(tl.nodes.begin(), tl.nodes.end(), sp.node) - tl.nodes.begin();
     if (idx >= static_cast<long>(tl.nodes.size())) continue;
     int x0 = x(sp.from_us), x1 = std::max(x(sp.to_us), x0 + 1);
-    std::snprintf(buf, sizeof buf,
-                  "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"><title>%s %s %.2fs-%.2fs</title>"
-                  "</rect>\n",
-                  x0, top + static_cast<int>(idx) * row + 4, x1 - x0, row - 8, color(sp.state), sp.node.c_str(),
-                  to_string(sp.state), seconds(sp.from_us - tl.t0_us), seconds(sp.to_us - tl.t0_us));
+    std::snprintf(
+        buf, sizeof buf,
+        "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"><title>%s %s %.2fs-%.2fs</title>"
+        "</rect>\n",
+        x0, top + static_cast<int>(idx) * row + 4, x1 - x0, row - 8, color(sp.state), sp.node.c_str(),
+        to_string(sp.state), seconds(sp.from_us - tl.t0_us), seconds(sp.to_us - tl.t0_us));
     s += buf;
   }
   int axis_y = top + row * static_cast<int>(tl.nodes.size()) + 6;
@@ -201,9 +207,10 @@ std::string svg(const Timeline& tl, const std::string& title) {
   int lx = left;
   for (State st : {State::idle, State::preparing, State::waiting, State::upgrading, State::verifying,
                    State::succeeded, State::failed, State::rolledback}) {
-    std::snprintf(buf, sizeof buf,
-                  "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"14\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">%s</text>\n",
-                  lx, axis_y + 30, color(st), lx + 18, axis_y + 42, to_string(st));
+    std::snprintf(
+        buf, sizeof buf,
+        "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"14\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">%s</text>\n",
+        lx, axis_y + 30, color(st), lx + 18, axis_y + 42, to_string(st));
     s += buf;
     lx += 105;
   }
@@ -264,7 +271,8 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
   ro.publish = false;
   // agentd's defaults, unless an interval was given on the command line.
   auto pick = [&](const std::string& flag, const std::string& given, const std::string& dflt) {
-    return std::find(interval_flags.begin(), interval_flags.end(), flag) != interval_flags.end() ? given : dflt;
+    return std::find(interval_flags.begin(), interval_flags.end(), flag) != interval_flags.end() ? given
+                                                                                                 : dflt;
   };
   ro.member.lease_seconds = pick("--lease", args.lease, "120");
   ro.member.heartbeat_seconds = pick("--heartbeat", args.heartbeat, "20");
@@ -277,7 +285,8 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
   ro.member.log_level = "info";
   Rollout r(ro);
   r.start_all();
-  if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); }, deadline_in(120s))) {
+  if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); },
+                    deadline_in(120s))) {
     std::fprintf(stderr, "members did not join the group in time\n%s", r.diagnostics().c_str());
     return 1;
   }
@@ -334,12 +343,13 @@ int main(int argc, char** argv) {
     ro.member.idle_heartbeat_seconds = args.idle_heartbeat;
     ro.member.log_level = "info";
     Rollout r(ro);
-    std::printf("hub        http://127.0.0.1:%d/v1 (stand-in), org o, group line1, %d members\n", r.hub().port(),
-                args.members);
+    std::printf("hub        http://127.0.0.1:%d/v1 (stand-in), org o, group line1, %d members\n",
+                r.hub().port(), args.members);
     for (auto& m : r.members()) m->install_delay(args.install_seconds);
     r.start_all();
     // Everyone joins at 1.0.0 before the new version is published.
-    if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); }, deadline_in(60s))) {
+    if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); },
+                      deadline_in(60s))) {
       std::fprintf(stderr, "members did not join the group in time\n%s", r.diagnostics().c_str());
       return 1;
     }
@@ -376,10 +386,10 @@ int main(int argc, char** argv) {
                       static_cast<long long>(e.epoch), e.message.c_str());
         last[n] = e.state;
       }
-      done = d.entries.size() == r.size() &&
-             std::all_of(d.entries.begin(), d.entries.end(), [](const auto& kv) {
-               return kv.second.state == State::succeeded && kv.second.version == "2.0.0";
-             });
+      done =
+          d.entries.size() == r.size() && std::all_of(d.entries.begin(), d.entries.end(), [](const auto& kv) {
+            return kv.second.state == State::succeeded && kv.second.version == "2.0.0";
+          });
       if (done) break;
       std::this_thread::sleep_for(50ms);
     }
@@ -421,28 +431,32 @@ int main(int argc, char** argv) {
     }
     std::sort(leases.begin(), leases.end());
     std::vector<double> gaps;
-    for (std::size_t i = 1; i < leases.size(); ++i) gaps.push_back(seconds(leases[i].first - leases[i - 1].second));
+    for (std::size_t i = 1; i < leases.size(); ++i)
+      gaps.push_back(seconds(leases[i].first - leases[i - 1].second));
 
     std::string summary;
-    appendf(&summary, "\nsummary (%d members, fast poll %ss, lease %ss, install %.1fs)\n", args.members, args.fast_poll.c_str(),
-        args.lease.c_str(), args.install_seconds);
-    appendf(&summary, "  rollout %s in %.2fs (publish to last release)\n", done ? "completed" : "DID NOT COMPLETE", makespan);
+    appendf(&summary, "\nsummary (%d members, fast poll %ss, lease %ss, install %.1fs)\n", args.members,
+            args.fast_poll.c_str(), args.lease.c_str(), args.install_seconds);
+    appendf(&summary, "  rollout %s in %.2fs (publish to last release)\n",
+            done ? "completed" : "DID NOT COMPLETE", makespan);
     appendf(&summary, "  %-6s %10s %10s\n", "member", "prepare", "upgrade");
     for (const auto& n : nodes) {
       const Times& t = times[n];
       appendf(&summary, "  %-6s %9.2fs %9.2fs\n", n.c_str(), seconds(t.prepare_to - t.prepare_from),
-          t.lease_to ? seconds(t.lease_to - t.lease_from) : 0.0);
+              t.lease_to ? seconds(t.lease_to - t.lease_from) : 0.0);
     }
     if (!gaps.empty()) {
-      appendf(&summary, "  handoff gap (release -> next acquire): median %.3fs, max %.3fs over %zu handoffs\n", median(gaps),
-          *std::max_element(gaps.begin(), gaps.end()), gaps.size());
+      appendf(&summary,
+              "  handoff gap (release -> next acquire): median %.3fs, max %.3fs over %zu handoffs\n",
+              median(gaps), *std::max_element(gaps.begin(), gaps.end()), gaps.size());
     }
-    if (!upgrade_s.empty()) appendf(&summary, "  time under the lease per member: median %.2fs\n", median(upgrade_s));
+    if (!upgrade_s.empty())
+      appendf(&summary, "  time under the lease per member: median %.2fs\n", median(upgrade_s));
     appendf(&summary, "  most members upgrading at once: %d\n", tl.max_concurrent);
     if (requests.members > 0)
       appendf(&summary, "  hub requests per member: %.1f (%lld group reads, %lld answered 304)\n",
-              static_cast<double>(requests.total) / static_cast<double>(requests.members), requests.group_reads,
-              requests.not_modified);
+              static_cast<double>(requests.total) / static_cast<double>(requests.members),
+              requests.group_reads, requests.not_modified);
     auto violations = r.violations(true, std::string("2.0.0"));
     if (violations.empty()) {
       appendf(&summary, "  invariants I1-I4: hold\n");

@@ -17,9 +17,9 @@ namespace agentd::standin {
 namespace {
 
 constexpr const char* kTokenMask = "***************";
-constexpr std::int64_t kMaxRecordsCap = 10000;                // EX reference.conf:157
-constexpr std::int64_t kContentionUs = 2'000'000;             // EX reference.conf:158
-constexpr std::int64_t kLastUpdatedSlackUs = 10'000'000;      // exchange-api.md §6.2
+constexpr std::int64_t kMaxRecordsCap = 10000;            // EX reference.conf:157
+constexpr std::int64_t kContentionUs = 2'000'000;         // EX reference.conf:158
+constexpr std::int64_t kLastUpdatedSlackUs = 10'000'000;  // exchange-api.md §6.2
 constexpr std::size_t kMaxCssObject = 256u * 1024u * 1024u;
 
 // ---- replies -------------------------------------------------------------------------
@@ -44,15 +44,28 @@ Reply api(int status, const std::string& code, const std::string& msg) {
   return r;
 }
 
-Reply unauthorized() { return api(401, "invalid-credentials", "invalid.credentials"); }
-Reply unrecognized() { return api(404, "not-found", "unrecognized route"); }
-Reply not_found(const std::string& msg) { return api(404, "not-found", msg); }
-Reply bad_input(const std::string& msg) { return api(400, "invalid-input", msg); }
-Reply conflict(const std::string& msg) { return api(409, "already-exists", msg); }
-Reply forbidden(const std::string& msg) { return api(403, "access-denied", msg); }
+Reply unauthorized() {
+  return api(401, "invalid-credentials", "invalid.credentials");
+}
+Reply unrecognized() {
+  return api(404, "not-found", "unrecognized route");
+}
+Reply not_found(const std::string& msg) {
+  return api(404, "not-found", msg);
+}
+Reply bad_input(const std::string& msg) {
+  return api(400, "invalid-input", msg);
+}
+Reply conflict(const std::string& msg) {
+  return api(409, "already-exists", msg);
+}
+Reply forbidden(const std::string& msg) {
+  return api(403, "access-denied", msg);
+}
 // EX auth/Identity.scala accessDeniedMsg: "Access denied: '{0}' does not have authorization: {1} {2}".
 Reply denied(const Identity& who, const std::string& permission, const std::string& target) {
-  return forbidden("Access denied: '" + who.full() + "' does not have authorization: " + permission + " " + target);
+  return forbidden("Access denied: '" + who.full() + "' does not have authorization: " + permission + " " +
+                   target);
 }
 
 Reply empty_map(const char* key) {
@@ -68,7 +81,9 @@ Reply empty_groups() {
   return json_reply(404, o.get());
 }
 
-std::string quoted(std::int64_t revision) { return "\"" + std::to_string(revision) + "\""; }
+std::string quoted(std::int64_t revision) {
+  return "\"" + std::to_string(revision) + "\"";
+}
 
 // ---- request helpers ------------------------------------------------------------------
 
@@ -86,7 +101,8 @@ std::vector<std::string> split_path(const std::string& path) {
 
 // A body that is not JSON is a 400 (exchange-api.md §1.3); `empty_ok` routes take no body.
 Result<json::Ptr> parse_body(const Call& call, bool empty_ok) {
-  bool blank = std::all_of(call.body.begin(), call.body.end(), [](char c) { return std::isspace((unsigned char)c); });
+  bool blank =
+      std::all_of(call.body.begin(), call.body.end(), [](char c) { return std::isspace((unsigned char)c); });
   if (blank && empty_ok) return json::object();
   auto p = json::parse(call.body, "request body");
   if (!p) return std::unexpected(p.error());
@@ -111,13 +127,20 @@ std::optional<std::string> base64_decode(const std::string& in) {
   int val = 0, bits = -8;
   for (char ch : in) {
     int c;
-    if (ch >= 'A' && ch <= 'Z') c = ch - 'A';
-    else if (ch >= 'a' && ch <= 'z') c = ch - 'a' + 26;
-    else if (ch >= '0' && ch <= '9') c = ch - '0' + 52;
-    else if (ch == '+') c = 62;
-    else if (ch == '/') c = 63;
-    else if (ch == '=') break;
-    else return std::nullopt;
+    if (ch >= 'A' && ch <= 'Z')
+      c = ch - 'A';
+    else if (ch >= 'a' && ch <= 'z')
+      c = ch - 'a' + 26;
+    else if (ch >= '0' && ch <= '9')
+      c = ch - '0' + 52;
+    else if (ch == '+')
+      c = 62;
+    else if (ch == '/')
+      c = 63;
+    else if (ch == '=')
+      break;
+    else
+      return std::nullopt;
     val = (val << 6) + c;
     bits += 6;
     if (bits >= 0) {
@@ -132,7 +155,8 @@ std::optional<std::string> base64_decode(const std::string& in) {
 std::optional<std::pair<std::string, std::string>> basic_credentials(const std::string& authorization) {
   if (authorization.size() < 6) return std::nullopt;
   std::string scheme = authorization.substr(0, 6);
-  std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   if (scheme != "basic ") return std::nullopt;
   std::string b64 = authorization.substr(6);
   while (!b64.empty() && b64.front() == ' ') b64.erase(0, 1);
@@ -145,7 +169,8 @@ std::optional<std::pair<std::string, std::string>> basic_credentials(const std::
 
 // The Exchange's ^(\S*?)/(\S*)$ on the Basic user name (EX ExchangeApiApp.scala).
 std::optional<std::pair<std::string, std::string>> split_user(const std::string& user) {
-  if (std::any_of(user.begin(), user.end(), [](unsigned char c) { return std::isspace(c); })) return std::nullopt;
+  if (std::any_of(user.begin(), user.end(), [](unsigned char c) { return std::isspace(c); }))
+    return std::nullopt;
   auto slash = user.find('/');
   if (slash == std::string::npos) return std::nullopt;
   return std::make_pair(user.substr(0, slash), user.substr(slash + 1));
@@ -209,7 +234,9 @@ Result<std::unique_ptr<Hub>> Hub::open(HubOptions options) {
 
 Hub::Hub(HubOptions options, HubState state) : options_(std::move(options)), state_(std::move(state)) {}
 
-Hub::~Hub() { (void)flush(); }
+Hub::~Hub() {
+  (void)flush();
+}
 
 Status Hub::flush() {
   std::lock_guard lock(mu_);
@@ -291,7 +318,8 @@ Reply Hub::route(const Call& call, const std::vector<std::string>& segs, const s
       return r;
     }
     if (!who) return unauthorized();
-    if (segs.size() == 3 && segs[1] == "changes" && segs[2] == "maxchangeid" && m == "GET") return max_change_id();
+    if (segs.size() == 3 && segs[1] == "changes" && segs[2] == "maxchangeid" && m == "GET")
+      return max_change_id();
     if (segs.size() >= 3 && segs[1] == "orgs")
       return route_org(call, std::vector<std::string>(segs.begin() + 2, segs.end()), *who);
     return unrecognized();
@@ -577,7 +605,8 @@ Status apply_node_field(const cJSON* body, const char* key, Node* n) {
   if (k == "userInput") return json_field(&n->user_input, true, "[]");
   if (k == "softwareVersions") return json_field(&n->software_versions, false, "{}");
   if (k == "heartbeatIntervals")
-    return json_field(&n->heartbeat_intervals, false, R"({"minInterval":0,"maxInterval":0,"intervalAdjustment":0})");
+    return json_field(&n->heartbeat_intervals, false,
+                      R"({"minInterval":0,"maxInterval":0,"intervalAdjustment":0})");
   if (k == "isNamespaceScoped") {
     auto b = json::opt_bool(body, key, false);
     if (!b) return std::unexpected(b.error());
@@ -594,9 +623,18 @@ Status apply_node_field(const cJSON* body, const char* key, Node* n) {
 }
 
 // PATCH applies the first attribute present, in this order (exchange-api.md §3.2: one per PATCH).
-constexpr const char* kNodeAttributes[] = {"token",          "name",      "nodeType",           "pattern",
-                                           "registeredServices", "userInput", "msgEndPoint",   "softwareVersions",
-                                           "publicKey",      "arch",      "heartbeatIntervals", "clusterNamespace",
+constexpr const char* kNodeAttributes[] = {"token",
+                                           "name",
+                                           "nodeType",
+                                           "pattern",
+                                           "registeredServices",
+                                           "userInput",
+                                           "msgEndPoint",
+                                           "softwareVersions",
+                                           "publicKey",
+                                           "arch",
+                                           "heartbeatIntervals",
+                                           "clusterNamespace",
                                            "isNamespaceScoped"};
 
 }  // namespace
@@ -688,7 +726,8 @@ Reply Hub::put_node(const Call& call, const std::string& org, const std::string&
   return r;
 }
 
-Reply Hub::patch_node(const Call& call, const std::string& org, const std::string& node, const Identity& who) {
+Reply Hub::patch_node(const Call& call, const std::string& org, const std::string& node,
+                      const Identity& who) {
   std::string target = "node=" + org + "/" + node;
   if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
   if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
@@ -708,7 +747,8 @@ Reply Hub::patch_node(const Call& call, const std::string& org, const std::strin
     patched.last_updated = now_;
     *n = patched;
     add_change(org, "node", node, "modified", "node");
-    Reply r = api(201, "ok", "attribute '" + std::string(key) + "' of node '" + org + "/" + node + "' updated");
+    Reply r =
+        api(201, "ok", "attribute '" + std::string(key) + "' of node '" + org + "/" + node + "' updated");
     r.write = true;
     return r;
   }
@@ -720,7 +760,8 @@ Reply Hub::delete_node(const std::string& org, const std::string& node, const Id
   if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
   if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
   auto o = state_.orgs.find(org);
-  if (o == state_.orgs.end() || !o->second.nodes.count(node)) return not_found("node '" + org + "/" + node + "' not found");
+  if (o == state_.orgs.end() || !o->second.nodes.count(node))
+    return not_found("node '" + org + "/" + node + "' not found");
   if (who.is_user() && !is_admin_of(who, org) && o->second.nodes[node].owner != who.full())
     return denied(who, "WRITE_ALL_NODES", target);
   std::string group = o->second.group_of(node);
@@ -743,9 +784,11 @@ Reply Hub::post_heartbeat(const std::string& org, const std::string& node, const
   if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
   if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
   auto o = state_.orgs.find(org);
-  if (o == state_.orgs.end() || !o->second.nodes.count(node)) return not_found("node '" + org + "/" + node + "' not found");
+  if (o == state_.orgs.end() || !o->second.nodes.count(node))
+    return not_found("node '" + org + "/" + node + "' not found");
   Node& n = o->second.nodes[node];
-  if (who.is_user() && !is_admin_of(who, org) && n.owner != who.full()) return denied(who, "WRITE_ALL_NODES", target);
+  if (who.is_user() && !is_admin_of(who, org) && n.owner != who.full())
+    return denied(who, "WRITE_ALL_NODES", target);
   n.last_heartbeat = now_;
   heartbeat_dirty_ = true;
   Reply r = api(201, "ok", "node updated");
@@ -758,7 +801,7 @@ Reply Hub::post_heartbeat(const std::string& org, const std::string& node, const
 namespace {
 
 struct GroupView {
-  bool all_members;   // org admin, root, or a member node (protocol.md §3: same result from any member)
+  bool all_members;  // org admin, root, or a member node (protocol.md §3: same result from any member)
   bool show_admin_description;
 };
 
@@ -787,7 +830,8 @@ Reply Hub::get_groups(const std::string& org, const Identity& who) {
       if (!g.settings.empty()) json::set(one.get(), "agentUpgradeSettings", raw_json(g.settings));
       auto entries = json::object();
       for (const auto& id : visible)
-        if (auto e = g.entries.find(id); e != g.entries.end()) json::set(entries.get(), id.c_str(), raw_json(e->second));
+        if (auto e = g.entries.find(id); e != g.entries.end())
+          json::set(entries.get(), id.c_str(), raw_json(e->second));
       json::set(one.get(), "agentUpgrade", std::move(entries));
     }
     json::append(list.get(), std::move(one));
@@ -813,7 +857,8 @@ Reply Hub::get_group(const Call& call, const std::string& org, const std::string
   std::vector<std::string> visible;
   for (const auto& id : g->members) {
     auto n = o->second.nodes.find(id);
-    if (admin || who.is_node() || (n != o->second.nodes.end() && n->second.owner == who.full())) visible.push_back(id);
+    if (admin || who.is_node() || (n != o->second.nodes.end() && n->second.owner == who.full()))
+      visible.push_back(id);
   }
   bool etag = options_.mode == Mode::full;
   Reply r;
@@ -835,7 +880,8 @@ Reply Hub::get_group(const Call& call, const std::string& org, const std::string
     if (!g->settings.empty()) json::set(one.get(), "agentUpgradeSettings", raw_json(g->settings));
     auto entries = json::object();
     for (const auto& id : visible)
-      if (auto e = g->entries.find(id); e != g->entries.end()) json::set(entries.get(), id.c_str(), raw_json(e->second));
+      if (auto e = g->entries.find(id); e != g->entries.end())
+        json::set(entries.get(), id.c_str(), raw_json(e->second));
     json::set(one.get(), "agentUpgrade", std::move(entries));
   }
   auto list = json::array();
@@ -847,8 +893,10 @@ Reply Hub::get_group(const Call& call, const std::string& org, const std::string
   return r;
 }
 
-Reply Hub::post_group(const Call& call, const std::string& org, const std::string& name, const Identity& who) {
-  if (who.is_node() || (!who.is_root() && who.org != org)) return denied(who, "WRITE_ALL_NODES", "node=" + org + "/" + name);
+Reply Hub::post_group(const Call& call, const std::string& org, const std::string& name,
+                      const Identity& who) {
+  if (who.is_node() || (!who.is_root() && who.org != org))
+    return denied(who, "WRITE_ALL_NODES", "node=" + org + "/" + name);
   auto o = state_.orgs.find(org);
   if (o == state_.orgs.end()) return not_found("org '" + org + "' not found");
   auto body = parse_body(call, true);
@@ -886,7 +934,8 @@ Reply Hub::post_group(const Call& call, const std::string& org, const std::strin
 }
 
 Reply Hub::put_group(const Call& call, const std::string& org, const std::string& name, const Identity& who) {
-  if (who.is_node() || (!who.is_root() && who.org != org)) return denied(who, "WRITE_MY_NODES", "node=" + org + "/#");
+  if (who.is_node() || (!who.is_root() && who.org != org))
+    return denied(who, "WRITE_MY_NODES", "node=" + org + "/#");
   auto body = parse_body(call, false);
   if (!body) return bad_input(body.error().message);
   auto description = json::opt_string(body->get(), "description");
@@ -906,7 +955,8 @@ Reply Hub::put_group(const Call& call, const std::string& org, const std::string
   for (const auto& id : touched) {
     auto n = o->second.nodes.find(id);
     bool listed = std::find(ids.begin(), ids.end(), id) != ids.end();
-    if ((listed && n == o->second.nodes.end()) || (!admin && n != o->second.nodes.end() && n->second.owner != who.full()))
+    if ((listed && n == o->second.nodes.end()) ||
+        (!admin && n != o->second.nodes.end() && n->second.owner != who.full()))
       return denied(who, "WRITE_ALL_NODES", "");
   }
   bool force = call.params.count("force") && call.params.at("force") == "true";
@@ -922,13 +972,15 @@ Reply Hub::put_group(const Call& call, const std::string& org, const std::string
   for (const auto& id : touched) add_change(org, "node", id, "modified", "node");
   add_change(org, "ha_group", name, "modified", "ha_group");
   group_changed(org, name, &g, who, "members", "");
-  Reply r = api(201, "ok", "high availability node group '" + name + "' in org '" + org + "' updated successfully");
+  Reply r =
+      api(201, "ok", "high availability node group '" + name + "' in org '" + org + "' updated successfully");
   r.write = true;
   return r;
 }
 
 Reply Hub::delete_group(const std::string& org, const std::string& name, const Identity& who) {
-  if (who.is_node() || (!who.is_root() && who.org != org)) return denied(who, "WRITE_ALL_NODES", "node=" + org + "/" + name);
+  if (who.is_node() || (!who.is_root() && who.org != org))
+    return denied(who, "WRITE_ALL_NODES", "node=" + org + "/" + name);
   auto o = state_.orgs.find(org);
   if (o == state_.orgs.end() || !o->second.groups.count(name))
     return not_found("high availability node group '" + org + "/" + name + "' not found");
@@ -938,7 +990,8 @@ Reply Hub::delete_group(const std::string& org, const std::string& name, const I
   if (!admin)
     for (const auto& id : g.members) {
       auto n = o->second.nodes.find(id);
-      if (n != o->second.nodes.end() && n->second.owner != who.full()) return denied(who, "WRITE_ALL_NODES", "");
+      if (n != o->second.nodes.end() && n->second.owner != who.full())
+        return denied(who, "WRITE_ALL_NODES", "");
     }
   std::vector<std::string> members = g.members;
   o->second.groups.erase(name);
@@ -950,8 +1003,8 @@ Reply Hub::delete_group(const std::string& org, const std::string& name, const I
   return r;
 }
 
-Reply Hub::post_member(const Call& call, const std::string& org, const std::string& name, const std::string& node,
-                       const Identity& who) {
+Reply Hub::post_member(const Call& call, const std::string& org, const std::string& name,
+                       const std::string& node, const Identity& who) {
   std::string target = "node=" + org + "/" + node;
   // A node adding itself fails in the real Exchange (exchange-api.md §2.3); here: 403.
   if (who.is_node() || (!who.is_root() && who.org != org)) return denied(who, "WRITE_ALL_NODES", target);
@@ -970,8 +1023,9 @@ Reply Hub::post_member(const Call& call, const std::string& org, const std::stri
       if (m != o->second.nodes.end() && m->second.owner != who.full()) owns_all = false;
     }
     if (!owns_all)
-      return forbidden("you do not have permission to edit this high availability node group (you do not own all "
-                       "nodes assigned to this group)");
+      return forbidden(
+          "you do not have permission to edit this high availability node group (you do not own all "
+          "nodes assigned to this group)");
   }
   bool force = call.params.count("force") && call.params.at("force") == "true";
   std::string in = o->second.group_of(node);
@@ -1002,7 +1056,8 @@ Reply Hub::delete_member(const std::string& org, const std::string& name, const 
   auto o = state_.orgs.find(org);
   if (o != state_.orgs.end() && who.is_user() && !is_admin_of(who, org)) {
     auto n = o->second.nodes.find(node);
-    if (n != o->second.nodes.end() && n->second.owner != who.full()) return denied(who, "WRITE_ALL_NODES", target);
+    if (n != o->second.nodes.end() && n->second.owner != who.full())
+      return denied(who, "WRITE_ALL_NODES", target);
   }
   if (o == state_.orgs.end() || !o->second.groups.count(name) || !o->second.groups[name].has_member(node))
     return not_found("high availability node group member '" + org + "/" + name + "/" + node + "' not found");
@@ -1045,8 +1100,8 @@ Reply with_etag(Reply r, std::int64_t revision) {
 
 }  // namespace
 
-Reply Hub::put_entry(const Call& call, const std::string& org, const std::string& name, const std::string& node,
-                     const Identity& who) {
+Reply Hub::put_entry(const Call& call, const std::string& org, const std::string& name,
+                     const std::string& node, const Identity& who) {
   std::string target = "node=" + org + "/" + node;
   if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
   auto o = state_.orgs.find(org);
@@ -1061,7 +1116,8 @@ Reply Hub::put_entry(const Call& call, const std::string& org, const std::string
   if (who.is_user() && !is_admin_of(who, org)) {
     for (const auto& id : g.members) {
       auto n = o->second.nodes.find(id);
-      if (n == o->second.nodes.end() || n->second.owner != who.full()) return denied(who, "WRITE_ALL_NODES", target);
+      if (n == o->second.nodes.end() || n->second.owner != who.full())
+        return denied(who, "WRITE_ALL_NODES", target);
     }
   }
   if (!g.has_member(node))
@@ -1073,13 +1129,13 @@ Reply Hub::put_entry(const Call& call, const std::string& org, const std::string
   g.entries[node] = json::print(body->get());  // as sent: unknown fields are preserved
   group_changed(org, name, &g, who, "write_entry", node);
   return with_etag(api(201, "ok",
-                       "agentUpgrade entry of node '" + org + "/" + node + "' in high availability node group '" +
-                           org + "/" + name + "' updated"),
+                       "agentUpgrade entry of node '" + org + "/" + node +
+                           "' in high availability node group '" + org + "/" + name + "' updated"),
                    g.revision);
 }
 
-Reply Hub::delete_entry(const Call& call, const std::string& org, const std::string& name, const std::string& node,
-                        const Identity& who) {
+Reply Hub::delete_entry(const Call& call, const std::string& org, const std::string& name,
+                        const std::string& node, const Identity& who) {
   std::string target = "node=" + org + "/" + node;
   if (who.is_node() || (!who.is_root() && who.org != org)) return denied(who, "WRITE_ALL_NODES", target);
   auto o = state_.orgs.find(org);
@@ -1089,19 +1145,21 @@ Reply Hub::delete_entry(const Call& call, const std::string& org, const std::str
   if (!is_admin_of(who, org)) {
     for (const auto& id : g.members) {
       auto n = o->second.nodes.find(id);
-      if (n == o->second.nodes.end() || n->second.owner != who.full()) return denied(who, "WRITE_ALL_NODES", target);
+      if (n == o->second.nodes.end() || n->second.owner != who.full())
+        return denied(who, "WRITE_ALL_NODES", target);
     }
   }
   if (auto r = check_if_match(call, org, name, g)) return *r;
   if (!g.entries.count(node))
-    return not_found("agentUpgrade entry of node '" + org + "/" + node + "' in high availability node group '" +
-                     org + "/" + name + "' not found");
+    return not_found("agentUpgrade entry of node '" + org + "/" + node +
+                     "' in high availability node group '" + org + "/" + name + "' not found");
   g.entries.erase(node);
   group_changed(org, name, &g, who, "delete_entry", node);
   return with_etag(api(204, "ok", ""), g.revision);
 }
 
-Reply Hub::put_settings(const Call& call, const std::string& org, const std::string& name, const Identity& who) {
+Reply Hub::put_settings(const Call& call, const std::string& org, const std::string& name,
+                        const Identity& who) {
   if (!is_admin_of(who, org)) return denied(who, "WRITE_ALL_NODES", "node=" + org + "/#");
   auto o = state_.orgs.find(org);
   if (o == state_.orgs.end() || !o->second.groups.count(name))
@@ -1113,9 +1171,10 @@ Reply Hub::put_settings(const Call& call, const std::string& org, const std::str
   if (auto s = parse_settings(body->get()); !s) return bad_input(s.error().message);
   g.settings = json::print(body->get());
   group_changed(org, name, &g, who, "settings", "");
-  return with_etag(api(201, "ok",
-                       "agentUpgradeSettings of high availability node group '" + org + "/" + name + "' updated"),
-                   g.revision);
+  return with_etag(
+      api(201, "ok",
+          "agentUpgradeSettings of high availability node group '" + org + "/" + name + "' updated"),
+      g.revision);
 }
 
 // ---- management policies and status (exchange-api.md §4) ----------------------------------
@@ -1138,10 +1197,12 @@ Reply Hub::get_policies(const std::string& org, const std::string& name, const I
   return json_reply(200, body.get());
 }
 
-Reply Hub::write_policy(const Call& call, const std::string& org, const std::string& name, const Identity& who) {
+Reply Hub::write_policy(const Call& call, const std::string& org, const std::string& name,
+                        const Identity& who) {
   std::string full = org + "/" + name;
   bool create = call.method == "POST";
-  if (who.is_node() || (!who.is_root() && who.org != org)) return denied(who, "WRITE_MANAGEMENT_POLICY", "mgmtpolicy=" + full);
+  if (who.is_node() || (!who.is_root() && who.org != org))
+    return denied(who, "WRITE_MANAGEMENT_POLICY", "mgmtpolicy=" + full);
   auto o = state_.orgs.find(org);
   if (o == state_.orgs.end()) return not_found("org '" + org + "' not found");
   auto existing = o->second.policies.find(name);
@@ -1173,9 +1234,11 @@ Reply Hub::write_policy(const Call& call, const std::string& org, const std::str
   if (!constraints->empty() && !patterns->empty())
     return bad_input("you can not specify both constraints and patterns");
   const cJSON* props = cJSON_GetObjectItemCaseSensitive(b, "properties");
-  if (props && !cJSON_IsNull(props) && !cJSON_IsArray(props)) return bad_input("field 'properties' must be an array");
+  if (props && !cJSON_IsNull(props) && !cJSON_IsArray(props))
+    return bad_input("field 'properties' must be an array");
   const cJSON* aup = cJSON_GetObjectItemCaseSensitive(b, "agentUpgradePolicy");
-  if (aup && !cJSON_IsNull(aup) && !cJSON_IsObject(aup)) return bad_input("field 'agentUpgradePolicy' must be an object");
+  if (aup && !cJSON_IsNull(aup) && !cJSON_IsObject(aup))
+    return bad_input("field 'agentUpgradePolicy' must be an object");
   auto manifest = json::opt_string(aup, "manifest");
   auto downgrade = json::opt_bool(aup, "allowDowngrade", false);
   if (!manifest) return bad_input(manifest.error().message);
@@ -1206,7 +1269,8 @@ Reply Hub::write_policy(const Call& call, const std::string& org, const std::str
 
 Reply Hub::delete_policy(const std::string& org, const std::string& name, const Identity& who) {
   std::string full = org + "/" + name;
-  if (who.is_node() || (!who.is_root() && who.org != org)) return denied(who, "WRITE_MANAGEMENT_POLICY", "mgmtpolicy=" + full);
+  if (who.is_node() || (!who.is_root() && who.org != org))
+    return denied(who, "WRITE_MANAGEMENT_POLICY", "mgmtpolicy=" + full);
   auto o = state_.orgs.find(org);
   if (o == state_.orgs.end() || !o->second.policies.count(name))
     return not_found("management policy '" + full + "' not found");
@@ -1222,7 +1286,8 @@ Reply Hub::delete_policy(const std::string& org, const std::string& name, const 
   return r;
 }
 
-Reply Hub::get_status(const std::string& org, const std::string& node, const std::string& nmp, const Identity& who) {
+Reply Hub::get_status(const std::string& org, const std::string& node, const std::string& nmp,
+                      const Identity& who) {
   std::string target = "node=" + org + "/" + node;
   if (!who.is_root() && who.org != org) return denied(who, "READ_OTHER_ORGS", target);
   if (who.is_node() && who.id != node) return denied(who, "READ_ALL_NODES", target);
@@ -1230,7 +1295,8 @@ Reply Hub::get_status(const std::string& org, const std::string& node, const std
   const Node* n = nullptr;
   if (o != state_.orgs.end())
     if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
-  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full()) return denied(who, "READ_ALL_NODES", target);
+  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
+    return denied(who, "READ_ALL_NODES", target);
   auto map = json::object();
   int count = 0;
   if (n) {
@@ -1249,15 +1315,17 @@ Reply Hub::get_status(const std::string& org, const std::string& node, const std
   return json_reply(200, body.get());
 }
 
-Reply Hub::put_status(const Call& call, const std::string& org, const std::string& node, const std::string& nmp,
-                      const Identity& who) {
+Reply Hub::put_status(const Call& call, const std::string& org, const std::string& node,
+                      const std::string& nmp, const Identity& who) {
   std::string target = "node=" + org + "/" + node;
   if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
   if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
   auto o = state_.orgs.find(org);
-  if (o == state_.orgs.end() || !o->second.nodes.count(node)) return not_found("node '" + org + "/" + node + "' not found");
+  if (o == state_.orgs.end() || !o->second.nodes.count(node))
+    return not_found("node '" + org + "/" + node + "' not found");
   Node& n = o->second.nodes[node];
-  if (who.is_user() && !is_admin_of(who, org) && n.owner != who.full()) return denied(who, "WRITE_ALL_NODES", target);
+  if (who.is_user() && !is_admin_of(who, org) && n.owner != who.full())
+    return denied(who, "WRITE_ALL_NODES", target);
   auto body = parse_body(call, false);
   if (!body) return bad_input(body.error().message);
   auto st = json::get_object(body->get(), "agentUpgradePolicyStatus");
@@ -1273,7 +1341,8 @@ Reply Hub::put_status(const Call& call, const std::string& org, const std::strin
     json::set(s.get(), f, *v);
   }
   const cJSON* uv = cJSON_GetObjectItemCaseSensitive(*st, "upgradedVersions");
-  if (uv && !cJSON_IsNull(uv) && !cJSON_IsObject(uv)) return bad_input("field 'upgradedVersions' must be an object");
+  if (uv && !cJSON_IsNull(uv) && !cJSON_IsObject(uv))
+    return bad_input("field 'upgradedVersions' must be an object");
   auto versions = json::object();
   for (const char* f : {"softwareVersion", "certVersion", "configVersion"}) {
     auto v = json::opt_string(uv, f);
@@ -1288,8 +1357,9 @@ Reply Hub::put_status(const Call& call, const std::string& org, const std::strin
   bool existed = n.mgmt_status.count(nmp) > 0;
   n.mgmt_status[nmp] = json::print(s.get());
   add_change(org, "nodemgmtpolstatus", node, existed ? "modified" : "created", "node");
-  Reply r = api(201, "ok", "status added or updated for management policy '" + org + "/" + nmp + "' for node '" + org +
-                               "/" + node + "'.");
+  Reply r = api(201, "ok",
+                "status added or updated for management policy '" + org + "/" + nmp + "' for node '" + org +
+                    "/" + node + "'.");
   r.write = true;
   return r;
 }
@@ -1303,7 +1373,8 @@ Reply Hub::delete_status(const std::string& org, const std::string& node, const 
   Node* n = nullptr;
   if (o != state_.orgs.end())
     if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
-  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full()) return denied(who, "WRITE_ALL_NODES", target);
+  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
+    return denied(who, "WRITE_ALL_NODES", target);
   if (!n || !n->mgmt_status.count(nmp))
     return not_found("status of management policy '" + org + "/" + nmp + "' for node '" + org + "/" + node +
                      "' not found");
@@ -1375,8 +1446,9 @@ Reply Hub::post_changes(const Call& call, const std::string& org, const Identity
   if (!last_updated->empty()) {
     Wall t;
     if (!parse_time(*last_updated, &t))
-      return bad_input("error parsing timestamp '" + *last_updated +
-                       "'. The proper format is uuuu-MM-dd'T'HH:mm:ss.SSS  (Ex: '2020-02-05T20:28:14.469Z[UTC]')");
+      return bad_input(
+          "error parsing timestamp '" + *last_updated +
+          "'. The proper format is uuuu-MM-dd'T'HH:mm:ss.SSS  (Ex: '2020-02-05T20:28:14.469Z[UTC]')");
     after_us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count() -
                kLastUpdatedSlackUs;
   }
@@ -1455,7 +1527,8 @@ Reply Hub::route_css(const Call& call, const std::vector<std::string>& s, const 
   const std::string& id = s[2];
   std::string key = org + "/" + type + "/" + id;
   if (call.method == "PUT" && data) {
-    if (!(who.is_root() || (who.is_user() && who.org == org))) return denied(who, "WRITE_CSS_OBJECTS", "object=" + key);
+    if (!(who.is_root() || (who.is_user() && who.org == org)))
+      return denied(who, "WRITE_CSS_OBJECTS", "object=" + key);
     std::string dir = options_.state_path + ".css";
     ::mkdir(dir.c_str(), 0700);
     std::string file = sha256_hex(key);
@@ -1469,7 +1542,8 @@ Reply Hub::route_css(const Call& call, const std::vector<std::string>& s, const 
   }
   if (call.method != "GET") return unrecognized();
   bool shared_agent_files = org == "IBM" && type.rfind("agent_", 0) == 0;  // AX CSSSHAREDORG
-  if (!(who.is_root() || who.org == org || shared_agent_files)) return denied(who, "READ_CSS_OBJECTS", "object=" + key);
+  if (!(who.is_root() || who.org == org || shared_agent_files))
+    return denied(who, "READ_CSS_OBJECTS", "object=" + key);
   auto it = state_.css.find(key);
   if (it == state_.css.end()) return not_found("object '" + key + "' not found");
   if (!data) {

@@ -36,9 +36,9 @@ struct HubOptions {
 };
 
 struct Call {
-  std::string method;  // GET, PUT, POST, PATCH, DELETE (HEAD is answered as GET)
-  std::string path;    // decoded, e.g. /v1/orgs/o/nodes/n
-  std::map<std::string, std::string> params;  // query parameters
+  std::string method;                          // GET, PUT, POST, PATCH, DELETE (HEAD is answered as GET)
+  std::string path;                            // decoded, e.g. /v1/orgs/o/nodes/n
+  std::map<std::string, std::string> params;   // query parameters
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
 
@@ -113,21 +113,22 @@ class Hub {
   Reply post_group(const Call& call, const std::string& org, const std::string& name, const Identity& who);
   Reply put_group(const Call& call, const std::string& org, const std::string& name, const Identity& who);
   Reply delete_group(const std::string& org, const std::string& name, const Identity& who);
-  Reply post_member(const Call& call, const std::string& org, const std::string& name, const std::string& node,
-                    const Identity& who);
+  Reply post_member(const Call& call, const std::string& org, const std::string& name,
+                    const std::string& node, const Identity& who);
   Reply delete_member(const std::string& org, const std::string& name, const std::string& node,
                       const Identity& who);
   Reply put_entry(const Call& call, const std::string& org, const std::string& name, const std::string& node,
                   const Identity& who);
-  Reply delete_entry(const Call& call, const std::string& org, const std::string& name, const std::string& node,
-                     const Identity& who);
+  Reply delete_entry(const Call& call, const std::string& org, const std::string& name,
+                     const std::string& node, const Identity& who);
   Reply put_settings(const Call& call, const std::string& org, const std::string& name, const Identity& who);
 
   // Management policies and status (exchange-api.md §4), AgentFileVersion (§5.3).
   Reply get_policies(const std::string& org, const std::string& name, const Identity& who);
   Reply write_policy(const Call& call, const std::string& org, const std::string& name, const Identity& who);
   Reply delete_policy(const std::string& org, const std::string& name, const Identity& who);
-  Reply get_status(const std::string& org, const std::string& node, const std::string& nmp, const Identity& who);
+  Reply get_status(const std::string& org, const std::string& node, const std::string& nmp,
+                   const Identity& who);
   Reply put_status(const Call& call, const std::string& org, const std::string& node, const std::string& nmp,
                    const Identity& who);
   Reply delete_status(const std::string& org, const std::string& node, const std::string& nmp,
@@ -154,10 +155,10 @@ class Hub {
   HubOptions options_;
   std::mutex mu_;
   HubState state_;
-  std::string now_;         // wall time of the request being handled
+  std::string now_;  // wall time of the request being handled
   std::int64_t now_us_ = 0;
-  bool dirty_ = false;            // save before answering
-  bool heartbeat_dirty_ = false;  // only lastHeartbeat changed: saved with the next write or flush()
+  bool dirty_ = false;                    // save before answering
+  bool heartbeat_dirty_ = false;          // only lastHeartbeat changed: saved with the next write or flush()
   std::vector<std::string> pending_log_;  // write-log lines of this request, appended after the save
 };
 

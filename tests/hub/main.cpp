@@ -37,8 +37,8 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    static const std::string kKnown[] = {"--port", "--bind", "--state", "--log",
-                                         "--root-password", "--exchange-version", "--mode"};
+    static const std::string kKnown[] = {
+        "--port", "--bind", "--state", "--log", "--root-password", "--exchange-version", "--mode"};
     std::string name = arg.substr(0, arg.find('='));
     if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown))
       return usage_error("unknown option " + arg);
@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
     if (arg == "--port") {
       char* end = nullptr;
       long p = std::strtol(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || p < 0 || p > 65535) return usage_error("bad --port '" + value + "'");
+      if (value.empty() || *end != '\0' || p < 0 || p > 65535)
+        return usage_error("bad --port '" + value + "'");
       port = static_cast<int>(p);
     } else if (arg == "--bind") {
       bind = value;
@@ -97,7 +98,8 @@ int main(int argc, char** argv) {
 
   std::thread serving([&server] { server.run(); });
   // stop() does nothing until the accept loop runs; a signal meanwhile stays pending.
-  for (int i = 0; i < 5000 && !server.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 5000 && !server.is_running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   int sig = 0;
   sigwait(&stop_signals, &sig);
   server.stop();

@@ -106,7 +106,9 @@ Server::Server(Hub& hub) : hub_(hub), rng_(std::random_device{}()) {
   http_.Delete(".*", handler);
 }
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+}
 
 Result<int> Server::bind(const std::string& host, int port) {
   if (port == 0) {
@@ -114,15 +116,22 @@ Result<int> Server::bind(const std::string& host, int port) {
     if (p <= 0) return fail(Errc::io, "cannot bind " + host + ":0");
     return p;
   }
-  if (!http_.bind_to_port(host, port)) return fail(Errc::io, "cannot bind " + host + ":" + std::to_string(port));
+  if (!http_.bind_to_port(host, port))
+    return fail(Errc::io, "cannot bind " + host + ":" + std::to_string(port));
   return port;
 }
 
-void Server::run() { http_.listen_after_bind(); }
+void Server::run() {
+  http_.listen_after_bind();
+}
 
-void Server::stop() { http_.stop(); }
+void Server::stop() {
+  http_.stop();
+}
 
-bool Server::is_running() const { return http_.is_running(); }
+bool Server::is_running() const {
+  return http_.is_running();
+}
 
 Faults Server::faults() const {
   std::lock_guard lock(mu_);
@@ -159,7 +168,8 @@ Reply Server::standin(const Call& call) {
   auto who = hub_.authenticate(call.header("authorization"));
   if (!who) return api(401, "invalid-credentials", "invalid.credentials");
   if (!who->is_root())
-    return api(403, "access-denied", "Access denied: '" + who->full() + "' does not have authorization: STANDIN_FAULTS");
+    return api(403, "access-denied",
+               "Access denied: '" + who->full() + "' does not have authorization: STANDIN_FAULTS");
   if (call.path == "/v1/standin/faults" && call.method == "GET") {
     Reply r;
     r.body = json::print(faults_to_json(faults()).get());
@@ -197,7 +207,8 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
   for (const auto& [k, v] : req.params) call.params.emplace(k, v);
   for (const auto& [k, v] : req.headers) {
     std::string lower = k;
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
     call.headers.emplace(lower, v);
   }
   call.body = req.body;

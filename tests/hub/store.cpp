@@ -63,13 +63,17 @@ std::string text_of(const cJSON* o, const char* key, const std::string& fallback
   if (!v || cJSON_IsNull(v)) return fallback;
   return json::print(v);
 }
-void set_raw(cJSON* o, const char* key, const std::string& text) { json::set(o, key, raw_json(text)); }
+void set_raw(cJSON* o, const char* key, const std::string& text) {
+  json::set(o, key, raw_json(text));
+}
 
 template <class F>
 void each(const cJSON* o, const char* key, F f) {
   const cJSON* m = cJSON_GetObjectItemCaseSensitive(o, key);
   const cJSON* item = nullptr;
-  cJSON_ArrayForEach(item, m) { f(item); }
+  cJSON_ArrayForEach(item, m) {
+    f(item);
+  }
 }
 
 json::Ptr node_to_state(const Node& n) {

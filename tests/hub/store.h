@@ -48,9 +48,9 @@ struct Group {
   std::string description;
   bool admin = false;
   std::string last_updated;
-  std::vector<std::string> members;  // bare node ids, insertion order, no duplicates
-  std::int64_t revision = 0;         // protocol.md §3, from the hub-wide counter
-  std::string settings;              // agentUpgradeSettings JSON text; "" when never set
+  std::vector<std::string> members;            // bare node ids, insertion order, no duplicates
+  std::int64_t revision = 0;                   // protocol.md §3, from the hub-wide counter
+  std::string settings;                        // agentUpgradeSettings JSON text; "" when never set
   std::map<std::string, std::string> entries;  // agentUpgrade: node id -> entry JSON text as sent
 
   bool has_member(const std::string& node) const;
@@ -90,11 +90,11 @@ struct CssObject {
 
 struct HubState {
   std::map<std::string, Org> orgs;
-  std::int64_t revision_counter = 0;  // hub-wide, so a group revision never repeats
-  std::int64_t change_counter = 0;    // the changes sequence (maxchangeid)
-  std::int64_t log_seq = 0;           // last write-log line number
-  std::string agent_file_version;     // JSON text of GET /orgs/IBM/AgentFileVersion; "" when never PUT
-  std::deque<ChangeRow> changes;      // oldest first
+  std::int64_t revision_counter = 0;     // hub-wide, so a group revision never repeats
+  std::int64_t change_counter = 0;       // the changes sequence (maxchangeid)
+  std::int64_t log_seq = 0;              // last write-log line number
+  std::string agent_file_version;        // JSON text of GET /orgs/IBM/AgentFileVersion; "" when never PUT
+  std::deque<ChangeRow> changes;         // oldest first
   std::map<std::string, CssObject> css;  // "org/type/id"
 };
 

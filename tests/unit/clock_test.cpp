@@ -1,6 +1,6 @@
-#include <doctest/doctest.h>
-
 #include "agentd/clock.h"
+
+#include <doctest/doctest.h>
 
 using namespace agentd;
 
@@ -24,8 +24,9 @@ TEST_SUITE("clock") {
 
   TEST_CASE("rejects malformed times") {
     Wall w;
-    for (const char* s : {"", "2026-11-25", "2026-11-25T20:00:01", "2026-11-25T20:00:01.Z",
-                          "2026-13-25T20:00:01Z", "2026-11-25T20:00:01+01:00", "2026-11-25T20:00:01.1234567890Z"}) {
+    for (const char* s :
+         {"", "2026-11-25", "2026-11-25T20:00:01", "2026-11-25T20:00:01.Z", "2026-13-25T20:00:01Z",
+          "2026-11-25T20:00:01+01:00", "2026-11-25T20:00:01.1234567890Z"}) {
       CAPTURE(s);
       CHECK_FALSE(parse_time(s, &w));
     }

@@ -1,7 +1,7 @@
 // protocol.md §4, rule by rule, with a fake clock.
-#include <doctest/doctest.h>
-
 #include "agentd/coordinator.h"
+
+#include <doctest/doctest.h>
 
 using namespace agentd;
 using namespace std::chrono_literals;
@@ -61,7 +61,9 @@ struct Member {
     local.last_write = clock.mono();
     return c.decide(d, local, clock.mono(), clock.wall(), "new-id");
   }
-  Action decide_as_is(const GroupDocument& d) { return c.decide(d, local, clock.mono(), clock.wall(), "new-id"); }
+  Action decide_as_is(const GroupDocument& d) {
+    return c.decide(d, local, clock.mono(), clock.wall(), "new-id");
+  }
   // Peers refresh lastSeen every heartbeat; we observe each time.
   void run_for(GroupDocument& d, Mono total, const std::vector<std::string>& alive) {
     for (Mono t{0}; t < total; t += kTiming.heartbeat) {

@@ -1,7 +1,7 @@
 // The group document with its coordination extension (protocol.md §2, §3).
-#include <doctest/doctest.h>
-
 #include "agentd/group.h"
+
+#include <doctest/doctest.h>
 
 using namespace agentd;
 
@@ -74,7 +74,8 @@ TEST_SUITE("group") {
         {R"({"nodeGroups":{}})", "nodeGroups"},
         {R"({"nodeGroups":[{"members":["a"]}]})", "name"},
         {R"({"nodeGroups":[{"name":"g","members":[1]}]})", "members"},
-        {R"({"nodeGroups":[{"name":"g","agentUpgrade":{"a":{"state":"dancing"}}}]})", "unknown agentUpgrade state"},
+        {R"({"nodeGroups":[{"name":"g","agentUpgrade":{"a":{"state":"dancing"}}}]})",
+         "unknown agentUpgrade state"},
         {R"({"nodeGroups":[{"name":"g","agentUpgrade":{"a":{"state":"idle","epoch":"7"}}}]})", "epoch"},
         {R"({"nodeGroups":[{"name":"g","agentUpgrade":{"a":{"state":"idle","epoch":-1}}}]})", "epoch"},
         {R"({"nodeGroups":[{"name":"g","agentUpgrade":{"a":{"state":"idle","epoch":1.5}}}]})", "epoch"},

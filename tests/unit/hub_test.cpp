@@ -1,6 +1,8 @@
 // The Exchange stand-in (tests/hub) over HTTP on 127.0.0.1, port 0: the wire
 // format of exchange-api.md, the coordination extension of protocol.md §3, the
 // state file, the faults and the write log.
+#include "hub/hub.h"
+
 #include <doctest/doctest.h>
 #include <httplib.h>
 
@@ -15,7 +17,6 @@
 #include "agentd/files.h"
 #include "agentd/group.h"
 #include "agentd/json.h"
-#include "hub/hub.h"
 #include "hub/server.h"
 #include "temp_dir.h"
 
@@ -68,7 +69,8 @@ class TestHub {
     port_ = *port;
     thread_ = std::thread([this] { server_->run(); });
     auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (!server_->is_running() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    while (!server_->is_running() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(1ms);
     REQUIRE(server_->is_running());
   }
 
@@ -85,8 +87,8 @@ class TestHub {
     start();
   }
 
-  Res call(const std::string& method, const std::string& path, const std::string& auth, const std::string& body = "",
-           httplib::Headers headers = {}) {
+  Res call(const std::string& method, const std::string& path, const std::string& auth,
+           const std::string& body = "", httplib::Headers headers = {}) {
     httplib::Client cli("127.0.0.1", port_);
     cli.set_connection_timeout(5, 0);
     cli.set_read_timeout(5, 0);
@@ -116,8 +118,11 @@ class TestHub {
   // Org o with an admin, two users, nodes n1..n3 owned by alice and b1 owned by bob.
   void seed() {
     REQUIRE(call("POST", "/v1/orgs/o", kRoot, R"({"label":"o","description":"test org"})").status == 201);
-    REQUIRE(call("POST", "/v1/orgs/o/users/admin", kRoot, R"({"password":"adminpw","admin":true})").status == 201);
-    REQUIRE(call("POST", "/v1/orgs/o/users/alice", kAdmin, R"({"password":"alicepw","admin":false})").status == 201);
+    REQUIRE(call("POST", "/v1/orgs/o/users/admin", kRoot, R"({"password":"adminpw","admin":true})").status ==
+            201);
+    REQUIRE(
+        call("POST", "/v1/orgs/o/users/alice", kAdmin, R"({"password":"alicepw","admin":false})").status ==
+        201);
     REQUIRE(call("POST", "/v1/orgs/o/users/bob", kAdmin, R"({"password":"bobpw"})").status == 201);
     for (int i = 1; i <= 3; ++i) {
       std::string id = "n" + std::to_string(i);
@@ -133,8 +138,8 @@ class TestHub {
     return call("GET", "/v1/orgs/o/hagroups/" + name, auth, "", std::move(headers));
   }
 
-  Res put_entry(const std::string& group, const std::string& node, const std::string& auth, std::int64_t revision,
-                const std::string& body) {
+  Res put_entry(const std::string& group, const std::string& node, const std::string& auth,
+                std::int64_t revision, const std::string& body) {
     return call("PUT", "/v1/orgs/o/hagroups/" + group + "/agentupgrade/" + node, auth, body,
                 {{"If-Match", "\"" + std::to_string(revision) + "\""}});
   }
@@ -202,7 +207,8 @@ std::vector<Seen> changes(TestHub& hub, const std::string& auth, std::int64_t si
     }
     // The Exchange repeats rows up to 2 s older than the one asked for (exchange-api.md
     // §6.2, contention mitigation); the tests look at what is new.
-    if (newest >= since) out.push_back({str(c, "orgId"), str(c, "resource"), str(c, "id"), str(c, "operation"), newest});
+    if (newest >= since)
+      out.push_back({str(c, "orgId"), str(c, "resource"), str(c, "id"), str(c, "operation"), newest});
   }
   return out;
 }
@@ -245,7 +251,8 @@ TEST_SUITE("hub") {
     hub.seed();
     Res self = hub.call("GET", "/v1/orgs/o/nodes/n1", kN1);
     REQUIRE(self.status == 200);
-    const cJSON* n = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(self.j(), "nodes"), "o/n1");
+    const cJSON* n =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(self.j(), "nodes"), "o/n1");
     REQUIRE(n);
     CHECK(str(n, "token") == "***************");
     CHECK(str(n, "owner") == "o/alice");
@@ -277,17 +284,20 @@ TEST_SUITE("hub") {
     CHECK(after.body.find(R"("lastHeartbeat":")") != std::string::npos);  // set by /changes
   }
 
-  TEST_CASE("groups: create, 409 when it exists or a member is taken, ?force=true moves, 403 without ownership") {
+  TEST_CASE(
+      "groups: create, 409 when it exists or a member is taken, ?force=true moves, 403 without ownership") {
     TestHub hub;
     hub.seed();
-    Res created = hub.call("POST", "/v1/orgs/o/hagroups/g1", kAlice, R"({"description":"d","members":["n1","n2"]})");
+    Res created =
+        hub.call("POST", "/v1/orgs/o/hagroups/g1", kAlice, R"({"description":"d","members":["n1","n2"]})");
     CHECK(created.status == 201);
     CHECK(created.body == R"({"code":"ok","msg":"high availability node group 'o/g1' created"})");
     CHECK(hub.call("POST", "/v1/orgs/o/hagroups/g1", kAlice, R"({"members":[]})").status == 409);
 
     Res taken = hub.call("POST", "/v1/orgs/o/hagroups/g2", kAlice, R"({"members":["n2","n3"]})");
     CHECK(taken.status == 409);
-    CHECK(str(taken.j(), "msg") == "some provided nodes already exist in other high availability node groups");
+    CHECK(str(taken.j(), "msg") ==
+          "some provided nodes already exist in other high availability node groups");
     CHECK(hub.group("g2", kAlice).status == 404);  // nothing created
 
     Res denied = hub.call("POST", "/v1/orgs/o/hagroups/g3", kAlice, R"({"members":["n3","b1"]})");
@@ -314,7 +324,8 @@ TEST_SUITE("hub") {
     // PUT replaces members; bob owns none of them.
     CHECK(hub.call("PUT", "/v1/orgs/o/hagroups/g2", kBob, R"({"members":["n3"]})").status == 403);
     CHECK(hub.call("PUT", "/v1/orgs/o/hagroups/g2", kAlice, R"({"members":["n1"]})").status == 409);
-    CHECK(hub.call("PUT", "/v1/orgs/o/hagroups/g2?force=true", kAlice, R"({"members":["n1"]})").status == 201);
+    CHECK(hub.call("PUT", "/v1/orgs/o/hagroups/g2?force=true", kAlice, R"({"members":["n1"]})").status ==
+          201);
     CHECK(members_of(hub.group("g1", kAlice)) == std::vector<std::string>{"n2"});
     CHECK(hub.call("DELETE", "/v1/orgs/o/hagroups/g2/nodes/n1", kAlice).status == 204);
     CHECK(hub.call("DELETE", "/v1/orgs/o/hagroups/g2/nodes/n1", kAlice).status == 404);
@@ -360,7 +371,8 @@ TEST_SUITE("hub") {
     Res r1 = hub.group("g", kN1);
     REQUIRE(r1.status == 200);
     CHECK(hub.group("g", kN1, {{"If-None-Match", r1.etag}}).status == 304);
-    REQUIRE(hub.put_entry("g", "n1", kN1, etag_of(r1), R"({"state":"idle","version":"1.0.0"})").status == 201);
+    REQUIRE(hub.put_entry("g", "n1", kN1, etag_of(r1), R"({"state":"idle","version":"1.0.0"})").status ==
+            201);
     CHECK(hub.call("GET", "/v1/standin/stats", kN1).status == 403);
     Res st = hub.call("GET", "/v1/standin/stats", kRoot);
     REQUIRE(st.status == 200);
@@ -385,8 +397,8 @@ TEST_SUITE("hub") {
 
     Res no_if = hub.call("PUT", "/v1/orgs/o/hagroups/g/agentupgrade/n1", kN1, entry);
     CHECK(no_if.status == 428);
-    CHECK(hub.put_entry("g", "n2", kN1, rev, entry).status == 403);  // not its own entry
-    CHECK(hub.put_entry("g", "n3", kN3, rev, entry).status == 403);  // not a member
+    CHECK(hub.put_entry("g", "n2", kN1, rev, entry).status == 403);   // not its own entry
+    CHECK(hub.put_entry("g", "n3", kN3, rev, entry).status == 403);   // not a member
     CHECK(hub.put_entry("g", "n1", kBob, rev, entry).status == 403);  // owns no member
     CHECK(hub.put_entry("g", "n1", kN1, rev, R"({"state":"dancing"})").status == 400);
     CHECK(hub.put_entry("g", "n1", kN1, rev, "{oops").status == 400);
@@ -413,7 +425,8 @@ TEST_SUITE("hub") {
     Res by_owner = hub.put_entry("g", "n2", kAlice, rev2, R"({"state":"idle"})");
     CHECK(by_owner.status == 201);
     std::int64_t rev3 = etag_of(by_owner);
-    Res forced = hub.put_entry("g", "n1", kAdmin, rev3, R"({"state":"idle","message":"force-release by admin"})");
+    Res forced =
+        hub.put_entry("g", "n1", kAdmin, rev3, R"({"state":"idle","message":"force-release by admin"})");
     CHECK(forced.status == 201);
     std::int64_t rev4 = etag_of(forced);
     CHECK(hub.call("PUT", "/v1/orgs/o/hagroups/g/agentupgrade", kAlice, R"({"maxConcurrent":2})",
@@ -594,14 +607,16 @@ TEST_SUITE("hub") {
     std::int64_t rev = etag_of(hub.group("g", kN1));
     REQUIRE(hub.set_faults(R"({"dropAfterCommit":1})").status == 201);
     CHECK(hub.group("g", kN1).status == 200);  // reads do not count
-    CHECK(hub.put_entry("g", "n1", kN1, rev + 100, "{\"state\":\"idle\"}").status == 412);  // rejected: not counted
+    CHECK(hub.put_entry("g", "n1", kN1, rev + 100, "{\"state\":\"idle\"}").status ==
+          412);  // rejected: not counted
 
     Res lost = hub.put_entry("g", "n1", kN1, rev, R"({"state":"idle","writeId":"w-1"})");
     CHECK(lost.status == -1);
     Res doc = hub.group("g", kN1);
     CHECK(etag_of(doc) > rev);
     CHECK(doc.body.find(R"("writeId":"w-1")") != std::string::npos);
-    CHECK(json::get_int(hub.call("GET", "/v1/standin/faults", kRoot).j(), "dropAfterCommit").value_or(-1) == 0);
+    CHECK(json::get_int(hub.call("GET", "/v1/standin/faults", kRoot).j(), "dropAfterCommit").value_or(-1) ==
+          0);
     CHECK(hub.put_entry("g", "n2", kN2, etag_of(doc), R"({"state":"idle"})").status == 201);
   }
 
@@ -638,8 +653,8 @@ TEST_SUITE("hub") {
     CHECK(json::get_int(lines[1].get(), "revision").value_or(0) == etag_of(w));
     CHECK(str(lines[1].get(), "actor") == "o/n1");
     CHECK(str(lines[1].get(), "node") == "n1");
-    const cJSON* entry =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(lines[1].get(), "agentUpgrade"), "n1");
+    const cJSON* entry = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(lines[1].get(), "agentUpgrade"), "n1");
     CHECK(json::get_int(entry, "epoch").value_or(0) == 3);
     CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(lines[1].get(), "agentUpgradeSettings")));
     // Later lines still carry n1's entry and, after the settings write, the settings.
@@ -647,8 +662,8 @@ TEST_SUITE("hub") {
     CHECK(str(l3, "node") == "n2");
     CHECK(json::opt_string_array(l3, "members").value() == std::vector<std::string>{"n1"});
     CHECK(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(l3, "agentUpgrade"), "n1"));
-    CHECK(json::get_int(cJSON_GetObjectItemCaseSensitive(l3, "agentUpgradeSettings"), "maxConcurrent").value_or(0) ==
-          1);
+    CHECK(json::get_int(cJSON_GetObjectItemCaseSensitive(l3, "agentUpgradeSettings"), "maxConcurrent")
+              .value_or(0) == 1);
     CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(lines[4].get(), "agentUpgradeSettings")));
     CHECK(json::opt_string_array(lines[4].get(), "members").value().empty());
   }
@@ -680,28 +695,34 @@ TEST_SUITE("hub") {
   TEST_CASE("management policies, status, AgentFileVersion and CSS objects") {
     TestHub hub;
     hub.seed();
-    CHECK(hub.call("GET", "/v1/orgs/o/managementpolicies", kN1).body == R"({"managementPolicy":{},"lastIndex":0})");
-    const std::string nmp = R"({"label":"up","constraints":["a == b"],"enabled":true,"start":"now",)"
-                            R"("startWindow":-5,"agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})";
+    CHECK(hub.call("GET", "/v1/orgs/o/managementpolicies", kN1).body ==
+          R"({"managementPolicy":{},"lastIndex":0})");
+    const std::string nmp =
+        R"({"label":"up","constraints":["a == b"],"enabled":true,"start":"now",)"
+        R"("startWindow":-5,"agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})";
     CHECK(hub.call("POST", "/v1/orgs/o/managementpolicies/p1", kN1, nmp).status == 403);
     CHECK(hub.call("POST", "/v1/orgs/o/managementpolicies/p1", kAdmin, nmp).status == 201);
-    CHECK(hub.call("POST", "/v1/orgs/o/managementpolicies/p1", kAdmin, nmp).status == 403);  // legacy duplicate
+    CHECK(hub.call("POST", "/v1/orgs/o/managementpolicies/p1", kAdmin, nmp).status ==
+          403);  // legacy duplicate
     Res list = hub.call("GET", "/v1/orgs/o/managementpolicies", kN1);
     REQUIRE(list.status == 200);
-    const cJSON* p1 = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(list.j(), "managementPolicy"), "o/p1");
+    const cJSON* p1 = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(list.j(), "managementPolicy"), "o/p1");
     REQUIRE(p1);
     CHECK(json::get_int(p1, "startWindow").value_or(-1) == 0);
     CHECK(str(p1, "owner") == "o/admin");
     auto seen = changes(hub, kN1, 1);
     CHECK(has_change(seen, "mgmtpolicy", "p1"));
 
-    const std::string status = R"({"agentUpgradePolicyStatus":{"scheduledTime":"2026-01-01T00:00:00Z","status":"waiting"}})";
+    const std::string status =
+        R"({"agentUpgradePolicyStatus":{"scheduledTime":"2026-01-01T00:00:00Z","status":"waiting"}})";
     CHECK(hub.call("PUT", "/v1/orgs/o/nodes/n1/managementStatus/p1", kN2, status).status == 403);
     CHECK(hub.call("PUT", "/v1/orgs/o/nodes/n1/managementStatus/p1", kN1, status).status == 201);
     Res st = hub.call("GET", "/v1/orgs/o/nodes/n1/managementStatus/p1", kN1);
     REQUIRE(st.status == 200);
     const cJSON* s = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(st.j(), "managementStatus"), "o/p1"),
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(st.j(), "managementStatus"),
+                                         "o/p1"),
         "agentUpgradePolicyStatus");
     CHECK(str(s, "status") == "waiting");
     CHECK(str(s, "endTime") == "");
@@ -711,8 +732,10 @@ TEST_SUITE("hub") {
     CHECK(hub.call("DELETE", "/v1/orgs/o/nodes/n1/managementStatus/p1", kN1).status == 204);
 
     CHECK(hub.call("GET", "/v1/orgs/IBM/AgentFileVersion", kN1).status == 404);
-    const std::string afv = R"({"agentSoftwareVersions":["2.0.0","1.0.0"],"agentConfigVersions":[],"agentCertVersions":[]})";
-    CHECK(hub.call("PUT", "/v1/orgs/IBM/AgentFileVersion", kAdmin, afv).status == 403);  // admin of o, not IBM
+    const std::string afv =
+        R"({"agentSoftwareVersions":["2.0.0","1.0.0"],"agentConfigVersions":[],"agentCertVersions":[]})";
+    CHECK(hub.call("PUT", "/v1/orgs/IBM/AgentFileVersion", kAdmin, afv).status ==
+          403);  // admin of o, not IBM
     CHECK(hub.call("PUT", "/v1/orgs/IBM/AgentFileVersion", kRoot, afv).status == 201);
     CHECK(hub.call("GET", "/v1/orgs/o/AgentFileVersion", kN1).status == 400);
     Res got = hub.call("GET", "/v1/orgs/IBM/AgentFileVersion", kN1);

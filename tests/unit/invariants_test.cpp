@@ -1,10 +1,11 @@
+#include "check/invariants.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
 #include <vector>
 
 #include "agentd/json.h"
-#include "check/invariants.h"
 
 using namespace agentd;
 using namespace agentd::check;
@@ -33,7 +34,9 @@ class HubLog {
     state_[node] = e;
     return emit(ms, "write_entry", node);
   }
-  HubLog& op(std::int64_t ms, const std::string& op, const std::string& node = "") { return emit(ms, op, node); }
+  HubLog& op(std::int64_t ms, const std::string& op, const std::string& node = "") {
+    return emit(ms, op, node);
+  }
   HubLog& drop(std::int64_t ms, const std::string& node) {
     state_.erase(node);
     return emit(ms, "delete_entry", node);
@@ -93,10 +96,18 @@ Step step(std::int64_t ms, const std::string& node, const std::string& what, std
   return Step{kT0 + ms * 1000, node, "g", what, epoch, "2.0.0", "steps-" + node + ".jsonl:1"};
 }
 
-E upgrading(std::int64_t epoch) { return E{"", State::upgrading, epoch, "1.0.0", "2.0.0", "installing"}; }
-E verifying(std::int64_t epoch) { return E{"", State::verifying, epoch, "1.0.0", "2.0.0", "verifying"}; }
-E succeeded(std::int64_t epoch) { return E{"", State::succeeded, epoch, "2.0.0", "2.0.0", ""}; }
-E waiting(std::int64_t epoch) { return E{"", State::waiting, epoch, "1.0.0", "2.0.0", "waiting"}; }
+E upgrading(std::int64_t epoch) {
+  return E{"", State::upgrading, epoch, "1.0.0", "2.0.0", "installing"};
+}
+E verifying(std::int64_t epoch) {
+  return E{"", State::verifying, epoch, "1.0.0", "2.0.0", "verifying"};
+}
+E succeeded(std::int64_t epoch) {
+  return E{"", State::succeeded, epoch, "2.0.0", "2.0.0", ""};
+}
+E waiting(std::int64_t epoch) {
+  return E{"", State::waiting, epoch, "1.0.0", "2.0.0", "waiting"};
+}
 
 // A clean rollout of three members, one at a time.
 HubLog clean_rollout() {
@@ -110,7 +121,7 @@ HubLog clean_rollout() {
 }
 
 std::vector<Step> clean_steps() {
-  return {step(300, "n1", "install", 1), step(1300, "n1", "restart", 1), step(1700, "n2", "install", 2),
+  return {step(300, "n1", "install", 1),  step(1300, "n1", "restart", 1), step(1700, "n2", "install", 2),
           step(2700, "n2", "restart", 2), step(3100, "n3", "install", 3), step(4100, "n3", "restart", 3)};
 }
 
@@ -300,8 +311,9 @@ TEST_SUITE("invariants") {
       CHECK(r.error().message.find("hub.jsonl:3") == 0);
     }
     SUBCASE("a field of the wrong type") {
-      auto r = parse_hub_log("{\"seq\":1,\"tUs\":\"x\",\"org\":\"o\",\"group\":\"g\",\"revision\":1,\"op\":\"members\"}\n",
-                             "hub.jsonl");
+      auto r = parse_hub_log(
+          "{\"seq\":1,\"tUs\":\"x\",\"org\":\"o\",\"group\":\"g\",\"revision\":1,\"op\":\"members\"}\n",
+          "hub.jsonl");
       REQUIRE_FALSE(r.has_value());
       CHECK(r.error().message.find("hub.jsonl:1") == 0);
       CHECK(r.error().message.find("tUs") != std::string::npos);
@@ -315,7 +327,8 @@ TEST_SUITE("invariants") {
       CHECK(r.error().message.find("agentUpgrade.n1") != std::string::npos);
     }
     SUBCASE("a step line without an epoch") {
-      auto r = parse_steps("{\"tUs\":1,\"node\":\"n1\",\"group\":\"g\",\"step\":\"install\"}\n", "steps.jsonl");
+      auto r =
+          parse_steps("{\"tUs\":1,\"node\":\"n1\",\"group\":\"g\",\"step\":\"install\"}\n", "steps.jsonl");
       REQUIRE_FALSE(r.has_value());
       CHECK(r.error().message.find("steps.jsonl:1") == 0);
     }

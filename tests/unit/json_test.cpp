@@ -1,6 +1,6 @@
-#include <doctest/doctest.h>
-
 #include "agentd/json.h"
+
+#include <doctest/doctest.h>
 
 using namespace agentd;
 

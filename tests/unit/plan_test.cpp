@@ -1,9 +1,9 @@
 // Choosing the target version from node management policies (exchange-api.md §4, §5).
+#include "upgrade/plan.h"
+
 #include <doctest/doctest.h>
 
 #include <map>
-
-#include "upgrade/plan.h"
 
 using namespace agentd;
 
@@ -79,7 +79,8 @@ TEST_SUITE("plan") {
   TEST_CASE("'latest' resolves to the highest published version") {
     NodeRecord node;
     Manifests m{{{"m", "latest"}}};
-    auto plan = choose_target(node, {policy("org/p", "m")}, {"2.9.0", "2.10.1", "2.10.0"}, "1.0", kNow, m.fetcher());
+    auto plan =
+        choose_target(node, {policy("org/p", "m")}, {"2.9.0", "2.10.1", "2.10.0"}, "1.0", kNow, m.fetcher());
     CHECK(plan->version == "2.10.1");
     plan = choose_target(node, {policy("org/p", "m")}, {}, "1.0", kNow, m.fetcher());
     CHECK(plan->version.empty());
@@ -104,8 +105,8 @@ TEST_SUITE("plan") {
   TEST_CASE("of several applicable policies the highest version wins") {
     NodeRecord node;
     Manifests m{{{"a", "2.1.0"}, {"b", "2.3.0"}, {"c", "2.2.0"}}};
-    auto plan = choose_target(node, {policy("org/a", "a"), policy("org/b", "b"), policy("org/c", "c")}, {}, "2.0.0",
-                              kNow, m.fetcher());
+    auto plan = choose_target(node, {policy("org/a", "a"), policy("org/b", "b"), policy("org/c", "c")}, {},
+                              "2.0.0", kNow, m.fetcher());
     CHECK(plan->version == "2.3.0");
     CHECK(plan->policy == "org/b");
   }

@@ -1,10 +1,11 @@
 // The persisted state (protocol.md §4.2) and the atomic file helpers under it.
+#include "upgrade/state_file.h"
+
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
 #include "agentd/files.h"
 #include "temp_dir.h"
-#include "upgrade/state_file.h"
 
 using namespace agentd;
 
