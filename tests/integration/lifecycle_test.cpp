@@ -103,7 +103,8 @@ TEST_SUITE("integration") {
     std::int64_t epoch = (*saved)->local.epoch;
     CHECK(epoch > 0);
     // The hub still shows the lease with that epoch (nobody dropped it).
-    const Entry* e = r.group().entry(holder);
+    GroupDocument doc = r.group();
+    const Entry* e = doc.entry(holder);
     REQUIRE(e);
     CHECK(e->state == State::upgrading);
     CHECK(e->epoch == epoch);
