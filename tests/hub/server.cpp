@@ -97,6 +97,9 @@ Server::Server(Hub& hub) : hub_(hub), rng_(std::random_device{}()) {
   http_.set_keep_alive_timeout(2);  // also bounds how long stop() waits for idle connections
   http_.set_read_timeout(30, 0);
   http_.set_write_timeout(30, 0);
+  // Headers and body go out as separate writes; without this each response waits
+  // out the delayed-ACK timer (about 40 ms on loopback).
+  http_.set_tcp_nodelay(true);
   http_.set_payload_max_length(kMaxBody);
   auto handler = [this](const httplib::Request& req, httplib::Response& res) { serve(req, res); };
   http_.Get(".*", handler);

@@ -1,0 +1,1187 @@
+// The Daemon (agentd/daemon.h) driven pass by pass: a FakeClock, a scripted
+// Upgrader, recording Notifier and Logger, a StateFile in a temp dir, and the
+// Exchange over curl talking to the stand-in hub in this process on 127.0.0.1,
+// port 0. A GroupStore decorator injects the store faults of protocol.md §4.6.
+#include "agentd/daemon.h"
+
+#include <doctest/doctest.h>
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agentd/files.h"
+#include "agentd/http.h"
+#include "agentd/json.h"
+#include "agentd/log.h"
+#include "hub/hub.h"
+#include "hub/server.h"
+#include "temp_dir.h"
+
+using namespace agentd;
+using namespace agentd::standin;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* kRoot = "root/root:rootpw";
+constexpr const char* kAdmin = "o/admin:adminpw";
+const std::string kFrom = "1.0.0";
+const std::string kTo = "2.0.0";
+
+std::string token_of(const std::string& node) {
+  return "tok-" + node;
+}
+
+// ---- the stand-in hub, in process -------------------------------------------------
+
+struct Res {
+  int status = -1;  // -1: no response
+  std::string body;
+  std::string etag;
+};
+
+// Org o with an admin, nodes n1..n3 running 1.0.0, policy p1 naming 2.0.0 through
+// manifest o/m1 (no patterns or constraints: it applies to every node).
+class StandIn {
+ public:
+  explicit StandIn(Mode mode = Mode::full) {
+    HubOptions o;
+    o.state_path = dir_.file("hub.json");
+    o.log_path = dir_.file("writes.jsonl");
+    o.mode = mode;
+    auto hub = Hub::open(o);
+    REQUIRE(hub.has_value());
+    hub_ = std::move(*hub);
+    server_ = std::make_unique<Server>(*hub_);
+    auto port = server_->bind("127.0.0.1", 0);
+    REQUIRE(port.has_value());
+    port_ = *port;
+    thread_ = std::thread([this] { server_->run(); });
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!server_->is_running() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    REQUIRE(server_->is_running());
+    seed();
+  }
+  ~StandIn() {
+    server_->stop();
+    thread_.join();
+  }
+  StandIn(const StandIn&) = delete;
+  StandIn& operator=(const StandIn&) = delete;
+
+  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+  Res call(const std::string& method, const std::string& path, const std::string& auth,
+           const std::string& body = "", httplib::Headers headers = {}) {
+    httplib::Client cli("127.0.0.1", port_);
+    cli.set_connection_timeout(5, 0);
+    cli.set_read_timeout(5, 0);
+    auto colon = auth.find(':');
+    cli.set_basic_auth(auth.substr(0, colon).c_str(), auth.substr(colon + 1).c_str());
+    httplib::Result r = method == "GET"    ? cli.Get(path.c_str(), headers)
+                        : method == "PUT"  ? cli.Put(path.c_str(), headers, body, "application/json")
+                        : method == "POST" ? cli.Post(path.c_str(), headers, body, "application/json")
+                                           : cli.Delete(path.c_str(), headers);
+    Res out;
+    if (!r) return out;
+    out.status = r->status;
+    out.body = r->body;
+    out.etag = r->get_header_value("ETag");
+    return out;
+  }
+
+  void make_group(const std::string& name, const std::vector<std::string>& members) {
+    auto m = json::array();
+    for (const auto& id : members) json::append(m.get(), id);
+    auto body = json::object();
+    json::set(body.get(), "members", std::move(m));
+    REQUIRE(call("POST", "/v1/orgs/o/hagroups/" + name, kAdmin, json::print(body.get())).status == 201);
+  }
+
+  // The group document as the admin sees it (full mode only: needs the ETag).
+  GroupDocument group(const std::string& name) {
+    Res r = call("GET", "/v1/orgs/o/hagroups/" + name, kAdmin);
+    REQUIRE(r.status == 200);
+    auto rev = parse_etag(r.etag);
+    REQUIRE(rev.has_value());
+    auto doc = parse_group_document(r.body, *rev);
+    REQUIRE(doc.has_value());
+    return std::move(*doc);
+  }
+
+  std::optional<Entry> entry(const std::string& group_name, const std::string& node) {
+    GroupDocument d = group(group_name);
+    if (const Entry* e = d.entry(node)) return *e;
+    return std::nullopt;
+  }
+
+  // An entry write with If-Match of the current revision, as `auth` (an admin, or the node).
+  void put_entry(const std::string& group_name, const std::string& node, const std::string& auth,
+                 const Entry& e) {
+    std::int64_t rev = group(group_name).revision;
+    Res r = call("PUT", "/v1/orgs/o/hagroups/" + group_name + "/agentupgrade/" + node, auth,
+                 json::print(entry_to_json(e).get()), {{"If-Match", "\"" + std::to_string(rev) + "\""}});
+    REQUIRE(r.status == 201);
+  }
+
+  void put_settings(const std::string& group_name, const std::string& body) {
+    std::int64_t rev = group(group_name).revision;
+    Res r = call("PUT", "/v1/orgs/o/hagroups/" + group_name + "/agentupgrade", kAdmin, body,
+                 {{"If-Match", "\"" + std::to_string(rev) + "\""}});
+    REQUIRE(r.status == 201);
+  }
+
+  // The node's agentUpgradePolicyStatus for p1: {status, errorMessage}.
+  std::pair<std::string, std::string> mgmt_status(const std::string& node) {
+    Res r = call("GET", "/v1/orgs/o/nodes/" + node + "/managementStatus/p1", kAdmin);
+    REQUIRE(r.status == 200);
+    auto j = json::parse(r.body, "status");
+    REQUIRE(j.has_value());
+    const cJSON* s = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j->get(), "managementStatus"),
+                                         "o/p1"),
+        "agentUpgradePolicyStatus");
+    if (!s) return {"<none>", ""};
+    return {json::opt_string(s, "status").value_or("<bad>"),
+            json::opt_string(s, "errorMessage").value_or("<bad>")};
+  }
+
+  std::string horizon_version(const std::string& node) {
+    Res r = call("GET", "/v1/orgs/o/nodes/" + node, kAdmin);
+    REQUIRE(r.status == 200);
+    auto j = json::parse(r.body, "node");
+    REQUIRE(j.has_value());
+    const cJSON* n = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j->get(), "nodes"),
+                                                      ("o/" + node).c_str());
+    return json::opt_string(cJSON_GetObjectItemCaseSensitive(n, "softwareVersions"), "horizon")
+        .value_or("<bad>");
+  }
+
+  // Actors ("o/n1", ...) of every accepted write in the hub's write log.
+  std::vector<std::string> write_log_actors() const {
+    std::vector<std::string> out;
+    std::ifstream f(dir_.file("writes.jsonl"));
+    std::string line;
+    while (std::getline(f, line)) {
+      auto j = json::parse(line, "write log line");
+      REQUIRE(j.has_value());
+      out.push_back(json::opt_string(j->get(), "actor").value_or("?"));
+    }
+    return out;
+  }
+
+ private:
+  void seed() {
+    REQUIRE(call("POST", "/v1/orgs/o", kRoot, R"({"label":"o","description":"test org"})").status == 201);
+    REQUIRE(call("POST", "/v1/orgs/o/users/admin", kRoot, R"({"password":"adminpw","admin":true})").status ==
+            201);
+    for (const char* id : {"n1", "n2", "n3"}) {
+      std::string node = id;
+      REQUIRE(call("PUT", "/v1/orgs/o/nodes/" + node, kAdmin,
+                   R"({"token":")" + token_of(node) + R"(","name":")" + node +
+                       R"(","pattern":"","arch":"amd64","softwareVersions":{"horizon":")" + kFrom + R"("}})")
+                  .status == 201);
+    }
+    REQUIRE(call("POST", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                 R"({"label":"upgrade","enabled":true,"start":"now",)"
+                 R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})")
+                .status == 201);
+    REQUIRE(call("PUT", "/css/api/v1/objects/o/agent_upgrade_manifests/m1/data", kAdmin,
+                 R"({"softwareUpgrade":{"files":["agent.deb"],"version":")" + kTo + R"("}})")
+                .status == 204);
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<Hub> hub_;
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+// ---- recording fakes ----------------------------------------------------------------
+
+// What happened, in order, across members and their job threads ("n1:install",
+// "n1:write:upgrading", ...).
+class Events {
+ public:
+  void add(std::string e) {
+    std::lock_guard<std::mutex> lk(mu_);
+    list_.push_back(std::move(e));
+  }
+  std::vector<std::string> list() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return list_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> list_;
+};
+
+class RecordingLogger final : public Logger {
+ public:
+  void log(Level level, std::string_view event, std::initializer_list<Field> fields) override {
+    std::string line = format_line(level, event, fields);
+    if (std::getenv("AGENTD_TEST_LOG")) std::fprintf(stderr, "%s\n", line.c_str());
+    std::lock_guard<std::mutex> lk(mu_);
+    lines_.push_back(std::move(line));
+  }
+  int count(const std::string& event) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return static_cast<int>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
+      return l.find(" event=" + event + " ") != std::string::npos || l.ends_with(" event=" + event);
+    }));
+  }
+  // The last `n` lines, to show with a failure.
+  std::string tail(std::size_t n = 60) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::string out;
+    for (std::size_t i = lines_.size() > n ? lines_.size() - n : 0; i < lines_.size(); ++i)
+      out += lines_[i] + "\n";
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+class RecordingNotifier final : public Notifier {
+ public:
+  void notify(const std::string& state) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    sent_.push_back(state);
+  }
+  std::chrono::milliseconds watchdog_interval() const override { return 0ms; }
+  std::vector<std::string> sent() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return sent_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> sent_;
+};
+
+// Records every step with its Target and the state file as it was when the step
+// began; results are scripted per step; a held step blocks until released, so a
+// test can act while it is "in progress". restart brings the target version up,
+// rollback the previous one.
+class FakeUpgrader final : public Upgrader {
+ public:
+  struct Call {
+    std::string step;
+    Target target;
+    std::optional<PersistedState> file;
+  };
+
+  FakeUpgrader(std::string node, std::string version, std::string state_path, Events& events)
+      : node_(std::move(node)),
+        version_(std::move(version)),
+        state_path_(std::move(state_path)),
+        events_(events) {}
+
+  Result<std::string> running_version() override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return version_;
+  }
+  Status prepare(const Target& t, const std::function<void(const std::string&)>&) override {
+    return step("prepare", t);
+  }
+  Status install(const Target& t) override { return step("install", t); }
+  Status restart(const Target& t) override { return step("restart", t); }
+  Status check_health(const Target& t) override { return step("check_health", t); }
+  Status rollback(const Target& t) override { return step("rollback", t); }
+
+  void script(const std::string& name, Status result) {
+    std::lock_guard<std::mutex> lk(mu_);
+    results_[name] = std::move(result);
+  }
+  void hold(const std::string& name) {
+    std::lock_guard<std::mutex> lk(mu_);
+    holds_.insert(name);
+  }
+  // True while a call of `name` is blocked by hold().
+  bool holding(const std::string& name) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return holding_ == name;
+  }
+  bool holding_any() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return !holding_.empty();
+  }
+  void release(const std::string& name, Status result = {}) {
+    std::lock_guard<std::mutex> lk(mu_);
+    holds_.erase(name);
+    released_ = std::move(result);
+    cv_.notify_all();
+  }
+  // Teardown: a held step ends as cancelled, so the daemon's job thread can be joined.
+  void release_all() {
+    std::lock_guard<std::mutex> lk(mu_);
+    holds_.clear();
+    released_ = fail(Errc::cancelled, "test ended");
+    cv_.notify_all();
+  }
+  std::vector<Call> calls() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return calls_;
+  }
+  std::vector<std::string> steps() const {
+    std::vector<std::string> out;
+    for (const auto& c : calls()) out.push_back(c.step);
+    return out;
+  }
+  int count(const std::string& name) const {
+    auto s = steps();
+    return static_cast<int>(std::count(s.begin(), s.end(), name));
+  }
+  std::optional<Call> first(const std::string& name) const {
+    for (auto& c : calls())
+      if (c.step == name) return c;
+    return std::nullopt;
+  }
+
+ private:
+  Status step(const std::string& name, const Target& t) {
+    Call c{name, t, std::nullopt};
+    if (auto f = StateFile(state_path_).load(); f && *f) c.file = **f;
+    events_.add(node_ + ":" + name);
+    std::unique_lock<std::mutex> lk(mu_);
+    calls_.push_back(c);
+    Status result = results_.count(name) ? results_[name] : Status{};
+    if (holds_.count(name)) {
+      holding_ = name;
+      cv_.wait(lk, [&] { return holds_.count(name) == 0; });
+      holding_.clear();
+      result = released_;
+    }
+    if (result && name == "restart") version_ = t.version;
+    if (result && name == "rollback") version_ = t.previous_version;
+    return result;
+  }
+
+  const std::string node_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::string version_;
+  const std::string state_path_;
+  Events& events_;
+  std::map<std::string, Status> results_;
+  std::set<std::string> holds_;
+  std::string holding_;
+  Status released_;
+  std::vector<Call> calls_;
+};
+
+// The GroupStore between the daemon and the Exchange: records every write and
+// injects faults on the ones a test picks.
+enum class Fault {
+  none,
+  lose_response,  // the write lands, then the response is lost (Errc::transport)
+  not_sent,       // the request never reaches the hub (Errc::transport)
+};
+
+class FaultyStore final : public GroupStore {
+ public:
+  struct Write {
+    Entry entry;
+    bool performed = false;     // the hub accepted it
+    std::optional<Errc> error;  // what the daemon was told
+    int reads_before = 0;       // group reads the daemon had made when it sent this
+  };
+
+  FaultyStore(GroupStore& inner, std::string node, Events& events)
+      : inner_(inner), node_(std::move(node)), events_(events) {}
+
+  std::function<void(const Entry&)> before_write;  // runs first on every write
+  std::function<Fault(const Entry&)> fault;        // none when unset
+
+  Result<GroupRead> read(const std::string& group, std::optional<std::int64_t> if_none_match) override {
+    ++reads;
+    return inner_.read(group, if_none_match);
+  }
+  Result<std::int64_t> write_entry(const std::string& group, const std::string& node, const Entry& entry,
+                                   std::int64_t if_revision) override {
+    if (before_write) before_write(entry);
+    Fault f = fault ? fault(entry) : Fault::none;
+    Write w{entry, false, std::nullopt, reads};
+    if (f == Fault::not_sent) {
+      w.error = Errc::transport;
+      writes.push_back(w);
+      return fail(Errc::transport, "injected: connection reset before the request was sent");
+    }
+    auto r = inner_.write_entry(group, node, entry, if_revision);
+    w.performed = r.has_value();
+    if (!r) w.error = r.error().code;
+    if (r) events_.add(node_ + ":write:" + to_string(entry.state));
+    if (r && f == Fault::lose_response) w.error = Errc::transport;
+    writes.push_back(w);
+    if (r && f == Fault::lose_response)
+      return fail(Errc::transport, "injected: response lost after the write landed");
+    return r;
+  }
+
+  std::vector<Entry> performed() const {
+    std::vector<Entry> out;
+    for (const auto& w : writes)
+      if (w.performed) out.push_back(w.entry);
+    return out;
+  }
+
+  std::vector<Write> writes;
+  int reads = 0;
+
+ private:
+  GroupStore& inner_;
+  std::string node_;
+  Events& events_;
+};
+
+// Fault `f` on the first write of an entry in each state (the transition into it).
+std::function<Fault(const Entry&)> first_into_each_state(Fault f) {
+  auto seen = std::make_shared<std::set<State>>();
+  return [=](const Entry& e) { return seen->insert(e.state).second ? f : Fault::none; };
+}
+
+// States of successive writes with repeats (heartbeats, renewals) folded.
+std::vector<State> transitions(const std::vector<Entry>& writes) {
+  std::vector<State> out;
+  for (const auto& e : writes)
+    if (out.empty() || out.back() != e.state) out.push_back(e.state);
+  return out;
+}
+
+std::string describe(const std::vector<State>& states) {
+  std::string out;
+  for (State s : states) out += std::string(out.empty() ? "" : ",") + to_string(s);
+  return out;
+}
+
+// Distinct epochs / acquireTimes / waitingSince values the member wrote while
+// holding a lease or waiting: one of each per acquisition / wait.
+std::set<std::int64_t> lease_epochs(const std::vector<Entry>& writes) {
+  std::set<std::int64_t> out;
+  for (const auto& e : writes)
+    if (holds_lease(e.state)) out.insert(e.epoch);
+  return out;
+}
+std::set<std::string> acquire_times(const std::vector<Entry>& writes) {
+  std::set<std::string> out;
+  for (const auto& e : writes)
+    if (holds_lease(e.state)) out.insert(e.acquire_time);
+  return out;
+}
+std::set<std::string> waits(const std::vector<Entry>& writes) {
+  std::set<std::string> out;
+  for (const auto& e : writes)
+    if (e.state == State::waiting) out.insert(e.waiting_since);
+  return out;
+}
+
+std::vector<json::Ptr> read_json_lines(const std::string& path) {
+  std::vector<json::Ptr> out;
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = json::parse(line, "json line");
+    REQUIRE(j.has_value());
+    out.push_back(std::move(*j));
+  }
+  return out;
+}
+
+// ---- one member: a Daemon with all its parts ------------------------------------------
+
+// Shared by every member of a test: one stop-signal waiter (jobs wake it), one clock.
+struct Env {
+  SignalWaiter waiter;
+  FakeClock clock;
+  Events events;
+};
+
+Config member_config(const StandIn& hub, const std::string& node, const std::string& state_dir) {
+  Config c;
+  c.exchange_url = hub.base_url() + "/v1";
+  c.css_url = hub.base_url() + "/css";
+  c.org = "o";
+  c.node_id = node;
+  c.state_dir = state_dir;
+  c.lease_duration = 3'000ms;
+  c.heartbeat = 500ms;
+  c.idle_heartbeat = 30'000ms;
+  c.changes_interval = 2'000ms;
+  c.fast_poll = 200ms;
+  c.poll = 500ms;
+  c.connect_timeout = 2'000ms;
+  c.http_timeout = 5'000ms;
+  return c;
+}
+
+std::unique_ptr<HttpClient> member_http(const Config& c) {
+  HttpOptions o;
+  o.connect_timeout = c.connect_timeout;
+  o.total_timeout = c.http_timeout;
+  o.basic_user = c.org + "/" + c.node_id;
+  o.basic_password = token_of(c.node_id);
+  return make_curl_http_client(o);
+}
+
+struct Member {
+  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {})
+      : config(member_config(hub, node, dir.path())),
+        http(member_http(config)),
+        exchange(*http, ExchangeEndpoint{config.exchange_url, config.css_url, config.org, config.node_id},
+                 RetryPolicy{2, 20ms, 100ms}, env.waiter),
+        store(exchange, node, env.events),
+        state_file(state_path.empty() ? dir.file("state.json") : state_path),
+        upgrader(node, kFrom, state_file.path(), env.events),
+        daemon(DaemonParts{config, env.clock, exchange, store, upgrader, log, state_file, notifier,
+                           env.waiter, dir.file("steps.jsonl")}) {}
+  ~Member() { upgrader.release_all(); }  // a held step must end before the daemon joins it
+
+  const Local& local() const { return daemon.state().local; }
+  PersistedState file() const {
+    auto f = state_file.load();
+    REQUIRE(f.has_value());
+    REQUIRE(f->has_value());
+    return **f;
+  }
+
+  testing::TempDir dir;
+  Config config;
+  std::unique_ptr<HttpClient> http;
+  Exchange exchange;
+  FaultyStore store;
+  RecordingLogger log;
+  RecordingNotifier notifier;
+  StateFile state_file;
+  FakeUpgrader upgrader;
+  Daemon daemon;
+};
+
+// One pass of every member, then the fake clock moves on to the earliest next wake
+// (at most 250 ms at a time), until `done` holds. While a member's job runs on its
+// thread (and the test does not hold it), waits for the job's wake-up instead of
+// moving the clock. False after `fake_limit` of fake time or 15 s of real time.
+bool run_until(Env& env, const std::vector<Member*>& members, const std::function<bool()>& done,
+               Mono fake_limit = 30'000ms) {
+  const auto real_deadline = std::chrono::steady_clock::now() + 15s;
+  const Mono fake_end = env.clock.mono() + fake_limit;
+  int spins = 0;  // passes in a row after which a daemon wanted to run again at once
+  for (;;) {
+    for (Member* m : members) m->daemon.tick();
+    if (done()) return true;
+    bool spinning = spins > 500;  // run() would loop without sleeping
+    if (spinning) MESSAGE("a daemon's next_wake() stayed in the past for " << spins << " passes in a row");
+    if (spinning || std::chrono::steady_clock::now() > real_deadline || env.clock.mono() > fake_end) {
+      for (Member* m : members)
+        MESSAGE(m->config.node_id << ": state=" << std::string(to_string(m->local().state))
+                                  << " progress=" << std::string(to_string(m->local().progress))
+                                  << " job_running=" << m->local().job_running
+                                  << " next_wake-now=" << (m->daemon.next_wake() - env.clock.mono()).count()
+                                  << "ms status=\"" << m->daemon.status_text() << "\"\n"
+                                  << m->log.tail());
+      return false;
+    }
+    bool job_in_flight = std::any_of(members.begin(), members.end(), [](Member* m) {
+      return m->local().job_running && !m->upgrader.holding_any();
+    });
+    if (job_in_flight) {
+      (void)env.waiter.sleep_for(100ms);  // returns at the job's wake()
+      continue;
+    }
+    Mono now = env.clock.mono();
+    Mono wake = now + 250ms;
+    for (Member* m : members) wake = std::min(wake, m->daemon.next_wake());
+    spins = wake <= now ? spins + 1 : 0;
+    env.clock.advance(std::max(wake - now, Mono{1}));
+  }
+}
+
+// Runs for `d` of fake time, calling `each` after every pass.
+void run_for(
+    Env& env, const std::vector<Member*>& members, Mono d, const std::function<void()>& each = [] {}) {
+  const Mono end = env.clock.mono() + d;
+  REQUIRE(run_until(
+      env, members,
+      [&] {
+        each();
+        return env.clock.mono() >= end;
+      },
+      d + 1'000ms));
+}
+
+bool started(Member& m) {
+  auto r = m.daemon.start();
+  if (r) MESSAGE("start() returned " << *r << "\n" << m.log.tail());
+  return !r.has_value();
+}
+
+std::string read_text(const std::string& path) {
+  auto t = read_file(path, 1 << 20);
+  REQUIRE(t.has_value());
+  return *t;
+}
+
+const std::vector<State> kFullCycle{State::idle,      State::preparing, State::waiting,
+                                    State::upgrading, State::verifying, State::succeeded};
+const std::vector<std::string> kSteps{"prepare", "install", "restart", "check_health"};
+
+}  // namespace
+
+TEST_SUITE("daemon") {
+  TEST_CASE("a node in no HA group upgrades at once: prepare, install, restart, health; no group writes") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1", "n2"});  // a group exists, but n3 is not in it
+    Member m(env, hub, "n3");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+
+    CHECK(m.upgrader.steps() == kSteps);
+    for (const auto& c : m.upgrader.calls()) {
+      CAPTURE(c.step);
+      CHECK(c.target.version == kTo);
+      CHECK(c.target.manifest == "o/m1");
+      if (c.step != "prepare") CHECK(c.target.previous_version == kFrom);  // the rollback target
+    }
+    CHECK(m.store.reads == 0);
+    CHECK(m.store.writes.empty());
+    auto actors = hub.write_log_actors();
+    CHECK(std::count(actors.begin(), actors.end(), "o/n3") == 0);
+
+    CHECK(hub.mgmt_status("n3").first == "successful");
+    CHECK(hub.horizon_version("n3") == kTo);
+    PersistedState f = m.file();
+    CHECK(f.group.empty());
+    CHECK(f.policy == "o/p1");
+    CHECK(f.local.state == State::succeeded);
+    CHECK(f.local.version == kTo);
+    CHECK(f.local.target == kTo);
+    CHECK(f.local.progress == Progress::none);
+    run_for(env, {&m}, 2'000ms);
+    CHECK(m.daemon.status_text() == "not in an HA group; up to date at " + kTo);
+    CHECK(m.upgrader.steps() == kSteps);  // nothing runs again
+  }
+
+  TEST_CASE(
+      "a grouped member joins, prepares, waits, acquires, installs, restarts, verifies and releases; "
+      "each write is persisted as pending first") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    // Inside every write: the state file already names this write as pending
+    // (protocol.md §4.2, §4.6), and records the previous write as landed.
+    std::vector<std::string> problems;
+    std::string last_landed;
+    m.store.before_write = [&](const Entry& e) {
+      PersistedState f = m.file();
+      if (f.pending_write_id != e.write_id)
+        problems.push_back(std::string("write ") + to_string(e.state) + ": file has pendingWriteId '" +
+                           f.pending_write_id + "', write carries '" + e.write_id + "'");
+      if (f.local.last_write_id != last_landed)
+        problems.push_back(std::string("write ") + to_string(e.state) + ": file has lastWriteId '" +
+                           f.local.last_write_id + "', last landed write was '" + last_landed + "'");
+      last_landed = e.write_id;  // no fault here: every write lands
+    };
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+
+    CHECK(problems.empty());
+    for (const auto& p : problems) MESSAGE(p);
+    auto writes = m.store.performed();
+    CHECK(describe(transitions(writes)) == describe(kFullCycle));
+    REQUIRE_FALSE(writes.empty());
+    CHECK(writes.front().state == State::idle);  // join: the member's first entry
+    CHECK(writes.front().version == kFrom);
+    CHECK(writes.front().target_version.empty());
+
+    auto epochs = lease_epochs(writes);
+    REQUIRE(epochs.size() == 1);
+    const std::int64_t epoch = *epochs.begin();
+    CHECK(epoch > 0);
+    CHECK(m.upgrader.steps() == kSteps);
+
+    // Each disruptive step was recorded as begun, under the lease, before it began.
+    auto install = m.upgrader.first("install");
+    REQUIRE(install);
+    REQUIRE(install->file);
+    CHECK(install->file->local.progress == Progress::install_begun);
+    CHECK(install->file->local.state == State::upgrading);
+    CHECK(install->file->local.epoch == epoch);
+    CHECK(install->target.previous_version == kFrom);
+    auto restart = m.upgrader.first("restart");
+    REQUIRE(restart);
+    REQUIRE(restart->file);
+    CHECK(restart->file->local.progress == Progress::restart_begun);
+    CHECK(restart->file->local.epoch == epoch);
+    // Order across the hub and the node (first occurrences; renewals fall anywhere between).
+    std::vector<std::string> order = env.events.list();
+    auto pos = [&](const std::string& e) { return std::find(order.begin(), order.end(), e) - order.begin(); };
+    CHECK(pos("n1:write:waiting") < pos("n1:write:upgrading"));
+    CHECK(pos("n1:prepare") < pos("n1:write:waiting"));
+    CHECK(pos("n1:write:upgrading") < pos("n1:install"));
+    CHECK(pos("n1:install") < pos("n1:restart"));
+    CHECK(pos("n1:restart") < pos("n1:write:verifying"));
+    CHECK(pos("n1:write:verifying") < pos("n1:check_health"));
+    CHECK(pos("n1:check_health") < pos("n1:write:succeeded"));
+    CHECK(pos("n1:write:succeeded") < static_cast<std::ptrdiff_t>(order.size()));
+
+    // protocol.md §7 I3: the member's step log names each disruptive step with its epoch.
+    auto steps = read_json_lines(m.dir.file("steps.jsonl"));
+    REQUIRE(steps.size() == 2);
+    CHECK(json::opt_string(steps[0].get(), "step").value_or("") == "install");
+    CHECK(json::opt_string(steps[1].get(), "step").value_or("") == "restart");
+    for (const auto& s : steps) {
+      CHECK(json::opt_int(s.get(), "epoch", -1).value_or(-1) == epoch);
+      CHECK(json::opt_string(s.get(), "node").value_or("") == "n1");
+      CHECK(json::opt_string(s.get(), "group").value_or("") == "g");
+      CHECK(json::opt_string(s.get(), "version").value_or("") == kTo);
+    }
+
+    auto entry = hub.entry("g", "n1");
+    REQUIRE(entry);
+    CHECK(entry->state == State::succeeded);
+    CHECK(entry->version == kTo);
+    CHECK(entry->epoch == epoch);
+    CHECK(entry->renew_time.empty());  // lease fields removed on release (§4.5)
+    CHECK(hub.mgmt_status("n1").first == "successful");
+    PersistedState f = m.file();
+    CHECK(f.group == "g");
+    CHECK(f.pending_write_id.empty());
+    CHECK(f.local.state == State::succeeded);
+    CHECK(f.local.version == kTo);
+    CHECK(f.local.progress == Progress::none);
+    CHECK(f.local.last_write_id == entry->write_id);
+  }
+
+  TEST_CASE(
+      "a write that lands but whose response is lost is recognised by its writeId, never written twice") {
+    // protocol.md §4.6, for every transition of one cycle: the first write into each
+    // state lands on the hub and its response is lost.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    m.store.fault = first_into_each_state(Fault::lose_response);
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && m.local().progress == Progress::none;
+    }));
+    run_for(env, {&m}, 4'000ms);  // longer than a lease: whatever would follow, follows
+
+    const auto& all = m.store.writes;
+    int lost = 0;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      if (!all[i].performed || all[i].error != Errc::transport) continue;
+      ++lost;
+      CAPTURE(i);
+      REQUIRE(i + 1 < all.size());
+      CHECK(all[i + 1].reads_before > all[i].reads_before);  // judged on a fresh read
+    }
+    CHECK(lost == static_cast<int>(kFullCycle.size()));
+    CHECK(m.log.count("write-unknown") == lost);
+    CHECK(m.log.count("write-recovered") == lost);
+
+    auto writes = m.store.performed();
+    CHECK(describe(transitions(writes)) == describe(kFullCycle));
+    CHECK(lease_epochs(writes).size() == 1);  // one acquisition
+    CHECK(acquire_times(writes).size() == 1);
+    CHECK(waits(writes).size() == 1);  // one place in the queue
+    CHECK(m.upgrader.steps() == kSteps);
+    for (const auto& c : m.upgrader.calls()) {
+      CAPTURE(c.step);
+      if (c.step != "prepare") CHECK(c.target.previous_version == kFrom);  // the rollback target survives
+    }
+    CHECK(m.local().version == kTo);
+    PersistedState f = m.file();
+    CHECK(f.pending_write_id.empty());
+    CHECK(f.local.previous_version == kFrom);
+    CHECK(f.local.progress == Progress::none);
+    auto entry = hub.entry("g", "n1");
+    REQUIRE(entry);
+    CHECK(entry->state == State::succeeded);
+    CHECK(entry->version == kTo);
+    CHECK(hub.mgmt_status("n1").first == "successful");
+    CHECK(hub.horizon_version("n1") == kTo);
+  }
+
+  TEST_CASE("a write that never reached the hub is retried after a re-read") {
+    // The first attempt at each transition of one cycle is lost before it reaches the hub.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    m.store.fault = first_into_each_state(Fault::not_sent);
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && m.local().progress == Progress::none;
+    }));
+
+    // Each failed attempt is followed, after a read, by the same transition with a fresh writeId.
+    const auto& all = m.store.writes;
+    std::vector<State> retried;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      if (all[i].performed) continue;
+      CAPTURE(i);
+      REQUIRE(i + 1 < all.size());
+      const auto& retry = all[i + 1];
+      CHECK(retry.performed);
+      CHECK(retry.entry.state == all[i].entry.state);
+      CHECK(retry.entry.write_id != all[i].entry.write_id);
+      CHECK(retry.reads_before > all[i].reads_before);
+      retried.push_back(all[i].entry.state);
+    }
+    CHECK(describe(retried) == describe(kFullCycle));
+    CHECK(m.log.count("write-unknown") == static_cast<int>(kFullCycle.size()));
+    CHECK(m.log.count("write-recovered") == 0);
+
+    auto writes = m.store.performed();
+    CHECK(describe(transitions(writes)) == describe(kFullCycle));
+    CHECK(lease_epochs(writes).size() == 1);
+    CHECK(acquire_times(writes).size() == 1);
+    CHECK(m.upgrader.steps() == kSteps);
+    auto entry = hub.entry("g", "n1");
+    REQUIRE(entry);
+    CHECK(entry->state == State::succeeded);
+    CHECK(entry->version == kTo);
+  }
+
+  TEST_CASE("a 412 on acquire is re-read and retried; the lease is taken once") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    // Just before the acquire reaches the hub, an admin changes the group: the
+    // daemon's If-Match revision is stale and the hub answers 412.
+    bool bumped = false;
+    m.store.before_write = [&](const Entry& e) {
+      if (bumped || e.state != State::upgrading) return;
+      bumped = true;
+      hub.put_settings("g", R"({"maxConcurrent":1})");
+    };
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && m.local().progress == Progress::none;
+    }));
+
+    int conflicts = 0;
+    for (std::size_t i = 0; i < m.store.writes.size(); ++i) {
+      if (m.store.writes[i].error != Errc::conflict) continue;
+      ++conflicts;
+      REQUIRE(i + 1 < m.store.writes.size());
+      const auto& retry = m.store.writes[i + 1];
+      CHECK(retry.entry.state == State::upgrading);
+      CHECK(retry.performed);
+      CHECK(retry.reads_before > m.store.writes[i].reads_before);  // re-read first
+      CHECK(retry.entry.epoch > m.store.writes[i].entry.epoch);    // above the revision it lost to
+    }
+    CHECK(conflicts == 1);
+    auto writes = m.store.performed();
+    CHECK(describe(transitions(writes)) == describe(kFullCycle));
+    CHECK(lease_epochs(writes).size() == 1);
+    CHECK(acquire_times(writes).size() == 1);
+    CHECK(m.upgrader.steps() == kSteps);
+    CHECK(m.upgrader.count("install") == 1);
+    auto entry = hub.entry("g", "n1");
+    REQUIRE(entry);
+    CHECK(entry->state == State::succeeded);
+  }
+
+  TEST_CASE("after a 412 the member re-reads before it writes again") {
+    // protocol.md §4.3/§4.6: a stale revision is never sent twice. n1 waits in a
+    // paused group, heartbeating; twice an admin changes the group just before a
+    // heartbeat reaches the hub.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    hub.put_settings("g", R"({"maxConcurrent":1,"paused":true})");
+    Member m(env, hub, "n1");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::waiting; }));
+    int bumps = 0;
+    m.store.before_write = [&](const Entry&) {
+      if (bumps < 2) {
+        ++bumps;
+        hub.put_settings("g", R"({"maxConcurrent":1,"paused":true})");
+      }
+    };
+    run_for(env, {&m}, 3'000ms);
+
+    int conflicts = 0;
+    for (std::size_t i = 0; i < m.store.writes.size(); ++i) {
+      if (m.store.writes[i].error != Errc::conflict) continue;
+      ++conflicts;
+      if (i + 1 < m.store.writes.size()) {
+        CAPTURE(i);
+        CHECK(m.store.writes[i + 1].reads_before > m.store.writes[i].reads_before);  // read in between
+      }
+    }
+    CHECK(conflicts == 2);
+    CHECK(m.store.writes.back().performed);
+    CHECK(m.local().state == State::waiting);
+  }
+
+  TEST_CASE("after a restart during install, the new process renews its lease before installing again") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+
+    // What the previous process left: its entry holds epoch 7 on the hub, and its
+    // state file says the install had begun under it.
+    const std::string then = format_time(env.clock.wall());
+    Entry held;
+    held.state = State::upgrading;
+    held.version = kFrom;
+    held.target_version = kTo;
+    held.epoch = 7;
+    held.lease_duration_seconds = 3;
+    held.acquire_time = then;
+    held.renew_time = then;
+    held.last_seen = then;
+    held.message = "upgrading to " + kTo;
+    held.write_id = "w-before-restart";
+    hub.put_entry("g", "n1", "o/n1:" + token_of("n1"), held);
+    PersistedState before;
+    before.group = "g";
+    before.policy = "o/p1";
+    before.local.state = State::upgrading;
+    before.local.version = kFrom;
+    before.local.target = kTo;
+    before.local.previous_version = kFrom;
+    before.local.epoch = 7;
+    before.local.highest_epoch = 7;
+    before.local.acquire_time = then;
+    before.local.message = held.message;
+    before.local.last_write_id = held.write_id;
+    before.local.prepared = true;
+    before.local.progress = Progress::install_begun;
+    REQUIRE(m.state_file.save(before));
+    env.clock.advance(1'000ms);  // the restart took a second
+
+    REQUIRE(started(m));
+    CHECK(m.local().progress == Progress::install_begun);
+    REQUIRE(run_until(env, {&m}, [&] { return m.upgrader.count("install") > 0; }));
+
+    REQUIRE_FALSE(m.store.writes.empty());
+    const Entry& renew = m.store.writes.front().entry;
+    CHECK(m.store.writes.front().performed);
+    CHECK(renew.state == State::upgrading);
+    CHECK(renew.epoch == 7);
+    CHECK(renew.acquire_time == then);
+    CHECK(renew.renew_time != then);
+    CHECK(renew.write_id != held.write_id);
+    auto events = env.events.list();
+    REQUIRE(events.size() >= 2);
+    CHECK(events[0] == "n1:write:upgrading");
+    CHECK(std::find(events.begin(), events.end(), "n1:install") > events.begin());
+    CHECK(m.upgrader.steps().front() == "install");  // no prepare again: the install is finished first
+    CHECK(m.upgrader.first("install")->target.previous_version == kFrom);
+
+    REQUIRE(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && m.local().progress == Progress::none;
+    }));
+    auto writes = m.store.performed();
+    CHECK(lease_epochs(writes) == std::set<std::int64_t>{7});
+    CHECK(m.upgrader.steps() == std::vector<std::string>{"install", "restart", "check_health"});
+    CHECK(hub.entry("g", "n1")->state == State::succeeded);
+  }
+
+  TEST_CASE(
+      "fenced: a force-release during install stops the holder before restart; it goes back to waiting") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    m.upgrader.hold("install");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.upgrader.holding("install"); }));
+    const std::int64_t epoch = m.local().epoch;
+    REQUIRE(epoch > 0);
+    auto held = hub.entry("g", "n1");
+    REQUIRE(held);
+    REQUIRE(held->state == State::upgrading);
+    REQUIRE(held->epoch == epoch);
+    run_for(env, {&m}, 1'500ms);  // renewals go on while the install runs
+
+    // protocol.md §6 force-release, then a pause so that no new lease is taken.
+    Entry released;
+    released.state = State::idle;
+    released.version = kFrom;
+    released.message = "force-released by o/admin";
+    hub.put_entry("g", "n1", kAdmin, released);
+    const std::size_t writes_before_release = m.store.writes.size();
+    hub.put_settings("g", R"({"maxConcurrent":1,"paused":true})");
+    m.upgrader.release("install");
+
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::waiting; }));
+    run_for(env, {&m}, 4'000ms, [&] { REQUIRE(m.upgrader.count("restart") == 0); });
+    CHECK(m.upgrader.count("restart") == 0);
+    CHECK(m.log.count("entry-changed") >= 1);
+    auto entry = hub.entry("g", "n1");
+    REQUIRE(entry);
+    CHECK(entry->state == State::waiting);
+    CHECK(m.daemon.status_text().find("paused") != std::string::npos);
+    // The admin's entry was never overwritten with the fenced lease.
+    for (std::size_t i = writes_before_release; i < m.store.writes.size(); ++i) {
+      const auto& w = m.store.writes[i];
+      CHECK_FALSE((w.performed && holds_lease(w.entry.state)));
+    }
+
+    // Unpaused, it takes a new lease and finishes what it began under it.
+    hub.put_settings("g", R"({"maxConcurrent":1,"paused":false})");
+    REQUIRE(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && m.local().progress == Progress::none;
+    }));
+    CHECK(m.upgrader.count("install") == 1);
+    CHECK(m.upgrader.count("restart") == 1);
+    auto steps = read_json_lines(m.dir.file("steps.jsonl"));
+    REQUIRE(steps.size() == 2);
+    CHECK(json::opt_string(steps[0].get(), "step").value_or("") == "install");
+    CHECK(json::opt_int(steps[0].get(), "epoch", -1).value_or(-1) == epoch);
+    CHECK(json::opt_string(steps[1].get(), "step").value_or("") == "restart");
+    CHECK(json::opt_int(steps[1].get(), "epoch", -1).value_or(-1) > epoch);
+  }
+
+  TEST_CASE("a failed health check rolls back, releases rolledback with the reason, and halts the group") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1", "n2"});
+    Member n1(env, hub, "n1");
+    Member n2(env, hub, "n2");
+    n1.upgrader.script("check_health", fail(Errc::process, "agent unhealthy: port 8510 closed"));
+    n2.upgrader.hold("prepare");  // n2 reaches the queue only once n1 holds the lease
+    REQUIRE(started(n1));
+    REQUIRE(started(n2));
+    REQUIRE(run_until(env, {&n1, &n2}, [&] { return n1.local().state == State::upgrading; }));
+    n2.upgrader.release("prepare");
+    REQUIRE(run_until(env, {&n1, &n2}, [&] {
+      return n1.local().state == State::rolledback && n2.local().state == State::waiting;
+    }));
+    run_for(env, {&n1, &n2}, 4'000ms, [&] { REQUIRE(n2.upgrader.count("install") == 0); });
+
+    CHECK(n1.upgrader.steps() ==
+          std::vector<std::string>{"prepare", "install", "restart", "check_health", "rollback"});
+    auto rb = n1.upgrader.first("rollback");
+    REQUIRE(rb);
+    CHECK(rb->target.previous_version == kFrom);
+    CHECK(rb->file->local.progress == Progress::rollback_begun);
+    auto e1 = hub.entry("g", "n1");
+    REQUIRE(e1);
+    CHECK(e1->state == State::rolledback);
+    CHECK(e1->target_version == kTo);
+    CHECK(e1->version == kFrom);
+    CHECK(e1->message.find("agent unhealthy: port 8510 closed") != std::string::npos);
+    CHECK(e1->renew_time.empty());
+    auto [st, err] = hub.mgmt_status("n1");
+    CHECK(st == "rollback successful");
+    CHECK(err.find("agent unhealthy") != std::string::npos);
+    CHECK(n1.file().local.version == kFrom);
+
+    // The halt: n2 waits and never takes the lease for 2.0.0.
+    CHECK(n2.upgrader.steps() == std::vector<std::string>{"prepare"});
+    for (const auto& w : n2.store.performed()) CHECK_FALSE(holds_lease(w.state));
+    auto e2 = hub.entry("g", "n2");
+    REQUIRE(e2);
+    CHECK(e2->state == State::waiting);
+    CHECK(n2.daemon.status_text().find("halted") != std::string::npos);
+    CHECK(n2.daemon.status_text().find("n1") != std::string::npos);
+  }
+
+  TEST_CASE("a hub without the coordination extension: no writes, and the status says it refuses and why") {
+    for (Mode mode : {Mode::no_etag, Mode::no_coordination}) {
+      const bool no_etag = mode == Mode::no_etag;
+      CAPTURE(no_etag);
+      Env env;
+      StandIn hub(mode);
+      hub.make_group("g", {"n1"});
+      Member m(env, hub, "n1");
+      REQUIRE(started(m));
+      run_for(env, {&m}, 2'500ms);
+
+      CHECK(m.store.reads > 0);
+      CHECK(m.store.writes.empty());
+      CHECK(m.upgrader.steps().empty());
+      const std::string& status = m.daemon.status_text();
+      CHECK(status.rfind("refusing to upgrade: the hub cannot coordinate group g", 0) == 0);
+      CHECK(status.find(no_etag ? "no coordination extension (no ETag)"
+                                : "does not let this identity read its group") != std::string::npos);
+      CHECK(m.log.count("unsupported-hub") == 1);
+      auto [st, err] = hub.mgmt_status("n1");
+      CHECK(st == "ha node waiting");
+      CHECK(err.find("refusing to upgrade") != std::string::npos);
+      CHECK(m.local().state == State::idle);
+      CHECK(m.local().epoch == 0);
+    }
+  }
+
+  TEST_CASE("an unusable state directory: start() returns exit_state") {
+    Env env;
+    StandIn hub;
+    testing::TempDir dir;
+    const std::string not_a_dir = dir.write("plain-file", "x");
+    for (const std::string& path : {dir.file("missing/state.json"), not_a_dir + "/state.json"}) {
+      CAPTURE(path);
+      Member m(env, hub, "n1", path);
+      auto r = m.daemon.start();
+      REQUIRE(r.has_value());
+      CHECK(*r == exit_state);
+      CHECK(m.notifier.sent().empty());  // never READY
+      CHECK_FALSE(std::filesystem::exists(path));
+    }
+  }
+
+  TEST_CASE("a corrupt state file: start() returns exit_state and leaves the file untouched") {
+    Env env;
+    StandIn hub;
+    testing::TempDir dir;
+    for (const std::string& text :
+         {std::string("{\"format\":1,\"state\":\"upgr"), std::string("{\"format\":1,\"state\":\"dancing\"}"),
+          std::string("{\"format\":99}")}) {
+      CAPTURE(text);
+      const std::string path = dir.write("state.json", text);
+      Member m(env, hub, "n1", path);
+      auto r = m.daemon.start();
+      REQUIRE(r.has_value());
+      CHECK(*r == exit_state);
+      CHECK(read_text(path) == text);
+      CHECK(m.notifier.sent().empty());
+      CHECK(m.log.count("state-unreadable") == 1);
+    }
+  }
+
+  TEST_CASE("READY=1 on start, STOPPING=1 on stop") {
+    Env env;
+    StandIn hub;
+    Member m(env, hub, "n3");
+    REQUIRE(started(m));
+    auto sent = m.notifier.sent();
+    REQUIRE_FALSE(sent.empty());
+    CHECK(sent.front() == "READY=1");
+    run_for(env, {&m}, 1'000ms);
+    sent = m.notifier.sent();
+    CHECK(std::count(sent.begin(), sent.end(), "STOPPING=1") == 0);
+    CHECK(m.daemon.stop() == exit_ok);
+    sent = m.notifier.sent();
+    CHECK(sent.back() == "STOPPING=1");
+    CHECK(std::count(sent.begin(), sent.end(), "READY=1") == 1);
+    CHECK(std::count(sent.begin(), sent.end(), "STOPPING=1") == 1);
+  }
+}
