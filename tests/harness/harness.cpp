@@ -242,6 +242,7 @@ std::string Hub::output_path() const { return dir_ + "/hub." + std::to_string(ru
 
 void Hub::start(int port) {
   // On a restart the old port may be briefly unavailable: try again until the deadline.
+  // A first start (port 0) that fails is reported at once.
   auto deadline = deadline_in(15s);
   std::string last_output;
   for (;;) {
@@ -267,7 +268,7 @@ void Hub::start(int port) {
     }
     last_output = process_->output();
     process_->kill9();
-    if (std::chrono::steady_clock::now() >= deadline)
+    if (port == 0 || std::chrono::steady_clock::now() >= deadline)
       die("exchange-standin did not start (port " + std::to_string(port) + "): " + last_output);
     std::this_thread::sleep_for(200ms);  // the port is still taken: back off before the next try
   }
@@ -429,6 +430,7 @@ void Hub::set_faults(const Faults& f) {
   auto parts = json::array();
   for (const auto& n : f.partitioned) json::append(parts.get(), n);
   json::set(b.get(), "partitioned", std::move(parts));
+  json::set(b.get(), "corrupt", f.corrupt);
   expect(request("PUT", "/v1/standin/faults", json::print(b.get())), {200, 201, 204}, "set faults");
 }
 

@@ -112,13 +112,14 @@ struct HttpResult {
   std::map<std::string, std::string> headers;  // as sent
 };
 
-// PUT /v1/standin/faults (protocol.md is not involved: this is the stand-in's own control route).
+// The stand-in's fault injection (PUT /v1/standin/faults, root only).
 struct Faults {
   int latency_ms = 0;
   double error_rate = 0.0;
   int error_status = 503;
   int drop_after_commit = 0;
   std::vector<std::string> partitioned;  // "org/node"
+  std::string corrupt;                   // damage successful GET bodies: truncated, malformed, wrong-types, oversized
 };
 
 struct HubOptions {

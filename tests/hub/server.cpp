@@ -1,5 +1,7 @@
 #include "server.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -57,7 +59,39 @@ json::Ptr faults_to_json(const Faults& f) {
   auto p = json::array();
   for (const auto& id : f.partitioned) json::append(p.get(), id);
   json::set(o.get(), "partitioned", std::move(p));
+  json::set(o.get(), "corrupt", f.corrupt);
   return o;
+}
+
+std::string corrupt_body(const std::string& body, const std::string& how) {
+  if (how == "truncated") return body.substr(0, body.size() / 2);
+  if (how == "malformed") return "{\"nodeGroups\": [ <html>502 Bad Gateway</html>";
+  if (how == "oversized") return body + std::string(8 * 1024 * 1024, ' ');
+  if (how == "wrong-types") {
+    // Every number (outside strings) becomes a string: "epoch":7 -> "epoch":"7".
+    std::string out;
+    bool in_string = false;
+    for (std::size_t i = 0; i < body.size(); ++i) {
+      char c = body[i];
+      if (in_string) {
+        out += c;
+        if (c == '\\' && i + 1 < body.size()) out += body[++i];
+        else if (c == '"') in_string = false;
+      } else if (c == '"') {
+        in_string = true;
+        out += c;
+      } else if ((c >= '0' && c <= '9') || c == '-') {
+        std::size_t j = i;
+        while (j < body.size() && std::strchr("0123456789-+.eE", body[j])) ++j;
+        out += '"' + body.substr(i, j - i) + '"';
+        i = j - 1;
+      } else {
+        out += c;
+      }
+    }
+    return out;
+  }
+  return body;
 }
 
 Result<Faults> parse_faults(const std::string& body) {
@@ -74,6 +108,12 @@ Result<Faults> parse_faults(const std::string& body) {
   if (!status) return std::unexpected(status.error());
   if (!drop) return std::unexpected(drop.error());
   if (!partitioned) return std::unexpected(partitioned.error());
+  auto corrupt = json::opt_string(o, "corrupt");
+  if (!corrupt) return std::unexpected(corrupt.error());
+  if (!corrupt->empty() && *corrupt != "truncated" && *corrupt != "malformed" && *corrupt != "wrong-types" &&
+      *corrupt != "oversized")
+    return fail(Errc::parse, "corrupt must be one of truncated, malformed, wrong-types, oversized");
+  f.corrupt = *corrupt;
   if (*latency < 0 || *latency > 600'000) return fail(Errc::parse, "latencyMs must be 0..600000");
   if (*status < 400 || *status > 599) return fail(Errc::parse, "errorStatus must be 400..599");
   if (*drop < 0) return fail(Errc::parse, "dropAfterCommit must not be negative");
@@ -247,6 +287,10 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
 
   Reply r = hub_.handle(call);
   count(basic_user(authorization), call, r);
+  if (!root && call.method == "GET" && r.status == 200) {
+    std::string how = faults().corrupt;
+    if (!how.empty()) r.body = corrupt_body(r.body, how);
+  }
 
   if (!root && r.write && r.status >= 200 && r.status < 300) {
     std::lock_guard lock(mu_);

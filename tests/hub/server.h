@@ -4,6 +4,9 @@
 //   errorRate        fraction of requests answered errorStatus without doing anything
 //   dropAfterCommit  the next N accepted writes commit, then lose their response
 //   partitioned      "org/node" callers whose requests get no response at all
+//   corrupt          bodies of successful GETs are damaged: "truncated" (first half),
+//                    "malformed" (not JSON), "wrong-types" (numbers become strings),
+//                    "oversized" (padded past 8 MiB); "" leaves them alone
 // Faults spare root and the /v1/standin routes, so a test can always steer the hub.
 // GET /v1/standin/stats (root only) counts the requests of every caller, for the
 // demo and the benchmarks: {"requests":{"o/n1":{"total":N,"notModified":N,
@@ -32,7 +35,11 @@ struct Faults {
   int error_status = 503;
   std::int64_t drop_after_commit = 0;
   std::vector<std::string> partitioned;  // "org/node"
+  std::string corrupt;                   // "", truncated, malformed, wrong-types, oversized
 };
+
+// Damages a successful GET's JSON body as the `corrupt` fault says.
+std::string corrupt_body(const std::string& body, const std::string& how);
 
 json::Ptr faults_to_json(const Faults& f);
 // Absent fields take their defaults; wrong types and out-of-range values are errors.

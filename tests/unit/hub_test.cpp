@@ -386,6 +386,26 @@ TEST_SUITE("hub") {
     CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(st.j(), "requests"), "o/n2") == nullptr);
   }
 
+  TEST_CASE("corrupt bodies: truncated, malformed, wrong types, oversized; root and faults routes spared") {
+    const std::string doc = R"({"a":{"epoch":7,"x":"s-1","n":-2.5e3,"t":true}})";
+    CHECK(corrupt_body(doc, "truncated") == doc.substr(0, doc.size() / 2));
+    CHECK_FALSE(json::parse(corrupt_body(doc, "malformed"), "x"));
+    CHECK(corrupt_body(doc, "wrong-types") == R"({"a":{"epoch":"7","x":"s-1","n":"-2.5e3","t":true}})");
+    CHECK(corrupt_body(doc, "oversized").size() > 8u * 1024 * 1024);
+    CHECK(corrupt_body(doc, "") == doc);
+
+    TestHub hub;
+    hub.seed();
+    REQUIRE(hub.call("PUT", "/v1/standin/faults", kRoot, R"({"corrupt":"banana"})").status == 400);
+    REQUIRE(hub.call("PUT", "/v1/standin/faults", kRoot, R"({"corrupt":"truncated"})").status == 201);
+    Res n1 = hub.call("GET", "/v1/orgs/o/nodes/n1", kN1);
+    CHECK(n1.status == 200);
+    CHECK_FALSE(json::parse(n1.body, "node"));
+    CHECK(hub.call("GET", "/v1/orgs/o/nodes/n1", kRoot).json);  // root is spared
+    REQUIRE(hub.call("PUT", "/v1/standin/faults", kRoot, "{}").status == 201);
+    CHECK(hub.call("GET", "/v1/orgs/o/nodes/n1", kN1).json);
+  }
+
   TEST_CASE("entry writes: If-Match 428/412, a node writes only its own entry, admins write any") {
     TestHub hub;
     hub.seed();

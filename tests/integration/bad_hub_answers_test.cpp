@@ -1,0 +1,96 @@
+// Bad answers from the hub (malformed, truncated, wrongly typed or oversized
+// bodies; 403, 404, 500): each is a clear error in agentd's log, nothing is
+// written to the group, nothing on disk changes, and the rollout proceeds once
+// the hub behaves again.
+#include "common.h"
+
+using namespace agentd;
+using namespace agentd::it;
+
+namespace {
+
+// An admin write to the group: every member gets a change notice and reads the
+// group at once, so each fault is met within a poll, not an idle heartbeat.
+void poke(Rollout& r) {
+  GroupDocument d = r.group();
+  auto res = r.hub().request("PUT", "/v1/orgs/o/hagroups/g/agentupgrade", R"({"maxConcurrent":1})", std::nullopt,
+                             {{"If-Match", "\"" + std::to_string(d.revision) + "\""}});
+  REQUIRE_MESSAGE(res.status == 201, res.body);
+}
+
+std::size_t lines(const std::string& path) {
+  std::string text = read_file(path);
+  return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+}  // namespace
+
+TEST_SUITE("integration") {
+  TEST_CASE("bad answers from the hub: a clear error, nothing written or lost, recovery afterwards") {
+    RolloutOptions o;
+    o.members = 2;
+    o.publish = false;
+    Rollout r(o);
+    r.start_all();
+    REQUIRE_MESSAGE(r.wait_group([](const GroupDocument& d) { return d.entries.size() == 2; }, deadline_in(30s)),
+                    r.diagnostics());
+
+    struct Case {
+      const char* name;
+      Faults faults;
+      const char* expect;  // in each member's log
+    };
+    auto corrupt = [](const char* how) {
+      Faults f;
+      f.corrupt = how;
+      return f;
+    };
+    auto status = [](int code) {
+      Faults f;
+      f.error_rate = 1.0;
+      f.error_status = code;
+      return f;
+    };
+    const Case cases[] = {
+        {"truncated JSON", corrupt("truncated"), "malformed JSON in group document"},
+        {"malformed JSON", corrupt("malformed"), "malformed JSON in group document"},
+        {"wrong types", corrupt("wrong-types"), "must be"},
+        {"oversized", corrupt("oversized"), "too-large"},
+        {"403", status(403), "cannot coordinate group g"},
+        {"404", status(404), "not-found"},
+        {"500", status(500), "HTTP 500"},
+    };
+    for (const Case& c : cases) {
+      CAPTURE(c.name);
+      std::vector<std::string> states;
+      std::vector<std::size_t> log_sizes;
+      for (auto& m : r.members()) {
+        states.push_back(read_file(m->state_dir() + "/state.json"));
+        log_sizes.push_back(read_file(m->log_path()).size());
+      }
+      poke(r);
+      std::size_t writes_before = lines(r.hub().write_log_path());
+      r.hub().set_faults(c.faults);
+      poke(r);  // root is spared by the faults
+      bool reported = poll_until(deadline_in(20s), [&] {
+        for (std::size_t i = 0; i < r.size(); ++i)
+          if (read_file(r.member(i).log_path()).substr(log_sizes[i]).find(c.expect) == std::string::npos)
+            return false;
+        return true;
+      });
+      CHECK_MESSAGE(reported, r.diagnostics(15));
+      // Only the admin's own pokes reached the group; no member wrote anything.
+      CHECK(lines(r.hub().write_log_path()) == writes_before + 1);
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        CHECK(r.member(i).running());
+        CHECK(read_file(r.member(i).state_dir() + "/state.json") == states[i]);
+      }
+      r.hub().set_faults({});
+    }
+
+    // The hub behaves again: a new version rolls out as usual.
+    r.publish("2.0.0");
+    require_done(r, "2.0.0");
+    check_invariants(r, true);
+  }
+}
