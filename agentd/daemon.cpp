@@ -438,7 +438,10 @@ void Daemon::grouped_tick() {
       case ActionKind::install:
       case ActionKind::restart:
       case ActionKind::rollback:
-        if (!begin_step(a.kind, true)) continue;  // fenced or lease stale: decide again
+        if (!begin_step(a.kind, true)) {
+          if (!doc_) return;  // the re-read failed: nothing to decide on until the next read
+          continue;           // fenced or lease stale: decide again on the fresh document
+        }
         status(a.reason);
         return;
     }

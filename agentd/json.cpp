@@ -1,6 +1,9 @@
 #include "json.h"
 
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 
 namespace agentd::json {
 
@@ -65,6 +68,13 @@ Result<std::string> get_string(const cJSON* obj, const char* key) {
 }
 
 static Result<std::int64_t> as_int(const cJSON* v, const char* key) {
+  if (cJSON_IsRaw(v) && v->valuestring) {  // built by make_int, not parsed
+    errno = 0;
+    char* end = nullptr;
+    long long n = std::strtoll(v->valuestring, &end, 10);
+    if (errno != 0 || !end || *end != '\0') return fail(Errc::parse, key_error(key, "an integer in range"));
+    return static_cast<std::int64_t>(n);
+  }
   if (!cJSON_IsNumber(v)) return fail(Errc::parse, key_error(key, "a number"));
   double d = v->valuedouble;
   // 2^63 is not representable in int64; integral check rejects 1.5 and NaN.
@@ -128,9 +138,14 @@ void set(cJSON* obj, const char* key, std::string_view value) {
 void set(cJSON* obj, const char* key, const char* value) {
   put(obj, key, cJSON_CreateString(value));
 }
-void set(cJSON* obj, const char* key, std::int64_t value) {
-  put(obj, key, cJSON_CreateNumber(static_cast<double>(value)));
+// cJSON keeps numbers as doubles and prints large ones in exponent form
+// (1.79564054339025e+15); such values go out as their exact decimal text.
+static cJSON* make_int(std::int64_t value) {
+  if (value >= INT32_MIN && value <= INT32_MAX) return cJSON_CreateNumber(static_cast<double>(value));
+  return cJSON_CreateRaw(std::to_string(value).c_str());
 }
+
+void set(cJSON* obj, const char* key, std::int64_t value) { put(obj, key, make_int(value)); }
 void set(cJSON* obj, const char* key, int value) {
   put(obj, key, cJSON_CreateNumber(value));
 }

@@ -42,6 +42,7 @@ TEST_SUITE("integration") {
     CHECK(st.code == 4);
     CHECK_MESSAGE(m.log().find(m.token_path()) != std::string::npos, m.log());
     CHECK(grep_lines(r.hub().write_log_path(), "\"actor\":\"o/n1\"").empty());
+    check_invariants(r, true);
   }
 
   TEST_CASE("a bad configuration value: exit 3 with file:line: key") {
@@ -59,6 +60,7 @@ TEST_SUITE("integration") {
     std::string where = m.config_path() + ":" + std::to_string(line);
     CHECK_MESSAGE(m.log().find(where) != std::string::npos, "expected " << where << " in:\n" << m.log());
     CHECK(m.log().find("AGENTD_HEARTBEAT_SECONDS") != std::string::npos);
+    check_invariants(r, true);
   }
 
   TEST_CASE("401 from the hub (wrong token): a clear error, agentd keeps retrying, nothing is written") {
@@ -79,7 +81,8 @@ TEST_SUITE("integration") {
     CHECK_MESSAGE(!died, m.log());
     CHECK(m.log().size() > size_before);  // it tried again
     CHECK(grep_lines(r.hub().write_log_path(), "\"actor\":\"o/n1\"").empty());
-    CHECK(r.group().entry("n1") == nullptr);
+    CHECK_FALSE(r.group().entries.contains("n1"));
     CHECK(m.agent_calls("install") == 0);
+    check_invariants(r, true);
   }
 }

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,11 +25,13 @@ inline void check_invariants(Rollout& r, bool final_state) {
   CHECK_MESSAGE(text.empty(), "invariant violations:\n" << text);
 }
 
-// A member whose agentd ended by itself (not by kill -9 from the test), or "".
+// A member whose agentd ended by itself (not by kill -9 from the test) and how, or "".
 inline std::string exited_member(Rollout& r) {
   for (auto& m : r.members()) {
     Process* p = m->process();
-    if (p && !p->running() && p->exit_status()->signal != SIGKILL) return m->node();
+    if (p && !p->running() && p->exit_status()->signal != SIGKILL)
+      return m->node() + " (exit code " + std::to_string(p->exit_status()->code) + ", signal " +
+             std::to_string(p->exit_status()->signal) + ")";
   }
   return "";
 }
@@ -45,9 +48,9 @@ inline void require_done(Rollout& r, const std::string& version, std::chrono::se
   if (!done) {
     std::string versions;
     for (auto& m : r.members()) versions += m->node() + "=" + m->version() + " ";
-    FAIL_CHECK("rollout to " << version << " did not finish" << (exited.empty() ? "" : "; agentd exited: ")
-                             << exited << "; agent versions: " << versions << "\n"
-                             << r.diagnostics());
+    std::string why = "rollout to " + version + " did not finish";
+    if (!exited.empty()) why += "; the agentd of " + exited + " exited";
+    FAIL_CHECK(why << "; agent versions: " << versions << "\n" << r.diagnostics());
   }
   REQUIRE(done);
 }
@@ -69,6 +72,29 @@ inline int installs_except(Rollout& r, const std::string& except) {
   for (auto& m : r.members())
     if (m->node() != except) n += m->agent_calls("install");
   return n;
+}
+
+// From the hub's write log: the most entries in a lease state in any one logged
+// state (stronger than I1, which lets an expired lease linger), and the number of
+// distinct (node, epoch) leases, i.e. acquisitions.
+struct LeaseStats {
+  std::size_t most_at_once = 0;
+  std::size_t acquisitions = 0;
+};
+
+inline LeaseStats lease_stats(Rollout& r) {
+  auto writes = check::read_hub_log(r.hub().write_log_path());
+  REQUIRE_MESSAGE(writes.has_value(), writes.error().message);
+  std::set<std::pair<std::string, std::int64_t>> leases;
+  LeaseStats stats;
+  for (const auto& w : *writes) {
+    std::size_t holding = 0;
+    for (const auto& [node, e] : w.entries)
+      if (holds_lease(e.state)) ++holding, leases.emplace(node, e.epoch);
+    stats.most_at_once = std::max(stats.most_at_once, holding);
+  }
+  stats.acquisitions = leases.size();
+  return stats;
 }
 
 }  // namespace agentd::it

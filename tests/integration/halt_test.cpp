@@ -29,7 +29,12 @@ TEST_SUITE("integration") {
     // Rolled back: the fake agent runs the old version again.
     CHECK(poll_until(deadline_in(10s), [&] { return f.version() == "1.0.0"; }));
     CHECK(f.agent_calls("rollback") >= 1);
-    auto mgmt = r.hub().get_management_status("o", failed, r.options().nmp);
+    // The management status follows the entry (exchange-api.md §4.3 strings).
+    std::optional<ManagementStatus> mgmt;
+    poll_until(deadline_in(10s), [&] {
+      mgmt = r.hub().get_management_status("o", failed, r.options().nmp);
+      return mgmt && (mgmt->status == "rollback successful" || mgmt->status == "failed");
+    });
     REQUIRE(mgmt.has_value());
     CHECK_MESSAGE((mgmt->status == "rollback successful" || mgmt->status == "failed"), mgmt->status);
     CHECK_MESSAGE(mgmt->error_message.find("health") != std::string::npos, mgmt->error_message);

@@ -55,22 +55,41 @@ TEST_SUITE("integration") {
   TEST_CASE("responses dropped after the hub committed: no double acquisition, the rollout completes") {
     Rollout r;
     for (auto& m : r.members()) m->install_delay(0.5);
-    Faults f;
-    f.drop_after_commit = 3;  // the members' first writes (joining) lose their responses
-    r.hub().set_faults(f);
     r.start_all();
-
-    // And again around the first acquisition, renewals and release.
-    REQUIRE_MESSAGE(!wait_for_holder(r).empty(), r.diagnostics());
-    f.drop_after_commit = 4;
+    // Throughout the rollout, about twice a second the response of the next
+    // accepted write is dropped: joins, acquisitions, renewals and releases all
+    // lose responses now and then.
+    Faults f;
+    f.drop_after_commit = 1;
+    int rounds = 0;
+    auto next_arm = std::chrono::steady_clock::now();
+    bool done = poll_until(deadline_in(kRolloutTimeout), [&] {
+      if (std::chrono::steady_clock::now() >= next_arm && drops_left(r.hub()) == 0) {
+        r.hub().set_faults(f);
+        ++rounds;
+        next_arm = std::chrono::steady_clock::now() + 500ms;
+      }
+      return r.rollout_done("2.0.0");
+    }, 100ms);
+    f.drop_after_commit = 0;
     r.hub().set_faults(f);
-    bool first = r.wait_group(someone_succeeded, deadline_in(kRolloutTimeout));
-    REQUIRE_MESSAGE(first, r.diagnostics());
-    f.drop_after_commit = 4;
-    r.hub().set_faults(f);
+    REQUIRE_MESSAGE(done, r.diagnostics());
+    MESSAGE(rounds << " responses dropped");
+    CHECK(rounds >= 3);
 
-    require_done(r, "2.0.0");
-    CHECK(drops_left(r.hub()) == 0);  // every dropped response was really dropped
+    // Every lost response was resolved by re-reading the writeId (protocol.md §4.6) ...
+    int recovered = 0, recovered_acquisitions = 0;
+    for (auto& m : r.members()) {
+      recovered += static_cast<int>(grep_lines(m->log_path(), "event=write-recovered").size());
+      for (const auto& l : grep_lines(m->log_path(), "event=write-recovered"))
+        if (l.find("state=upgrading") != std::string::npos) ++recovered_acquisitions;
+    }
+    CHECK(recovered > 0);
+    WARN_MESSAGE(recovered_acquisitions > 0, "no acquisition lost its response in this run");
+    // ... so nobody acquired twice, and nobody installed twice.
+    LeaseStats stats = lease_stats(r);
+    CHECK(stats.most_at_once == 1);
+    CHECK(stats.acquisitions == 5);
     for (auto& m : r.members()) CHECK_MESSAGE(m->agent_calls("install") == 1, m->node());
     check_invariants(r, true);
   }

@@ -44,6 +44,17 @@ TEST_SUITE("json") {
     CHECK(json::get_int(doc->get(), "neg").value() == -5);
   }
 
+  TEST_CASE("large integers print exactly, without an exponent, and read back") {
+    auto o = json::object();
+    json::set(o.get(), "t", std::int64_t{1'795'640'543'390'250});
+    json::set(o.get(), "n", std::int64_t{-9'000'000'000});
+    CHECK(json::print(o.get()) == R"({"t":1795640543390250,"n":-9000000000})");
+    CHECK(json::get_int(o.get(), "t").value() == 1'795'640'543'390'250);
+    auto back = json::parse(json::print(o.get()), "t");
+    REQUIRE(back);
+    CHECK(json::get_int(back->get(), "n").value() == -9'000'000'000);
+  }
+
   TEST_CASE("builders replace keys and print compactly") {
     auto o = json::object();
     json::set(o.get(), "k", "v");
