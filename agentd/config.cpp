@@ -786,9 +786,13 @@ CONFIGURATION
         lastSeen refresh during an active rollout; a member not seen to change
         within 3 x this is unhealthy. Must be less than the lease duration.
     AGENTD_IDLE_HEARTBEAT_SECONDS (default 600)
-        lastSeen refresh, and group re-read, while the group is quiet.
+        lastSeen refresh, and group re-read, while the group is quiet. The
+        node record and the management policies are re-read every 6 x this
+        even without a change notice.
     AGENTD_CHANGES_SECONDS (default 30)
-        Poll of the Exchange changes feed for news about the group.
+        Poll of the Exchange changes feed (POST /orgs/ORG/changes, which is
+        also the node's heartbeat) for news about the node, its policies and
+        its group.
     AGENTD_FAST_POLL_SECONDS (default 2)
         Group re-read while waiting at the head of the queue or holding the
         lease. Must be less than AGENTD_LEASE_DURATION_SECONDS / 3, the renew
