@@ -81,7 +81,12 @@ int main(int argc, char** argv) {
   http_options.user_agent = std::string("agentd/") + AGENTD_VERSION;
   http_options.basic_user = config->org + "/" + config->node_id;
   http_options.basic_password = *token;
-  http_options.cancelled = [&waiter] { return waiter.stop_requested(); };
+  auto notifier = make_sd_notifier();
+  WatchdogPinger watchdog(*notifier);
+  http_options.cancelled = [&waiter, &watchdog] {
+    watchdog.ping_if_due();  // a hung hub request is not a hung agentd
+    return waiter.stop_requested();
+  };
   auto http = make_curl_http_client(http_options);
 
   ExchangeEndpoint endpoint{config->exchange_url, config->css_url, config->org, config->node_id};
@@ -100,7 +105,6 @@ int main(int argc, char** argv) {
   auto upgrader = make_command_upgrader(commands, *runner);
 
   StateFile state_file(config->state_dir + "/state.json");
-  auto notifier = make_sd_notifier();
   Daemon daemon(DaemonParts{*config, clock, exchange, exchange, *upgrader, *log, state_file, *notifier,
                             waiter, config->state_dir + "/steps.jsonl"});
   return daemon.run();

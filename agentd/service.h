@@ -43,4 +43,18 @@ class Notifier {
 };
 std::unique_ptr<Notifier> make_sd_notifier();
 
+// WATCHDOG=1 at most once per watchdog interval, from wherever the main thread
+// waits: its loop, and curl's progress callback during a slow or hung hub
+// request, so that a hub outage never looks like a hung agentd.
+class WatchdogPinger {
+ public:
+  explicit WatchdogPinger(Notifier& notifier) : notifier_(notifier), interval_(notifier.watchdog_interval()) {}
+  void ping_if_due();
+
+ private:
+  Notifier& notifier_;
+  std::chrono::milliseconds interval_;
+  std::atomic<long long> last_ms_{-1};
+};
+
 }  // namespace agentd

@@ -68,6 +68,28 @@ TEST_SUITE("integration") {
     });
     CHECK_MESSAGE(ok, sock.received() << "\n" << m.log());
     CHECK(sock.received().find("READY=1") < sock.received().find("WATCHDOG=1"));
+
+    // A hub that answers after 6 s, past agentd's 2 s request timeout: each read
+    // blocks for its retries, and the pings still come about once a second
+    // (curl's progress callback) instead of stopping for the whole read.
+    Faults slow;
+    slow.latency_ms = 6000;
+    r.hub().set_faults(slow);
+    auto pings = [&] {
+      const std::string& got = sock.received();
+      std::size_t n = 0;
+      for (auto pos = got.find("WATCHDOG=1"); pos != std::string::npos; pos = got.find("WATCHDOG=1", pos + 1)) ++n;
+      return n;
+    };
+    REQUIRE(poll_until(deadline_in(10s), [&] { return m.log().find("level=") != std::string::npos; }));
+    std::size_t before = pings();
+    auto t0 = std::chrono::steady_clock::now();
+    bool kept_pinging = poll_until(deadline_in(5s), [&] { return pings() >= before + 4; });
+    CHECK_MESSAGE(kept_pinging, "pings in " << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                   std::chrono::steady_clock::now() - t0)
+                                                   .count()
+                                            << " ms: " << pings() - before);
+    r.hub().set_faults({});
     p.signal(SIGTERM);
     auto st = p.wait(deadline_in(5s));
     REQUIRE(st);
