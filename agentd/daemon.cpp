@@ -187,9 +187,9 @@ Mono Daemon::next_wake() const {
   const Local& l = ps_.local;
   if (l.last_write && doc_) {
     const Timing& t = coordinator_.timing();
-    Mono hb = holds_lease(l.state)                   ? std::min(t.renew_period(), t.heartbeat)
+    Mono hb = holds_lease(l.state)                 ? std::min(t.renew_period(), t.heartbeat)
               : Coordinator::rollout_active(*doc_) ? t.heartbeat
-                                                     : t.idle_heartbeat;
+                                                   : t.idle_heartbeat;
     w = std::min(w, *l.last_write + hb);
   }
   return w;
@@ -358,7 +358,8 @@ void Daemon::resolve_pending() {
 void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
   Local& l = ps_.local;
   State before = l.state;
-  if (holds_lease(e.state) && !holds_lease(before) && l.progress == Progress::none) l.previous_version = l.version;
+  if (holds_lease(e.state) && !holds_lease(before) && l.progress == Progress::none)
+    l.previous_version = l.version;
   bool released = holds_lease(before) && (e.state == State::succeeded || is_halting(e.state));
   bool failed_prepare = before == State::preparing && e.state == State::failed;
   l.state = e.state;

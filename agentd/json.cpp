@@ -145,7 +145,9 @@ static cJSON* make_int(std::int64_t value) {
   return cJSON_CreateRaw(std::to_string(value).c_str());
 }
 
-void set(cJSON* obj, const char* key, std::int64_t value) { put(obj, key, make_int(value)); }
+void set(cJSON* obj, const char* key, std::int64_t value) {
+  put(obj, key, make_int(value));
+}
 void set(cJSON* obj, const char* key, int value) {
   put(obj, key, cJSON_CreateNumber(value));
 }

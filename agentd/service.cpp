@@ -85,9 +85,9 @@ std::unique_ptr<Notifier> make_sd_notifier() {
 
 void WatchdogPinger::ping_if_due() {
   if (interval_.count() <= 0) return;
-  long long now =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-          .count();
+  long long now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count();
   long long last = last_ms_.load();
   if (last >= 0 && now - last < interval_.count()) return;
   if (last_ms_.compare_exchange_strong(last, now)) notifier_.notify("WATCHDOG=1");

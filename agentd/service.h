@@ -48,7 +48,8 @@ std::unique_ptr<Notifier> make_sd_notifier();
 // request, so that a hub outage never looks like a hung agentd.
 class WatchdogPinger {
  public:
-  explicit WatchdogPinger(Notifier& notifier) : notifier_(notifier), interval_(notifier.watchdog_interval()) {}
+  explicit WatchdogPinger(Notifier& notifier)
+      : notifier_(notifier), interval_(notifier.watchdog_interval()) {}
   void ping_if_due();
 
  private:

@@ -16,7 +16,9 @@ namespace {
 // the default of §5 so that it rather counts as live than hides a violation.
 constexpr std::int64_t kDefaultLeaseSeconds = 120;
 
-Error at(const std::string& where, const Error& e) { return Error{e.code, where + ": " + e.message, 0}; }
+Error at(const std::string& where, const Error& e) {
+  return Error{e.code, where + ": " + e.message, 0};
+}
 
 template <class T>
 Result<std::vector<T>> parse_lines(std::string_view text, const std::string& file,
@@ -43,8 +45,8 @@ Result<std::vector<T>> parse_lines(std::string_view text, const std::string& fil
   return out;
 }
 
-#define CHECK_TRY(var, expr)                          \
-  auto var = (expr);                                  \
+#define CHECK_TRY(var, expr) \
+  auto var = (expr);         \
   if (!var) return std::unexpected(var.error());
 
 Result<HubWrite> parse_hub_write(const cJSON* o) {
@@ -75,7 +77,8 @@ Result<HubWrite> parse_hub_write(const cJSON* o) {
     const cJSON* item = nullptr;
     cJSON_ArrayForEach(item, au) {
       auto e = parse_entry(item);
-      if (!e) return fail(Errc::parse, "agentUpgrade." + std::string(item->string) + ": " + e.error().message);
+      if (!e)
+        return fail(Errc::parse, "agentUpgrade." + std::string(item->string) + ": " + e.error().message);
       w.entries.emplace(item->string, std::move(*e));
     }
   }
@@ -142,7 +145,8 @@ void check_i1(const GroupHistory& g, const Snapshot& s, std::vector<Violation>& 
   std::vector<std::string> live;
   for (const auto& [node, e] : w.entries) {
     auto since = s.lease_since_us.find(node);
-    if (since != s.lease_since_us.end() && lease_live(e, since->second, w.t_us)) live.push_back(describe_lease(node, e));
+    if (since != s.lease_since_us.end() && lease_live(e, since->second, w.t_us))
+      live.push_back(describe_lease(node, e));
   }
   if (static_cast<std::int64_t>(live.size()) <= w.settings.max_concurrent) return;
   std::string list;
@@ -202,7 +206,8 @@ GroupHistory* find_group_for_step(std::vector<GroupHistory>& groups, const Step&
 void check_i3(std::vector<GroupHistory>& groups, const Step& s, std::vector<Violation>& out) {
   if (s.step != "install" && s.step != "restart") return;
   if (s.group.empty()) return;  // an ungrouped node upgrades without a lease (protocol.md §3)
-  std::string head = "step " + s.step + " of " + s.node + " epoch " + std::to_string(s.epoch) + " at " + s.where;
+  std::string head =
+      "step " + s.step + " of " + s.node + " epoch " + std::to_string(s.epoch) + " at " + s.where;
   GroupHistory* g = find_group_for_step(groups, s);
   if (!g) {
     out.push_back({"I3", s.group, head + ": the hub log has no such group"});
@@ -227,7 +232,8 @@ void check_i3(std::vector<GroupHistory>& groups, const Step& s, std::vector<Viol
   if (!holds_lease(mine.state)) {
     out.push_back({"I3", g->key, head + ": without a lease (entry is " + to_string(mine.state) + ")"});
   } else if (mine.epoch != s.epoch) {
-    out.push_back({"I3", g->key, head + ": stale epoch, the entry holds epoch " + std::to_string(mine.epoch)});
+    out.push_back(
+        {"I3", g->key, head + ": stale epoch, the entry holds epoch " + std::to_string(mine.epoch)});
   } else if (since == snap->lease_since_us.end() || !lease_live(mine, since->second, s.t_us)) {
     out.push_back({"I3", g->key, head + ": the lease had expired"});
   }
@@ -235,7 +241,8 @@ void check_i3(std::vector<GroupHistory>& groups, const Step& s, std::vector<Viol
     if (node == s.node || e.epoch <= s.epoch) continue;
     auto other_since = snap->lease_since_us.find(node);
     if (other_since != snap->lease_since_us.end() && lease_live(e, other_since->second, s.t_us))
-      out.push_back({"I3", g->key, head + ": " + describe_lease(node, e) + " held a live lease with a higher epoch"});
+      out.push_back(
+          {"I3", g->key, head + ": " + describe_lease(node, e) + " held a live lease with a higher epoch"});
   }
 }
 
@@ -252,11 +259,13 @@ void check_i4(const GroupHistory& g, const Options& options, std::vector<Violati
   std::string head = "final " + at_write(last);
   bool halted = false;
   for (const auto& [node, e] : last.entries) {
-    if (holds_lease(e.state)) out.push_back({"I4", g.key, head + ": " + describe_lease(node, e) + " left holding"});
+    if (holds_lease(e.state))
+      out.push_back({"I4", g.key, head + ": " + describe_lease(node, e) + " left holding"});
     if (!is_halting(e.state)) continue;
     halted = true;
     if (e.message.empty())
-      out.push_back({"I4", g.key, head + ": halted by " + node + " (" + to_string(e.state) + ") with an empty message"});
+      out.push_back({"I4", g.key,
+                     head + ": halted by " + node + " (" + to_string(e.state) + ") with an empty message"});
   }
   if (halted || !target) return;
   for (const auto& member : last.members) {
@@ -276,7 +285,9 @@ void check_i4(const GroupHistory& g, const Options& options, std::vector<Violati
 
 }  // namespace
 
-std::string to_string(const Violation& v) { return v.invariant + " group=" + v.group + " " + v.text; }
+std::string to_string(const Violation& v) {
+  return v.invariant + " group=" + v.group + " " + v.text;
+}
 
 Result<std::vector<HubWrite>> parse_hub_log(std::string_view text, const std::string& file) {
   return parse_lines<HubWrite>(text, file, &parse_hub_write);
@@ -335,7 +346,8 @@ std::vector<Violation> find_violations(const std::vector<HubWrite>& writes, cons
   return out;
 }
 
-Result<std::vector<Violation>> check_files(const std::string& hub_log, const std::vector<std::string>& step_logs,
+Result<std::vector<Violation>> check_files(const std::string& hub_log,
+                                           const std::vector<std::string>& step_logs,
                                            const Options& options) {
   auto writes = read_hub_log(hub_log);
   if (!writes) return std::unexpected(writes.error());
@@ -364,7 +376,8 @@ int compare_versions(const std::string& a, const std::string& b) {
     return parts;
   };
   auto numeric = [](const std::string& s) {
-    return !s.empty() && s.size() < 18 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return !s.empty() && s.size() < 18 &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
   auto pa = split(a), pb = split(b);
   for (std::size_t i = 0; i < std::max(pa.size(), pb.size()); ++i) {

@@ -68,8 +68,8 @@ std::vector<Violation> find_violations(const std::vector<HubWrite>& writes, cons
                                        const Options& options);
 
 // Reads the files and checks them: the error case is unreadable or malformed input.
-Result<std::vector<Violation>> check_files(const std::string& hub_log, const std::vector<std::string>& step_logs,
-                                           const Options& options);
+Result<std::vector<Violation>> check_files(const std::string& hub_log,
+                                           const std::vector<std::string>& step_logs, const Options& options);
 
 // Orders versions by their dot/dash separated parts, numerically where both are numbers.
 int compare_versions(const std::string& a, const std::string& b);

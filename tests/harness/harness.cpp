@@ -1,14 +1,13 @@
 #include "harness/harness.h"
 
 #include <fcntl.h>
+#include <httplib.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <httplib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -28,15 +27,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
-[[noreturn]] void die(const std::string& what) { throw std::runtime_error(what); }
+[[noreturn]] void die(const std::string& what) {
+  throw std::runtime_error(what);
+}
 
 std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) s.pop_back();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t'))
+    s.pop_back();
   std::size_t i = s.find_first_not_of(" \t\r\n");
   return i == std::string::npos ? std::string() : s.substr(i);
 }
 
-bool has_prefix(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+bool has_prefix(const std::string& s, const char* p) {
+  return s.rfind(p, 0) == 0;
+}
 
 std::string json_string_array(const std::vector<std::string>& items) {
   auto a = json::array();
@@ -63,9 +67,12 @@ std::vector<std::string> child_environment(const std::vector<std::pair<std::stri
 
 // ---------------------------------------------------------------- time and files
 
-Deadline deadline_in(std::chrono::milliseconds d) { return std::chrono::steady_clock::now() + d; }
+Deadline deadline_in(std::chrono::milliseconds d) {
+  return std::chrono::steady_clock::now() + d;
+}
 
-bool poll_until(Deadline deadline, const std::function<bool()>& predicate, std::chrono::milliseconds interval) {
+bool poll_until(Deadline deadline, const std::function<bool()>& predicate,
+                std::chrono::milliseconds interval) {
   for (;;) {
     if (predicate()) return true;
     auto now = std::chrono::steady_clock::now();
@@ -88,9 +95,11 @@ void write_file(const std::string& path, const std::string& content, unsigned mo
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) die("cannot create " + tmp + ": " + std::strerror(errno));
-  bool ok = ::fchmod(fd, mode) == 0 && ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  bool ok = ::fchmod(fd, mode) == 0 &&
+            ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
   ok = (::close(fd) == 0) && ok;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) die("cannot write " + path + ": " + std::strerror(errno));
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0)
+    die("cannot write " + path + ": " + std::strerror(errno));
 }
 
 bool file_exists(const std::string& path) {
@@ -197,14 +206,17 @@ bool Process::reap(bool block) {
   return true;
 }
 
-bool Process::running() { return !reap(false); }
+bool Process::running() {
+  return !reap(false);
+}
 
 void Process::signal(int sig) {
   if (!reap(false)) ::kill(pid_, sig);
 }
 
 std::optional<ExitStatus> Process::wait(Deadline deadline) {
-  poll_until(deadline, [this] { return reap(false); }, 20ms);
+  poll_until(
+      deadline, [this] { return reap(false); }, 20ms);
   return exit_;
 }
 
@@ -236,9 +248,15 @@ Hub::Hub(std::string dir, HubOptions options) : dir_(std::move(dir)), options_(s
 
 Hub::~Hub() = default;
 
-std::string Hub::exchange_url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
-std::string Hub::css_url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/css"; }
-std::string Hub::output_path() const { return dir_ + "/hub." + std::to_string(runs_) + ".out"; }
+std::string Hub::exchange_url() const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/v1";
+}
+std::string Hub::css_url() const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/css";
+}
+std::string Hub::output_path() const {
+  return dir_ + "/hub." + std::to_string(runs_) + ".out";
+}
 
 void Hub::start(int port) {
   // On a restart the old port may be briefly unavailable: try again until the deadline.
@@ -248,20 +266,23 @@ void Hub::start(int port) {
   for (;;) {
     ++runs_;
     process_ = std::make_unique<Process>(
-        std::vector<std::string>{STANDIN_BIN, "--port", std::to_string(port), "--bind", "127.0.0.1", "--state",
-                                 state_path(), "--log", write_log_path(), "--root-password",
+        std::vector<std::string>{STANDIN_BIN, "--port", std::to_string(port), "--bind", "127.0.0.1",
+                                 "--state", state_path(), "--log", write_log_path(), "--root-password",
                                  options_.root_password, "--mode", options_.mode},
         std::vector<std::pair<std::string, std::string>>{}, output_path());
     int found = 0;
-    poll_until(deadline, [&] {
-      std::string out = process_->output();
-      auto at = out.find("listening port=");
-      if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
-        found = std::atoi(out.c_str() + at + std::strlen("listening port="));
-        return true;
-      }
-      return !process_->running();
-    }, 20ms);
+    poll_until(
+        deadline,
+        [&] {
+          std::string out = process_->output();
+          auto at = out.find("listening port=");
+          if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
+            found = std::atoi(out.c_str() + at + std::strlen("listening port="));
+            return true;
+          }
+          return !process_->running();
+        },
+        20ms);
     if (found > 0) {
       port_ = found;
       return;
@@ -331,7 +352,8 @@ void Hub::create_org(const std::string& org) {
   expect(request("POST", "/v1/orgs/" + org, json::print(b.get())), {201}, "create org " + org);
 }
 
-void Hub::create_user(const std::string& org, const std::string& user, const std::string& password, bool admin) {
+void Hub::create_user(const std::string& org, const std::string& user, const std::string& password,
+                      bool admin) {
   auto b = json::object();
   json::set(b.get(), "password", password);
   json::set(b.get(), "admin", admin);
@@ -355,9 +377,10 @@ void Hub::create_node(const std::string& org, const std::string& node, const std
          "create node " + org + "/" + node);
 }
 
-void Hub::create_group(const std::string& org, const std::string& group, const std::vector<std::string>& members,
-                       std::optional<Credentials> as) {
-  std::string body = "{\"description\":\"group " + group + "\",\"members\":" + json_string_array(members) + "}";
+void Hub::create_group(const std::string& org, const std::string& group,
+                       const std::vector<std::string>& members, std::optional<Credentials> as) {
+  std::string body =
+      "{\"description\":\"group " + group + "\",\"members\":" + json_string_array(members) + "}";
   expect(request("POST", "/v1/orgs/" + org + "/hagroups/" + group, body, as), {201}, "create group " + group);
 }
 
@@ -412,13 +435,13 @@ std::string nmp_body(const std::string& name, const std::string& manifest_ref) {
 }  // namespace
 
 void Hub::create_nmp(const std::string& org, const std::string& name, const std::string& manifest_ref) {
-  expect(request("POST", "/v1/orgs/" + org + "/managementpolicies/" + name, nmp_body(name, manifest_ref)), {201},
-         "create NMP " + name);
+  expect(request("POST", "/v1/orgs/" + org + "/managementpolicies/" + name, nmp_body(name, manifest_ref)),
+         {201}, "create NMP " + name);
 }
 
 void Hub::update_nmp(const std::string& org, const std::string& name, const std::string& manifest_ref) {
-  expect(request("PUT", "/v1/orgs/" + org + "/managementpolicies/" + name, nmp_body(name, manifest_ref)), {201},
-         "update NMP " + name);
+  expect(request("PUT", "/v1/orgs/" + org + "/managementpolicies/" + name, nmp_body(name, manifest_ref)),
+         {201}, "update NMP " + name);
 }
 
 void Hub::set_faults(const Faults& f) {
@@ -534,7 +557,9 @@ void Member::write_config() {
   write_file(config_path(), c);
 }
 
-void Member::write_token(const std::string& token, unsigned mode) { write_file(token_path(), token + "\n", mode); }
+void Member::write_token(const std::string& token, unsigned mode) {
+  write_file(token_path(), token + "\n", mode);
+}
 
 void Member::write_agent_script() {
   write_file(dir_ + "/agent.sh", R"SH(#!/bin/sh
@@ -560,8 +585,12 @@ esac
              0755);
 }
 
-std::string Member::version() const { return trim(read_file(dir_ + "/version")); }
-void Member::set_version(const std::string& v) { write_file(dir_ + "/version", v + "\n"); }
+std::string Member::version() const {
+  return trim(read_file(dir_ + "/version"));
+}
+void Member::set_version(const std::string& v) {
+  write_file(dir_ + "/version", v + "\n");
+}
 
 namespace {
 void switch_file(const std::string& path, bool on, const std::string& content = "") {
@@ -574,8 +603,12 @@ void switch_file(const std::string& path, bool on, const std::string& content = 
 }
 }  // namespace
 
-void Member::fail_install(bool on) { switch_file(dir_ + "/fail-install", on); }
-void Member::fail_health(bool on) { switch_file(dir_ + "/fail-health", on); }
+void Member::fail_install(bool on) {
+  switch_file(dir_ + "/fail-install", on);
+}
+void Member::fail_health(bool on) {
+  switch_file(dir_ + "/fail-health", on);
+}
 void Member::install_delay(double seconds) {
   switch_file(dir_ + "/install-delay", seconds > 0, std::to_string(seconds) + "\n");
 }
@@ -589,14 +622,16 @@ int Member::agent_calls(const std::string& step) const {
 
 void Member::start(std::vector<std::string> extra_args) {
   if (process_ && process_->running()) die("agentd of " + node_ + " is already running");
-  std::vector<std::string> argv{AGENTD_BIN,       "--config",    config_path(), "--horizon-file",
-                                horizon_path(),   "--state-dir", state_dir()};
+  std::vector<std::string> argv{AGENTD_BIN,     "--config",    config_path(), "--horizon-file",
+                                horizon_path(), "--state-dir", state_dir()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   process_ = std::make_unique<Process>(std::move(argv), std::vector<std::pair<std::string, std::string>>{},
                                        log_path());
 }
 
-bool Member::running() { return process_ && process_->running(); }
+bool Member::running() {
+  return process_ && process_->running();
+}
 
 void Member::stop(std::chrono::milliseconds grace) {
   if (!process_) return;
@@ -632,7 +667,9 @@ Rollout::Rollout(RolloutOptions options) : options_(std::move(options)), dir_("a
 // Members are destroyed (killed) before the hub, and the directory last.
 Rollout::~Rollout() = default;
 
-Credentials Rollout::admin() const { return {options_.org + "/admin", "adminpw"}; }
+Credentials Rollout::admin() const {
+  return {options_.org + "/admin", "adminpw"};
+}
 
 Member& Rollout::member(const std::string& node) {
   for (auto& m : members_)
@@ -676,16 +713,21 @@ bool Rollout::wait_all_at(const std::string& version, Deadline deadline) {
   });
 }
 
-GroupDocument Rollout::group() { return hub_->get_group(options_.org, options_.group); }
+GroupDocument Rollout::group() {
+  return hub_->get_group(options_.org, options_.group);
+}
 
 bool Rollout::wait_group(const std::function<bool(const GroupDocument&)>& predicate, Deadline deadline) {
-  return poll_until(deadline, [&] {
-    try {
-      return predicate(group());
-    } catch (const std::runtime_error&) {
-      return false;  // the hub is down or restarting
-    }
-  }, 100ms);
+  return poll_until(
+      deadline,
+      [&] {
+        try {
+          return predicate(group());
+        } catch (const std::runtime_error&) {
+          return false;  // the hub is down or restarting
+        }
+      },
+      100ms);
 }
 
 bool Rollout::rollout_done(const std::string& version) {
@@ -696,7 +738,8 @@ bool Rollout::rollout_done(const std::string& version) {
     GroupDocument doc = group();
     for (const auto& m : doc.members) {
       const Entry* e = doc.entry(m);
-      if (!e || e->version != version || (e->state != State::succeeded && e->state != State::idle)) return false;
+      if (!e || e->version != version || (e->state != State::succeeded && e->state != State::idle))
+        return false;
     }
     return true;
   } catch (const std::runtime_error&) {
@@ -705,19 +748,21 @@ bool Rollout::rollout_done(const std::string& version) {
 }
 
 bool Rollout::wait_rollout_done(const std::string& version, Deadline deadline) {
-  return poll_until(deadline, [&] { return rollout_done(version); }, 100ms);
+  return poll_until(
+      deadline, [&] { return rollout_done(version); }, 100ms);
 }
 
 std::string Rollout::diagnostics(std::size_t tail_lines) {
   std::string out;
-  for (auto& m : members_) out += "---- " + m->node() + " (" + m->log_path() + ")\n" + tail(m->log(), tail_lines);
+  for (auto& m : members_)
+    out += "---- " + m->node() + " (" + m->log_path() + ")\n" + tail(m->log(), tail_lines);
   out += "---- hub (" + hub_->output_path() + ")\n" + tail(read_file(hub_->output_path()), tail_lines);
   return out;
 }
 
 CommandResult Rollout::agentctl(const std::vector<std::string>& args) {
-  std::vector<std::string> argv{AGENTCTL_BIN, "--exchange-url", hub_->exchange_url(), "--org", options_.org,
-                                "--user-auth", "admin:adminpw"};
+  std::vector<std::string> argv{AGENTCTL_BIN, "--exchange-url", hub_->exchange_url(), "--org",
+                                options_.org, "--user-auth",    "admin:adminpw"};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(std::move(argv), {}, dir_.file("agentctl." + std::to_string(++agentctl_runs_) + ".out"));
 }

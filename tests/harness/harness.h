@@ -75,10 +75,10 @@ class Process {
   pid_t pid() const { return pid_; }
   const std::string& output_file() const { return output_file_; }
   std::string output() const { return read_file(output_file_); }
-  bool running();                        // not exited yet
-  void signal(int sig);                  // no-op once it has exited
+  bool running();                                     // not exited yet
+  void signal(int sig);                               // no-op once it has exited
   std::optional<ExitStatus> wait(Deadline deadline);  // nullopt: still running at the deadline
-  ExitStatus kill9();                    // SIGKILL and reap
+  ExitStatus kill9();                                 // SIGKILL and reap
   std::optional<ExitStatus> exit_status() const { return exit_; }
 
  private:
@@ -119,7 +119,7 @@ struct Faults {
   int error_status = 503;
   int drop_after_commit = 0;
   std::vector<std::string> partitioned;  // "org/node"
-  std::string corrupt;                   // damage successful GET bodies: truncated, malformed, wrong-types, oversized
+  std::string corrupt;  // damage successful GET bodies: truncated, malformed, wrong-types, oversized
 };
 
 struct HubOptions {
@@ -142,7 +142,7 @@ class Hub {
   Credentials root() const { return {"root/root", options_.root_password}; }
   bool running() { return process_ && process_->running(); }
 
-  void stop();     // SIGTERM, then wait for it to exit
+  void stop();  // SIGTERM, then wait for it to exit
   void kill9();
   void restart();  // same port, same state file and write log
 
@@ -241,7 +241,7 @@ class Member {
   void set_version(const std::string& v);
   void fail_install(bool on);
   void fail_health(bool on);
-  void install_delay(double seconds);  // 0 removes it
+  void install_delay(double seconds);              // 0 removes it
   int agent_calls(const std::string& step) const;  // how many times the fake agent ran `step`
 
   void start(std::vector<std::string> extra_args = {});
@@ -272,7 +272,7 @@ struct RolloutOptions {
   std::string from_version = "1.0.0";
   std::string target_version = "2.0.0";
   std::string nmp = "upgrade-agents";
-  bool publish = true;               // publish the target (AgentFileVersion + manifest + NMP) at set-up
+  bool publish = true;  // publish the target (AgentFileVersion + manifest + NMP) at set-up
   HubOptions hub;
   MemberOptions member;
 };
@@ -318,7 +318,8 @@ class Rollout {
   CommandResult agentctl(const std::vector<std::string>& args);
 
   // protocol.md §7 over the hub's write log and every member's steps log.
-  std::vector<check::Violation> violations(bool final_state, std::optional<std::string> target = std::nullopt);
+  std::vector<check::Violation> violations(bool final_state,
+                                           std::optional<std::string> target = std::nullopt);
   // The violations as text, one per line ("" when none), for CHECK messages.
   std::string violations_text(bool final_state, std::optional<std::string> target = std::nullopt);
 

@@ -1,10 +1,9 @@
 #include "server.h"
 
-#include <cstring>
-
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 namespace agentd::standin {
@@ -75,8 +74,10 @@ std::string corrupt_body(const std::string& body, const std::string& how) {
       char c = body[i];
       if (in_string) {
         out += c;
-        if (c == '\\' && i + 1 < body.size()) out += body[++i];
-        else if (c == '"') in_string = false;
+        if (c == '\\' && i + 1 < body.size())
+          out += body[++i];
+        else if (c == '"')
+          in_string = false;
       } else if (c == '"') {
         in_string = true;
         out += c;

@@ -13,8 +13,8 @@ namespace {
 // group at once, so each fault is met within a poll, not an idle heartbeat.
 void poke(Rollout& r) {
   GroupDocument d = r.group();
-  auto res = r.hub().request("PUT", "/v1/orgs/o/hagroups/g/agentupgrade", R"({"maxConcurrent":1})", std::nullopt,
-                             {{"If-Match", "\"" + std::to_string(d.revision) + "\""}});
+  auto res = r.hub().request("PUT", "/v1/orgs/o/hagroups/g/agentupgrade", R"({"maxConcurrent":1})",
+                             std::nullopt, {{"If-Match", "\"" + std::to_string(d.revision) + "\""}});
   REQUIRE_MESSAGE(res.status == 201, res.body);
 }
 
@@ -32,8 +32,9 @@ TEST_SUITE("integration") {
     o.publish = false;
     Rollout r(o);
     r.start_all();
-    REQUIRE_MESSAGE(r.wait_group([](const GroupDocument& d) { return d.entries.size() == 2; }, deadline_in(30s)),
-                    r.diagnostics());
+    REQUIRE_MESSAGE(
+        r.wait_group([](const GroupDocument& d) { return d.entries.size() == 2; }, deadline_in(30s)),
+        r.diagnostics());
 
     struct Case {
       const char* name;

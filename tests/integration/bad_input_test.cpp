@@ -35,8 +35,12 @@ TEST_SUITE("integration") {
     o.members = 1;
     Rollout r(o);
     Member& m = r.member(0);
-    SUBCASE("missing") { std::filesystem::remove(m.token_path()); }
-    SUBCASE("readable by others") { m.write_token("tok-n1", 0644); }
+    SUBCASE("missing") {
+      std::filesystem::remove(m.token_path());
+    }
+    SUBCASE("readable by others") {
+      m.write_token("tok-n1", 0644);
+    }
     m.start();
     ExitStatus st = exit_of(r, m);
     CHECK(st.code == 4);

@@ -38,12 +38,16 @@ inline std::string exited_member(Rollout& r) {
 
 // Waits for a rollout to finish; on failure shows the state and the logs. Gives
 // up early when an agentd exits by itself.
-inline void require_done(Rollout& r, const std::string& version, std::chrono::seconds timeout = kRolloutTimeout) {
+inline void require_done(Rollout& r, const std::string& version,
+                         std::chrono::seconds timeout = kRolloutTimeout) {
   std::string exited;
-  poll_until(deadline_in(timeout), [&] {
-    exited = exited_member(r);
-    return !exited.empty() || r.rollout_done(version);
-  }, 100ms);
+  poll_until(
+      deadline_in(timeout),
+      [&] {
+        exited = exited_member(r);
+        return !exited.empty() || r.rollout_done(version);
+      },
+      100ms);
   bool done = exited.empty() && r.rollout_done(version);
   if (!done) {
     std::string versions;
@@ -58,11 +62,13 @@ inline void require_done(Rollout& r, const std::string& version, std::chrono::se
 // The node that holds the lease first (waiting for up to `timeout`); "" if none did.
 inline std::string wait_for_holder(Rollout& r, std::chrono::seconds timeout = 30s) {
   std::string holder;
-  r.wait_group([&](const GroupDocument& doc) {
-    auto h = lease_holders(doc);
-    if (!h.empty()) holder = h.front();
-    return !holder.empty();
-  }, deadline_in(timeout));
+  r.wait_group(
+      [&](const GroupDocument& doc) {
+        auto h = lease_holders(doc);
+        if (!h.empty()) holder = h.front();
+        return !holder.empty();
+      },
+      deadline_in(timeout));
   return holder;
 }
 

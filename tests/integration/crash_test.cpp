@@ -27,21 +27,24 @@ std::string kill_holder_mid_install(Rollout& r) {
 // For `how_long`, nobody but `holder` starts an install or holds a lease.
 void others_stay_put(Rollout& r, const std::string& holder, std::chrono::seconds how_long) {
   std::string why;
-  bool moved = poll_until(deadline_in(how_long), [&] {
-    if (installs_except(r, holder) > 0) {
-      why = "another member installed";
-      return true;
-    }
-    try {
-      for (const auto& n : lease_holders(r.group()))
-        if (n != holder) {
-          why = n + " holds a lease";
+  bool moved = poll_until(
+      deadline_in(how_long),
+      [&] {
+        if (installs_except(r, holder) > 0) {
+          why = "another member installed";
           return true;
         }
-    } catch (const std::runtime_error&) {
-    }
-    return false;
-  }, 100ms);
+        try {
+          for (const auto& n : lease_holders(r.group()))
+            if (n != holder) {
+              why = n + " holds a lease";
+              return true;
+            }
+        } catch (const std::runtime_error&) {
+        }
+        return false;
+      },
+      100ms);
   CHECK_MESSAGE(!moved, why << "\n" << r.diagnostics());
 }
 
@@ -72,14 +75,16 @@ TEST_SUITE("integration") {
     auto removed = r.agentctl({"remove", "g", holder});
     REQUIRE_MESSAGE(removed.status.code == 0, removed.output);
 
-    bool done = r.wait_group([&](const GroupDocument& doc) {
-      if (doc.is_member(holder) || doc.members.size() != 4) return false;
-      for (const auto& m : doc.members) {
-        const Entry* e = doc.entry(m);
-        if (!e || e->state != State::succeeded || e->version != "2.0.0") return false;
-      }
-      return true;
-    }, deadline_in(kRolloutTimeout));
+    bool done = r.wait_group(
+        [&](const GroupDocument& doc) {
+          if (doc.is_member(holder) || doc.members.size() != 4) return false;
+          for (const auto& m : doc.members) {
+            const Entry* e = doc.entry(m);
+            if (!e || e->state != State::succeeded || e->version != "2.0.0") return false;
+          }
+          return true;
+        },
+        deadline_in(kRolloutTimeout));
     CHECK_MESSAGE(done, r.diagnostics());
     for (auto& m : r.members())
       if (m->node() != holder) CHECK_MESSAGE(m->version() == "2.0.0", m->node());

@@ -13,11 +13,13 @@ TEST_SUITE("integration") {
 
     // The first holder fails its health check, rolls back and halts the group.
     std::string failed;
-    bool halted = r.wait_group([&](const GroupDocument& doc) {
-      for (const auto& [node, e] : doc.entries)
-        if (is_halting(e.state)) failed = node;
-      return !failed.empty();
-    }, deadline_in(kRolloutTimeout));
+    bool halted = r.wait_group(
+        [&](const GroupDocument& doc) {
+          for (const auto& [node, e] : doc.entries)
+            if (is_halting(e.state)) failed = node;
+          return !failed.empty();
+        },
+        deadline_in(kRolloutTimeout));
     REQUIRE_MESSAGE(halted, r.diagnostics());
     Member& f = r.member(failed);
 

@@ -31,19 +31,22 @@ TEST_SUITE("integration") {
     for (auto& m : r.members()) m->install_delay(1);
     r.start_all();
     // Down while the second member holds the lease.
-    bool second = r.wait_group([](const GroupDocument& doc) {
-      return someone_succeeded(doc) && !lease_holders(doc).empty();
-    }, deadline_in(kRolloutTimeout));
+    bool second = r.wait_group(
+        [](const GroupDocument& doc) { return someone_succeeded(doc) && !lease_holders(doc).empty(); },
+        deadline_in(kRolloutTimeout));
     REQUIRE_MESSAGE(second, r.diagnostics());
     int port = r.hub().port();
     r.hub().kill9();
 
     // Twice the lease duration without a hub: every daemon keeps running.
-    bool died = poll_until(deadline_in(6s), [&] {
-      for (auto& m : r.members())
-        if (!m->running()) return true;
-      return false;
-    }, 100ms);
+    bool died = poll_until(
+        deadline_in(6s),
+        [&] {
+          for (auto& m : r.members())
+            if (!m->running()) return true;
+          return false;
+        },
+        100ms);
     CHECK_MESSAGE(!died, r.diagnostics());
 
     r.hub().restart();
@@ -63,14 +66,17 @@ TEST_SUITE("integration") {
     f.drop_after_commit = 1;
     int rounds = 0;
     auto next_arm = std::chrono::steady_clock::now();
-    bool done = poll_until(deadline_in(kRolloutTimeout), [&] {
-      if (std::chrono::steady_clock::now() >= next_arm && drops_left(r.hub()) == 0) {
-        r.hub().set_faults(f);
-        ++rounds;
-        next_arm = std::chrono::steady_clock::now() + 500ms;
-      }
-      return r.rollout_done("2.0.0");
-    }, 100ms);
+    bool done = poll_until(
+        deadline_in(kRolloutTimeout),
+        [&] {
+          if (std::chrono::steady_clock::now() >= next_arm && drops_left(r.hub()) == 0) {
+            r.hub().set_faults(f);
+            ++rounds;
+            next_arm = std::chrono::steady_clock::now() + 500ms;
+          }
+          return r.rollout_done("2.0.0");
+        },
+        100ms);
     f.drop_after_commit = 0;
     r.hub().set_faults(f);
     REQUIRE_MESSAGE(done, r.diagnostics());

@@ -64,7 +64,8 @@ TEST_SUITE("integration") {
       std::size_t pings = 0;
       for (auto pos = got.find("WATCHDOG=1"); pos != std::string::npos; pos = got.find("WATCHDOG=1", pos + 1))
         ++pings;
-      return got.find("READY=1") != std::string::npos && got.find("STATUS=") != std::string::npos && pings >= 3;
+      return got.find("READY=1") != std::string::npos && got.find("STATUS=") != std::string::npos &&
+             pings >= 3;
     });
     CHECK_MESSAGE(ok, sock.received() << "\n" << m.log());
     CHECK(sock.received().find("READY=1") < sock.received().find("WATCHDOG=1"));
@@ -78,7 +79,8 @@ TEST_SUITE("integration") {
     auto pings = [&] {
       const std::string& got = sock.received();
       std::size_t n = 0;
-      for (auto pos = got.find("WATCHDOG=1"); pos != std::string::npos; pos = got.find("WATCHDOG=1", pos + 1)) ++n;
+      for (auto pos = got.find("WATCHDOG=1"); pos != std::string::npos; pos = got.find("WATCHDOG=1", pos + 1))
+        ++n;
       return n;
     };
     REQUIRE(poll_until(deadline_in(10s), [&] { return m.log().find("level=") != std::string::npos; }));
@@ -114,8 +116,9 @@ TEST_SUITE("integration") {
     auto took = std::chrono::steady_clock::now() - t0;
     REQUIRE(st);
     CHECK(st->code == 0);
-    CHECK_MESSAGE(took < 2s, "stopping took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
-                                               << " ms");
+    CHECK_MESSAGE(took < 2s, "stopping took "
+                                 << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                                 << " ms");
     // What was begun on this node is on disk: the lease and the interrupted install.
     auto saved = StateFile(h.state_dir() + "/state.json").load();
     REQUIRE(saved);

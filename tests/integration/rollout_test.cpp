@@ -24,11 +24,13 @@ TEST_SUITE("integration") {
     for (auto& m : r.members()) m->install_delay(0.5);
     r.start_all();
     // Once the first member is done, n5 joins and n4 (still on the old version) leaves.
-    bool first_done = r.wait_group([](const GroupDocument& doc) {
-      for (const auto& [node, e] : doc.entries)
-        if (e.state == State::succeeded) return true;
-      return false;
-    }, deadline_in(kRolloutTimeout));
+    bool first_done = r.wait_group(
+        [](const GroupDocument& doc) {
+          for (const auto& [node, e] : doc.entries)
+            if (e.state == State::succeeded) return true;
+          return false;
+        },
+        deadline_in(kRolloutTimeout));
     REQUIRE_MESSAGE(first_done, r.diagnostics());
 
     Member& n5 = r.add_node("n5");
@@ -40,14 +42,16 @@ TEST_SUITE("integration") {
     REQUIRE_MESSAGE(removed.status.code == 0, removed.output);
 
     // Everyone still in the group ends at the target, n5 included.
-    bool done = r.wait_group([](const GroupDocument& doc) {
-      if (doc.is_member("n4") || !doc.is_member("n5")) return false;
-      for (const auto& m : doc.members) {
-        const Entry* e = doc.entry(m);
-        if (!e || e->state != State::succeeded || e->version != "2.0.0") return false;
-      }
-      return true;
-    }, deadline_in(kRolloutTimeout));
+    bool done = r.wait_group(
+        [](const GroupDocument& doc) {
+          if (doc.is_member("n4") || !doc.is_member("n5")) return false;
+          for (const auto& m : doc.members) {
+            const Entry* e = doc.entry(m);
+            if (!e || e->state != State::succeeded || e->version != "2.0.0") return false;
+          }
+          return true;
+        },
+        deadline_in(kRolloutTimeout));
     CHECK_MESSAGE(done, r.diagnostics());
     CHECK(n5.version() == "2.0.0");
     CHECK(n5.agent_calls("install") == 1);
