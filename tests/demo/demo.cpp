@@ -4,6 +4,8 @@
 // transitions as they happen; then a summary, a timeline chart (SVG) and the
 // invariant check of protocol.md §7. Exits 1 if an invariant broke or the rollout
 // did not finish.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -12,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -255,6 +258,22 @@ RequestCounts request_counts(Hub& hub, const std::string& prefix) {
   return c;
 }
 
+// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
+double cpu_seconds(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::atof(field.c_str());
+    if (i == 15) stime = std::atof(field.c_str());
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 long peak_rss_kib(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   std::string line;
@@ -291,6 +310,8 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
     return 1;
   }
   RequestCounts before = request_counts(r.hub(), "o/n");
+  std::vector<double> cpu_before;
+  for (auto& m : r.members()) cpu_before.push_back(cpu_seconds(m->process()->pid()));
   auto t0 = Clock::now();
   std::printf("idle       %d members in a quiet group for %.1f min (changes every %ss, idle heartbeat %ss)\n",
               args.members, args.idle_minutes, ro.member.changes_seconds.c_str(),
@@ -299,7 +320,12 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
   RequestCounts after = request_counts(r.hub(), "o/n");
   double minutes = std::chrono::duration<double>(Clock::now() - t0).count() / 60.0;
   long rss_max = 0;
-  for (auto& m : r.members()) rss_max = std::max(rss_max, peak_rss_kib(m->process()->pid()));
+  double cpu_max = 0;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    pid_t pid = r.member(i).process()->pid();
+    rss_max = std::max(rss_max, peak_rss_kib(pid));
+    cpu_max = std::max(cpu_max, cpu_seconds(pid) - cpu_before[i]);
+  }
   r.stop_all();
   double per_member = after.members ? static_cast<double>(after.total - before.total) /
                                           static_cast<double>(after.members) / minutes
@@ -309,6 +335,8 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
   std::printf("  group reads in the window: %lld, answered 304: %lld\n", reads,
               after.not_modified - before.not_modified);
   std::printf("  peak RSS of one idle agentd (VmHWM, largest of %d): %ld KiB\n", args.members, rss_max);
+  std::printf("  CPU of one idle agentd (largest of %d): %.2f s in %.1f min = %.4f%% of one core\n",
+              args.members, cpu_max, minutes, 100.0 * cpu_max / (minutes * 60.0));
   return 0;
 }
 
