@@ -44,6 +44,13 @@ Reply api(int status, const std::string& code, const std::string& msg) {
   return r;
 }
 
+// An accepted state-changing request (what the dropAfterCommit fault counts).
+Reply written(int status, const std::string& msg) {
+  Reply r = api(status, "ok", msg);
+  r.write = true;
+  return r;
+}
+
 Reply unauthorized() {
   return api(401, "invalid-credentials", "invalid.credentials");
 }
@@ -509,9 +516,7 @@ Reply Hub::post_org(const Call& call, const std::string& org, const Identity& wh
   o.description = *description;
   o.last_updated = now_;
   add_change(org, "org", org, "created", "org");
-  Reply r = api(201, "ok", "org '" + org + "' created");
-  r.write = true;
-  return r;
+  return written(201, "org '" + org + "' created");
 }
 
 Reply Hub::post_user(const Call& call, const std::string& org, const std::string& user, const Identity& who) {
@@ -536,9 +541,7 @@ Reply Hub::post_user(const Call& call, const std::string& org, const std::string
   u.last_updated = now_;
   it->second.users[user] = u;
   dirty_ = true;
-  Reply r = api(201, "ok", "user '" + org + "/" + user + "' created");
-  r.write = true;
-  return r;
+  return written(201, "user '" + org + "/" + user + "' created");
 }
 
 // ---- nodes (exchange-api.md §3) -----------------------------------------------------------
@@ -721,9 +724,7 @@ Reply Hub::put_node(const Call& call, const std::string& org, const std::string&
   if (!(call.params.count("noheartbeat") && call.params.at("noheartbeat") == "true")) n.last_heartbeat = now_;
   o->second.nodes[node] = n;
   add_change(org, "node", node, create ? "created" : "modified", "node");
-  Reply r = api(201, "ok", "node '" + org + "/" + node + "' added or updated");
-  r.write = true;
-  return r;
+  return written(201, "node '" + org + "/" + node + "' added or updated");
 }
 
 Reply Hub::patch_node(const Call& call, const std::string& org, const std::string& node,
@@ -774,9 +775,7 @@ Reply Hub::delete_node(const std::string& org, const std::string& node, const Id
     add_change(org, "ha_group", group, "modified", "ha_group");
     group_changed(org, group, &g, who, "members", node);
   }
-  Reply r = api(204, "ok", "node deleted");
-  r.write = true;
-  return r;
+  return written(204, "node deleted");
 }
 
 Reply Hub::post_heartbeat(const std::string& org, const std::string& node, const Identity& who) {
@@ -791,9 +790,7 @@ Reply Hub::post_heartbeat(const std::string& org, const std::string& node, const
     return denied(who, "WRITE_ALL_NODES", target);
   n.last_heartbeat = now_;
   heartbeat_dirty_ = true;
-  Reply r = api(201, "ok", "node updated");
-  r.write = true;
-  return r;
+  return written(201, "node updated");
 }
 
 // ---- HA groups (exchange-api.md §2, protocol.md §2-3) ---------------------------------------
@@ -928,9 +925,7 @@ Reply Hub::post_group(const Call& call, const std::string& org, const std::strin
   for (const auto& id : ids) add_change(org, "node", id, "modified", "node");
   add_change(org, "ha_group", name, "created", "ha_group");
   group_changed(org, name, &g, who, "group_create", "");
-  Reply r = api(201, "ok", "high availability node group '" + org + "/" + name + "' created");
-  r.write = true;
-  return r;
+  return written(201, "high availability node group '" + org + "/" + name + "' created");
 }
 
 Reply Hub::put_group(const Call& call, const std::string& org, const std::string& name, const Identity& who) {
@@ -998,9 +993,7 @@ Reply Hub::delete_group(const std::string& org, const std::string& name, const I
   for (const auto& id : members) add_change(org, "node", id, "modified", "node");
   add_change(org, "ha_group", name, "deleted", "ha_group");
   group_changed(org, name, nullptr, who, "group_delete", "");
-  Reply r = api(204, "ok", "deleted");
-  r.write = true;
-  return r;
+  return written(204, "deleted");
 }
 
 Reply Hub::post_member(const Call& call, const std::string& org, const std::string& name,
@@ -1031,9 +1024,7 @@ Reply Hub::post_member(const Call& call, const std::string& org, const std::stri
   std::string in = o->second.group_of(node);
   if (!in.empty() && (!force || in == name)) {
     if (force) {  // already where the caller wants it
-      Reply r = api(201, "ok", "");
-      r.write = true;
-      return r;
+      return written(201, "");
     }
     return conflict("node '" + org + "/" + node + "' exists in an another high availability node group");
   }
@@ -1043,9 +1034,7 @@ Reply Hub::post_member(const Call& call, const std::string& org, const std::stri
   add_change(org, "node", node, "modified", "node");
   add_change(org, "ha_group", name, "modified", "ha_group");
   group_changed(org, name, &g, who, "members", node);
-  Reply r = api(201, "ok", "");
-  r.write = true;
-  return r;
+  return written(201, "");
 }
 
 Reply Hub::delete_member(const std::string& org, const std::string& name, const std::string& node,
@@ -1067,9 +1056,7 @@ Reply Hub::delete_member(const std::string& org, const std::string& name, const 
   add_change(org, "node", node, "modified", "node");
   add_change(org, "ha_group", name, "modified", "ha_group");
   group_changed(org, name, &g, who, "members", node);
-  Reply r = api(204, "ok", "");
-  r.write = true;
-  return r;
+  return written(204, "");
 }
 
 // ---- coordination writes (protocol.md §3) ---------------------------------------------------
@@ -1262,9 +1249,7 @@ Reply Hub::write_policy(const Call& call, const std::string& org, const std::str
   json::set(p.get(), "startWindow", std::max<std::int64_t>(*window, 0));
   o->second.policies[name] = json::print(p.get());
   add_change(org, "mgmtpolicy", name, create ? "created" : "modified", "mgmtpolicy");
-  Reply r = api(201, "ok", "management policy '" + full + "' " + (create ? "created" : "updated"));
-  r.write = true;
-  return r;
+  return written(201, "management policy '" + full + "' " + (create ? "created" : "updated"));
 }
 
 Reply Hub::delete_policy(const std::string& org, const std::string& name, const Identity& who) {
@@ -1281,9 +1266,7 @@ Reply Hub::delete_policy(const std::string& org, const std::string& name, const 
   o->second.policies.erase(name);
   for (auto& [id, n] : o->second.nodes) n.mgmt_status.erase(name);  // FK cascade
   add_change(org, "mgmtpolicy", name, "deleted", "mgmtpolicy");
-  Reply r = api(204, "ok", "");
-  r.write = true;
-  return r;
+  return written(204, "");
 }
 
 Reply Hub::get_status(const std::string& org, const std::string& node, const std::string& nmp,
@@ -1380,9 +1363,7 @@ Reply Hub::delete_status(const std::string& org, const std::string& node, const 
                      "' not found");
   n->mgmt_status.erase(nmp);
   add_change(org, "nodemgmtpolstatus", node, "deleted", "node");
-  Reply r = api(204, "ok", "");
-  r.write = true;
-  return r;
+  return written(204, "");
 }
 
 Reply Hub::agent_file_version(const Call& call, const std::string& org, const Identity& who) {
@@ -1401,9 +1382,7 @@ Reply Hub::agent_file_version(const Call& call, const std::string& org, const Id
     if (state_.agent_file_version.empty()) return not_found("org 'IBM' not found");
     state_.agent_file_version.clear();
     add_change("IBM", "agentfileversion", "IBM", "modified", "org", true);
-    Reply r = api(204, "ok", "");
-    r.write = true;
-    return r;
+    return written(204, "");
   }
   auto body = parse_body(call, false);
   if (!body) return bad_input(body.error().message);
@@ -1417,9 +1396,7 @@ Reply Hub::agent_file_version(const Call& call, const std::string& org, const Id
   json::set(v.get(), "lastUpdated", now_);
   state_.agent_file_version = json::print(v.get());
   add_change("IBM", "agentfileversion", "IBM", "modified", "org", true);
-  Reply r = api(201, "ok", "attribute 'AgentFileVersion' of org 'IBM' updated");
-  r.write = true;
-  return r;
+  return written(201, "attribute 'AgentFileVersion' of org 'IBM' updated");
 }
 
 // ---- changes feed (exchange-api.md §6) -------------------------------------------------------
@@ -1536,9 +1513,7 @@ Reply Hub::route_css(const Call& call, const std::vector<std::string>& s, const 
       return api(500, "internal_error", st.error().message);
     state_.css[key] = CssObject{static_cast<std::int64_t>(call.body.size()), file};
     dirty_ = true;
-    Reply r = api(204, "ok", "");
-    r.write = true;
-    return r;
+    return written(204, "");
   }
   if (call.method != "GET") return unrecognized();
   bool shared_agent_files = org == "IBM" && type.rfind("agent_", 0) == 0;  // AX CSSSHAREDORG

@@ -28,6 +28,7 @@
 #include "agentd/json.h"
 #include "agentd/log.h"
 #include "hub/hub.h"
+#include "hub/in_process.h"
 #include "hub/server.h"
 #include "temp_dir.h"
 
@@ -63,22 +64,11 @@ class StandIn {
     o.state_path = dir_.file("hub.json");
     o.log_path = dir_.file("writes.jsonl");
     o.mode = mode;
-    auto hub = Hub::open(o);
-    REQUIRE(hub.has_value());
-    hub_ = std::move(*hub);
-    server_ = std::make_unique<Server>(*hub_);
-    auto port = server_->bind("127.0.0.1", 0);
-    REQUIRE(port.has_value());
-    port_ = *port;
-    thread_ = std::thread([this] { server_->run(); });
-    auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (!server_->is_running() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
-    REQUIRE(server_->is_running());
+    auto h = InProcessHub::start(o);
+    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
+    in_process_ = std::move(*h);
+    port_ = in_process_->port();
     seed();
-  }
-  ~StandIn() {
-    server_->stop();
-    thread_.join();
   }
   StandIn(const StandIn&) = delete;
   StandIn& operator=(const StandIn&) = delete;
@@ -206,9 +196,7 @@ class StandIn {
   }
 
   testing::TempDir dir_;
-  std::unique_ptr<Hub> hub_;
-  std::unique_ptr<Server> server_;
-  std::thread thread_;
+  std::unique_ptr<InProcessHub> in_process_;
   int port_ = 0;
 };
 

@@ -17,6 +17,7 @@
 #include "agentd/files.h"
 #include "agentd/group.h"
 #include "agentd/json.h"
+#include "hub/in_process.h"
 #include "hub/server.h"
 #include "temp_dir.h"
 
@@ -60,27 +61,13 @@ class TestHub {
     o.state_path = dir_.file("state.json");
     o.log_path = dir_.file("writes.jsonl");
     o.mode = mode_;
-    auto hub = Hub::open(o);
-    REQUIRE(hub.has_value());
-    hub_ = std::move(*hub);
-    server_ = std::make_unique<Server>(*hub_);
-    auto port = server_->bind("127.0.0.1", 0);
-    REQUIRE(port.has_value());
-    port_ = *port;
-    thread_ = std::thread([this] { server_->run(); });
-    auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (!server_->is_running() && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(1ms);
-    REQUIRE(server_->is_running());
+    auto h = InProcessHub::start(o);
+    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
+    in_process_ = std::move(*h);
+    port_ = in_process_->port();
   }
 
-  void stop() {
-    if (!server_) return;
-    server_->stop();
-    thread_.join();
-    server_.reset();
-    hub_.reset();
-  }
+  void stop() { in_process_.reset(); }
 
   void restart() {
     stop();
@@ -163,9 +150,7 @@ class TestHub {
  private:
   testing::TempDir dir_;
   Mode mode_;
-  std::unique_ptr<Hub> hub_;
-  std::unique_ptr<Server> server_;
-  std::thread thread_;
+  std::unique_ptr<InProcessHub> in_process_;
   int port_ = 0;
 };
 
