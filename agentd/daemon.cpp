@@ -308,6 +308,8 @@ bool Daemon::read_group(bool force) {
     const Error& e = r.error();
     next_read_ = now + std::max(p_.config.poll, Mono{500});
     if (e.code == Errc::unsupported) {
+      // A 403 is also what a member removed from the group gets: look at the node first.
+      next_node_ = std::min(next_node_, now + p_.config.poll);
       // protocol.md §3: without the extension there is no safe lease; never fall back.
       std::string why =
           "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
