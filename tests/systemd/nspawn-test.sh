@@ -1,0 +1,313 @@
+#!/bin/bash
+# Boots a Debian 12 container with systemd-nspawn -b, installs the agentd .deb
+# and checks it under a real systemd: the unit is active only after READY=1, a
+# hung agentd (SIGSTOP) is killed by the watchdog and restarted, `apt remove`
+# then `apt purge` leave the system clean. Prints the time from the start of
+# agentd to READY=1 with the hub reachable.
+#
+#   tests/systemd/nspawn-test.sh [AGENTD.deb [exchange-standin]]
+#
+# Defaults: build/release/packages/agentd_*_amd64.deb (bash
+# packaging/build-packages.sh) and build/release/tests/exchange-standin. The hub
+# (exchange-standin) runs inside the container on 127.0.0.1; the upgrade
+# commands are shell one-liners on a version file.
+# The container root is made once with mmdebstrap (needs the Debian mirror) and
+# cached under /var/cache/agentd-nspawn (AGENTD_NSPAWN_CACHE=DIR elsewhere); each
+# run boots a copy of it, deleted at the end. As root, on Debian, with
+# systemd-container and mmdebstrap installed. Works without systemd on the host
+# (--register=no --keep-unit); commands run in the container through nsenter.
+#
+# Prints one line per check ("ok - ..." / "not ok - ...") and "N passed, M
+# failed"; exits 1 on any failure. AGENTD_NSPAWN_DEBUG=1 prints agentd's
+# journal at the end.
+
+# shellcheck disable=SC2317 # functions run through check and poll
+set -euo pipefail
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+  sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
+  exit 2
+fi
+# shellcheck disable=SC2012 # file names made by CPack
+deb=${1:-$(ls "$src"/build/release/packages/agentd_*_amd64.deb 2>/dev/null | tail -n 1)}
+standin=${2:-$src/build/release/tests/exchange-standin}
+[ -f "$deb" ] || { echo "no .deb (build it with packaging/build-packages.sh or name it)" >&2; exit 2; }
+[ -x "$standin" ] || { echo "no exchange-standin at $standin" >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 2; }
+for tool in systemd-nspawn mmdebstrap nsenter; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install systemd-container mmdebstrap)" >&2; exit 2; }
+done
+t_begin=$(date +%s)
+
+# ---- The container root (cached) ---------------------------------------------
+# systemd and dbus to boot; the libraries of agentd and exchange-standin
+# (libcpp-httplib); curl for the hub setup.
+packages=systemd,systemd-sysv,dbus,curl,libcurl4,libssl3,libcjson1,libsystemd0,libcpp-httplib0.11
+cache=${AGENTD_NSPAWN_CACHE:-/var/cache/agentd-nspawn}
+base=$cache/bookworm-$(echo "$packages" | md5sum | cut -c1-8)
+if [ ! -d "$base" ]; then
+  echo "# making the container root $base (once)"
+  mkdir -p "$cache"
+  rm -rf "$base.tmp"
+  mmdebstrap --quiet --mode=root --variant=apt --include="$packages" bookworm "$base.tmp" \
+    "deb http://deb.debian.org/debian bookworm main"
+  # A fresh machine id on each boot; no getty on the console (nobody logs in).
+  : >"$base.tmp/etc/machine-id"
+  ln -sf /dev/null "$base.tmp/etc/systemd/system/console-getty.service"
+  mv "$base.tmp" "$base"
+fi
+
+work=$(mktemp -d /var/tmp/agentd-nspawn.XXXXXX)
+root=$work/root
+nspawn_pid=
+cleanup() {
+  if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
+    kill -TERM "$nspawn_pid" 2>/dev/null || true  # nspawn asks the container's systemd to power off
+    for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$nspawn_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+cp -a "$base" "$root"
+# Not /tmp: nspawn mounts a tmpfs there.
+cp "$deb" "$root/root/agentd.deb"
+cp "$standin" "$root/usr/local/bin/exchange-standin"
+
+# ---- Checks ------------------------------------------------------------------
+passed=0
+failed=0
+check() {  # check DESCRIPTION COMMAND...: passes when COMMAND succeeds
+  local what=$1 output
+  shift
+  if output=$("$@" 2>&1); then
+    echo "ok - $what"
+    passed=$((passed + 1))
+  else
+    echo "not ok - $what"
+    printf '%s\n' "$output" | sed 's/^/#   | /'
+    failed=$((failed + 1))
+  fi
+}
+finish() {
+  echo "# script took $(($(date +%s) - t_begin)) s"
+  echo "$passed passed, $failed failed"
+  if [ "$failed" -eq 0 ]; then exit 0; fi
+  exit 1
+}
+not() { ! "$@"; }
+# poll SECONDS COMMAND...: until COMMAND succeeds or the deadline passes.
+poll() {
+  local deadline=$(($(date +%s%N) + $1 * 1000000000))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s%N)" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+
+# ---- Boot --------------------------------------------------------------------
+machine=agentd-test-$$
+systemd-nspawn --quiet --register=no --keep-unit --machine="$machine" -D "$root" -b \
+  >"$work/console.log" 2>&1 </dev/null &
+nspawn_pid=$!
+leader() { pgrep -P "$nspawn_pid" | head -n 1; }
+poll 30 leader || true
+pid1=$(leader || true)
+inside() {  # inside COMMAND...: runs COMMAND in the container (as its root, clean environment)
+  nsenter --target "$pid1" --mount --uts --ipc --pid --cgroup -- \
+    /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
+}
+prop() { inside systemctl show -P "$2" "$1"; }
+journal_has() {  # journal_has UNIT REGEX: the unit's journal of this boot matches
+  local j
+  j=$(inside journalctl -u "$1" -b -o cat) || return 1
+  grep -E "$2" <<<"$j"
+}
+no_failed_units() {
+  local f
+  f=$(inside systemctl --failed --no-legend --plain) || return 1
+  echo "$f"
+  [ -z "$f" ]
+}
+# The root has no procps: kill and the process table through sh and /proc.
+# shellcheck disable=SC2016 # $1 is for that sh
+alive() { inside sh -c 'kill -0 "$1"' _ "$1"; }
+agentd_processes() { inside sh -c 'grep -lx agentd /proc/[0-9]*/comm' 2>/dev/null; }
+booted() {
+  local s
+  s=$(inside systemctl is-system-running --wait) || true
+  [ "$s" = running ] || [ "$s" = degraded ]
+}
+if [ -z "$pid1" ] || ! poll 60 booted; then
+  echo "not ok - container boots (systemd-nspawn -b)"
+  sed 's/^/#   | /' "$work/console.log" | tail -n 30
+  failed=$((failed + 1))
+  finish
+fi
+check "container boots: systemd is running" booted
+check "no failed units after boot" no_failed_units
+
+# ---- The hub, inside the container on 127.0.0.1 -------------------------------
+inside systemd-run --quiet --unit=exchange-standin -p StandardOutput=file:/run/standin.out \
+  /usr/local/bin/exchange-standin --bind 127.0.0.1 --port 0 --state /run/standin.state --log /run/standin.log
+port=
+# /run is the container's tmpfs: read it from inside.
+hub_port() { port=$(inside sed -n 's/^listening port=\([0-9]*\)$/\1/p' /run/standin.out 2>/dev/null || true); [ -n "$port" ]; }
+check "exchange-standin listens" poll 20 hub_port
+hub_port || true  # check ran it in a subshell
+hub=http://127.0.0.1:$port/v1
+hub_call() {  # hub_call AUTH METHOD PATH [BODY]: fails on an HTTP error
+  inside curl -sS --fail-with-body -u "$1" -X "$2" -H 'Content-Type: application/json' \
+    ${4:+--data "$4"} "$hub$3"
+}
+token=node-token-0123456789
+check "hub: create org o" hub_call root/root:rootpw POST /orgs/o '{"label":"o","description":"org o"}'
+check "hub: create user o/admin" hub_call root/root:rootpw POST /orgs/o/users/admin \
+  '{"password":"adminpw","admin":true,"email":"admin@example.com"}'
+check "hub: create node o/n1" hub_call o/admin:adminpw PUT /orgs/o/nodes/n1 \
+  "{\"token\":\"$token\",\"name\":\"n1\",\"pattern\":\"\",\"arch\":\"amd64\",\"publicKey\":\"\",\"softwareVersions\":{\"horizon\":\"1.0.0\"}}"
+check "hub: the node authenticates" hub_call "o/n1:$token" GET /orgs/o/nodes/n1
+[ "$failed" -eq 0 ] || finish
+
+# ---- Install -------------------------------------------------------------------
+echo "# install $(basename "$deb") (unconfigured)"
+check "apt-get install succeeds" inside apt-get install -y -q /root/agentd.deb
+[ -x "$root/usr/sbin/agentd" ] || finish
+check "agentd.service enabled" inside systemctl is-enabled agentd.service
+check "unconfigured: not started by the install" not inside systemctl is-active -q agentd.service
+
+# Configuration: the hub, the token, trivial upgrade commands on a version file.
+mkdir -p "$root/var/lib/agentd-test"
+echo 1.0.0 >"$root/var/lib/agentd-test/version"
+printf 'HZN_EXCHANGE_URL=%s\nHZN_FSS_CSSURL=http://127.0.0.1:%s/css\nHZN_ORG_ID=o\nHZN_DEVICE_ID=n1\n' \
+  "$hub" "$port" >"$root/etc/default/horizon"
+install -m 0600 /dev/null "$root/etc/agentd/token"
+echo "$token" >"$root/etc/agentd/token"
+mkdir -p "$root/etc/agentd/conf.d"
+write_conf() {  # write_conf VERSION_COMMAND
+  cat >"$root/etc/agentd/conf.d/test.conf" <<EOF
+AGENTD_TOKEN_FILE=/etc/agentd/token
+AGENTD_LOG_LEVEL=debug
+AGENTD_VERSION_COMMAND=$1
+AGENTD_INSTALL_COMMAND=echo "\$AGENTD_TARGET_VERSION" >/var/lib/agentd-test/version
+AGENTD_RESTART_COMMAND=true
+AGENTD_HEALTH_COMMAND=true
+AGENTD_ROLLBACK_COMMAND=echo "\$AGENTD_PREVIOUS_VERSION" >/var/lib/agentd-test/version
+EOF
+}
+write_conf 'cat /var/lib/agentd-test/version'
+check "configured: agentd --check-config passes" inside agentd --check-config
+
+
+# ---- active only after READY=1 --------------------------------------------------
+echo "# active (running) only after READY=1"
+# READY=1 follows the version command; a slow one holds agentd in "activating"
+# while its process already runs.
+write_conf 'sleep 3; cat /var/lib/agentd-test/version'
+inside systemctl start --no-block agentd.service
+main_started() { [ "$(prop agentd.service MainPID)" != 0 ]; }
+poll 10 main_started || true
+state_during=$(prop agentd.service ActiveState)/$(prop agentd.service SubState)
+check "agentd runs but the unit is activating/start before READY ($state_during)" \
+  test "$state_during" = activating/start
+is_active() { [ "$(prop agentd.service ActiveState)" = active ]; }
+check "then the unit becomes active" poll 20 is_active
+check "SubState is running" test "$(prop agentd.service SubState)" = running
+start_us=$(prop agentd.service ExecMainStartTimestampMonotonic)
+active_us=$(prop agentd.service ActiveEnterTimestampMonotonic)
+delay_ms=$(((active_us - start_us) / 1000))
+check "active entered >= 3 s after the start (the version command), $delay_ms ms" test "$delay_ms" -ge 3000
+check "journal: agentd logged started" journal_has agentd.service started
+
+# ---- start-to-READY with the hub reachable -----------------------------------------
+echo "# start to READY=1, hub reachable"
+write_conf 'cat /var/lib/agentd-test/version'
+inside systemctl stop agentd.service
+times=()
+for i in 1 2 3; do
+  inside systemctl reset-failed agentd.service 2>/dev/null || true
+  inside systemctl start agentd.service  # returns on READY=1 (Type=notify)
+  start_us=$(prop agentd.service ExecMainStartTimestampMonotonic)
+  active_us=$(prop agentd.service ActiveEnterTimestampMonotonic)
+  times+=("$(((active_us - start_us) / 1000))")
+  if [ "$i" -lt 3 ]; then inside systemctl stop agentd.service; fi
+done
+echo "# start-to-READY (ExecMainStart -> ActiveEnter): ${times[*]} ms"
+all_below() { local limit=$1 t; shift; for t; do [ "$t" -lt "$limit" ] || return 1; done; }
+check "each start returned active, READY within 5 s (${times[*]} ms)" all_below 5000 "${times[@]}"
+check "active now" is_active
+# "not in an HA group" needs the node's groups from the hub.
+check "agentd read its node from the hub" journal_has agentd.service 'not in an HA group'
+check "no warnings or errors in agentd's journal" not journal_has agentd.service 'level=(warn|error)'
+# The first hub answer (the plan) after the last start.
+main_pid=$(prop agentd.service MainPID)
+plan_us=$(inside journalctl -b "_PID=$main_pid" -o json | grep -m 1 'event=plan' |
+  sed -n 's/.*"__MONOTONIC_TIMESTAMP" *: *"\([0-9]*\)".*/\1/p' || true)
+if [ -n "$plan_us" ]; then
+  echo "# start to the first hub answer (event=plan): $(((plan_us - start_us) / 1000)) ms (READY=1 comes before any hub request)"
+fi
+
+# ---- watchdog -----------------------------------------------------------------
+echo "# watchdog: a stopped (SIGSTOP) agentd is killed and restarted"
+# Runtime drop-in (/run): the package's files and the purge check stay untouched.
+inside mkdir -p /run/systemd/system/agentd.service.d
+printf '[Service]\nWatchdogSec=3s\nRestartSec=1s\n' >"$work/watchdog.conf"
+inside sh -c 'cat >/run/systemd/system/agentd.service.d/watchdog.conf' <"$work/watchdog.conf"
+inside systemctl daemon-reload
+inside systemctl reset-failed agentd.service 2>/dev/null || true
+inside systemctl restart agentd.service
+check "WatchdogUSec is 3 s" test "$(prop agentd.service WatchdogUSec)" = 3s
+old_pid=$(prop agentd.service MainPID)
+restarts_before=$(prop agentd.service NRestarts)
+# Alive: several watchdog intervals pass without a restart.
+sleep 7
+check "a running agentd pings the watchdog (no restart for 7 s)" \
+  test "$(prop agentd.service MainPID)" = "$old_pid" -a "$(prop agentd.service NRestarts)" = "$restarts_before"
+t_stop=$(date +%s%N)
+# shellcheck disable=SC2016
+inside sh -c 'kill -STOP "$1"' _ "$old_pid"
+restarted() {
+  local p
+  p=$(prop agentd.service MainPID)
+  [ "$p" != 0 ] && [ "$p" != "$old_pid" ] && is_active
+}
+check "after SIGSTOP a new agentd is active" poll 30 restarted
+echo "# watchdog restart took $((($(date +%s%N) - t_stop) / 1000000)) ms after SIGSTOP (WatchdogSec=3s, RestartSec=1s)"
+check "the journal says the watchdog fired" \
+  journal_has agentd.service 'Watchdog timeout' 
+check "NRestarts went up by 1" test "$(prop agentd.service NRestarts)" -eq $((restarts_before + 1))
+check "the stopped process is gone" not alive "$old_pid"
+check "agentd-rollback.service not triggered" test "$(prop agentd-rollback.service ActiveEnterTimestampMonotonic)" = 0
+inside rm -rf /run/systemd/system/agentd.service.d
+inside systemctl daemon-reload
+
+# ---- remove, purge ------------------------------------------------------------
+echo "# apt remove"
+new_pid=$(prop agentd.service MainPID)
+check "apt-get remove succeeds" inside apt-get remove -y -q agentd
+check "agentd stopped (process gone)" not alive "$new_pid"
+# The unit file is gone; postrm keeps the enable state as a mask (as dh_installsystemd).
+load_state=$(prop agentd.service LoadState)
+check "unit not loadable any more (LoadState=$load_state)" \
+  bash -c "[ '$load_state' = masked ] || [ '$load_state' = not-found ]"
+check "binaries and units removed" test ! -e "$root/usr/sbin/agentd" -a ! -e "$root/usr/lib/systemd/system/agentd.service"
+check "configuration kept" test -f "$root/etc/agentd/agentd.conf" -a -f "$root/etc/agentd/conf.d/test.conf"
+check "state directory kept" test -d "$root/var/lib/agentd"
+check "dpkg status rc" bash -c "test \"\$(chroot '$root' dpkg-query -W -f='\${db:Status-Abbrev}' agentd | tr -d ' ')\" = rc"
+echo "# apt purge"
+check "apt-get purge succeeds" inside apt-get purge -y -q agentd
+check "package unknown to dpkg" bash -c "! chroot '$root' dpkg-query -W agentd"
+check "/etc/agentd gone" test ! -e "$root/etc/agentd"
+check "/var/lib/agentd gone" test ! -e "$root/var/lib/agentd"
+check "nothing named agentd left in the root" \
+  bash -c "! find '$root' -xdev -name '*agentd*' ! -path '$root/root/agentd.deb' ! -path '$root/var/lib/agentd-test*' | grep ."
+check "no agentd process left" not agentd_processes
+agentd_units() { inside systemctl list-units --all --no-legend --plain 'agentd*' | grep .; }
+check "no agentd unit loaded" not agentd_units
+check "no failed units" no_failed_units
+
+if [ -n "${AGENTD_NSPAWN_DEBUG:-}" ]; then inside journalctl -b -u agentd.service -o short-monotonic >&2; fi
+finish
