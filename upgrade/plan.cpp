@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "version_range.h"
+
 namespace agentd {
 
 namespace {
@@ -19,7 +21,11 @@ void split_version(const std::string& v, std::vector<long long>* parts, std::str
     auto dot = core.find('.', i);
     std::string part = core.substr(i, dot == std::string::npos ? std::string::npos : dot - i);
     long long n = 0;
-    for (char c : part) n = std::isdigit(static_cast<unsigned char>(c)) ? n * 10 + (c - '0') : n;
+    for (char c : part) {
+      // Saturate: a 30-digit part must not overflow (it still sorts above smaller ones).
+      if (std::isdigit(static_cast<unsigned char>(c)))
+        n = n > 100'000'000'000'000'000LL ? n : n * 10 + (c - '0');
+    }
     parts->push_back(n);
     if (dot == std::string::npos) break;
     i = dot + 1;
@@ -27,11 +33,57 @@ void split_version(const std::string& v, std::vector<long long>* parts, std::str
   *suffix = rest;
 }
 
+bool all_digits(const std::string& s) {
+  return !s.empty() &&
+         std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+}
+
+// Semantic Versioning pre-release order, as anax ComparePrereleases:
+// dot-separated identifiers, numeric ones numerically and below alphanumeric ones.
+int compare_prereleases(const std::string& a, const std::string& b) {
+  if (a == b) return 0;
+  if (a.empty()) return 1;
+  if (b.empty()) return -1;
+  std::size_t i = 0, j = 0;
+  while (true) {
+    std::size_t da = a.find('.', i), db = b.find('.', j);
+    std::string x = a.substr(i, da == std::string::npos ? std::string::npos : da - i);
+    std::string y = b.substr(j, db == std::string::npos ? std::string::npos : db - j);
+    if (x != y) {
+      bool nx = all_digits(x), ny = all_digits(y);
+      if (nx && ny) {
+        std::string tx = x.substr(std::min(x.find_first_not_of('0'), x.size()));
+        std::string ty = y.substr(std::min(y.find_first_not_of('0'), y.size()));
+        if (tx.size() != ty.size()) return tx.size() < ty.size() ? -1 : 1;
+        if (tx != ty) return tx < ty ? -1 : 1;
+      } else if (nx != ny) {
+        return nx ? -1 : 1;
+      } else {
+        return x < y ? -1 : 1;
+      }
+    }
+    if (da == std::string::npos || db == std::string::npos) {
+      if (da == db) return 0;
+      return da == std::string::npos ? -1 : 1;  // more identifiers sort higher
+    }
+    i = da + 1;
+    j = db + 1;
+  }
+}
+
 bool is_exact_version(const std::string& v) {
   if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0]))) return false;
   return std::all_of(v.begin(), v.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+' || c == '_';
   });
+}
+
+// anax VerifyCompatible for a pattern: the node's "org/pattern" or its bare name.
+bool pattern_matches(const std::vector<std::string>& patterns, const std::string& node_pattern) {
+  if (std::find(patterns.begin(), patterns.end(), node_pattern) != patterns.end()) return true;
+  auto slash = node_pattern.find('/');
+  if (slash == std::string::npos) return false;
+  return std::find(patterns.begin(), patterns.end(), node_pattern.substr(slash + 1)) != patterns.end();
 }
 }  // namespace
 
@@ -45,37 +97,57 @@ int compare_versions(const std::string& a, const std::string& b) {
   pb.resize(n, 0);
   for (std::size_t i = 0; i < n; ++i)
     if (pa[i] != pb[i]) return pa[i] < pb[i] ? -1 : 1;
-  if (sa == sb) return 0;
-  if (sa.empty()) return 1;
-  if (sb.empty()) return -1;
-  return sa < sb ? -1 : 1;
+  return compare_prereleases(sa, sb);
 }
 
-Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementPolicy>& policies,
+Result<Plan> choose_target(const NodeRecord& node, const std::optional<Properties>& node_properties,
+                           const std::vector<ManagementPolicy>& policies,
                            const std::vector<std::string>& published, const std::string& running, Wall now,
-                           const ManifestFetcher& fetch_manifest) {
+                           const ManifestFetcher& fetch_manifest, const RandomBelow& random_below) {
   Plan best;
+  const ManagementPolicy* chosen = nullptr;
   std::vector<std::string> skipped;
+  auto policy_error = [&](const ManagementPolicy& p, const std::string& why) {
+    best.policy_errors[p.id] = why;
+    skipped.push_back(p.id + ": " + why);
+  };
+  std::vector<std::string> valid_published;
+  for (const auto& v : published)
+    if (is_version_string(v)) valid_published.push_back(v);  // as anax: others are ignored
+
   std::vector<ManagementPolicy> sorted = policies;
   std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
   for (const auto& p : sorted) {
     if (!p.enabled || p.agent_upgrade.manifest.empty()) continue;
-    if (!p.patterns.empty()) {
-      if (std::find(p.patterns.begin(), p.patterns.end(), node.pattern) == p.patterns.end()) continue;
+    // anax VerifyCompatible: a node with a pattern, or a policy with patterns,
+    // matches by pattern only; otherwise the policy's constraints decide.
+    if (!node.pattern.empty() || !p.patterns.empty()) {
+      if (!pattern_matches(p.patterns, node.pattern)) continue;
     } else if (!p.constraints.empty()) {
-      skipped.push_back(p.id + ": constraint expressions are not evaluated yet");
-      continue;
+      if (!node_properties) {
+        skipped.push_back(p.id + ": the node's policy properties are not known yet");
+        continue;
+      }
+      auto ok = evaluate_constraints(p.constraints, *node_properties);
+      if (!ok) {
+        policy_error(p, ok.error().message);
+        continue;
+      }
+      if (!*ok) continue;  // does not select this node
     }
+    Wall start = now;
     if (p.start != "now" && !p.start.empty()) {
-      Wall start;
       if (!parse_time(p.start, &start)) {
-        skipped.push_back(p.id + ": unsupported start '" + p.start + "'");
+        policy_error(p, "unsupported start '" + p.start + "'");
         continue;
       }
       if (start > now) {
         skipped.push_back(p.id + ": starts at " + p.start);
         continue;
       }
+    } else {
+      Wall updated;
+      if (parse_time(p.last_updated, &updated)) start = updated;
     }
     auto manifest = fetch_manifest(p.agent_upgrade.manifest);
     if (!manifest) {
@@ -84,16 +156,28 @@ Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementP
     }
     std::string v = manifest->software.version;
     if (v == "latest") {
-      if (published.empty()) {
+      if (valid_published.empty()) {
         skipped.push_back(p.id + ": 'latest' but no agent versions are published");
         continue;
       }
-      v = *std::max_element(published.begin(), published.end(),
+      v = *std::max_element(valid_published.begin(), valid_published.end(),
                             [](const auto& a, const auto& b) { return compare_versions(a, b) < 0; });
     } else if (v.empty()) {
       continue;  // the manifest upgrades certificates/configuration only
+    } else if (is_version_range_expression(v)) {
+      auto range = parse_version_range(v);
+      if (!range) {
+        policy_error(p, range.error().message);
+        continue;
+      }
+      auto found = highest_in_range(*range, valid_published);
+      if (!found) {
+        skipped.push_back(p.id + ": no published agent version is in " + v);
+        continue;
+      }
+      v = *found;
     } else if (!is_exact_version(v)) {
-      skipped.push_back(p.id + ": version '" + v + "' is not supported (ranges come later)");
+      policy_error(p, "manifest version '" + v + "' is neither latest, a version nor a version range");
       continue;
     }
     int cmp = running.empty() ? 1 : compare_versions(v, running);
@@ -105,15 +189,30 @@ Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementP
       best.version = v;
       best.policy = p.id;
       best.manifest = p.agent_upgrade.manifest;
+      best.not_before = start;
+      chosen = &p;
     }
   }
-  if (!best.version.empty()) {
+  if (chosen) {
     best.reason = "policy " + best.policy + " names " + best.version;
+    if (chosen->start_window > 0 && random_below) {
+      std::int64_t delay = random_below(chosen->start_window);
+      delay = std::clamp<std::int64_t>(delay, 0, chosen->start_window - 1);
+      best.not_before += std::chrono::seconds{delay};
+      // The delay stays out of the reason so that re-planning does not change it.
+      best.reason += " within a startWindow of " + std::to_string(chosen->start_window) + "s";
+    }
   } else {
     best.reason = "no applicable policy names an agent version";
   }
   for (const auto& s : skipped) best.reason += "; skipped " + s;
   return best;
+}
+
+Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementPolicy>& policies,
+                           const std::vector<std::string>& published, const std::string& running, Wall now,
+                           const ManifestFetcher& fetch_manifest) {
+  return choose_target(node, std::nullopt, policies, published, running, now, fetch_manifest, RandomBelow{});
 }
 
 }  // namespace agentd

@@ -1,17 +1,25 @@
 // Which agent version this node should run, from the node management policies
-// that apply to it (exchange-api.md §4, §5). This first cut handles enabled
-// policies selected by pattern or without constraints, `start` now/RFC 3339, and
-// manifests naming an exact version or "latest"; constraint expressions, version
-// ranges and startWindow come with the full upgrade pipeline.
+// that apply to it (exchange-api.md §4, §5), as anax decides it
+// (nodemanagement/node_management_worker.go VerifyCompatible,
+// download/download_worker.go findBestMatchingVersion): enabled policies whose
+// patterns hold the node's pattern, or, for a node without a pattern, whose
+// constraints the node's policy properties satisfy (upgrade/constraints.h);
+// `start` "now" or RFC 3339 with a random delay in [0, startWindow); the
+// manifest's softwareUpgrade.version "latest", exact, or a range resolved
+// against the published agent versions (upgrade/version_range.h).
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "agentd/clock.h"
 #include "agentd/exchange.h"
 #include "agentd/result.h"
+#include "upgrade/constraints.h"
 
 namespace agentd {
 
@@ -20,17 +28,44 @@ struct Plan {
   std::string policy;    // "org/name" of the policy that named it
   std::string manifest;  // its manifest reference
   std::string reason;    // why this target (or why none), for status and logs
+  // Not before this time: the policy's start ("now": its lastUpdated, else the
+  // evaluation time) plus a uniform random delay in [0, startWindow) seconds
+  // (anax SetScheduledStartTime). Meaningful only when version is set.
+  Wall not_before{};
+  // Policy id -> why it could not be evaluated (a constraint the language does
+  // not accept, an unreadable start, a version form that cannot be resolved):
+  // errors for that policy's management status, not reasons to stop.
+  std::map<std::string, std::string> policy_errors;
 };
 
 // Negative, zero, positive like strcmp: dotted numeric parts compared as numbers,
-// a "-suffix" sorts before the bare version (1.2.0-rc1 < 1.2.0).
+// a "-suffix" sorts before the bare version (1.2.0-rc1 < 1.2.0), and suffixes in
+// Semantic Versioning order (rc.2 < rc.11).
 int compare_versions(const std::string& a, const std::string& b);
 
 using ManifestFetcher = std::function<Result<Manifest>(const std::string& manifest_ref)>;
 
+// A uniform random integer in [0, n) for n > 0 (the startWindow delay).
+using RandomBelow = std::function<std::int64_t(std::int64_t n)>;
+
 // Chooses the highest target among applicable policies; a policy whose manifest
-// cannot be read or names an unsupported version form is skipped with its reason
-// in Plan::reason. Downgrades only with allowDowngrade.
+// cannot be read or names a version that cannot be resolved is skipped with its
+// reason in Plan::reason. Downgrades only with allowDowngrade. Pure: time and
+// randomness come in as arguments.
+// node_properties: the node policy's management properties (top level merged
+// with "management", anax NodePolicy.GetManagementPolicy, which carries the
+// built-in openhorizon.* properties); nullopt while the node policy is not
+// known, and then policies selecting by constraints are skipped as such.
+// The node's own management constraints (which anax also checks against the
+// policy's properties) are not evaluated yet. A manifest version "1.2.3" is
+// exact, as in anax; only "[a,b)" forms are ranges.
+Result<Plan> choose_target(const NodeRecord& node, const std::optional<Properties>& node_properties,
+                           const std::vector<ManagementPolicy>& policies,
+                           const std::vector<std::string>& published_versions, const std::string& running,
+                           Wall now, const ManifestFetcher& fetch_manifest, const RandomBelow& random_below);
+
+// As above without node properties and without a startWindow delay
+// (not_before = the start).
 Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementPolicy>& policies,
                            const std::vector<std::string>& published_versions, const std::string& running,
                            Wall now, const ManifestFetcher& fetch_manifest);
