@@ -210,6 +210,9 @@ void Daemon::tick() {
     ungrouped_tick();
   else
     grouped_tick();
+  // A new target waiting for its policy's startWindow says so, whatever else is quiet.
+  if (!plan_.version.empty() && plan_.version != ps_.local.target && p_.clock.wall() < not_before_)
+    status("waiting for the startWindow of " + plan_.policy + " until " + format_time(not_before_));
 }
 
 // ---- hub polling ---------------------------------------------------------------
@@ -276,15 +279,26 @@ void Daemon::refresh_plan() {
   }
   auto published = p_.exchange.agent_software_versions();
   std::vector<std::string> versions = published ? *published : std::vector<std::string>{};
-  auto plan = choose_target(*node_, *policies, versions, ps_.local.version, p_.clock.wall(),
-                            [this](const std::string& ref) { return p_.exchange.get_manifest(ref); });
+  // Node policy properties are not fetched yet: policies with constraints are
+  // reported as not evaluated (plan.h).
+  auto plan = choose_target(
+      *node_, std::nullopt, *policies, versions, ps_.local.version, p_.clock.wall(),
+      [this](const std::string& ref) { return p_.exchange.get_manifest(ref); },
+      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); });
   if (!plan) {
     p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
     return;
   }
   if (plan->version != plan_.version || plan->reason != plan_.reason)
     p_.log.info("plan", {{"target", plan->version}, {"reason", plan->reason}});
+  // The startWindow delay is drawn once per target (exchange-api.md §4.1).
+  if (plan->version != plan_.version || plan->policy != plan_.policy) not_before_ = plan->not_before;
   plan_ = *plan;
+  Wall wall = p_.clock.wall();
+  if (!plan_.version.empty() && plan_.version != ps_.local.target && wall < not_before_) {
+    next_plan_ = std::min(next_plan_, now + std::chrono::duration_cast<Mono>(not_before_ - wall) + Mono{1});
+    return;
+  }
   // A release in flight keeps its target; a new plan applies from the next cycle.
   if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
       ps_.local.target != plan_.version) {

@@ -105,6 +105,7 @@ class Daemon {
   std::string scheduled_time_;
   std::string unsupported_reason_;
   std::string job_target_;  // the target the running (or last) job works on
+  Wall not_before_{};       // the current plan's start plus its startWindow delay
 
   // When each periodic duty is next due (monotonic).
   Mono next_changes_{0}, next_node_{0}, next_plan_{0}, next_read_{0}, next_watchdog_{0}, retry_prepare_{0};

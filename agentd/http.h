@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -48,6 +49,26 @@ class HttpClient {
   // oversized body is Errc::too_large. Any HTTP status is a successful Result:
   // mapping statuses to errors is the caller's job (exchange.cpp).
   virtual Result<HttpResponse> perform(const HttpRequest& req) = 0;
+
+  // Streams a GET's body into the file `path`, never holding it in memory.
+  // The file keeps its first `offset` bytes (anything after them is cut) and the
+  // request asks for the rest with `Range: bytes=<offset>-` when offset > 0. A 206
+  // whose Content-Range starts at `offset` appends; a 200 (the server ignored
+  // Range) rewrites the file from byte 0. A file that would grow beyond
+  // `max_bytes` is Errc::too_large (writing stops there); a 416 is Errc::http.
+  // The file is fsynced once the body is complete. `progress(done, total)`
+  // (bytes in the file; total 0 when unknown) is called a few times a second at
+  // most, and once at the end. The low-speed limit, the connect timeout and
+  // cancellation apply; the total timeout does not (a large file may take long).
+  // Other statuses are successful Results as with perform(): the file is left
+  // as it was and `body` holds the start of the error text; after a 2xx `body`
+  // is empty.
+  virtual Result<HttpResponse> download(
+      const HttpRequest& req, const std::string& path, std::uint64_t offset, std::uint64_t max_bytes,
+      const std::function<void(std::uint64_t done, std::uint64_t total)>& progress) {
+    (void)req, (void)path, (void)offset, (void)max_bytes, (void)progress;
+    return fail(Errc::unsupported, "this HTTP client cannot download to a file");
+  }
 };
 
 // One easy handle per client, so connections are reused (architecture.md).

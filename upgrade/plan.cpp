@@ -145,10 +145,10 @@ Result<Plan> choose_target(const NodeRecord& node, const std::optional<Propertie
         skipped.push_back(p.id + ": starts at " + p.start);
         continue;
       }
-    } else {
-      Wall updated;
-      if (parse_time(p.last_updated, &updated)) start = updated;
     }
+    // "now" starts at our own clock's now, not at the policy's lastUpdated: that is
+    // the hub's clock, and correctness must not depend on clocks agreeing
+    // (protocol.md goal 5). The daemon draws the delay once per target.
     auto manifest = fetch_manifest(p.agent_upgrade.manifest);
     if (!manifest) {
       skipped.push_back(p.id + ": manifest " + p.agent_upgrade.manifest + ": " + manifest.error().describe());

@@ -28,8 +28,8 @@ struct Plan {
   std::string policy;    // "org/name" of the policy that named it
   std::string manifest;  // its manifest reference
   std::string reason;    // why this target (or why none), for status and logs
-  // Not before this time: the policy's start ("now": its lastUpdated, else the
-  // evaluation time) plus a uniform random delay in [0, startWindow) seconds
+  // Not before this time: the policy's start ("now": the evaluation time, on our
+  // own clock) plus a uniform random delay in [0, startWindow) seconds
   // (anax SetScheduledStartTime). Meaningful only when version is set.
   Wall not_before{};
   // Policy id -> why it could not be evaluated (a constraint the language does

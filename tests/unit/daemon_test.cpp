@@ -667,6 +667,26 @@ TEST_SUITE("daemon") {
     CHECK(m.upgrader.steps() == kSteps);  // nothing runs again
   }
 
+  TEST_CASE("a policy's startWindow delays the start by a random time within the window, drawn once") {
+    Env env;
+    StandIn hub;
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"upgrade","enabled":true,"start":"now","startWindow":86400,)"
+                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})")
+                .status == 201);
+    Member m(env, hub, "n3");  // in no group: nothing else delays it
+    REQUIRE(started(m));
+    Mono t0 = env.clock.mono();
+    run_for(env, {&m}, 5'000ms);
+    CHECK(m.upgrader.steps().empty());
+    CHECK(m.daemon.status_text().find("startWindow of o/p1") != std::string::npos);
+    // The daemon sleeps until the drawn time, and then upgrades.
+    REQUIRE(run_until(
+        env, {&m}, [&] { return m.local().state == State::succeeded; }, Mono{90'000'000}));
+    CHECK(env.clock.mono() - t0 <= Mono{86'400'000 + 60'000});
+    CHECK(m.upgrader.steps() == kSteps);
+  }
+
   TEST_CASE(
       "a grouped member joins, prepares, waits, acquires, installs, restarts, verifies and releases; "
       "each write is persisted as pending first") {
