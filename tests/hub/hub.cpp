@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -1495,6 +1496,21 @@ Reply Hub::post_changes(const Call& call, const std::string& org, const Identity
 
 // ---- CSS (exchange-api.md §5.1) ---------------------------------------------------------------
 
+namespace {
+// N of "bytes=N-"; nullopt for anything else.
+std::optional<std::uint64_t> resume_offset(const std::string& range) {
+  const std::string prefix = "bytes=";
+  if (range.rfind(prefix, 0) != 0 || range.size() < prefix.size() + 2 || range.back() != '-')
+    return std::nullopt;
+  std::uint64_t n = 0;
+  const char* first = range.data() + prefix.size();
+  const char* last = range.data() + range.size() - 1;
+  auto [end, ec] = std::from_chars(first, last, n);
+  if (ec != std::errc() || end != last) return std::nullopt;
+  return n;
+}
+}  // namespace
+
 // `s` = path after /css/api/v1/objects: {org, type, id[, "data"]}
 Reply Hub::route_css(const Call& call, const std::vector<std::string>& s, const Identity& who) {
   bool data = s.size() == 4 && s[3] == "data";
@@ -1532,8 +1548,24 @@ Reply Hub::route_css(const Call& call, const std::vector<std::string>& s, const 
   auto bytes = read_file(options_.state_path + ".css/" + it->second.file, kMaxCssObject);
   if (!bytes) return api(500, "internal_error", bytes.error().message);
   Reply r;
-  r.body = std::move(*bytes);
   r.content_type = "application/octet-stream";
+  r.headers.emplace_back("Accept-Ranges", "bytes");
+  // `Range: bytes=N-` (what a resuming download sends) is honoured; any other
+  // form is ignored, as RFC 9110 §14.2 allows, and the whole object is sent.
+  const std::uint64_t size = bytes->size();
+  if (auto from = resume_offset(call.header("range"))) {
+    if (*from >= size) {
+      r.status = 416;
+      r.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
+      return r;
+    }
+    r.status = 206;
+    r.headers.emplace_back("Content-Range", "bytes " + std::to_string(*from) + "-" +
+                                                std::to_string(size - 1) + "/" + std::to_string(size));
+    r.body = bytes->substr(*from);
+    return r;
+  }
+  r.body = std::move(*bytes);
   return r;
 }
 

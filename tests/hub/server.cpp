@@ -245,6 +245,10 @@ Reply Server::standin(const Call& call) {
 }
 
 void Server::serve(const httplib::Request& req, httplib::Response& res) {
+  // The hub answers Range itself (CSS object data, resumable downloads).
+  // cpp-httplib would otherwise cut every reply to the requested range once more,
+  // even a 200 or an error. Its Request is a non-const object handed to us as const.
+  const_cast<httplib::Request&>(req).ranges.clear();
   Call call;
   call.method = req.method == "HEAD" ? "GET" : req.method;
   call.path = req.path;
