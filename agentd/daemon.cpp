@@ -57,7 +57,7 @@ struct PersistError : std::runtime_error {
 Daemon::Daemon(DaemonParts parts)
     : p_(parts),
       coordinator_(parts.config.node_id, timing_from(parts.config)),
-      rng_(std::random_device{}()) {}
+      rng_(parts.seed != 0 ? parts.seed : std::random_device{}()) {}
 
 std::string Daemon::new_write_id() {
   char buf[33];

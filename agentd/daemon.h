@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <random>
@@ -51,7 +52,8 @@ struct DaemonParts {
   StateFile& state_file;
   Notifier& notifier;
   SignalWaiter& waiter;
-  std::string steps_log;  // JSON lines of disruptive steps (protocol.md §7 I3)
+  std::string steps_log;   // JSON lines of disruptive steps (protocol.md §7 I3)
+  std::uint64_t seed = 0;  // for writeIds, jitter and startWindow draws; 0: std::random_device
 };
 
 class Daemon {
