@@ -76,11 +76,17 @@ Reply denied(const Identity& who, const std::string& permission, const std::stri
                    target);
 }
 
-Reply empty_map(const char* key) {
+// The Exchange's map answers: {"<key>": {...}, "lastIndex": 0}.
+Reply map_reply(const char* key, json::Ptr map, int status = 200) {
   auto o = json::object();
-  json::set(o.get(), key, json::object());
+  json::set(o.get(), key, std::move(map));
   json::set(o.get(), "lastIndex", 0);
-  return json_reply(404, o.get());
+  return json_reply(status, o.get());
+}
+
+// What a GET that finds nothing answers: the same shape, empty, with 404.
+Reply empty_map(const char* key) {
+  return map_reply(key, json::object(), 404);
 }
 
 Reply empty_groups() {
@@ -497,10 +503,7 @@ Reply Hub::get_org(const std::string& org, const Identity& who) {
             raw_json(R"({"minInterval":0,"maxInterval":0,"intervalAdjustment":0})"));
   auto orgs = json::object();
   json::set(orgs.get(), org.c_str(), std::move(o));
-  auto body = json::object();
-  json::set(body.get(), "orgs", std::move(orgs));
-  json::set(body.get(), "lastIndex", 0);
-  return json_reply(200, body.get());
+  return map_reply("orgs", std::move(orgs));
 }
 
 Reply Hub::post_org(const Call& call, const std::string& org, const Identity& who) {
@@ -656,10 +659,7 @@ Reply Hub::get_nodes(const std::string& org, const Identity& who) {
     }
   }
   if (count == 0) return empty_map("nodes");
-  auto body = json::object();
-  json::set(body.get(), "nodes", std::move(nodes));
-  json::set(body.get(), "lastIndex", 0);
-  return json_reply(200, body.get());
+  return map_reply("nodes", std::move(nodes));
 }
 
 Reply Hub::get_node(const Call& call, const std::string& org, const std::string& node, const Identity& who) {
@@ -689,10 +689,7 @@ Reply Hub::get_node(const Call& call, const std::string& org, const std::string&
   }
   auto nodes = json::object();
   json::set(nodes.get(), (org + "/" + node).c_str(), node_json(o->second, node, *n));
-  auto body = json::object();
-  json::set(body.get(), "nodes", std::move(nodes));
-  json::set(body.get(), "lastIndex", 0);
-  return json_reply(200, body.get());
+  return map_reply("nodes", std::move(nodes));
 }
 
 Reply Hub::put_node(const Call& call, const std::string& org, const std::string& node, const Identity& who) {
@@ -1179,10 +1176,7 @@ Reply Hub::get_policies(const std::string& org, const std::string& name, const I
     }
   }
   if (count == 0) return empty_map("managementPolicy");
-  auto body = json::object();
-  json::set(body.get(), "managementPolicy", std::move(map));
-  json::set(body.get(), "lastIndex", 0);
-  return json_reply(200, body.get());
+  return map_reply("managementPolicy", std::move(map));
 }
 
 Reply Hub::write_policy(const Call& call, const std::string& org, const std::string& name,
@@ -1293,10 +1287,7 @@ Reply Hub::get_status(const std::string& org, const std::string& node, const std
     }
   }
   if (count == 0) return empty_map("managementStatus");
-  auto body = json::object();
-  json::set(body.get(), "managementStatus", std::move(map));
-  json::set(body.get(), "lastIndex", 0);
-  return json_reply(200, body.get());
+  return map_reply("managementStatus", std::move(map));
 }
 
 Reply Hub::put_status(const Call& call, const std::string& org, const std::string& node,
