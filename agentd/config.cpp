@@ -207,6 +207,76 @@ Problem set_max_response(Config& c, std::string_view v) {
   return std::nullopt;
 }
 
+Problem set_upgrade_method(Config& c, std::string_view v) {
+  if (v != "packages" && v != "commands") return "'" + std::string(v) + "' must be packages or commands";
+  c.upgrade_method = std::string(v);
+  return std::nullopt;
+}
+Problem set_package_system(Config& c, std::string_view v) {
+  if (v != "auto" && v != "deb" && v != "rpm" && v != "tarball")
+    return "'" + std::string(v) + "' must be one of auto, deb, rpm, tarball";
+  c.package_system = std::string(v);
+  return std::nullopt;
+}
+// Package and unit names go into command lines as single arguments; still, only
+// the characters their package systems allow are accepted.
+bool name_chars_ok(std::string_view v, std::string_view extra) {
+  return !v.empty() && v.size() <= 128 && v.front() != '-' && std::all_of(v.begin(), v.end(), [&](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           extra.find(ch) != std::string_view::npos;
+  });
+}
+Problem set_package_name(Config& c, std::string_view v) {
+  if (!name_chars_ok(v, "+-._")) return "'" + std::string(v) + "' is not a package name";
+  c.agent_package = std::string(v);
+  return std::nullopt;
+}
+Problem set_agent_unit(Config& c, std::string_view v) {
+  if (!v.empty() && !name_chars_ok(v, "-._@:\\")) return "'" + std::string(v) + "' is not a systemd unit name";
+  c.agent_unit = std::string(v);
+  if (!v.empty() && v.find('.') == std::string_view::npos) c.agent_unit += ".service";
+  return std::nullopt;
+}
+Problem set_arch(Config& c, std::string_view v) {
+  if (!name_chars_ok(v, "-_")) return "'" + std::string(v) + "' is not an architecture name (e.g. arm64)";
+  c.arch = std::string(v);
+  return std::nullopt;
+}
+Problem set_install_root(Config& c, std::string_view v) {
+  return check_absolute_path(v, c.install_root);
+}
+Problem set_trusted_keys_dir(Config& c, std::string_view v) {
+  return check_absolute_path(v, c.trusted_keys_dir);
+}
+Problem set_allow_unsigned(Config& c, std::string_view v) {
+  if (v == "true" || v == "yes" || v == "1") {
+    c.allow_unsigned_manifest = true;
+  } else if (v == "false" || v == "no" || v == "0") {
+    c.allow_unsigned_manifest = false;
+  } else {
+    return "'" + std::string(v) + "' must be true or false";
+  }
+  return std::nullopt;
+}
+Problem set_max_download(Config& c, std::string_view v) {
+  const std::string shown = "'" + std::string(v) + "'";
+  if (v.empty() || v.size() > 13 ||
+      !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    return shown + " is not a number of bytes (e.g. 1073741824)";
+  std::uint64_t n = std::stoull(std::string(v));
+  if (n < 1024 || n > (1ull << 40)) return shown + " must be between 1024 bytes and 1 TiB";
+  c.max_download_bytes = n;
+  return std::nullopt;
+}
+Problem set_download_attempts(Config& c, std::string_view v) {
+  if (v.empty() || v.size() > 3 || !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    return "'" + std::string(v) + "' is not a number of attempts (1..100)";
+  int n = std::stoi(std::string(v));
+  if (n < 1 || n > 100) return "'" + std::string(v) + "' must be between 1 and 100";
+  c.download_attempts = n;
+  return std::nullopt;
+}
+
 struct KeySpec {
   std::string_view name;
   Setter set;
@@ -232,9 +302,21 @@ constexpr KeySpec kKeys[] = {
     {"AGENTD_HTTP_TIMEOUT_SECONDS", &set_duration<&Config::http_timeout>, false},
     {"AGENTD_MAX_RESPONSE_BYTES", &set_max_response, false},
     {"AGENTD_LOG_LEVEL", &set_log_level, false},
-    {"AGENTD_VERSION_COMMAND", &set_required_text<&Config::version_command>, true},
+    {"AGENTD_UPGRADE_METHOD", &set_upgrade_method, false},
+    {"AGENTD_PACKAGE_SYSTEM", &set_package_system, false},
+    {"AGENTD_AGENT_PACKAGE", &set_package_name, false},
+    {"AGENTD_AGENT_UNIT", &set_agent_unit, false},
+    {"AGENTD_INSTALL_ROOT", &set_install_root, false},
+    {"AGENTD_ARCH", &set_arch, false},
+    {"AGENTD_TRUSTED_KEYS_DIR", &set_trusted_keys_dir, false},
+    {"AGENTD_ALLOW_UNSIGNED_MANIFEST", &set_allow_unsigned, false},
+    {"AGENTD_MAX_DOWNLOAD_BYTES", &set_max_download, false},
+    {"AGENTD_DOWNLOAD_ATTEMPTS", &set_download_attempts, false},
+    {"AGENTD_HEALTH_TIMEOUT_SECONDS", &set_duration<&Config::health_timeout>, false},
+    {"AGENTD_INSTALL_TIMEOUT_SECONDS", &set_duration<&Config::install_timeout>, false},
+    {"AGENTD_VERSION_COMMAND", &set_optional_text<&Config::version_command>, false},
     {"AGENTD_PREPARE_COMMAND", &set_optional_text<&Config::prepare_command>, false},
-    {"AGENTD_INSTALL_COMMAND", &set_required_text<&Config::install_command>, true},
+    {"AGENTD_INSTALL_COMMAND", &set_optional_text<&Config::install_command>, false},
     {"AGENTD_RESTART_COMMAND", &set_optional_text<&Config::restart_command>, false},
     {"AGENTD_HEALTH_COMMAND", &set_optional_text<&Config::health_command>, false},
     {"AGENTD_ROLLBACK_COMMAND", &set_optional_text<&Config::rollback_command>, false},
@@ -613,6 +695,17 @@ Result<Config> load_config(const Flags& flags, const std::map<std::string, std::
               ms_text(cfg.lease_duration) + ", from " + origin_of("AGENTD_LEASE_DURATION_SECONDS") + ")");
   }
 
+  // The commands method runs only the operator's commands: it needs the two
+  // that have no default.
+  if (cfg.upgrade_method == "commands") {
+    for (std::string_view key : {"AGENTD_VERSION_COMMAND", "AGENTD_INSTALL_COMMAND"}) {
+      auto it = c.settings.find(key);
+      if (it == c.settings.end() || it->second.value.empty())
+        c.errors.push_back(std::string(key) + ": required when AGENTD_UPGRADE_METHOD=commands (from " +
+                           origin_of("AGENTD_UPGRADE_METHOD") + ")");
+    }
+  }
+
   if (!c.errors.empty()) {
     std::string message;
     for (const std::string& e : c.errors) {
@@ -703,10 +796,27 @@ DESCRIPTION
     member at once. A member that fails halts the rollout of that version for
     the whole group.
 
-    The upgrade itself is done by the commands in AGENTD_*_COMMAND, run by
-    /bin/sh -c. The member's state (epoch, the steps begun and finished) is
-    kept in AGENTD_STATE_DIR and written atomically before every transition, so
-    a restart of agentd resumes where it stopped.
+    The upgrade itself (AGENTD_UPGRADE_METHOD=packages, the default) follows
+    the node management policy that names the target: before taking the
+    lease, agentd reads the policy's upgrade manifest from the object service,
+    checks its signature against the keys pinned in AGENTD_TRUSTED_KEYS_DIR,
+    downloads the one package for this node's package system and architecture
+    (resumable, size-capped), checks its SHA-256 against the manifest and its
+    name and version against the package itself, and keeps a copy of the
+    running version's package. Under the lease it installs the package with
+    dpkg, rpm or the tarball's install.sh outside agentd's own cgroup (a
+    transient systemd unit), restarts AGENTD_AGENT_UNIT over D-Bus and checks
+    health: the new package version is installed, the unit is active, the hub
+    answers with the node's credentials and AGENTD_HEALTH_COMMAND passes,
+    within AGENTD_HEALTH_TIMEOUT_SECONDS. A failure reinstalls the kept
+    previous package (a real downgrade) and halts the group's rollout of that
+    version. With AGENTD_UPGRADE_METHOD=commands the operator's commands in
+    AGENTD_*_COMMAND do each step instead.
+
+    The member's state (epoch, the steps begun and finished) is kept in
+    AGENTD_STATE_DIR and written atomically before every transition, so a
+    restart of agentd resumes where it stopped, also in the middle of a
+    download or an install.
 
     Logs are one line per event with key=value fields. Under systemd (stderr
     connected to the journal) they go to journald, with AGENTD_EVENT and one
@@ -807,12 +917,56 @@ CONFIGURATION
         Largest response body accepted from the hub, 1024 to 1073741824.
     AGENTD_LOG_LEVEL (default info)
         debug, info, warn or error.
-    AGENTD_VERSION_COMMAND (required)
+    AGENTD_UPGRADE_METHOD (default packages)
+        packages: the verified package pipeline described above. commands:
+        the AGENTD_*_COMMAND commands do every step.
+
+  The package pipeline (AGENTD_UPGRADE_METHOD=packages)
+    AGENTD_PACKAGE_SYSTEM (default auto)
+        deb, rpm or tarball; auto picks deb when dpkg is installed, else rpm
+        when rpm is, else tarball. The package chosen from the manifest is
+        NAME_VERSION_ARCH.deb (or _all.deb), NAME-VERSION-RELEASE.RPMARCH.rpm
+        (or .noarch.rpm), or NAME-VERSION-ARCH.tar.gz holding NAME, VERSION and
+        install.sh.
+    AGENTD_AGENT_PACKAGE (default horizon)
+        The agent's package name; a package file naming another is refused.
+    AGENTD_AGENT_UNIT (default horizon.service)
+        The agent's systemd unit, restarted after an install and a rollback
+        and required to be active by the health check. Empty: none.
+    AGENTD_ARCH (default: the architecture agentd was built for)
+        Debian architecture name (amd64, arm64, armhf) used to choose the file.
+    AGENTD_TRUSTED_KEYS_DIR (default /etc/agentd/trusted.d)
+        Public keys (*.pem: Ed25519, ECDSA P-256, or RSA of at least 2048
+        bits, verified with RSA-PSS) that may sign upgrade manifests. Any one
+        key suffices, so a key rotates by adding the new one before signing
+        with it. The directory and its files must not be writable by group or
+        others.
+    AGENTD_ALLOW_UNSIGNED_MANIFEST (default false)
+        true accepts a manifest that carries no signature at all, with a
+        warning in the log every time. A wrong signature is refused anyway,
+        and every file's SHA-256 is still checked against the manifest.
+    AGENTD_MAX_DOWNLOAD_BYTES (default 1073741824)
+        Largest package accepted, 1024 bytes to 1 TiB.
+    AGENTD_DOWNLOAD_ATTEMPTS (default 5)
+        Tries per download (each resuming where the last stopped) before the
+        prepare step fails and is retried later.
+    AGENTD_INSTALL_ROOT (default /)
+        Root directory to install into (dpkg --root, rpm --root): for image
+        builds and tests.
+    AGENTD_INSTALL_TIMEOUT_SECONDS (default 1800)
+        Limit for one install or rollback by the package system.
+    AGENTD_HEALTH_TIMEOUT_SECONDS (default 300)
+        How long the restarted agent has to pass every health check; checks
+        are repeated every 2 seconds until then.
+
+  Commands (/bin/sh -c; with the packages method, version, restart and health
+  are optional overrides and additions, the others are not used)
+    AGENTD_VERSION_COMMAND (required by the commands method)
         Prints the running agent version as the first line of its output
         (e.g. 2.31.0); no whitespace in the version.
     AGENTD_PREPARE_COMMAND (optional)
         Fetches and verifies the target version; runs without the lease.
-    AGENTD_INSTALL_COMMAND (required)
+    AGENTD_INSTALL_COMMAND (required by the commands method)
         Installs the target version; runs under the lease.
     AGENTD_RESTART_COMMAND (optional)
         Restarts the agent on the new version; runs under the lease.
@@ -844,6 +998,13 @@ FILES
     AGENTD_TOKEN_FILE             the node token, mode 0600
     AGENTD_STATE_DIR/             the member's persisted state; steps.jsonl,
                                   one line per disruptive step begun
+    AGENTD_STATE_DIR/downloads/   verified packages, and .part files of
+                                  downloads to resume
+    AGENTD_STATE_DIR/previous/    the package of the version before the last
+                                  upgrade: what a rollback reinstalls
+    AGENTD_STATE_DIR/current/     the package agentd installed last
+    AGENTD_STATE_DIR/runs/        output and exit status of each install
+    /etc/agentd/trusted.d/*.pem   keys that may sign upgrade manifests
 
 ENVIRONMENT
     HZN_*, AGENTD_*     the keys of CONFIGURATION; override the files.
@@ -864,7 +1025,10 @@ EXIT STATUS
 SIGNALS
     SIGTERM, SIGINT
         Stop within 2 seconds: a running command gets SIGTERM (SIGKILL one
-        second later), no new step starts, and the lease state stays on disk
+        second later), except a package install or rollback, which runs on
+        outside agentd and whose result the next start picks up; a download
+        stops and resumes from where it was at the next start; no new step
+        starts, and the lease state stays on disk
         and in the group: a lease held is not released, so the next start
         resumes it (or, if agentd stays down, it expires after its duration).
 
@@ -875,8 +1039,12 @@ EXAMPLES
         HZN_ORG_ID=myorg
         HZN_DEVICE_ID=node1
 
-    /etc/agentd/agentd.conf:
+    /etc/agentd/agentd.conf (the package pipeline; keys in trusted.d/):
         AGENTD_TOKEN_FILE=/etc/agentd/token
+        AGENTD_HEALTH_COMMAND='hzn node list'
+
+    /etc/agentd/conf.d/50-commands.conf (the operator's own commands):
+        AGENTD_UPGRADE_METHOD=commands
         AGENTD_VERSION_COMMAND="dpkg-query -W -f='\${Version}' horizon"
         AGENTD_INSTALL_COMMAND='apt-get install -y --allow-downgrades "horizon=$AGENTD_TARGET_VERSION"'
         AGENTD_RESTART_COMMAND='systemctl restart horizon'

@@ -48,10 +48,29 @@ struct Config {
   std::size_t max_response_bytes = 4 * 1024 * 1024;    // AGENTD_MAX_RESPONSE_BYTES
   Level log_level = Level::info;                       // AGENTD_LOG_LEVEL
 
-  // The command upgrader (upgrade/command_upgrader.h); AGENTD_*_COMMAND run by /bin/sh -c.
-  std::string version_command;   // prints the running agent version (required)
+  // How the agent is upgraded (AGENTD_UPGRADE_METHOD): "packages", the pipeline of
+  // upgrade/pipeline.h (signed manifest, verified download, the node's package
+  // system, health check, rollback to the kept package), or "commands", the
+  // operator's own commands below (upgrade/command_upgrader.h).
+  std::string upgrade_method = "packages";
+  std::string package_system = "auto";                       // AGENTD_PACKAGE_SYSTEM: auto|deb|rpm|tarball
+  std::string agent_package = "horizon";                     // AGENTD_AGENT_PACKAGE
+  std::string agent_unit = "horizon.service";                // AGENTD_AGENT_UNIT ("" = none to restart)
+  std::string install_root = "/";                            // AGENTD_INSTALL_ROOT
+  std::string arch;                                          // AGENTD_ARCH (default: this build's)
+  std::string trusted_keys_dir = "/etc/agentd/trusted.d";    // AGENTD_TRUSTED_KEYS_DIR
+  bool allow_unsigned_manifest = false;                      // AGENTD_ALLOW_UNSIGNED_MANIFEST
+  std::uint64_t max_download_bytes = 1024ull * 1024 * 1024;  // AGENTD_MAX_DOWNLOAD_BYTES
+  int download_attempts = 5;                                 // AGENTD_DOWNLOAD_ATTEMPTS
+  std::chrono::milliseconds health_timeout{300'000};         // AGENTD_HEALTH_TIMEOUT_SECONDS
+  std::chrono::milliseconds install_timeout{1'800'000};      // AGENTD_INSTALL_TIMEOUT_SECONDS
+
+  // AGENTD_*_COMMAND, run by /bin/sh -c. With the commands method, version and
+  // install are required; with packages, version, restart and health are
+  // optional overrides and additions (the health command is an extra check).
+  std::string version_command;   // prints the running agent version
   std::string prepare_command;   // optional
-  std::string install_command;   // required
+  std::string install_command;   // required by the commands method
   std::string restart_command;   // optional
   std::string health_command;    // optional
   std::string rollback_command;  // optional; without it a failed install is reported "failed"

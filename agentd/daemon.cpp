@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <cstdlib>
 #include <cstdio>
 #include <stdexcept>
 
@@ -177,8 +178,36 @@ int Daemon::run() {
   return stop();
 }
 
+// A running prepare's progress goes into our entry's message (sent with the
+// next heartbeat), sd_notify STATUS= and, every tenth of the download, the
+// node management status (whose only free-text field is errorMessage).
+void Daemon::show_progress() {
+  if (job_.idle()) return;
+  std::string text;
+  {
+    std::lock_guard lock(progress_mu_);
+    text = job_progress_;
+  }
+  if (text.empty() || text == shown_progress_) return;
+  shown_progress_ = text;
+  ps_.local.message = text;
+  status(text);
+  auto open = text.rfind(" (");
+  auto pct = text.rfind("%)");
+  if (open != std::string::npos && pct != std::string::npos && pct > open) {
+    int percent = std::atoi(text.c_str() + open + 2);
+    if (percent / 10 != reported_percent_ / 10) {
+      reported_percent_ = percent;
+      last_mgmt_status_.clear();
+      report_management_status("download started", text);
+    }
+  }
+}
+
 Mono Daemon::next_wake() const {
   Mono w = std::min({next_changes_, next_node_, next_plan_});
+  // Progress of a running job is shown every second.
+  if (!job_.idle()) w = std::min(w, p_.clock.mono() + Mono{1000});
   if (p_.notifier.watchdog_interval() > Mono{0}) w = std::min(w, next_watchdog_);
   if (retry_prepare_ > p_.clock.mono()) w = std::min(w, retry_prepare_);
   if (ps_.group.empty()) return w;  // a node in no group reads no group
@@ -202,6 +231,7 @@ void Daemon::tick() {
     next_watchdog_ = now + p_.notifier.watchdog_interval();
   }
   finish_job();
+  show_progress();
   if (now >= next_changes_) poll_changes();
   if (now >= next_node_) refresh_node();
   if (!node_) return;
@@ -237,6 +267,7 @@ void Daemon::poll_changes() {
   for (const auto& c : r->changes) {
     if (c.resource == "node" && c.id == p_.config.node_id) next_node_ = now;  // membership may have changed
     if (c.resource == "mgmtpolicy" || c.resource == "agentfileversion") next_plan_ = now;
+    if (c.resource == "nodepolicies" && c.id == p_.config.node_id) next_plan_ = now;  // constraints may match now
     if (c.resource == "agentupgrade" && c.id == p_.config.node_id)
       next_read_ = now;  // protocol.md §3 notices
   }
@@ -279,10 +310,16 @@ void Daemon::refresh_plan() {
   }
   auto published = p_.exchange.agent_software_versions();
   std::vector<std::string> versions = published ? *published : std::vector<std::string>{};
-  // Node policy properties are not fetched yet: policies with constraints are
-  // reported as not evaluated (plan.h).
+  // Policies that select nodes by constraints need the node policy's
+  // properties; a failed read keeps the last ones (or none: those policies are
+  // then reported as not evaluated, plan.h).
+  if (auto np = p_.exchange.get_node_policy()) {
+    node_properties_ = *np ? std::move(*np) : std::optional<Properties>(Properties{});
+  } else {
+    p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
+  }
   auto plan = choose_target(
-      *node_, std::nullopt, *policies, versions, ps_.local.version, p_.clock.wall(),
+      *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
       [this](const std::string& ref) { return p_.exchange.get_manifest(ref); },
       [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); });
   if (!plan) {
@@ -562,9 +599,20 @@ void Daemon::start_job(ActionKind kind) {
   Target t{l.target, l.previous_version, plan_.manifest};
   std::function<Status()> work;
   switch (kind) {
-    case ActionKind::prepare:
-      work = [this, t] { return p_.upgrader.prepare(t, [](const std::string&) {}); };
+    case ActionKind::prepare: {
+      {
+        std::lock_guard lock(progress_mu_);
+        job_progress_.clear();
+      }
+      reported_percent_ = -1;
+      work = [this, t] {
+        return p_.upgrader.prepare(t, [this](const std::string& text) {
+          std::lock_guard lock(progress_mu_);
+          job_progress_ = text;
+        });
+      };
       break;
+    }
     case ActionKind::install:
       l.progress = Progress::install_begun;
       work = [this, t] { return p_.upgrader.install(t); };
@@ -617,6 +665,7 @@ void Daemon::finish_job() {
       } else {
         l.message = "prepare failed: " + err;
         retry_prepare_ = p_.clock.mono() + full_jitter(3, Mono{1000}, Mono{60'000}, rng_) + Mono{1000};
+        report_management_status("download failed", l.message);
       }
       break;
     case ActionKind::install:

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -100,6 +101,7 @@ class Daemon {
   PersistedState ps_;  // ps_.local is the live Local
   std::optional<NodeRecord> node_;
   std::optional<GroupDocument> doc_;
+  std::optional<Properties> node_properties_;  // the node policy's management properties
   Plan plan_;
   std::int64_t change_id_ = 0;
   std::string last_status_;
@@ -107,6 +109,12 @@ class Daemon {
   std::string scheduled_time_;
   std::string unsupported_reason_;
   std::string job_target_;  // the target the running (or last) job works on
+  // Progress text from the running job's thread, shown by the loop.
+  std::mutex progress_mu_;
+  std::string job_progress_;
+  std::string shown_progress_;
+  int reported_percent_ = -1;  // of the download, last sent in the management status
+  void show_progress();
   Wall not_before_{};       // the current plan's start plus its startWindow delay
 
   // When each periodic duty is next due (monotonic).

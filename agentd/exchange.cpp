@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <string_view>
+#include <utility>
 
 #include "json.h"
 
@@ -63,6 +65,41 @@ std::string bare_name(const std::string& name) {
   return slash == std::string::npos ? name : name.substr(slash + 1);
 }
 
+bool is_hex64(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isxdigit(c); });
+}
+
+// agentd's manifest extension (exchange.h UpgradeSection): "sha256" {file: 64 hex
+// digits} and "sizes" {file: bytes}, both optional.
+Status parse_file_maps(const cJSON* section, const std::string& key, UpgradeSection* s) {
+  const cJSON* sha = cJSON_GetObjectItemCaseSensitive(section, "sha256");
+  if (sha && !cJSON_IsNull(sha)) {
+    if (!cJSON_IsObject(sha)) return fail(Errc::parse, "field '" + key + ".sha256' must be an object");
+    const cJSON* item = nullptr;
+    cJSON_ArrayForEach(item, sha) {
+      const std::string field = key + ".sha256." + item->string;
+      if (!cJSON_IsString(item) || !item->valuestring)
+        return fail(Errc::parse, "field '" + field + "' must be a string");
+      std::string hex = item->valuestring;
+      if (!is_hex64(hex)) return fail(Errc::parse, "field '" + field + "' must be 64 hex digits");
+      std::transform(hex.begin(), hex.end(), hex.begin(), [](unsigned char c) { return std::tolower(c); });
+      s->sha256[item->string] = std::move(hex);
+    }
+  }
+  const cJSON* sizes = cJSON_GetObjectItemCaseSensitive(section, "sizes");
+  if (sizes && !cJSON_IsNull(sizes)) {
+    if (!cJSON_IsObject(sizes)) return fail(Errc::parse, "field '" + key + ".sizes' must be an object");
+    const cJSON* item = nullptr;
+    cJSON_ArrayForEach(item, sizes) {
+      const std::string field = key + ".sizes." + item->string;
+      auto n = json::get_int(sizes, item->string);
+      if (!n || *n < 0) return fail(Errc::parse, "field '" + field + "' must be a non-negative integer");
+      s->sizes[item->string] = static_cast<std::uint64_t>(*n);
+    }
+  }
+  return {};
+}
+
 Result<UpgradeSection> parse_section(const cJSON* root, const char* key) {
   UpgradeSection s;
   const cJSON* o = cJSON_GetObjectItemCaseSensitive(root, key);
@@ -74,7 +111,88 @@ Result<UpgradeSection> parse_section(const cJSON* root, const char* key) {
   if (!version) return std::unexpected(version.error());
   s.files = std::move(*files);
   s.version = std::move(*version);
+  if (auto st = parse_file_maps(o, key, &s); !st) return std::unexpected(st.error());
   return s;
+}
+
+// The manifest document (exchange-api.md §5.1), shared by get_manifest and get_signed_manifest.
+Result<Manifest> parse_manifest(std::string_view bytes, const std::string& what) {
+  auto root = json::parse(bytes, "upgrade manifest");
+  if (!root) return in(what, root.error());
+  if (!cJSON_IsObject(root->get())) return fail(Errc::parse, what + ": manifest must be an object");
+  Manifest m;
+  auto sw = parse_section(root->get(), "softwareUpgrade");
+  if (!sw) return in(what, sw.error());
+  auto cert = parse_section(root->get(), "certificateUpgrade");
+  if (!cert) return in(what, cert.error());
+  auto conf = parse_section(root->get(), "configurationUpgrade");
+  if (!conf) return in(what, conf.error());
+  m.software = std::move(*sw);
+  m.certificate = std::move(*cert);
+  m.configuration = std::move(*conf);
+  return m;
+}
+
+// exchange-api.md §5.1: "org/id", or a bare id in the node's org.
+Result<std::pair<std::string, std::string>> manifest_location(const std::string& manifest_ref,
+                                                              const std::string& node_org) {
+  std::string org = node_org, id = manifest_ref;
+  if (auto slash = manifest_ref.find('/'); slash != std::string::npos) {
+    org = manifest_ref.substr(0, slash);
+    id = manifest_ref.substr(slash + 1);
+  }
+  if (org.empty() || id.empty())
+    return fail(Errc::parse, "malformed manifest reference '" + manifest_ref + "'");
+  return std::make_pair(std::move(org), std::move(id));
+}
+
+// One node policy property typed as anax types it (externalpolicy/property_list.go):
+// JSON numbers and booleans keep their type; strings are versions or lists when
+// "type" says so ("list of strings" is one comma-separated string), else strings.
+Result<std::pair<std::string, PropertyValue>> parse_property(const cJSON* p, const std::string& where) {
+  if (!cJSON_IsObject(p)) return fail(Errc::parse, where + " must be an object");
+  auto name = json::get_string(p, "name");
+  if (!name) return in(where, name.error());
+  if (name->empty()) return fail(Errc::parse, where + ": field 'name' must not be empty");
+  const std::string field = where + " '" + *name + "'";
+  auto type = json::opt_string(p, "type");
+  if (!type) return in(field, type.error());
+  const cJSON* v = cJSON_GetObjectItemCaseSensitive(p, "value");
+  if (!v) return fail(Errc::parse, field + ": field 'value' is missing");
+  if (cJSON_IsBool(v)) return std::make_pair(*name, PropertyValue::of_bool(cJSON_IsTrue(v)));
+  if (cJSON_IsNumber(v)) return std::make_pair(*name, PropertyValue::of_number(v->valuedouble));
+  if (!cJSON_IsString(v) || !v->valuestring)
+    return fail(Errc::parse, field + ": field 'value' must be a string, number or boolean");
+  std::string text = v->valuestring;
+  if (*type == "version") return std::make_pair(*name, PropertyValue::of_version(std::move(text)));
+  if (*type == "list of strings") {
+    std::vector<std::string> items;
+    std::size_t i = 0;
+    while (i <= text.size()) {
+      std::size_t j = std::min(text.find(',', i), text.size());
+      std::string item = text.substr(i, j - i);
+      while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front()))) item.erase(0, 1);
+      while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back()))) item.pop_back();
+      if (!item.empty()) items.push_back(std::move(item));
+      i = j + 1;
+    }
+    return std::make_pair(*name, PropertyValue::of_list(items));
+  }
+  return std::make_pair(*name, PropertyValue::of_string(std::move(text)));
+}
+
+// Adds the "properties" array of `obj` (absent or null: none) to `out`, replacing same names.
+Status add_properties(const cJSON* obj, const std::string& where, Properties* out) {
+  const cJSON* list = cJSON_GetObjectItemCaseSensitive(obj, "properties");
+  if (!list || cJSON_IsNull(list)) return {};
+  if (!cJSON_IsArray(list)) return fail(Errc::parse, "field '" + where + "' must be an array");
+  const cJSON* item = nullptr;
+  cJSON_ArrayForEach(item, list) {
+    auto p = parse_property(item, where + " item");
+    if (!p) return std::unexpected(p.error());
+    (*out)[p->first] = std::move(p->second);
+  }
+  return {};
 }
 
 Result<ManagementPolicy> parse_policy(const cJSON* p) {
@@ -227,34 +345,111 @@ Result<std::vector<ManagementPolicy>> Exchange::list_management_policies() {
 Result<Manifest> Exchange::get_manifest(const std::string& manifest_ref) {
   if (ep_.css_url.empty())
     return fail(Errc::config, "HZN_FSS_CSSURL is not set: cannot fetch manifest '" + manifest_ref + "'");
-  // exchange-api.md §5.1: "org/id", or a bare id in the node's org.
-  std::string org = ep_.org, id = manifest_ref;
-  if (auto slash = manifest_ref.find('/'); slash != std::string::npos) {
-    org = manifest_ref.substr(0, slash);
-    id = manifest_ref.substr(slash + 1);
-  }
-  if (org.empty() || id.empty())
-    return fail(Errc::parse, "malformed manifest reference '" + manifest_ref + "'");
-  const std::string full =
-      ep_.css_url + "/api/v1/objects/" + seg(org) + "/agent_upgrade_manifests/" + seg(id) + "/data";
+  auto where = manifest_location(manifest_ref, ep_.org);
+  if (!where) return std::unexpected(where.error());
+  const auto& [org, id] = *where;
+  const std::string full = object_data_url(org, "agent_upgrade_manifests", id);
   const std::string what = "GET " + full;
   auto r = call({"GET", full, {}, {}}, true);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
-  auto root = json::parse(r->body, "upgrade manifest");
+  return parse_manifest(r->body, what);
+}
+
+Result<SignedManifest> Exchange::get_signed_manifest(const std::string& manifest_ref) {
+  if (ep_.css_url.empty())
+    return fail(Errc::config, "HZN_FSS_CSSURL is not set: cannot fetch manifest '" + manifest_ref + "'");
+  auto where = manifest_location(manifest_ref, ep_.org);
+  if (!where) return std::unexpected(where.error());
+  SignedManifest out;
+  out.org = where->first;
+  out.id = where->second;
+  auto meta = get_object_metadata(out.org, "agent_upgrade_manifests", out.id);
+  if (!meta) return std::unexpected(meta.error());
+  const std::string full = object_data_url(out.org, "agent_upgrade_manifests", out.id);
+  const std::string what = "GET " + full;
+  auto r = call({"GET", full, {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  // The signature covers the data as the metadata describes it: data of another
+  // size is another object (replaced between the two reads, or damaged).
+  if (r->body.size() != static_cast<std::uint64_t>(meta->size))
+    return fail(Errc::verification, what + ": " + std::to_string(r->body.size()) +
+                                        " bytes, but the object's metadata says objectSize " +
+                                        std::to_string(meta->size));
+  auto m = parse_manifest(r->body, what);
+  if (!m) return std::unexpected(m.error());
+  out.bytes = std::move(r->body);
+  out.signature = std::move(meta->signature);
+  out.manifest = std::move(*m);
+  return out;
+}
+
+Result<ObjectMetadata> Exchange::get_object_metadata(const std::string& org, const std::string& type,
+                                                     const std::string& id) {
+  if (ep_.css_url.empty())
+    return fail(Errc::config,
+                "HZN_FSS_CSSURL is not set: cannot read object '" + org + "/" + type + "/" + id + "'");
+  const std::string full = ep_.css_url + "/api/v1/objects/" + seg(org) + "/" + seg(type) + "/" + seg(id);
+  const std::string what = "GET " + full;
+  auto r = call({"GET", full, {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  auto root = json::parse(r->body, "object metadata");
   if (!root) return in(what, root.error());
-  if (!cJSON_IsObject(root->get())) return fail(Errc::parse, what + ": manifest must be an object");
-  Manifest m;
-  auto sw = parse_section(root->get(), "softwareUpgrade");
-  if (!sw) return in(what, sw.error());
-  auto cert = parse_section(root->get(), "certificateUpgrade");
-  if (!cert) return in(what, cert.error());
-  auto conf = parse_section(root->get(), "configurationUpgrade");
-  if (!conf) return in(what, conf.error());
-  m.software = std::move(*sw);
-  m.certificate = std::move(*cert);
-  m.configuration = std::move(*conf);
+  const cJSON* o = root->get();
+  if (!cJSON_IsObject(o)) return fail(Errc::parse, what + ": metadata must be an object");
+  ObjectMetadata m;
+  struct Field {
+    const char* key;
+    std::string* out;
+  };
+  for (auto [k, out] : {Field{"objectID", &m.object_id}, Field{"objectType", &m.object_type},
+                        Field{"description", &m.description}, Field{"hashAlgorithm", &m.hash_algorithm},
+                        Field{"signature", &m.signature}}) {
+    auto v = json::opt_string(o, k);
+    if (!v) return in(what, v.error());
+    *out = std::move(*v);
+  }
+  auto size = json::opt_int(o, "objectSize", 0);
+  if (!size) return in(what, size.error());
+  m.size = *size;
+  // anax (exchange/css.go GetObject) accepts only metadata with an id and data.
+  if (m.object_id.empty()) return fail(Errc::parse, what + ": field 'objectID' is missing or empty");
+  if (m.object_id != id)
+    return fail(Errc::parse, what + ": metadata is for object '" + m.object_id + "', not '" + id + "'");
+  if (!m.object_type.empty() && m.object_type != type)
+    return fail(Errc::parse, what + ": metadata is for type '" + m.object_type + "', not '" + type + "'");
+  if (m.size <= 0)
+    return fail(Errc::parse, what + ": field 'objectSize' must be greater than 0 (the object has no data)");
   return m;
+}
+
+std::string Exchange::object_data_url(const std::string& org, const std::string& type,
+                                      const std::string& id) const {
+  return ep_.css_url + "/api/v1/objects/" + seg(org) + "/" + seg(type) + "/" + seg(id) + "/data";
+}
+
+Result<std::optional<Properties>> Exchange::get_node_policy() {
+  const std::string path = "orgs/" + seg(ep_.org) + "/nodes/" + seg(ep_.node_id) + "/policy";
+  const std::string what = "GET " + path;
+  auto r = call({"GET", url(path), {}, {}}, true);
+  if (!r) return std::unexpected(r.error());
+  if (r->status == 404) return std::optional<Properties>{};  // the node has no policy
+  if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
+  auto root = json::parse(r->body, "node policy");
+  if (!root) return in(what, root.error());
+  if (!cJSON_IsObject(root->get())) return fail(Errc::parse, what + ": node policy must be an object");
+  // anax NodePolicy.GetManagementPolicy: the top-level properties, then the
+  // management ones, which win on the same name.
+  Properties props;
+  if (auto st = add_properties(root->get(), "properties", &props); !st) return in(what, st.error());
+  const cJSON* mgmt = cJSON_GetObjectItemCaseSensitive(root->get(), "management");
+  if (mgmt && !cJSON_IsNull(mgmt)) {
+    if (!cJSON_IsObject(mgmt)) return fail(Errc::parse, what + ": field 'management' must be an object");
+    if (auto st = add_properties(mgmt, "management.properties", &props); !st) return in(what, st.error());
+  }
+  return std::optional<Properties>(std::move(props));
 }
 
 Result<std::vector<std::string>> Exchange::agent_software_versions() {

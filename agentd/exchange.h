@@ -8,6 +8,7 @@
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "group_store.h"
 #include "http.h"
 #include "result.h"
+#include "upgrade/constraints.h"
 
 namespace agentd {
 
@@ -51,12 +53,38 @@ struct ManagementPolicy {
 struct UpgradeSection {
   std::vector<std::string> files;
   std::string version;
+  // agentd's additions to the manifest (anax ignores unknown fields): each
+  // file's SHA-256 (64 hex digits) and size in bytes, covered by the manifest's
+  // signature. {"softwareUpgrade":{"files":[..],"version":"..",
+  //  "sha256":{"<file>":"<hex>"},"sizes":{"<file>":123}}}
+  std::map<std::string, std::string> sha256;
+  std::map<std::string, std::uint64_t> sizes;
 };
 
 struct Manifest {
   UpgradeSection software;
   UpgradeSection certificate;
   UpgradeSection configuration;
+};
+
+// CSS object metadata (edge-sync-service common.MetaData; exchange-api.md §5.2).
+struct ObjectMetadata {
+  std::string object_id;       // objectID
+  std::string object_type;     // objectType
+  std::int64_t size = 0;       // objectSize
+  std::string description;     // description
+  std::string hash_algorithm;  // hashAlgorithm ("SHA256" or "")
+  std::string signature;       // signature, base64 ("" when the object is unsigned)
+};
+
+// A manifest as served, with what its signature covers: the data bytes exactly
+// as received, and the detached signature from the object's metadata.
+struct SignedManifest {
+  std::string org;        // where it lives (exchange-api.md §5.1)
+  std::string id;
+  std::string bytes;      // the object's data
+  std::string signature;  // base64 from the metadata's "signature"; "" = unsigned
+  Manifest manifest;      // bytes, parsed
 };
 
 // PUT .../managementStatus/{nmp}: the real status strings (exchange-api.md §4.3).
@@ -100,6 +128,18 @@ class Exchange final : public GroupStore {
   Result<std::vector<ManagementPolicy>> list_management_policies();
   // GET {css}/api/v1/objects/{org}/agent_upgrade_manifests/{id}/data
   Result<Manifest> get_manifest(const std::string& manifest_ref);
+  // GET {css}/api/v1/objects/{org}/agent_upgrade_manifests/{id} (metadata) and
+  // .../data (exchange-api.md §5.1), for verification before use.
+  Result<SignedManifest> get_signed_manifest(const std::string& manifest_ref);
+  // GET {css}/api/v1/objects/{org}/{type}/{id} (metadata; exchange-api.md §5.2)
+  Result<ObjectMetadata> get_object_metadata(const std::string& org, const std::string& type,
+                                             const std::string& id);
+  // {css}/api/v1/objects/{org}/{type}/{id}/data, for HttpClient::download.
+  std::string object_data_url(const std::string& org, const std::string& type, const std::string& id) const;
+  // GET /orgs/{org}/nodes/{node}/policy: the node's management properties (the
+  // top-level "properties" merged with "management.properties", as anax
+  // NodePolicy.GetManagementPolicy); std::nullopt when the node has no policy (404).
+  Result<std::optional<Properties>> get_node_policy();
   // GET /orgs/IBM/AgentFileVersion -> agentSoftwareVersions (404 = none published)
   Result<std::vector<std::string>> agent_software_versions();
   // PUT /orgs/{org}/nodes/{node}/managementStatus/{nmp}

@@ -1,5 +1,7 @@
 // agentd: parse flags, load config, build the objects, run. Nothing else.
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -14,6 +16,10 @@
 #include "process.h"
 #include "service.h"
 #include "upgrade/command_upgrader.h"
+#include "upgrade/detached.h"
+#include "upgrade/installer.h"
+#include "upgrade/pipeline.h"
+#include "upgrade/units.h"
 #include "upgrade/state_file.h"
 
 extern char** environ;
@@ -93,6 +99,49 @@ int main(int argc, char** argv) {
   Exchange exchange(*http, endpoint, RetryPolicy{}, waiter);
 
   auto runner = make_process_runner([&waiter] { return waiter.stop_requested(); });
+
+  // The package pipeline runs on the job thread: it gets its own HTTP client
+  // and its own way of waiting.
+  SlicedSleeper job_sleeper([&waiter] { return waiter.stop_requested(); });
+  HttpOptions job_http_options = http_options;
+  job_http_options.cancelled = [&waiter] { return waiter.stop_requested(); };  // the loop pings the watchdog
+  auto job_http = make_curl_http_client(job_http_options);
+  Exchange job_exchange(*job_http, endpoint, RetryPolicy{}, job_sleeper);
+  DetachedOptions detached_options;
+  detached_options.use_systemd = sd_booted() > 0 && ::geteuid() == 0;
+  detached_options.cancelled = [&waiter] { return waiter.stop_requested(); };
+  detached_options.sleeper = &job_sleeper;
+  auto detached = make_detached_runner(detached_options);
+  InstallerOptions installer_options;
+  installer_options.kind = config->package_system == "auto" ? detect_package_kind()
+                                                            : *package_kind_from_string(config->package_system);
+  installer_options.package = config->agent_package;
+  installer_options.root = config->install_root;
+  installer_options.timeout = config->install_timeout;
+  auto installer = make_installer(installer_options, *runner, *detached);
+  std::unique_ptr<UnitManager> units;
+  if (auto u = make_systemd_unit_manager()) units = std::move(*u);
+
+  std::unique_ptr<Upgrader> upgrader;
+  if (config->upgrade_method == "packages") {
+    PipelineOptions po;
+    po.state_dir = config->state_dir;
+    po.trusted_keys_dir = config->trusted_keys_dir;
+    po.allow_unsigned_manifest = config->allow_unsigned_manifest;
+    po.arch = config->arch.empty() ? build_arch() : config->arch;
+    po.package = config->agent_package;
+    po.install_root = config->install_root;
+    po.agent_unit = config->agent_unit;
+    po.max_download_bytes = config->max_download_bytes;
+    po.download_attempts = config->download_attempts;
+    po.health_timeout = config->health_timeout;
+    po.version_command = config->version_command;
+    po.restart_command = config->restart_command;
+    po.health_command = config->health_command;
+    po.command_timeout = config->command_timeout;
+    upgrader = make_pipeline_upgrader(
+        po, PipelineParts{job_exchange, *job_http, *installer, units.get(), *runner, *log, clock, job_sleeper});
+  }
   UpgradeCommands commands;
   commands.version = config->version_command;
   commands.prepare = config->prepare_command;
@@ -102,7 +151,7 @@ int main(int argc, char** argv) {
   commands.rollback = config->rollback_command;
   commands.timeout = config->command_timeout;
   commands.state_dir = config->state_dir;
-  auto upgrader = make_command_upgrader(commands, *runner);
+  if (!upgrader) upgrader = make_command_upgrader(commands, *runner);
 
   StateFile state_file(config->state_dir + "/state.json");
   Daemon daemon(DaemonParts{*config, clock, exchange, exchange, *upgrader, *log, state_file, *notifier,

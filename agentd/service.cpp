@@ -1,5 +1,8 @@
 #include "service.h"
 
+#include <algorithm>
+#include <thread>
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -91,6 +94,16 @@ void WatchdogPinger::ping_if_due() {
   long long last = last_ms_.load();
   if (last >= 0 && now - last < interval_.count()) return;
   if (last_ms_.compare_exchange_strong(last, now)) notifier_.notify("WATCHDOG=1");
+}
+
+bool SlicedSleeper::sleep_for(std::chrono::milliseconds d) {
+  auto end = std::chrono::steady_clock::now() + d;
+  while (!stop_()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    if (left <= std::chrono::milliseconds{0}) return true;
+    std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds{100}));
+  }
+  return false;
 }
 
 }  // namespace agentd

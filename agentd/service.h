@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -31,6 +32,18 @@ class SignalWaiter final : public Sleeper {
   int signal_fd_ = -1;
   int event_fd_ = -1;
   std::atomic<int> stop_signal_{0};  // set from whichever thread reads the signalfd
+};
+
+// A Sleeper for worker threads: waits in slices of at most 100 ms, asking
+// `stop` in between (a SignalWaiter's own sleep belongs to the main loop).
+class SlicedSleeper final : public Sleeper {
+ public:
+  explicit SlicedSleeper(std::function<bool()> stop) : stop_(std::move(stop)) {}
+  bool sleep_for(std::chrono::milliseconds d) override;
+  bool stop_requested() override { return stop_(); }
+
+ private:
+  std::function<bool()> stop_;
 };
 
 // sd_notify(3) when NOTIFY_SOCKET is set; a no-op otherwise.

@@ -80,6 +80,9 @@ install(PROGRAMS ${_unit_src}/rollback.sh DESTINATION ${CMAKE_INSTALL_LIBEXECDIR
 # agentd reads /etc/agentd whatever the prefix.
 install(FILES ${_pkg_src}/agentd.conf DESTINATION /etc/agentd)
 install(DIRECTORY DESTINATION /etc/agentd/conf.d)
+# Keys that may sign upgrade manifests (agentd(8), AGENTD_TRUSTED_KEYS_DIR); empty
+# until the operator pins the publisher's key.
+install(DIRECTORY DESTINATION /etc/agentd/trusted.d DIRECTORY_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
 install(FILES ${_pkg_out}/agentd.8.gz ${_pkg_out}/agentctl.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
 install(FILES ${_pkg_src}/copyright ${_pkg_out}/changelog.Debian.gz DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/agentd)
 install(FILES ${_pkg_src}/lintian-overrides DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides RENAME agentd)

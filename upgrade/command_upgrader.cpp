@@ -84,7 +84,7 @@ class CommandUpgrader final : public Upgrader {
     return std::string(first);
   }
 
-  Status prepare(const Target& t, const std::function<void(const std::string&)>& progress) override {
+  Status prepare(const Target& t, const ProgressFn& progress) override {
     if (cmds_.prepare.empty()) return {};
     if (progress) progress("running the prepare command for " + t.version);
     return status_of(run_step("prepare", cmds_.prepare, t));

@@ -16,13 +16,17 @@ struct Target {
   std::string manifest;          // "org/id" of the upgrade manifest, if any
 };
 
+// Progress of a long step, for the member's message, the management status and
+// sd_notify STATUS=: short human text and, when known, a fraction done.
+using ProgressFn = std::function<void(const std::string& text)>;
+
 class Upgrader {
  public:
   virtual ~Upgrader() = default;
   // The agent version running now.
   virtual Result<std::string> running_version() = 0;
   // Fetch and verify; no lease. `progress` receives short human text.
-  virtual Status prepare(const Target& t, const std::function<void(const std::string&)>& progress) = 0;
+  virtual Status prepare(const Target& t, const ProgressFn& progress) = 0;
   virtual Status install(const Target& t) = 0;       // disruptive
   virtual Status restart(const Target& t) = 0;       // disruptive
   virtual Status check_health(const Target& t) = 0;  // after restart

@@ -2,7 +2,8 @@
 # The figures agentd is judged by, measured (not asserted): handoff gap from one
 # member's release to the next member's acquire for 5 and 20 members, hub requests
 # per idle member per minute, peak RSS of an idle agentd, and the stripped binary
-# size. Takes about 10 minutes. Usage: bash tests/bench/bench.sh [IDLE_MINUTES]
+# size, download throughput against curl, the share fetched again after a resume,
+# and peak RSS during a 200 MiB download. Takes about 12 minutes. Usage: bash tests/bench/bench.sh [IDLE_MINUTES]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 idle_minutes=${1:-3}
@@ -31,3 +32,6 @@ done
 
 # A quiet group with agentd's default intervals.
 "$demo" --idle "$idle_minutes" --members 5 | sed 's/^ *//'
+
+# Downloads: throughput vs curl, resume after kill -9 at 50 %, peak RSS (200 MiB).
+python3 tests/bench/download_bench.py build/release 200 3

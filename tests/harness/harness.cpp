@@ -408,12 +408,38 @@ void Hub::put_agent_file_versions(const std::vector<std::string>& software_versi
 }
 
 void Hub::put_manifest(const std::string& org, const std::string& id, const std::string& software_version) {
-  // The stand-in's minimal CSS takes the object's data alone (tests/hub route_css).
+  // The data alone: an unsigned manifest (put_signed_manifest adds metadata).
   std::string path = "/css/api/v1/objects/" + org + "/agent_upgrade_manifests/" + id;
   std::string data = "{\"softwareUpgrade\":{\"files\":[],\"version\":\"" + software_version +
                      "\"},\"certificateUpgrade\":{\"files\":[],\"version\":\"latest\"},"
                      "\"configurationUpgrade\":{\"files\":[],\"version\":\"latest\"}}";
   expect(request("PUT", path + "/data", data), {200, 201, 204}, "put manifest data " + id);
+}
+
+void Hub::put_object(const std::string& org, const std::string& type, const std::string& id,
+                     const std::string& data, const std::string& signature_b64,
+                     const std::string& description) {
+  std::string path = "/css/api/v1/objects/" + org + "/" + type + "/" + id;
+  expect(request("PUT", path + "/data", data), {204}, "put object data " + path);
+  auto meta = json::object();
+  json::set(meta.get(), "objectID", id);
+  json::set(meta.get(), "objectType", type);
+  json::set(meta.get(), "description", description);
+  json::set(meta.get(), "hashAlgorithm", signature_b64.empty() ? "" : "SHA256");
+  json::set(meta.get(), "signature", signature_b64);
+  auto body = json::object();
+  json::set(body.get(), "meta", std::move(meta));
+  expect(request("PUT", path, json::print(body.get())), {204}, "put object metadata " + path);
+}
+
+void Hub::put_signed_manifest(const std::string& org, const std::string& id, const std::string& manifest_json,
+                              const std::string& signature_b64) {
+  put_object(org, "agent_upgrade_manifests", id, manifest_json, signature_b64);
+}
+
+void Hub::put_node_policy(const std::string& org, const std::string& node, const std::string& policy_json) {
+  expect(request("PUT", "/v1/orgs/" + org + "/nodes/" + node + "/policy", policy_json), {201},
+         "put node policy of " + org + "/" + node);
 }
 
 namespace {
@@ -454,6 +480,13 @@ void Hub::set_faults(const Faults& f) {
   for (const auto& n : f.partitioned) json::append(parts.get(), n);
   json::set(b.get(), "partitioned", std::move(parts));
   json::set(b.get(), "corrupt", f.corrupt);
+  auto body = json::object();
+  json::set(body.get(), "kind", f.body.kind);
+  json::set(body.get(), "afterBytes", static_cast<std::int64_t>(f.body.after_bytes));
+  json::set(body.get(), "bytesPerSecond", static_cast<std::int64_t>(f.body.bytes_per_second));
+  json::set(body.get(), "count", static_cast<std::int64_t>(f.body.count));
+  json::set(body.get(), "pathContains", f.body.path_contains);
+  json::set(b.get(), "body", std::move(body));
   expect(request("PUT", "/v1/standin/faults", json::print(b.get())), {200, 201, 204}, "set faults");
 }
 
@@ -547,6 +580,7 @@ void Member::write_config() {
   line("AGENTD_HTTP_TIMEOUT_SECONDS", o.http_timeout_seconds);
   line("AGENTD_COMMAND_TIMEOUT_SECONDS", o.command_timeout_seconds);
   line("AGENTD_LOG_LEVEL", o.log_level);
+  line("AGENTD_UPGRADE_METHOD", "commands");
   line("AGENTD_VERSION_COMMAND", agent + " version");
   line("AGENTD_PREPARE_COMMAND", agent + " prepare");
   line("AGENTD_INSTALL_COMMAND", agent + " install");

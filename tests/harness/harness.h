@@ -112,6 +112,15 @@ struct HttpResult {
   std::map<std::string, std::string> headers;  // as sent
 };
 
+// Mid-body faults on CSS object data responses (tests/hub/server.h "body").
+struct BodyFault {
+  std::string kind;                // "" (none), truncate, wrong-length, slow, error-midway
+  long long after_bytes = 0;       // bytes of the response sent before the fault
+  long long bytes_per_second = 0;  // slow: the rate after after_bytes
+  long long count = 0;             // responses to damage; 0 = every one
+  std::string path_contains;       // only data paths containing this ("" = all)
+};
+
 // The stand-in's fault injection (PUT /v1/standin/faults, root only).
 struct Faults {
   int latency_ms = 0;
@@ -120,6 +129,7 @@ struct Faults {
   int drop_after_commit = 0;
   std::vector<std::string> partitioned;  // "org/node"
   std::string corrupt;  // damage successful GET bodies: truncated, malformed, wrong-types, oversized
+  BodyFault body;       // break CSS object data mid-body
 };
 
 struct HubOptions {
@@ -168,6 +178,16 @@ class Hub {
   // Stores an upgrade manifest in the CSS: agent_upgrade_manifests/{id} in `org`,
   // {"softwareUpgrade":{"files":[],"version":V}, certificate/configuration "latest"}.
   void put_manifest(const std::string& org, const std::string& id, const std::string& software_version);
+  // A CSS object {org}/{type}/{id}: its data, then its metadata (description,
+  // signature; hashAlgorithm "SHA256" when signed), as root.
+  void put_object(const std::string& org, const std::string& type, const std::string& id,
+                  const std::string& data, const std::string& signature_b64 = "",
+                  const std::string& description = "");
+  // An upgrade manifest exactly as given, with its detached signature (base64) in the metadata.
+  void put_signed_manifest(const std::string& org, const std::string& id, const std::string& manifest_json,
+                           const std::string& signature_b64);
+  // PUT /orgs/{org}/nodes/{node}/policy as root.
+  void put_node_policy(const std::string& org, const std::string& node, const std::string& policy_json);
   // POST (create) or PUT (update) /orgs/{org}/managementpolicies/{name}: enabled, start now,
   // agentUpgradePolicy.manifest = manifest_ref.
   void create_nmp(const std::string& org, const std::string& name, const std::string& manifest_ref);

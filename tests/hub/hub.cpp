@@ -1,12 +1,16 @@
 #include "hub.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <set>
 
 #include "agentd/clock.h"
@@ -21,7 +25,6 @@ constexpr const char* kTokenMask = "***************";
 constexpr std::int64_t kMaxRecordsCap = 10000;            // EX reference.conf:157
 constexpr std::int64_t kContentionUs = 2'000'000;         // EX reference.conf:158
 constexpr std::int64_t kLastUpdatedSlackUs = 10'000'000;  // exchange-api.md §6.2
-constexpr std::size_t kMaxCssObject = 256u * 1024u * 1024u;
 
 // ---- replies -------------------------------------------------------------------------
 
@@ -368,6 +371,11 @@ Reply Hub::route_org(const Call& call, const std::vector<std::string>& s, const 
       if (m == "DELETE") return delete_node(org, s[2], who);
     }
     if (n == 4 && at(3, "heartbeat") && m == "POST") return post_heartbeat(org, s[2], who);
+    if (n == 4 && at(3, "policy")) {
+      if (m == "GET") return get_node_policy(org, s[2], who);
+      if (m == "PUT") return put_node_policy(call, org, s[2], who);
+      if (m == "DELETE") return delete_node_policy(org, s[2], who);
+    }
     if (n == 4 && at(3, "managementStatus") && m == "GET") return get_status(org, s[2], "", who);
     if (n == 5 && at(3, "managementStatus")) {
       if (m == "GET") return get_status(org, s[2], s[4], who);
@@ -1485,7 +1493,93 @@ Reply Hub::post_changes(const Call& call, const std::string& org, const Identity
   return json_reply(201, out.get());
 }
 
-// ---- CSS (exchange-api.md §5.1) ---------------------------------------------------------------
+// ---- CSS (exchange-api.md §5) ----------------------------------------------------------------
+
+// `s` = path after /css/api/v1/objects: {org, type, id[, "data"]}
+Reply Hub::route_css(const Call& call, const std::vector<std::string>& s, const Identity& who) {
+  bool data = s.size() == 4 && s[3] == "data";
+  if (s.size() != 3 && !data) return unrecognized();
+  const std::string& org = s[0];
+  const std::string& type = s[1];
+  const std::string& id = s[2];
+  std::string key = org + "/" + type + "/" + id;
+  if (call.method == "PUT") {
+    if (!(who.is_root() || (who.is_user() && who.org == org)))
+      return denied(who, "WRITE_CSS_OBJECTS", "object=" + key);
+    return data ? put_css_data(call, key) : put_css_meta(call, key, type, id);
+  }
+  if (call.method != "GET") return unrecognized();
+  bool shared_agent_files = org == "IBM" && type.rfind("agent_", 0) == 0;  // AX CSSSHAREDORG
+  if (!(who.is_root() || who.org == org || shared_agent_files))
+    return denied(who, "READ_CSS_OBJECTS", "object=" + key);
+  return data ? get_css_data(call, key) : get_css_meta(key, org, type, id);
+}
+
+// The data goes to its own file, replaced atomically: replies streaming the old
+// file keep their open descriptor. The metadata stays.
+Reply Hub::put_css_data(const Call& call, const std::string& key) {
+  std::string dir = options_.state_path + ".css";
+  ::mkdir(dir.c_str(), 0700);
+  std::string file = sha256_hex(key);
+  if (auto st = write_file_atomic(dir + "/" + file, call.body, 0600); !st)
+    return api(500, "internal_error", st.error().message);
+  CssObject& obj = state_.css[key];
+  obj.size = static_cast<std::int64_t>(call.body.size());
+  obj.file = file;
+  dirty_ = true;
+  return written(204, "");
+}
+
+// edge-sync-service PUT /api/v1/objects/{org}/{type}/{id} {"meta":{...}}: writes
+// or updates the metadata; the data (if any) stays.
+Reply Hub::put_css_meta(const Call& call, const std::string& key, const std::string& type,
+                        const std::string& id) {
+  auto body = parse_body(call, false);
+  if (!body) return bad_input(body.error().message);
+  auto meta = json::get_object(body->get(), "meta");
+  if (!meta) return bad_input(meta.error().message);
+  auto object_id = json::opt_string(*meta, "objectID");
+  auto object_type = json::opt_string(*meta, "objectType");
+  if (!object_id) return bad_input(object_id.error().message);
+  if (!object_type) return bad_input(object_type.error().message);
+  if (!object_id->empty() && *object_id != id)
+    return bad_input("objectID '" + *object_id + "' does not match the URL's '" + id + "'");
+  if (!object_type->empty() && *object_type != type)
+    return bad_input("objectType '" + *object_type + "' does not match the URL's '" + type + "'");
+  CssObject updated = state_.css.count(key) ? state_.css[key] : CssObject{};
+  struct Field {
+    const char* name;
+    std::string* out;
+  };
+  for (auto [name, out] :
+       {Field{"description", &updated.description}, Field{"hashAlgorithm", &updated.hash_algorithm},
+        Field{"publicKey", &updated.public_key}, Field{"signature", &updated.signature}}) {
+    auto v = json::opt_string(*meta, name);
+    if (!v) return bad_input(v.error().message);
+    *out = *v;
+  }
+  updated.has_meta = true;
+  state_.css[key] = std::move(updated);
+  dirty_ = true;
+  return written(204, "");
+}
+
+Reply Hub::get_css_meta(const std::string& key, const std::string& org, const std::string& type,
+                        const std::string& id) {
+  auto it = state_.css.find(key);
+  if (it == state_.css.end()) return not_found("object '" + key + "' not found");
+  const CssObject& obj = it->second;
+  auto meta = json::object();
+  json::set(meta.get(), "objectID", id);
+  json::set(meta.get(), "objectType", type);
+  json::set(meta.get(), "destinationOrgID", org);
+  json::set(meta.get(), "objectSize", obj.file.empty() ? std::int64_t{0} : obj.size);  // 0: no data yet
+  json::set(meta.get(), "description", obj.description);
+  json::set(meta.get(), "hashAlgorithm", obj.hash_algorithm);
+  json::set(meta.get(), "publicKey", obj.public_key);
+  json::set(meta.get(), "signature", obj.signature);
+  return json_reply(200, meta.get());
+}
 
 namespace {
 // N of "bytes=N-"; nullopt for anything else.
@@ -1502,62 +1596,169 @@ std::optional<std::uint64_t> resume_offset(const std::string& range) {
 }
 }  // namespace
 
-// `s` = path after /css/api/v1/objects: {org, type, id[, "data"]}
-Reply Hub::route_css(const Call& call, const std::vector<std::string>& s, const Identity& who) {
-  bool data = s.size() == 4 && s[3] == "data";
-  if (s.size() != 3 && !data) return unrecognized();
-  const std::string& org = s[0];
-  const std::string& type = s[1];
-  const std::string& id = s[2];
-  std::string key = org + "/" + type + "/" + id;
-  if (call.method == "PUT" && data) {
-    if (!(who.is_root() || (who.is_user() && who.org == org)))
-      return denied(who, "WRITE_CSS_OBJECTS", "object=" + key);
-    std::string dir = options_.state_path + ".css";
-    ::mkdir(dir.c_str(), 0700);
-    std::string file = sha256_hex(key);
-    if (auto st = write_file_atomic(dir + "/" + file, call.body, 0600); !st)
-      return api(500, "internal_error", st.error().message);
-    state_.css[key] = CssObject{static_cast<std::int64_t>(call.body.size()), file};
-    dirty_ = true;
-    return written(204, "");
+FileBody::~FileBody() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<std::size_t> FileBody::read(std::uint64_t at, char* out, std::size_t n) const {
+  if (at >= length_) return std::size_t{0};
+  n = static_cast<std::size_t>(std::min<std::uint64_t>(n, length_ - at));
+  for (;;) {
+    ssize_t got = ::pread(fd_, out, n, static_cast<off_t>(offset_ + at));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return fail(Errc::io, std::string("cannot read object data: ") + std::strerror(errno));
+    if (got == 0) return fail(Errc::io, "object data file is shorter than it was");
+    return static_cast<std::size_t>(got);
   }
-  if (call.method != "GET") return unrecognized();
-  bool shared_agent_files = org == "IBM" && type.rfind("agent_", 0) == 0;  // AX CSSSHAREDORG
-  if (!(who.is_root() || who.org == org || shared_agent_files))
-    return denied(who, "READ_CSS_OBJECTS", "object=" + key);
+}
+
+// Streamed from the object's file (objects may be hundreds of MiB).
+Reply Hub::get_css_data(const Call& call, const std::string& key) {
   auto it = state_.css.find(key);
-  if (it == state_.css.end()) return not_found("object '" + key + "' not found");
-  if (!data) {
-    auto meta = json::object();
-    json::set(meta.get(), "objectID", id);
-    json::set(meta.get(), "objectType", type);
-    json::set(meta.get(), "destinationOrgID", org);
-    json::set(meta.get(), "objectSize", it->second.size);
-    return json_reply(200, meta.get());
+  if (it == state_.css.end() || it->second.file.empty()) return not_found("object '" + key + "' not found");
+  const std::string path = options_.state_path + ".css/" + it->second.file;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return api(500, "internal_error", "cannot open " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return api(500, "internal_error", "cannot stat " + path + ": " + std::strerror(errno));
   }
-  auto bytes = read_file(options_.state_path + ".css/" + it->second.file, kMaxCssObject);
-  if (!bytes) return api(500, "internal_error", bytes.error().message);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
   Reply r;
   r.content_type = "application/octet-stream";
   r.headers.emplace_back("Accept-Ranges", "bytes");
   // `Range: bytes=N-` (what a resuming download sends) is honoured; any other
   // form is ignored, as RFC 9110 §14.2 allows, and the whole object is sent.
-  const std::uint64_t size = bytes->size();
-  if (auto from = resume_offset(call.header("range"))) {
-    if (*from >= size) {
+  std::uint64_t from = 0;
+  if (auto asked = resume_offset(call.header("range"))) {
+    if (*asked >= size) {
+      ::close(fd);
       r.status = 416;
       r.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
       return r;
     }
+    from = *asked;
     r.status = 206;
-    r.headers.emplace_back("Content-Range", "bytes " + std::to_string(*from) + "-" +
-                                                std::to_string(size - 1) + "/" + std::to_string(size));
-    r.body = bytes->substr(*from);
-    return r;
+    r.headers.emplace_back("Content-Range", "bytes " + std::to_string(from) + "-" + std::to_string(size - 1) +
+                                                "/" + std::to_string(size));
   }
-  r.body = std::move(*bytes);
+  r.file = std::make_shared<const FileBody>(fd, from, size - from);
   return r;
+}
+
+// ---- node policy (exchange-api.md §8; EX route/node/Policy.scala) ----------------------------
+
+namespace {
+
+// [{"name":..,"value":..,"type"?:..}] as the Exchange keeps it; `where` names the field in errors.
+Result<json::Ptr> policy_properties(const cJSON* obj, const std::string& where) {
+  auto out = json::array();
+  const cJSON* list = cJSON_GetObjectItemCaseSensitive(obj, "properties");
+  if (!list || cJSON_IsNull(list)) return out;
+  if (!cJSON_IsArray(list)) return fail(Errc::parse, "field '" + where + "' must be an array");
+  const cJSON* item = nullptr;
+  cJSON_ArrayForEach(item, list) {
+    if (!cJSON_IsObject(item)) return fail(Errc::parse, "each of '" + where + "' must be an object");
+    auto name = json::get_string(item, "name");
+    if (!name) return std::unexpected(name.error());
+    if (name->empty()) return fail(Errc::parse, "a property of '" + where + "' has an empty name");
+    auto type = json::opt_string(item, "type");
+    if (!type) return std::unexpected(type.error());
+    const cJSON* value = cJSON_GetObjectItemCaseSensitive(item, "value");
+    if (!value || cJSON_IsNull(value))
+      return fail(Errc::parse, "property '" + *name + "' of '" + where + "' has no value");
+    auto p = json::object();
+    json::set(p.get(), "name", *name);
+    json::set(p.get(), "value", json::clone(value));
+    if (!type->empty()) json::set(p.get(), "type", *type);
+    json::append(out.get(), std::move(p));
+  }
+  return out;
+}
+
+// {"properties":[...],"constraints":[...]} of the top level, "deployment" or "management".
+Status policy_part(const cJSON* obj, const std::string& prefix, cJSON* into) {
+  auto props = policy_properties(obj, prefix + "properties");
+  if (!props) return std::unexpected(props.error());
+  auto constraints = json::opt_string_array(obj, "constraints");
+  if (!constraints) return std::unexpected(constraints.error());
+  json::set(into, "properties", std::move(*props));
+  json::set(into, "constraints", string_array(*constraints));
+  return {};
+}
+
+}  // namespace
+
+Reply Hub::get_node_policy(const std::string& org, const std::string& node, const Identity& who) {
+  std::string target = "node=" + org + "/" + node;
+  if (!who.is_root() && who.org != org) return denied(who, "READ_OTHER_ORGS", target);
+  if (who.is_node() && who.id != node) return denied(who, "READ_ALL_NODES", target);
+  auto o = state_.orgs.find(org);
+  const Node* n = nullptr;
+  if (o != state_.orgs.end())
+    if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
+  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
+    return denied(who, "READ_ALL_NODES", target);
+  if (!n || n->policy.empty()) return not_found("not found");
+  Reply r;
+  r.body = n->policy;
+  return r;
+}
+
+Reply Hub::put_node_policy(const Call& call, const std::string& org, const std::string& node,
+                           const Identity& who) {
+  std::string target = "node=" + org + "/" + node;
+  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
+  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
+  auto o = state_.orgs.find(org);
+  if (o == state_.orgs.end() || !o->second.nodes.count(node))
+    return not_found("node '" + org + "/" + node + "' not found");
+  Node& n = o->second.nodes[node];
+  if (who.is_user() && !is_admin_of(who, org) && n.owner != who.full())
+    return denied(who, "WRITE_ALL_NODES", target);
+  auto body = parse_body(call, false);
+  if (!body) return bad_input(body.error().message);
+  auto policy = json::object();
+  for (const char* key : {"label", "description", "nodePolicyVersion"}) {
+    auto v = json::opt_string(body->get(), key);
+    if (!v) return bad_input(v.error().message);
+    json::set(policy.get(), key, *v);
+  }
+  if (auto st = policy_part(body->get(), "", policy.get()); !st) return bad_input(st.error().message);
+  for (const char* part : {"deployment", "management"}) {
+    const cJSON* p = cJSON_GetObjectItemCaseSensitive(body->get(), part);
+    if (p && !cJSON_IsNull(p) && !cJSON_IsObject(p))
+      return bad_input("field '" + std::string(part) + "' must be an object");
+    auto out = json::object();
+    if (auto st = policy_part(p, std::string(part) + ".", out.get()); !st)
+      return bad_input(st.error().message);
+    json::set(policy.get(), part, std::move(out));
+  }
+  json::set(policy.get(), "lastUpdated", now_);
+  n.policy = json::print(policy.get());
+  n.last_updated = now_;
+  if (!(call.params.count("noheartbeat") && call.params.at("noheartbeat") == "true")) n.last_heartbeat = now_;
+  // EX writes ResChangeOperation.CREATEDMODIFIED, whose text is "created/modified".
+  add_change(org, "nodepolicies", node, "created/modified", "node");
+  return written(201, "policy added or updated");
+}
+
+Reply Hub::delete_node_policy(const std::string& org, const std::string& node, const Identity& who) {
+  std::string target = "node=" + org + "/" + node;
+  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
+  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
+  auto o = state_.orgs.find(org);
+  Node* n = nullptr;
+  if (o != state_.orgs.end())
+    if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
+  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
+    return denied(who, "WRITE_ALL_NODES", target);
+  if (!n || n->policy.empty()) return not_found("node policy '" + org + "/" + node + "' not found");
+  n->policy.clear();
+  n->last_updated = now_;
+  add_change(org, "nodepolicies", node, "deleted", "node");
+  return written(204, "");
 }
 
 }  // namespace agentd::standin

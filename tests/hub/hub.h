@@ -45,9 +45,33 @@ struct Call {
   std::string header(const std::string& lower_name) const;
 };
 
+// Bytes of an open file sent as a reply's body (CSS object data), streamed
+// rather than read into memory. The hub opens the file while it holds its lock,
+// so a PUT replacing the object meanwhile does not change what a reply sends.
+class FileBody {
+ public:
+  FileBody(int fd, std::uint64_t offset, std::uint64_t length) : fd_(fd), offset_(offset), length_(length) {}
+  ~FileBody();
+  FileBody(const FileBody&) = delete;
+  FileBody& operator=(const FileBody&) = delete;
+
+  std::uint64_t length() const { return length_; }
+  // Up to `n` bytes from position `at` of the body (not of the file); Errc::io
+  // on a read error or a file shorter than it was.
+  Result<std::size_t> read(std::uint64_t at, char* out, std::size_t n) const;
+
+ private:
+  int fd_;
+  std::uint64_t offset_;  // where the body starts in the file (a Range request's start)
+  std::uint64_t length_;
+};
+
 struct Reply {
   int status = 200;
   std::string body;
+  // When set, the body is these bytes instead of `body` (CSS object data); only
+  // such replies are damaged by the faults' "body" setting (server.h).
+  std::shared_ptr<const FileBody> file;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   // An accepted state-changing request: what the dropAfterCommit fault counts.
@@ -134,6 +158,20 @@ class Hub {
   Reply delete_status(const std::string& org, const std::string& node, const std::string& nmp,
                       const Identity& who);
   Reply agent_file_version(const Call& call, const std::string& org, const Identity& who);
+
+  // Node policy (exchange-api.md §8: GET|PUT|DELETE orgs/{org}/nodes/{node}/policy).
+  Reply get_node_policy(const std::string& org, const std::string& node, const Identity& who);
+  Reply put_node_policy(const Call& call, const std::string& org, const std::string& node,
+                        const Identity& who);
+  Reply delete_node_policy(const std::string& org, const std::string& node, const Identity& who);
+
+  // CSS objects (exchange-api.md §5): metadata and data of {org}/{type}/{id}.
+  Reply put_css_meta(const Call& call, const std::string& key, const std::string& type,
+                     const std::string& id);
+  Reply put_css_data(const Call& call, const std::string& key);
+  Reply get_css_meta(const std::string& key, const std::string& org, const std::string& type,
+                     const std::string& id);
+  Reply get_css_data(const Call& call, const std::string& key);
 
   // Changes feed (exchange-api.md §6).
   Reply max_change_id();

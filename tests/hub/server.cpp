@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -59,6 +60,13 @@ json::Ptr faults_to_json(const Faults& f) {
   for (const auto& id : f.partitioned) json::append(p.get(), id);
   json::set(o.get(), "partitioned", std::move(p));
   json::set(o.get(), "corrupt", f.corrupt);
+  auto body = json::object();
+  json::set(body.get(), "kind", f.body.kind);
+  json::set(body.get(), "afterBytes", f.body.after_bytes);
+  json::set(body.get(), "bytesPerSecond", f.body.bytes_per_second);
+  json::set(body.get(), "count", f.body.count);
+  json::set(body.get(), "pathContains", f.body.path_contains);
+  json::set(o.get(), "body", std::move(body));
   return o;
 }
 
@@ -124,6 +132,28 @@ Result<Faults> parse_faults(const std::string& body) {
       return fail(Errc::parse, "errorRate must be a number in 0..1");
     f.error_rate = rate->valuedouble;
   }
+  const cJSON* bf = cJSON_GetObjectItemCaseSensitive(o, "body");
+  if (bf && !cJSON_IsNull(bf)) {
+    if (!cJSON_IsObject(bf)) return fail(Errc::parse, "body must be an object");
+    auto kind = json::opt_string(bf, "kind");
+    auto after = json::opt_int(bf, "afterBytes", 0);
+    auto speed = json::opt_int(bf, "bytesPerSecond", 0);
+    auto count = json::opt_int(bf, "count", 0);
+    auto contains = json::opt_string(bf, "pathContains");
+    if (!kind) return std::unexpected(kind.error());
+    if (!after) return std::unexpected(after.error());
+    if (!speed) return std::unexpected(speed.error());
+    if (!count) return std::unexpected(count.error());
+    if (!contains) return std::unexpected(contains.error());
+    if (!kind->empty() && *kind != "truncate" && *kind != "wrong-length" && *kind != "slow" &&
+        *kind != "error-midway")
+      return fail(Errc::parse, "body.kind must be one of truncate, wrong-length, slow, error-midway");
+    if (*after < 0) return fail(Errc::parse, "body.afterBytes must not be negative");
+    if (*count < 0) return fail(Errc::parse, "body.count must not be negative");
+    if (*speed < 0 || (*kind == "slow" && *speed == 0))
+      return fail(Errc::parse, "body.bytesPerSecond must be greater than 0 for slow");
+    f.body = BodyFault{*kind, *after, *speed, *count, *contains};
+  }
   f.latency_ms = *latency;
   f.error_status = static_cast<int>(*status);
   f.drop_after_commit = *drop;
@@ -170,7 +200,17 @@ void Server::run() {
 }
 
 void Server::stop() {
+  {
+    std::lock_guard lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();  // slow responses give up instead of holding their workers
   http_.stop();
+}
+
+bool Server::wait_until(std::chrono::steady_clock::time_point when) {
+  std::unique_lock lock(stop_mu_);
+  return !stop_cv_.wait_until(lock, when, [this] { return stopping_; });
 }
 
 bool Server::is_running() const {
@@ -259,7 +299,8 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
                    [](unsigned char c) { return std::tolower(c); });
     call.headers.emplace(lower, v);
   }
-  call.body = req.body;
+  // Moved, not copied: object data may be hundreds of MiB (the request is not read again).
+  call.body = std::move(const_cast<httplib::Request&>(req).body);
 
   if (call.path.rfind("/v1/standin/", 0) == 0) {
     write_reply(standin(call), call.path, res);
@@ -277,6 +318,11 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
       return;
     }
     if (f.latency_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(f.latency_ms));
+    if (take_fail_next(call.path)) {
+      write_reply(api(503, "internal_error", "injected fault: the last transfer of this object broke"),
+                  call.path, res);
+      return;
+    }
     if (f.error_rate > 0.0) {
       bool hit = false;
       {
@@ -305,7 +351,88 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
       return;
     }
   }
+  if (r.file) {
+    // HEAD sends no body, so there is nothing to damage.
+    stream(r, call.path, root || req.method == "HEAD" ? BodyFault{} : take_body_fault(call.path), res);
+    return;
+  }
   write_reply(r, call.path, res);
+}
+
+BodyFault Server::take_body_fault(const std::string& path) {
+  std::lock_guard lock(mu_);
+  BodyFault& f = faults_.body;
+  if (f.kind.empty() || path.find(f.path_contains) == std::string::npos) return {};
+  BodyFault taken = f;
+  if (f.count > 0 && --f.count == 0) f = BodyFault{};  // that was the last one to damage
+  return taken;
+}
+
+bool Server::take_fail_next(const std::string& path) {
+  std::lock_guard lock(mu_);
+  return fail_next_.erase(path) > 0;
+}
+
+namespace {
+constexpr std::size_t kStreamChunk = 64 * 1024;
+constexpr std::size_t kSlowChunkMax = 4 * 1024;
+}  // namespace
+
+// Sends a file body with a content provider, so a large object never sits in
+// memory, and breaks it as `fault` says. Returning false from the provider makes
+// cpp-httplib close the connection; it stops calling it once the server stops.
+void Server::stream(const Reply& r, const std::string& path, BodyFault fault, httplib::Response& res) {
+  res.status = r.status;
+  for (const auto& [k, v] : r.headers) res.set_header(k, v);
+  const std::uint64_t length = r.file->length();
+  if (length == 0) return;  // an empty object: no body to send or break
+  struct State {
+    std::shared_ptr<const FileBody> file;
+    BodyFault fault;
+    std::uint64_t limit;  // bytes sent before the connection is closed
+    std::chrono::steady_clock::time_point start;
+    std::vector<char> buffer;
+  };
+  auto st = std::make_shared<State>();
+  st->file = r.file;
+  st->fault = std::move(fault);
+  st->limit = length;
+  const std::string& kind = st->fault.kind;
+  const auto after = static_cast<std::uint64_t>(std::max<std::int64_t>(st->fault.after_bytes, 0));
+  if (kind == "truncate" || kind == "wrong-length" || kind == "error-midway")
+    st->limit = std::min(after, length);
+  st->start = std::chrono::steady_clock::now();
+  const std::uint64_t declared = kind == "wrong-length" ? length + 1 : length;
+
+  auto provider = [this, st, path, after](std::size_t offset, std::size_t, httplib::DataSink& sink) -> bool {
+    if (offset >= st->limit) {
+      if (st->fault.kind == "error-midway") {
+        std::lock_guard lock(mu_);
+        fail_next_.insert(path);
+      }
+      return false;  // close the connection mid-body
+    }
+    std::size_t chunk = kStreamChunk;
+    if (st->fault.kind == "slow" && offset >= after) {
+      const auto rate = static_cast<std::uint64_t>(st->fault.bytes_per_second);
+      chunk = static_cast<std::size_t>(std::clamp<std::uint64_t>(rate / 10, 1, kSlowChunkMax));
+      chunk = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, st->limit - offset));
+      // A chunk goes out when the rate allows its last byte: never faster than asked.
+      const auto due = st->start + std::chrono::microseconds((offset + chunk - after) * 1'000'000 / rate);
+      if (!wait_until(due)) return false;
+    } else if (st->fault.kind == "slow") {
+      chunk = static_cast<std::size_t>(std::min<std::uint64_t>(kStreamChunk, after - offset));
+    }
+    chunk = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, st->limit - offset));
+    st->buffer.resize(chunk);
+    auto got = st->file->read(offset, st->buffer.data(), chunk);
+    if (!got) {
+      std::fprintf(stderr, "exchange-standin: %s\n", got.error().describe().c_str());
+      return false;
+    }
+    return sink.write(st->buffer.data(), *got);
+  };
+  res.set_content_provider(static_cast<std::size_t>(declared), r.content_type, std::move(provider));
 }
 
 }  // namespace agentd::standin

@@ -6,7 +6,22 @@
 //   partitioned      "org/node" callers whose requests get no response at all
 //   corrupt          bodies of successful GETs are damaged: "truncated" (first half),
 //                    "malformed" (not JSON), "wrong-types" (numbers become strings),
-//                    "oversized" (padded past 8 MiB); "" leaves them alone
+//                    "oversized" (padded past 8 MiB); "" leaves them alone (CSS object
+//                    data is streamed and never corrupted: see "body")
+//   body             CSS object data responses (200 and 206) break mid-body:
+//                    {"kind":K,"afterBytes":N,"bytesPerSecond":R,"count":C,"pathContains":P}
+//                    K = "truncate": the right Content-Length, N bytes, then the
+//                        connection closes;
+//                        "wrong-length": a Content-Length one byte larger than the
+//                        response, N bytes (at most all of them), then the connection
+//                        closes (a client must notice the short body);
+//                        "slow": N bytes at full speed, the rest at R bytes/s;
+//                        "error-midway": N bytes, the connection closes, and the next
+//                        request for the same path is answered 503 once;
+//                        "" = none.
+//                    N counts bytes of this response (a 206 too). C = how many
+//                    responses to damage (the fault is cleared after the last one);
+//                    0 = every one. P = only data paths containing it ("" = all).
 // Faults spare root and the /v1/standin routes, so a test can always steer the hub.
 // GET /v1/standin/stats (root only) counts the requests of every caller, for the
 // demo and the benchmarks: {"requests":{"o/n1":{"total":N,"notModified":N,
@@ -15,11 +30,14 @@
 
 #include <httplib.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +47,14 @@
 
 namespace agentd::standin {
 
+struct BodyFault {
+  std::string kind;  // "", truncate, wrong-length, slow, error-midway
+  std::int64_t after_bytes = 0;
+  std::int64_t bytes_per_second = 0;  // slow only; > 0
+  std::int64_t count = 0;             // responses to damage; 0 = every one
+  std::string path_contains;
+};
+
 struct Faults {
   std::int64_t latency_ms = 0;
   double error_rate = 0.0;
@@ -36,6 +62,7 @@ struct Faults {
   std::int64_t drop_after_commit = 0;
   std::vector<std::string> partitioned;  // "org/node"
   std::string corrupt;                   // "", truncated, malformed, wrong-types, oversized
+  BodyFault body;                        // CSS object data only
 };
 
 // Damages a successful GET's JSON body as the `corrupt` fault says.
@@ -74,13 +101,24 @@ class Server {
   void serve(const httplib::Request& req, httplib::Response& res);
   Reply standin(const Call& call);
   void count(const std::string& caller, const Call& call, const Reply& r);
+  // The body fault that applies to this data response (kind "" = none), counted.
+  BodyFault take_body_fault(const std::string& path);
+  // True (once) when an error-midway fault broke the last response for `path`.
+  bool take_fail_next(const std::string& path);
+  void stream(const Reply& r, const std::string& path, BodyFault fault, httplib::Response& res);
+  // Waits until `when`; false when stop() came first.
+  bool wait_until(std::chrono::steady_clock::time_point when);
 
   Hub& hub_;
   httplib::Server http_;
-  mutable std::mutex mu_;  // guards faults_, rng_ and stats_
+  mutable std::mutex mu_;  // guards faults_, fail_next_, rng_ and stats_
   Faults faults_;
+  std::set<std::string> fail_next_;  // paths whose next request gets 503 (error-midway)
   std::map<std::string, Counts> stats_;
   std::mt19937_64 rng_;
+  std::mutex stop_mu_;  // guards stopping_; slow responses wait on stop_cv_
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
 };
 
 }  // namespace agentd::standin

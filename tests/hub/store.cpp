@@ -97,6 +97,7 @@ json::Ptr node_to_state(const Node& n) {
   auto st = json::object();
   for (const auto& [nmp, text] : n.mgmt_status) json::set(st.get(), nmp.c_str(), raw_json(text));
   json::set(o.get(), "managementStatus", std::move(st));
+  if (!n.policy.empty()) set_raw(o.get(), "policy", n.policy);
   return o;
 }
 
@@ -120,6 +121,7 @@ Node node_from_state(const cJSON* o) {
   if (cJSON_IsString(hb)) n.last_heartbeat = hb->valuestring;
   n.last_updated = str(o, "lastUpdated");
   each(o, "managementStatus", [&](const cJSON* s) { n.mgmt_status[s->string] = json::print(s); });
+  n.policy = text_of(o, "policy", "");
   return n;
 }
 
@@ -230,6 +232,14 @@ json::Ptr state_to_json(const HubState& s) {
     auto c = json::object();
     json::set(c.get(), "size", obj.size);
     json::set(c.get(), "file", obj.file);
+    if (obj.has_meta) {
+      auto meta = json::object();
+      json::set(meta.get(), "description", obj.description);
+      json::set(meta.get(), "hashAlgorithm", obj.hash_algorithm);
+      json::set(meta.get(), "publicKey", obj.public_key);
+      json::set(meta.get(), "signature", obj.signature);
+      json::set(c.get(), "meta", std::move(meta));
+    }
     json::set(css.get(), key.c_str(), std::move(c));
   }
   json::set(o.get(), "css", std::move(css));
@@ -257,7 +267,20 @@ Result<HubState> state_from_json(const cJSON* root) {
     c.t_us = num(r, "tUs");
     s.changes.push_back(c);
   });
-  each(root, "css", [&](const cJSON* c) { s.css[c->string] = CssObject{num(c, "size"), str(c, "file")}; });
+  each(root, "css", [&](const cJSON* c) {
+    CssObject obj;
+    obj.size = num(c, "size");
+    obj.file = str(c, "file");
+    const cJSON* meta = cJSON_GetObjectItemCaseSensitive(c, "meta");
+    if (cJSON_IsObject(meta)) {
+      obj.has_meta = true;
+      obj.description = str(meta, "description");
+      obj.hash_algorithm = str(meta, "hashAlgorithm");
+      obj.public_key = str(meta, "publicKey");
+      obj.signature = str(meta, "signature");
+    }
+    s.css[c->string] = std::move(obj);
+  });
   return s;
 }
 

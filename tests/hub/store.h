@@ -42,6 +42,8 @@ struct Node {
   std::string last_updated;
   // managementStatus: NMP name (bare) -> agentUpgradePolicyStatus JSON text (exchange-api.md §4.2)
   std::map<std::string, std::string> mgmt_status;
+  // GET /orgs/{org}/nodes/{node}/policy as stored (JSON text); "" when the node has none.
+  std::string policy;
 };
 
 struct Group {
@@ -83,9 +85,16 @@ struct ChangeRow {
   std::int64_t t_us = 0;  // same instant as last_updated, for time-window filters
 };
 
+// A CSS object (edge-sync-service): its data (a file in the CSS data directory)
+// and its metadata, each written by its own PUT, either possibly absent.
 struct CssObject {
-  std::int64_t size = 0;
-  std::string file;  // name inside the CSS data directory
+  std::int64_t size = 0;  // bytes of data; 0 when there is none
+  std::string file;       // name inside the CSS data directory; "" when there is no data
+  bool has_meta = false;  // metadata was PUT
+  std::string description;
+  std::string hash_algorithm;  // hashAlgorithm
+  std::string public_key;      // publicKey
+  std::string signature;       // base64
 };
 
 struct HubState {

@@ -191,6 +191,7 @@ write_conf() {  # write_conf VERSION_COMMAND
   cat >"$root/etc/agentd/conf.d/test.conf" <<EOF
 AGENTD_TOKEN_FILE=/etc/agentd/token
 AGENTD_LOG_LEVEL=debug
+AGENTD_UPGRADE_METHOD=commands
 AGENTD_VERSION_COMMAND=$1
 AGENTD_INSTALL_COMMAND=echo "\$AGENTD_TARGET_VERSION" >/var/lib/agentd-test/version
 AGENTD_RESTART_COMMAND=true

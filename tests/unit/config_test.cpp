@@ -272,7 +272,7 @@ TEST_SUITE("config") {
   TEST_CASE("every required key missing is reported, naming where to set it") {
     Etc etc;
     etc.horizon("# empty\n");
-    etc.config("AGENTD_INSTALL_COMMAND=\n");
+    etc.config("AGENTD_UPGRADE_METHOD=commands\nAGENTD_INSTALL_COMMAND=\n");
     auto lines = lines_of(error_of(etc.load()));
     const std::string h = etc.flags.horizon_file, c = etc.flags.config_file;
     CHECK(lines ==
@@ -281,9 +281,55 @@ TEST_SUITE("config") {
               "HZN_ORG_ID: required but not set (set it in " + h + " or the environment)",
               "HZN_DEVICE_ID: required but not set (set it in " + h + " or the environment)",
               "AGENTD_TOKEN_FILE: required but not set (set it in " + c + " or the environment)",
-              "AGENTD_VERSION_COMMAND: required but not set (set it in " + c + " or the environment)",
-              c + ":1: AGENTD_INSTALL_COMMAND: must not be empty",
+              "AGENTD_VERSION_COMMAND: required when AGENTD_UPGRADE_METHOD=commands (from " + c + ":1)",
+              "AGENTD_INSTALL_COMMAND: required when AGENTD_UPGRADE_METHOD=commands (from " + c + ":1)",
           });
+  }
+
+  TEST_CASE("the packages method needs no commands and has safe defaults") {
+    Etc etc;
+    etc.horizon(kHorizon);
+    etc.config("AGENTD_TOKEN_FILE=" + etc.dir.file("token") + "\n");
+    auto r = etc.load();
+    REQUIRE_MESSAGE(r.has_value(), r.error().message);
+    CHECK(r->upgrade_method == "packages");
+    CHECK(r->package_system == "auto");
+    CHECK(r->agent_package == "horizon");
+    CHECK(r->agent_unit == "horizon.service");
+    CHECK(r->trusted_keys_dir == "/etc/agentd/trusted.d");
+    CHECK_FALSE(r->allow_unsigned_manifest);
+    CHECK(r->install_root == "/");
+  }
+
+  TEST_CASE("pipeline settings are validated") {
+    struct Case {
+      std::string line, problem;
+    };
+    const std::vector<Case> cases = {
+        {"AGENTD_UPGRADE_METHOD=scripts", "AGENTD_UPGRADE_METHOD: 'scripts' must be packages or commands"},
+        {"AGENTD_PACKAGE_SYSTEM=apk", "AGENTD_PACKAGE_SYSTEM: 'apk' must be one of auto, deb, rpm, tarball"},
+        {"AGENTD_AGENT_PACKAGE=-rf", "AGENTD_AGENT_PACKAGE: '-rf' is not a package name"},
+        {"AGENTD_AGENT_PACKAGE='a b'", "AGENTD_AGENT_PACKAGE: 'a b' is not a package name"},
+        {"AGENTD_AGENT_UNIT='x;y'", "AGENTD_AGENT_UNIT: 'x;y' is not a systemd unit name"},
+        {"AGENTD_ALLOW_UNSIGNED_MANIFEST=maybe", "AGENTD_ALLOW_UNSIGNED_MANIFEST: 'maybe' must be true or false"},
+        {"AGENTD_MAX_DOWNLOAD_BYTES=12", "AGENTD_MAX_DOWNLOAD_BYTES: '12' must be between 1024 bytes and 1 TiB"},
+        {"AGENTD_DOWNLOAD_ATTEMPTS=0", "AGENTD_DOWNLOAD_ATTEMPTS: '0' must be between 1 and 100"},
+        {"AGENTD_INSTALL_ROOT=relative", "AGENTD_INSTALL_ROOT: 'relative' must be an absolute path"},
+    };
+    for (const Case& tc : cases) {
+      CAPTURE(tc.line);
+      Etc etc;
+      std::string conf = etc.minimal(tc.line + "\n");
+      auto r = etc.load();
+      REQUIRE_FALSE(r.has_value());
+      CHECK(r.error().message == conf + ":4: " + tc.problem);
+    }
+    Etc etc;
+    etc.minimal("AGENTD_AGENT_UNIT=horizon\nAGENTD_ALLOW_UNSIGNED_MANIFEST=yes\n");
+    auto r = etc.load();
+    REQUIRE_MESSAGE(r.has_value(), r.error().message);
+    CHECK(r->agent_unit == "horizon.service");
+    CHECK(r->allow_unsigned_manifest);
   }
 
   TEST_CASE("URLs") {
@@ -678,9 +724,15 @@ TEST_SUITE("config") {
     };
     Etc etc;
     etc.horizon(block("/etc/default/horizon"));
-    etc.config(block("/etc/agentd/agentd.conf"));
+    etc.config(block("/etc/agentd/agentd.conf (the package pipeline; keys in trusted.d/)"));
+    auto pipeline = etc.load();
+    REQUIRE_MESSAGE(pipeline.has_value(), pipeline.error().message);
+    CHECK(pipeline->upgrade_method == "packages");
+    CHECK(pipeline->health_command == "hzn node list");
+    etc.conf_d("50-commands.conf", block("/etc/agentd/conf.d/50-commands.conf (the operator's own commands)"));
     auto r = etc.load();
     REQUIRE_MESSAGE(r.has_value(), r.error().message);
+    CHECK(r->upgrade_method == "commands");
     CHECK(r->exchange_url == "https://exchange.example.com/api/v1");
     CHECK(r->version_command == "dpkg-query -W -f='${Version}' horizon");
     CHECK(r->install_command == "apt-get install -y --allow-downgrades \"horizon=$AGENTD_TARGET_VERSION\"");

@@ -1,14 +1,18 @@
 // Exchange: URLs, request shapes, status mapping, parsing and retries, against a
-// scripted FakeHttpClient and a recording Sleeper.
+// scripted FakeHttpClient and a recording Sleeper; the CSS and node policy calls
+// also against the in-process stand-in over real HTTP.
 #include "agentd/exchange.h"
 
 #include <doctest/doctest.h>
 
 #include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "agentd/json.h"
+#include "hub/in_process.h"
+#include "temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;
@@ -582,5 +586,352 @@ TEST_SUITE("exchange") {
     REQUIRE_FALSE(gone.has_value());
     CHECK(gone.error().code == Errc::not_found);
     CHECK(gone.error().message.find("myorg/line1/n3") != std::string::npos);
+  }
+}
+
+namespace {
+
+// The stand-in on 127.0.0.1 with org o, its admin and node n1; Exchange calls are made as n1.
+class StandinFixture {
+ public:
+  StandinFixture() {
+    standin::HubOptions o;
+    o.state_path = dir_.file("state.json");
+    auto h = standin::InProcessHub::start(o);
+    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
+    hub_ = std::move(*h);
+    root_ = make_curl_http_client(options("root/root", "rootpw"));
+    call("POST", "/v1/orgs/o", R"({"label":"o","description":"test"})", 201);
+    call("POST", "/v1/orgs/o/users/admin", R"({"password":"adminpw","admin":true})", 201);
+    call("PUT", "/v1/orgs/o/nodes/n1",
+         R"({"token":"tok1","name":"n1","pattern":"","arch":"amd64","softwareVersions":{"horizon":"1.0.0"}})",
+         201);
+    node_http_ = make_curl_http_client(options("o/n1", "tok1"));
+    ex = std::make_unique<Exchange>(*node_http_, ExchangeEndpoint{base() + "/v1", base() + "/css", "o", "n1"},
+                                    RetryPolicy{3, 1ms, 2ms}, sleeper);
+  }
+
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(hub_->port()); }
+
+  // A request as root; REQUIREs the status.
+  void call(const std::string& method, const std::string& path, const std::string& body, long want) {
+    auto r = root_->perform(HttpRequest{method, base() + path, {}, body});
+    REQUIRE_MESSAGE(r.has_value(), r.error().describe());
+    REQUIRE_MESSAGE(r->status == want,
+                    std::string(method + " " + path + ": " + std::to_string(r->status) + " " + r->body));
+  }
+  void put_data(const std::string& org, const std::string& type, const std::string& id,
+                const std::string& data) {
+    call("PUT", "/css/api/v1/objects/" + org + "/" + type + "/" + id + "/data", data, 204);
+  }
+  void put_meta(const std::string& org, const std::string& type, const std::string& id,
+                const std::string& meta) {
+    call("PUT", "/css/api/v1/objects/" + org + "/" + type + "/" + id, R"({"meta":)" + meta + "}", 204);
+  }
+
+  class NoSleep final : public Sleeper {
+   public:
+    bool sleep_for(std::chrono::milliseconds) override { return true; }
+    bool stop_requested() override { return false; }
+  } sleeper;
+  std::unique_ptr<Exchange> ex;
+
+ private:
+  static HttpOptions options(const std::string& user, const std::string& password) {
+    HttpOptions o;
+    o.connect_timeout = 2s;
+    o.total_timeout = 5s;
+    o.basic_user = user;
+    o.basic_password = password;
+    return o;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<standin::InProcessHub> hub_;
+  std::unique_ptr<HttpClient> root_;
+  std::unique_ptr<HttpClient> node_http_;
+};
+
+const std::string kHexA(64, 'a');
+const std::string kHexB = "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789ABCDEF";
+
+}  // namespace
+
+TEST_SUITE("exchange") {
+  TEST_CASE("object metadata from the stand-in: the edge-sync-service fields; no data means no object") {
+    StandinFixture f;
+    const std::string type = "agent_software_files-2.0.0";
+    f.put_data("IBM", type, "horizon.tar.gz", std::string(1234, 'x'));
+    f.put_meta("IBM", type, "horizon.tar.gz",
+               R"({"objectID":"horizon.tar.gz","objectType":")" + type +
+                   R"(","description":"agent 2.0.0","hashAlgorithm":"SHA256","signature":"c2lnbmF0dXJl"})");
+    auto m = f.ex->get_object_metadata("IBM", type, "horizon.tar.gz");  // a node reads org IBM's agent files
+    REQUIRE_MESSAGE(m.has_value(), m.error().describe());
+    CHECK(m->object_id == "horizon.tar.gz");
+    CHECK(m->object_type == type);
+    CHECK(m->size == 1234);
+    CHECK(m->description == "agent 2.0.0");
+    CHECK(m->hash_algorithm == "SHA256");
+    CHECK(m->signature == "c2lnbmF0dXJl");
+    CHECK(f.ex->object_data_url("IBM", type, "horizon.tar.gz") ==
+          f.base() + "/css/api/v1/objects/IBM/agent_software_files-2.0.0/horizon.tar.gz/data");
+
+    // Data without a metadata PUT: the stand-in still describes it, unsigned.
+    f.put_data("IBM", type, "agent-install.sh", "#!/bin/sh\n");
+    auto bare = f.ex->get_object_metadata("IBM", type, "agent-install.sh");
+    REQUIRE_MESSAGE(bare.has_value(), bare.error().describe());
+    CHECK(bare->size == 10);
+    CHECK(bare->signature == "");
+    CHECK(bare->hash_algorithm == "");
+
+    // Metadata without data: objectSize 0, refused as anax refuses it.
+    f.put_meta("IBM", type, "agent-install.cfg", R"({"objectID":"agent-install.cfg","description":"later"})");
+    auto empty = f.ex->get_object_metadata("IBM", type, "agent-install.cfg");
+    REQUIRE_FALSE(empty.has_value());
+    CHECK(empty.error().code == Errc::parse);
+    CHECK(empty.error().message.find("objectSize") != std::string::npos);
+
+    auto missing = f.ex->get_object_metadata("IBM", type, "nothing");
+    REQUIRE_FALSE(missing.has_value());
+    CHECK(missing.error().code == Errc::not_found);
+  }
+
+  TEST_CASE("object metadata: wrong types and another object's metadata are parse errors naming the field") {
+    struct Case {
+      const char* body;
+      const char* field;
+    };
+    for (auto [body, field] :
+         {Case{R"({"objectID":"f","objectType":"t","objectSize":"12"})", "objectSize"},
+          Case{R"({"objectID":"f","objectType":"t","objectSize":1.5})", "objectSize"},
+          Case{R"({"objectID":"f","objectType":"t","objectSize":12,"signature":7})", "signature"},
+          Case{R"({"objectID":"f","objectType":"t","objectSize":12,"hashAlgorithm":[]})", "hashAlgorithm"},
+          Case{R"({"objectID":"f","objectType":"t","objectSize":12,"description":{}})", "description"},
+          Case{R"({"objectID":5,"objectType":"t","objectSize":12})", "objectID"},
+          Case{R"({"objectType":"t","objectSize":12})", "objectID"},
+          Case{R"({"objectID":"g","objectType":"t","objectSize":12})", "'g'"},
+          Case{R"({"objectID":"f","objectType":"u","objectSize":12})", "'u'"},
+          Case{R"({"objectID":"f","objectType":"t","objectSize":-1})", "objectSize"},
+          Case{R"(["f"])", "must be an object"}, Case{R"({"objectID":)", "metadata"}}) {
+      CAPTURE(body);
+      Fixture f;
+      f.http.reply(200, body);
+      auto m = f.ex.get_object_metadata("IBM", "t", "f");
+      REQUIRE_FALSE(m.has_value());
+      CHECK(m.error().code == Errc::parse);
+      CHECK(m.error().message.find(field) != std::string::npos);
+    }
+    Fixture g;
+    g.http.reply(503);
+    g.http.reply(200, R"({"objectID":"f","objectType":"t","objectSize":12})");
+    auto retried = g.ex.get_object_metadata("IBM", "t", "f");  // a read: retried
+    REQUIRE(retried.has_value());
+    CHECK(g.http.requests.at(0).url == "https://hub.example:9443/css/api/v1/objects/IBM/t/f");
+
+    FakeHttpClient http;
+    FakeSleeper sleeper;
+    Exchange no_css(http, ExchangeEndpoint{"http://h/v1", "", "o", "n"}, RetryPolicy{}, sleeper);
+    CHECK(no_css.get_object_metadata("IBM", "t", "f").error().code == Errc::config);
+    CHECK(no_css.get_signed_manifest("m").error().code == Errc::config);
+    CHECK(http.requests.empty());
+  }
+
+  TEST_CASE("signed manifest: the bytes exactly as stored, the signature from the metadata, parsed") {
+    StandinFixture f;
+    // Odd spacing and key order: what is signed is the bytes, not a re-serialisation.
+    const std::string manifest =
+        "{ \"softwareUpgrade\" : {\"version\":\"2.0.0\", \"files\":[\"horizon.deb\",\"agent-install.sh\"],\n"
+        "  \"sha256\":{\"horizon.deb\":\"" +
+        kHexA + "\",\"agent-install.sh\":\"" + kHexB +
+        "\"},\n"
+        "  \"sizes\":{\"horizon.deb\":1048576,\"agent-install.sh\":0}},\n"
+        "  \"certificateUpgrade\":{\"files\":[],\"version\":\"latest\"} }\n";
+    f.put_data("o", "agent_upgrade_manifests", "man1", manifest);
+    f.put_meta("o", "agent_upgrade_manifests", "man1",
+               R"({"hashAlgorithm":"SHA256","signature":"AAEC/w=="})");
+
+    for (const char* ref : {"man1", "o/man1"}) {
+      CAPTURE(ref);
+      auto m = f.ex->get_signed_manifest(ref);
+      REQUIRE_MESSAGE(m.has_value(), m.error().describe());
+      CHECK(m->org == "o");
+      CHECK(m->id == "man1");
+      CHECK((m->bytes == manifest));
+      CHECK(m->signature == "AAEC/w==");
+      CHECK(m->manifest.software.version == "2.0.0");
+      CHECK(m->manifest.software.files == std::vector<std::string>{"horizon.deb", "agent-install.sh"});
+      CHECK(m->manifest.software.sha256.at("horizon.deb") == kHexA);
+      CHECK(m->manifest.software.sha256.at("agent-install.sh") ==
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");  // lower-cased
+      CHECK(m->manifest.software.sizes.at("horizon.deb") == 1048576u);
+      CHECK(m->manifest.software.sizes.at("agent-install.sh") == 0u);
+      CHECK(m->manifest.certificate.version == "latest");
+      CHECK(m->manifest.configuration.files.empty());
+    }
+    // get_manifest parses the same document the same way.
+    auto plain = f.ex->get_manifest("man1");
+    REQUIRE_MESSAGE(plain.has_value(), plain.error().describe());
+    CHECK(plain->software.sha256 == f.ex->get_signed_manifest("man1")->manifest.software.sha256);
+    CHECK(plain->software.sizes.size() == 2);
+
+    // Data only (no metadata PUT): unsigned, "" signature; the caller decides.
+    f.put_data("o", "agent_upgrade_manifests", "man2",
+               R"({"softwareUpgrade":{"files":[],"version":"3.0.0"}})");
+    auto unsigned_m = f.ex->get_signed_manifest("man2");
+    REQUIRE_MESSAGE(unsigned_m.has_value(), unsigned_m.error().describe());
+    CHECK(unsigned_m->signature == "");
+    CHECK(unsigned_m->manifest.software.version == "3.0.0");
+    CHECK(unsigned_m->manifest.software.sha256.empty());
+
+    CHECK(f.ex->get_signed_manifest("missing").error().code == Errc::not_found);
+    CHECK(f.ex->get_signed_manifest("o/").error().code == Errc::parse);
+  }
+
+  TEST_CASE("manifest extension: wrong types are parse errors naming the field") {
+    StandinFixture f;
+    struct Case {
+      std::string section;
+      const char* field;
+    };
+    for (const auto& [section, field] :
+         {Case{R"("sha256":["x"])", "softwareUpgrade.sha256"},
+          Case{R"("sha256":{"a":"abc"})", "softwareUpgrade.sha256.a"},
+          Case{R"("sha256":{"a":")" + std::string(64, 'g') + "\"}", "softwareUpgrade.sha256.a"},
+          Case{R"("sha256":{"a":)" + std::string(64, '1') + "}", "softwareUpgrade.sha256.a"},
+          Case{R"("sizes":[1])", "softwareUpgrade.sizes"},
+          Case{R"("sizes":{"a":-1})", "softwareUpgrade.sizes.a"},
+          Case{R"("sizes":{"a":"10"})", "softwareUpgrade.sizes.a"},
+          Case{R"("sizes":{"a":1.5})", "softwareUpgrade.sizes.a"}}) {
+      CAPTURE(section);
+      f.put_data("o", "agent_upgrade_manifests", "bad",
+                 R"({"softwareUpgrade":{"files":["a"],"version":"2.0.0",)" + section + "}}");
+      auto m = f.ex->get_signed_manifest("bad");
+      REQUIRE_FALSE(m.has_value());
+      CHECK(m.error().code == Errc::parse);
+      CHECK(m.error().message.find(std::string("'") + field + "'") != std::string::npos);
+      CHECK(f.ex->get_manifest("bad").error().code == Errc::parse);
+    }
+    // The extension is optional, also in the other sections.
+    f.put_data("o", "agent_upgrade_manifests", "good",
+               R"({"softwareUpgrade":{"files":["a"],"version":"2.0.0","sha256":null},)"
+               R"("configurationUpgrade":{"files":["c"],"version":"1","sizes":{"c":3}}})");
+    auto good = f.ex->get_signed_manifest("good");
+    REQUIRE_MESSAGE(good.has_value(), good.error().describe());
+    CHECK(good->manifest.software.sha256.empty());
+    CHECK(good->manifest.configuration.sizes.at("c") == 3u);
+  }
+
+  TEST_CASE("signed manifest: data whose size differs from the metadata's is refused") {
+    Fixture f;
+    f.http.reply(
+        200, R"({"objectID":"m","objectType":"agent_upgrade_manifests","objectSize":5,"signature":"c2ln"})");
+    f.http.reply(200, R"({"softwareUpgrade":{"files":[],"version":"2.0.0"}})");
+    auto m = f.ex.get_signed_manifest("m");
+    REQUIRE_FALSE(m.has_value());
+    CHECK(m.error().code == Errc::verification);
+    CHECK(m.error().message.find("objectSize 5") != std::string::npos);
+    REQUIRE(f.http.requests.size() == 2);
+    CHECK(f.http.requests[0].url ==
+          "https://hub.example:9443/css/api/v1/objects/myorg/agent_upgrade_manifests/m");
+    CHECK(f.http.requests[1].url ==
+          "https://hub.example:9443/css/api/v1/objects/myorg/agent_upgrade_manifests/m/data");
+  }
+
+  TEST_CASE("node policy from the stand-in: typed as anax types it, management properties win; 404 is none") {
+    StandinFixture f;
+    auto none = f.ex->get_node_policy();
+    REQUIRE_MESSAGE(none.has_value(), none.error().describe());
+    CHECK_FALSE(none->has_value());
+
+    f.call("PUT", "/v1/orgs/o/nodes/n1/policy", R"({
+      "properties":[
+        {"name":"purpose","value":"upgrade-test"},
+        {"name":"ram","value":4096,"type":"int"},
+        {"name":"gpu","value":true,"type":"boolean"},
+        {"name":"agentVersion","value":"2.1.0","type":"version"},
+        {"name":"zones","value":"east, west,north","type":"list of strings"},
+        {"name":"count","value":"12","type":"int"},
+        {"name":"tier","value":"prod"}],
+      "constraints":["a == b"],
+      "deployment":{"properties":[{"name":"deployonly","value":"x"}],"constraints":[]},
+      "management":{"properties":[{"name":"tier","value":"canary","type":"string"},
+                                  {"name":"ring","value":2.5}],"constraints":[]},
+      "nodePolicyVersion":"1"})",
+           201);
+    auto got = f.ex->get_node_policy();
+    REQUIRE_MESSAGE(got.has_value(), got.error().describe());
+    REQUIRE(got->has_value());
+    const Properties& p = **got;
+    using T = PropertyValue::Type;
+    CHECK(p.size() == 8);
+    CHECK(p.at("purpose").type == T::string);
+    CHECK(p.at("purpose").text == "upgrade-test");
+    CHECK(p.at("ram").type == T::number);
+    CHECK(p.at("ram").number == 4096);
+    CHECK(p.at("gpu").type == T::boolean);
+    CHECK(p.at("gpu").boolean);
+    CHECK(p.at("agentVersion").type == T::version);
+    CHECK(p.at("agentVersion").text == "2.1.0");
+    CHECK(p.at("zones").type == T::list);
+    CHECK(p.at("zones").text == "east,west,north");
+    CHECK(p.at("count").type == T::string);  // a string stays a string whatever "type" says
+    CHECK(p.at("tier").text == "canary");    // management wins
+    CHECK(p.at("ring").number == 2.5);
+    CHECK_FALSE(p.count("deployonly"));  // deployment properties are not management ones
+    auto holds =
+        evaluate_constraints({"purpose == upgrade-test && ram >= 2048", "gpu == true",
+                              "agentVersion in [2.0.0,3.0.0)", "zones in \"west\"", "tier == canary"},
+                             p);
+    REQUIRE_MESSAGE(holds.has_value(), holds.error().describe());
+    CHECK(*holds);
+
+    f.call("DELETE", "/v1/orgs/o/nodes/n1/policy", "", 204);
+    auto gone = f.ex->get_node_policy();
+    REQUIRE(gone.has_value());
+    CHECK_FALSE(gone->has_value());
+  }
+
+  TEST_CASE("node policy: wrong types are parse errors naming the property; reads retry; 403 is an error") {
+    struct Case {
+      const char* body;
+      const char* text;
+    };
+    for (auto [body, text] :
+         {Case{R"({"properties":{"name":"a","value":"b"}})", "'properties'"},
+          Case{R"({"properties":["a"]})", "properties item"},
+          Case{R"({"properties":[{"value":"b"}]})", "name"},
+          Case{R"({"properties":[{"name":7,"value":"b"}]})", "name"},
+          Case{R"({"properties":[{"name":"","value":"b"}]})", "name"},
+          Case{R"({"properties":[{"name":"a"}]})", "'a'"},
+          Case{R"({"properties":[{"name":"a","value":null}]})", "'a'"},
+          Case{R"({"properties":[{"name":"a","value":{"x":1}}]})", "'a'"},
+          Case{R"({"properties":[{"name":"a","value":["x"],"type":"list of strings"}]})", "'a'"},
+          Case{R"({"properties":[{"name":"a","value":"b","type":5}]})", "'a'"},
+          Case{R"({"management":[]})", "'management'"},
+          Case{R"({"management":{"properties":[{"name":"m","value":[]}]}})",
+               "management.properties item 'm'"},
+          Case{R"([])", "must be an object"}}) {
+      CAPTURE(body);
+      Fixture f;
+      f.http.reply(200, body);
+      auto p = f.ex.get_node_policy();
+      REQUIRE_FALSE(p.has_value());
+      CHECK(p.error().code == Errc::parse);
+      CHECK(p.error().message.find(text) != std::string::npos);
+      CHECK(f.http.requests.at(0).url == "https://hub.example:3090/v1/orgs/myorg/nodes/node1/policy");
+    }
+    Fixture g;
+    g.http.reply(502);
+    g.http.drop();
+    g.http.reply(200, R"({"properties":[],"management":{"properties":[{"name":"m","value":"v"}]}})");
+    auto retried = g.ex.get_node_policy();
+    REQUIRE(retried.has_value());
+    REQUIRE(retried->has_value());
+    CHECK((*retried)->at("m").text == "v");
+    CHECK(g.http.requests.size() == 3);
+
+    Fixture h;
+    h.http.reply(403, R"({"code":"access-denied","msg":"no"})");
+    CHECK(h.ex.get_node_policy().error().code == Errc::forbidden);
   }
 }
