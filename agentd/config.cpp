@@ -1000,9 +1000,12 @@ FILES
                                   one line per disruptive step begun
     AGENTD_STATE_DIR/downloads/   verified packages, and .part files of
                                   downloads to resume
-    AGENTD_STATE_DIR/previous/    the package of the version before the last
+    AGENTD_STATE_DIR/previous/PACKAGE/
+                                  the package of the version before the last
                                   upgrade: what a rollback reinstalls
-    AGENTD_STATE_DIR/current/     the package agentd installed last
+                                  (agentd-rollback.service: previous/agentd/)
+    AGENTD_STATE_DIR/current/PACKAGE/
+                                  the package agentd installed last
     AGENTD_STATE_DIR/runs/        output and exit status of each install
     /etc/agentd/trusted.d/*.pem   keys that may sign upgrade manifests
 

@@ -458,7 +458,8 @@ void Daemon::grouped_tick() {
     switch (a.kind) {
       case ActionKind::none:
         if (a.reason.rfind("not a member", 0) == 0) next_node_ = std::min(next_node_, now + p_.config.poll);
-        status(a.reason);
+        // A running download says how far it got rather than just "preparing".
+        status(!job_.idle() && !shown_progress_.empty() ? shown_progress_ : a.reason);
         return;
       case ActionKind::adopt: adopt(a.entry); continue;
       case ActionKind::write: {
@@ -605,6 +606,7 @@ void Daemon::start_job(ActionKind kind) {
         job_progress_.clear();
       }
       reported_percent_ = -1;
+      shown_progress_.clear();
       work = [this, t] {
         return p_.upgrader.prepare(t, [this](const std::string& text) {
           std::lock_guard lock(progress_mu_);

@@ -110,24 +110,24 @@ check "not a crash loop: does nothing, exits 0" \
   in_root MONITOR_SERVICE_RESULT=exit-code /usr/libexec/agentd/rollback
 check "crash loop without a kept package: exits 1" \
   bash -c "chroot '$root' env MONITOR_SERVICE_RESULT=start-limit-hit /usr/libexec/agentd/rollback; test \$? -eq 1"
-mkdir -p "$root/var/lib/agentd/previous"
-cp "$old_deb" "$root/var/lib/agentd/previous/"
+mkdir -p "$root/var/lib/agentd/previous/agentd"
+cp "$old_deb" "$root/var/lib/agentd/previous/agentd/"
 check "crash loop with a kept package: reinstalls it" \
   in_root MONITOR_SERVICE_RESULT=start-limit-hit /usr/libexec/agentd/rollback
 check "version after the rollback is $old_version" test "$(version_of)" = "$old_version"
 check "operator's edit kept through the rollback" test "$(md5sum <"$root/etc/agentd/agentd.conf")" = "$edited_sum"
 check "the used package moved to rolled-back/" \
-  test -f "$root/var/lib/agentd/rolled-back/$(basename "$old_deb")" -a ! -e "$root/var/lib/agentd/previous/$(basename "$old_deb")"
+  test -f "$root/var/lib/agentd/rolled-back/$(basename "$old_deb")" -a ! -e "$root/var/lib/agentd/previous/agentd/$(basename "$old_deb")"
 check "a second crash loop finds nothing to reinstall: exits 1" \
   bash -c "chroot '$root' env MONITOR_SERVICE_RESULT=start-limit-hit /usr/libexec/agentd/rollback; test \$? -eq 1"
 check "a kept package of another name is refused" bash -c "
   mkdir -p '$root/tmp/other/DEBIAN' &&
   dpkg-deb -x '$root/tmp/new.deb' '$root/tmp/other' && dpkg-deb -e '$root/tmp/new.deb' '$root/tmp/other/DEBIAN' &&
   sed -i 's/^Package: agentd/Package: agentd-other/' '$root/tmp/other/DEBIAN/control' &&
-  dpkg-deb -b '$root/tmp/other' '$root/var/lib/agentd/previous/other.deb' &&
+  dpkg-deb -b '$root/tmp/other' '$root/var/lib/agentd/previous/agentd/other.deb' &&
   ! chroot '$root' env MONITOR_SERVICE_RESULT=start-limit-hit /usr/libexec/agentd/rollback &&
   test \"\$(chroot '$root' dpkg-query -W -f='\${Version}' agentd)\" = '$old_version'"
-rm -f "$root/var/lib/agentd/previous/other.deb"
+rm -f "$root/var/lib/agentd/previous/agentd/other.deb"
 
 echo "# remove"
 check "dpkg -r succeeds" in_root dpkg -r agentd
@@ -238,8 +238,8 @@ if [ -n "$old_rpm" ] && [ -n "$new_rpm" ]; then
     test -L "$root/etc/systemd/system/multi-user.target.wants/agentd.service"
 
   echo "# rpm: rollback script"
-  mkdir -p "$root/var/lib/agentd/previous"
-  cp "$old_rpm" "$root/var/lib/agentd/previous/"
+  mkdir -p "$root/var/lib/agentd/previous/agentd"
+  cp "$old_rpm" "$root/var/lib/agentd/previous/agentd/"
   check "crash loop with a kept .rpm: rpm -U --oldpackage" \
     in_root MONITOR_SERVICE_RESULT=start-limit-hit /usr/libexec/agentd/rollback
   check "version after the rollback is $old_version" test "$(rpm_version_of)" = "$old_version"

@@ -3,7 +3,7 @@
 #
 # Run by agentd-rollback.service, which agentd.service starts through OnFailure=.
 # When agentd crash-looped (its unit hit the start limit), reinstall the agentd
-# package that agentd kept in STATE_DIR/previous/ (a .deb with dpkg -i, an .rpm
+# package that agentd kept in STATE_DIR/previous/agentd/ (a .deb with dpkg -i, an .rpm
 # with rpm -U --oldpackage), log what was done, and start agentd again. The
 # package used is moved to STATE_DIR/rolled-back/, so a second crash loop does not
 # reinstall it again: the next run finds nothing to roll back to, says so and
@@ -81,7 +81,9 @@ else
   fail "event=rollback-failed reason=\"agentd is installed by neither dpkg nor rpm\""
 fi
 
-previous_dir=$state_dir/previous
+# agentd keeps the package of the version before each upgrade it made of a
+# package in previous/<package>/ (agentd(8) FILES); agentd's own is previous/agentd/.
+previous_dir=$state_dir/previous/agentd
 # The newest kept package of that kind (ls -t: newest first). Package file names
 # have no newlines or spaces (NAME_VERSION_ARCH.deb, NAME-VERSION-RELEASE.ARCH.rpm).
 package=

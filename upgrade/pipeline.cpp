@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <random>
 
@@ -182,6 +183,7 @@ class PipelineUpgrader final : public Upgrader {
 
   Status prepare(const Target& t, const ProgressFn& progress) override {
     const std::string dir = download_dir(t.version);
+    prune(t);
     if (auto s = make_dir(dir); !s) return s;
     // 1. The manifest, verified before anything in it is used.
     if (t.manifest.empty()) return fail(Errc::config, "no upgrade manifest names version " + t.version);
@@ -307,8 +309,11 @@ class PipelineUpgrader final : public Upgrader {
 
  private:
   std::string download_dir(const std::string& v) const { return o_.state_dir + "/downloads/" + dir_name_of(v); }
-  std::string current_dir() const { return o_.state_dir + "/current"; }
-  std::string previous_dir() const { return o_.state_dir + "/previous"; }
+  // Per package: agentd upgrading itself (AGENTD_AGENT_PACKAGE=agentd) keeps
+  // its own previous package apart from the agent's, where agentd-rollback.service
+  // finds it (previous/agentd/).
+  std::string current_dir() const { return o_.state_dir + "/current/" + o_.package; }
+  std::string previous_dir() const { return o_.state_dir + "/previous/" + o_.package; }
   // The run's directory; its parent is created here (DetachedRunner creates only the last level).
   std::string run_dir(const std::string& id) const {
     (void)make_dir(o_.state_dir + "/runs");
@@ -416,6 +421,7 @@ class PipelineUpgrader final : public Upgrader {
     if (cur && *cur && (*cur)->package_version == *running) {
       std::error_code ec;
       (void)remove_tree(previous_dir());
+      (void)make_dir(fs::path(previous_dir()).parent_path().string());
       fs::rename(current_dir(), previous_dir(), ec);
       if (!ec) {
         p_.log.info("rollback-copy", {{"version", *running}, {"from", "current"}});
@@ -447,7 +453,7 @@ class PipelineUpgrader final : public Upgrader {
       if (!info || info->version != version) continue;
       auto hash = sha256_file(path, o_.max_download_bytes);
       if (!hash) continue;
-      const std::string staging = o_.state_dir + "/previous.new";
+      const std::string staging = previous_dir() + ".new";
       (void)remove_tree(staging);
       if (!make_dir(staging)) return std::nullopt;
       std::error_code ec;
@@ -467,7 +473,7 @@ class PipelineUpgrader final : public Upgrader {
   void commit(const Target& t, const Record& r) {
     auto cur = load_record(current_dir() + "/record.json");
     if (cur && *cur && (*cur)->package_version == r.package_version) return;  // done before a restart
-    const std::string staging = o_.state_dir + "/current.new";
+    const std::string staging = current_dir() + ".new";
     (void)remove_tree(staging);
     if (!make_dir(staging)) return;
     std::error_code ec;
@@ -480,7 +486,27 @@ class PipelineUpgrader final : public Upgrader {
     }
     (void)remove_tree(current_dir());
     fs::rename(staging, current_dir(), ec);
-    if (ec) p_.log.warn("keep-package-failed", {{"file", r.file}, {"error", ec.message()}});
+    if (ec) {
+      p_.log.warn("keep-package-failed", {{"file", r.file}, {"error", ec.message()}});
+      return;
+    }
+    (void)remove_tree(download_dir(t.version));  // current/ has the package now
+  }
+
+  // A new cycle begins: downloads of other versions are not needed any more
+  // (the target's own may hold a .part to resume), and of the finished install
+  // and rollback runs the newest few are kept for the operator.
+  void prune(const Target& t) {
+    std::error_code ec;
+    const std::string keep = fs::path(download_dir(t.version)).filename().string();
+    for (const auto& e : fs::directory_iterator(o_.state_dir + "/downloads", ec))
+      if (e.path().filename() != keep) (void)remove_tree(e.path().string());
+    std::vector<std::pair<fs::file_time_type, std::string>> runs;
+    for (const auto& e : fs::directory_iterator(o_.state_dir + "/runs", ec))
+      runs.emplace_back(fs::last_write_time(e.path(), ec), e.path().string());
+    std::sort(runs.begin(), runs.end(), std::greater<>());
+    constexpr std::size_t kRunsKept = 8;
+    for (std::size_t i = kRunsKept; i < runs.size(); ++i) (void)remove_tree(runs[i].second);
   }
 
   Status restart_agent() {

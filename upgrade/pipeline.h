@@ -19,9 +19,10 @@
 //   downloads/<version>/<file>         the verified package (and .part while downloading)
 //   downloads/<version>/prepared.json  what prepare verified, and the attempt id
 //   runs/<step>-<attempt>/             output and exit status of an install or rollback
-//   current/                           the package agentd installed last, with record.json
-//   previous/                          the package of the version before it: what a
-//                                      rollback (and agentd-rollback.service) reinstalls
+//   current/<package>/                 the package agentd installed last, with record.json
+//   previous/<package>/                the package of the version before it: what a
+//                                      rollback reinstalls (agentd-rollback.service
+//                                      reinstalls previous/agentd/ after a crash loop)
 #pragma once
 
 #include <chrono>

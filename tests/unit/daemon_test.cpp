@@ -287,8 +287,19 @@ class FakeUpgrader final : public Upgrader {
     std::lock_guard<std::mutex> lk(mu_);
     return version_;
   }
-  Status prepare(const Target& t, const std::function<void(const std::string&)>&) override {
+  Status prepare(const Target& t, const ProgressFn& progress) override {
+    std::string text;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      text = progress_;
+    }
+    if (!text.empty() && progress) progress(text);
     return step("prepare", t);
+  }
+  // What prepare reports as its progress before it (perhaps) holds.
+  void progress(std::string text) {
+    std::lock_guard<std::mutex> lk(mu_);
+    progress_ = std::move(text);
   }
   Status install(const Target& t) override { return step("install", t); }
   Status restart(const Target& t) override { return step("restart", t); }
@@ -370,6 +381,7 @@ class FakeUpgrader final : public Upgrader {
   const std::string state_path_;
   Events& events_;
   std::map<std::string, Status> results_;
+  std::string progress_;
   std::set<std::string> holds_;
   std::string holding_;
   Status released_;
@@ -1075,6 +1087,29 @@ TEST_SUITE("daemon") {
     CHECK(json::opt_int(steps[0].get(), "epoch", -1).value_or(-1) == epoch);
     CHECK(json::opt_string(steps[1].get(), "step").value_or("") == "restart");
     CHECK(json::opt_int(steps[1].get(), "epoch", -1).value_or(-1) > epoch);
+  }
+
+  TEST_CASE("a download's progress reaches sd_notify STATUS, the entry's message and the management status") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member n1(env, hub, "n1");
+    const std::string text = "downloading horizon_2.0.0_amd64.deb: 1.0 MiB of 2.0 MiB (50%)";
+    n1.upgrader.progress(text);
+    n1.upgrader.hold("prepare");
+    REQUIRE(started(n1));
+    REQUIRE(run_until(env, {&n1}, [&] { return n1.daemon.status_text() == text; }));
+    auto [st, err] = hub.mgmt_status("n1");
+    CHECK(st == "download started");
+    CHECK(err == text);
+    // The next heartbeat carries it in our entry, for agentctl status.
+    REQUIRE(run_until(env, {&n1}, [&] {
+      auto e = hub.entry("g", "n1");
+      return e && e->message == text;
+    }));
+    n1.upgrader.release("prepare");
+    REQUIRE(run_until(env, {&n1}, [&] { return n1.local().state == State::succeeded; }));
+    CHECK(hub.mgmt_status("n1").first == "successful");
   }
 
   TEST_CASE("a failed health check rolls back, releases rolledback with the reason, and halts the group") {

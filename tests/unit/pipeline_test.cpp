@@ -247,9 +247,9 @@ TEST_SUITE("pipeline") {
   TEST_CASE("a signed upgrade: prepare verifies, install, health, then current/ and previous/ hold the packages") {
     Fixture f;
     // The package agentd installed last is 1.0.0: it becomes the rollback copy.
-    std::filesystem::create_directories(f.path("current"));
-    REQUIRE(write_file_atomic(f.path("current/horizon_1.0.0_amd64.deb"), package_bytes("1.0.0")));
-    REQUIRE(write_file_atomic(f.path("current/record.json"),
+    std::filesystem::create_directories(f.path("current/horizon"));
+    REQUIRE(write_file_atomic(f.path("current/horizon/horizon_1.0.0_amd64.deb"), package_bytes("1.0.0")));
+    REQUIRE(write_file_atomic(f.path("current/horizon/record.json"),
                               R"({"agentVersion":"1.0.0","packageVersion":"1.0.0","file":"horizon_1.0.0_amd64.deb","sha256":")" +
                                   sha256_hex(package_bytes("1.0.0")) + R"("})"));
     auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
@@ -260,7 +260,7 @@ TEST_SUITE("pipeline") {
     REQUIRE_MESSAGE(s.has_value(), s.error().describe());
     CHECK(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
     CHECK(f.exists("downloads/2.0.0/prepared.json"));
-    CHECK(f.exists("previous/horizon_1.0.0_amd64.deb"));
+    CHECK(f.exists("previous/horizon/horizon_1.0.0_amd64.deb"));
     CHECK(std::any_of(progress.begin(), progress.end(),
                       [](const std::string& p) { return p.find("downloading horizon_2.0.0_amd64.deb") == 0; }));
     CHECK(std::any_of(progress.begin(), progress.end(), [](const std::string& p) { return p.find("(100%)") != std::string::npos; }));
@@ -269,15 +269,25 @@ TEST_SUITE("pipeline") {
     CHECK(f.installer.installed == "2.0.0");
     REQUIRE(f.installer.runs.size() == 1);
     CHECK(f.installer.runs[0].starts_with("install-"));
-    auto h = up->check_health(t);
-    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
-    CHECK(f.exists("current/horizon_2.0.0_amd64.deb"));
-    CHECK(*up->running_version() == "2.0.0");
-
-    // A second install call for the same cycle uses the same run id: an
-    // interrupted install is picked up, never started twice (upgrade/detached.h).
+    // A second install call for the same cycle (agentd restarted midway) uses
+    // the same run id: the install is picked up, never started twice (upgrade/detached.h).
     REQUIRE(up->install(t));
     CHECK(f.installer.runs[1] == f.installer.runs[0]);
+
+    auto h = up->check_health(t);
+    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
+    CHECK(f.exists("current/horizon/horizon_2.0.0_amd64.deb"));
+    CHECK_FALSE(f.exists("downloads/2.0.0"));  // current/ holds the package now
+    CHECK(*up->running_version() == "2.0.0");
+
+    // The next cycle gets a new attempt id, so its install really runs.
+    auto ref3 = f.publish("3.0.0", package_bytes("3.0.0"), &f.key);
+    auto t3 = target("3.0.0", ref3, "2.0.0");
+    REQUIRE(up->prepare(t3, {}));
+    CHECK(f.exists("previous/horizon/horizon_2.0.0_amd64.deb"));  // current/ became previous/
+    REQUIRE(up->install(t3));
+    CHECK(f.installer.runs.back() != f.installer.runs[0]);
+    CHECK(f.installer.installed == "3.0.0");
   }
 
   TEST_CASE("verification: a tampered byte, a wrong key, an unsigned manifest, a rotated key") {
@@ -346,9 +356,9 @@ TEST_SUITE("pipeline") {
 
   TEST_CASE("a failed health check rolls back to the kept package, a real reinstall of the previous version") {
     Fixture f;
-    std::filesystem::create_directories(f.path("current"));
-    REQUIRE(write_file_atomic(f.path("current/horizon_1.0.0_amd64.deb"), package_bytes("1.0.0")));
-    REQUIRE(write_file_atomic(f.path("current/record.json"),
+    std::filesystem::create_directories(f.path("current/horizon"));
+    REQUIRE(write_file_atomic(f.path("current/horizon/horizon_1.0.0_amd64.deb"), package_bytes("1.0.0")));
+    REQUIRE(write_file_atomic(f.path("current/horizon/record.json"),
                               R"({"agentVersion":"1.0.0","packageVersion":"1.0.0","file":"horizon_1.0.0_amd64.deb","sha256":")" +
                                   sha256_hex(package_bytes("1.0.0")) + R"("})"));
     auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
