@@ -310,6 +310,13 @@ void Daemon::refresh_plan() {
   }
   auto published = p_.exchange.agent_software_versions();
   std::vector<std::string> versions = published ? *published : std::vector<std::string>{};
+  // The package system may name the running version with a revision or release
+  // ("2.0.0-1" for the published "2.0.0"): the plan and our entry use the agent's name.
+  if (std::string named = agent_version_of(ps_.local.version, versions); named != ps_.local.version) {
+    p_.log.info("running-version", {{"package", ps_.local.version}, {"agent", named}});
+    ps_.local.version = named;
+    persist();
+  }
   // Policies that select nodes by constraints need the node policy's
   // properties; a failed read keeps the last ones (or none: those policies are
   // then reported as not evaluated, plan.h).

@@ -16,6 +16,7 @@
 #include "agentd/files.h"
 #include "agentd/json.h"
 #include "upgrade/fetch.h"
+#include "upgrade/plan.h"
 #include "upgrade/verify.h"
 
 namespace agentd {
@@ -250,7 +251,7 @@ class PipelineUpgrader final : public Upgrader {
     }
     auto info = p_.installer.inspect(file);
     if (!info) return std::unexpected(info.error());
-    if (!same_version(info->version, t.version))
+    if (!package_version_matches(info->version, t.version))
       return fail(Errc::verification, *name + " holds version " + info->version + " of " + info->name +
                                           ", the manifest names version " + t.version);
 
@@ -345,15 +346,6 @@ class PipelineUpgrader final : public Upgrader {
     char buf[17];
     std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng_()));
     return buf;
-  }
-
-  // "2.0.0" is the package version "2.0.0", "2.0.0-1" (Debian revision, rpm
-  // release) or "1:2.0.0-1" (an epoch).
-  static bool same_version(std::string package, const std::string& agent) {
-    if (auto colon = package.find(':'); colon != std::string::npos && colon < 4) package = package.substr(colon + 1);
-    if (package == agent) return true;
-    return package.size() > agent.size() + 1 && package.starts_with(agent) && package[agent.size()] == '-' &&
-           package.find('-', agent.size() + 1) == std::string::npos;
   }
 
   Result<std::string> installed_version() {

@@ -87,6 +87,25 @@ bool pattern_matches(const std::vector<std::string>& patterns, const std::string
 }
 }  // namespace
 
+bool package_version_matches(const std::string& package_version, const std::string& agent) {
+  std::string package = package_version;
+  if (auto colon = package.find(':'); colon != std::string::npos && colon < 4) package = package.substr(colon + 1);
+  if (package == agent) return true;
+  return !agent.empty() && package.size() > agent.size() + 1 && package.starts_with(agent) &&
+         package[agent.size()] == '-' && package.find('-', agent.size() + 1) == std::string::npos;
+}
+
+std::string agent_version_of(const std::string& installed, const std::vector<std::string>& published) {
+  if (std::find(published.begin(), published.end(), installed) != published.end()) return installed;
+  const std::string* match = nullptr;
+  for (const std::string& v : published) {
+    if (!package_version_matches(installed, v)) continue;
+    if (match != nullptr && *match != v) return installed;  // ambiguous: leave it as the package says
+    match = &v;
+  }
+  return match != nullptr ? *match : installed;
+}
+
 int compare_versions(const std::string& a, const std::string& b) {
   std::vector<long long> pa, pb;
   std::string sa, sb;

@@ -43,6 +43,16 @@ struct Plan {
 // Semantic Versioning order (rc.2 < rc.11).
 int compare_versions(const std::string& a, const std::string& b);
 
+// A package system's version names an agent version: "2.0.0" is the package
+// version "2.0.0", "2.0.0-1" (a Debian revision or an rpm release) or
+// "1:2.0.0-1" (with an epoch).
+bool package_version_matches(const std::string& package_version, const std::string& agent_version);
+
+// The agent version the installed package stands for, among the published
+// ones: the installed version itself when it is published, else the one
+// published version it matches (package_version_matches), else unchanged.
+std::string agent_version_of(const std::string& installed, const std::vector<std::string>& published);
+
 using ManifestFetcher = std::function<Result<Manifest>(const std::string& manifest_ref)>;
 
 // A uniform random integer in [0, n) for n > 0 (the startWindow delay).

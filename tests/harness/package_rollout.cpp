@@ -51,7 +51,8 @@ std::string health_script(const AgentPackage& p) {
            "root=$(cd \"$(dirname \"$0\")/../..\" && pwd)\n"
            "touch \"$root/tmp/health-started\"\n"
            "while [ ! -e \"$root/tmp/healthy\" ]; do sleep 0.05; done\n"
-           "echo \"horizon " + p.version + " is healthy\"\n";
+           "echo \"horizon " +
+           p.version + " is healthy\"\n";
   }
   if (p.sick) return "#!/bin/sh\necho \"horizon " + p.version + " is not healthy\" >&2\nexit 1\n";
   return "#!/bin/sh\necho \"horizon " + p.version + " is healthy\"\n";
@@ -122,10 +123,12 @@ std::string PackageRollout::build(const AgentPackage& p) {
         "touch /tmp/preinst-started\n"
         "while [ ! -e /tmp/go ]; do sleep 0.05; done\n";
   }
-  if (p.failing_postinst) spec.postinst = "echo \"postinst of horizon " + p.version + " refuses to configure\"\nexit 1";
+  if (p.failing_postinst)
+    spec.postinst = "echo \"postinst of horizon " + p.version + " refuses to configure\"\nexit 1";
   std::string out = rollout_->dir().file("packages/" + std::to_string(++builds_));
   fs::create_directories(out);
-  auto built = options_.package_system == "rpm" ? testing::build_rpm(spec, out) : testing::build_deb(spec, out);
+  auto built =
+      options_.package_system == "rpm" ? testing::build_rpm(spec, out) : testing::build_deb(spec, out);
   if (!built) die("building horizon " + p.version + ": " + built.error().describe());
   if (fs::path(*built).filename() != package_file_name(p.version))
     die("built " + *built + ", expected the file name " + package_file_name(p.version));
@@ -177,10 +180,10 @@ void PackageRollout::publish(const std::string& version, const std::string& pack
   hub().put_object("IBM", "agent_software_files-" + version, name, data);
 
   // agentd's manifest extension: the SHA-256 and size of every file.
-  std::string manifest = R"({"softwareUpgrade":{"files":[")" + name + R"("],"version":")" + version +
-                         R"(","sha256":{")" + name + R"(":")" + sha256_hex(data) + R"("},"sizes":{")" + name +
-                         R"(":)" + std::to_string(data.size()) +
-                         R"(}},"certificateUpgrade":{"files":[],"version":""},"configurationUpgrade":{"files":[],"version":""}})";
+  std::string manifest =
+      R"({"softwareUpgrade":{"files":[")" + name + R"("],"version":")" + version + R"(","sha256":{")" + name +
+      R"(":")" + sha256_hex(data) + R"("},"sizes":{")" + name + R"(":)" + std::to_string(data.size()) +
+      R"(}},"certificateUpgrade":{"files":[],"version":""},"configurationUpgrade":{"files":[],"version":""}})";
   const std::string& org = rollout_->options().org;
   const std::string id = "agent-" + version;
   hub().put_signed_manifest(org, id, manifest, testing::base64(testing::sign(key_, manifest)));
@@ -196,7 +199,8 @@ void PackageRollout::publish(const std::string& version, const std::string& pack
 
 void PackageRollout::replace_package_data(const std::string& version, const std::string& package_file,
                                           const std::string& data) {
-  hub().put_object("IBM", "agent_software_files-" + version, fs::path(package_file).filename().string(), data);
+  hub().put_object("IBM", "agent_software_files-" + version, fs::path(package_file).filename().string(),
+                   data);
 }
 
 std::string PackageRollout::installed(const Member& m) {

@@ -71,7 +71,8 @@ class PackageRollout {
   // with key(); AgentFileVersion; the NMP created or pointed at the new manifest.
   void publish(const std::string& version, const std::string& package_file);
   // The data of the released package object, replaced (e.g. damaged) in place; metadata as before.
-  void replace_package_data(const std::string& version, const std::string& package_file, const std::string& data);
+  void replace_package_data(const std::string& version, const std::string& package_file,
+                            const std::string& data);
 
   static std::string root(const Member& m) { return m.dir() + "/root"; }
   // <state>/downloads/<version>, where the pipeline fetches into.

@@ -265,3 +265,22 @@ TEST_SUITE("plan") {
     CHECK(plan->policy == "org/b");
   }
 }
+
+TEST_SUITE("plan") {
+  TEST_CASE("package versions name agent versions: revision, release and epoch") {
+    CHECK(package_version_matches("2.0.0", "2.0.0"));
+    CHECK(package_version_matches("2.0.0-1", "2.0.0"));     // Debian revision, rpm release
+    CHECK(package_version_matches("1:2.0.0-1", "2.0.0"));   // with an epoch
+    CHECK(package_version_matches("2.31.0-1598", "2.31.0-1598"));
+    CHECK_FALSE(package_version_matches("2.0.0-1-2", "2.0.0"));
+    CHECK_FALSE(package_version_matches("2.0.01", "2.0.0"));
+    CHECK_FALSE(package_version_matches("2.0.0", "2.0.0-1"));
+    CHECK_FALSE(package_version_matches("2.0.0-1", ""));
+
+    const std::vector<std::string> published{"2.0.0", "1.0.0", "1.4.5-123"};
+    CHECK(agent_version_of("1.0.0-1", published) == "1.0.0");  // rpm's VERSION-RELEASE
+    CHECK(agent_version_of("1.4.5-123", published) == "1.4.5-123");
+    CHECK(agent_version_of("3.0.0-1", published) == "3.0.0-1");  // not published: as it is
+    CHECK(agent_version_of("1.0.0-1", {"1.0.0", "1.0.0-1"}) == "1.0.0-1");
+  }
+}
