@@ -1,9 +1,11 @@
 // agentd-demo: a rolling agent upgrade across one HA group, live (architecture.md
-// "The demo"). Starts the stand-in hub, an org, N nodes and a group, starts one
-// agentd per node, publishes a new agent version and prints every member's
-// transitions as they happen; then a summary, a timeline chart (SVG) and the
-// invariant check of protocol.md §7. Exits 1 if an invariant broke or the rollout
-// did not finish.
+// "The demo"). Starts the stand-in hub, an org, N nodes and a group; gives every
+// member its own dpkg root with version 1.0.0 of a real `horizon` package and the
+// publisher's key; starts one agentd per node (the package pipeline); builds and
+// publishes a signed 2.0.0 and prints every member's transitions as they happen;
+// then a summary (prepare, in parallel, and apply, one member at a time), a
+// timeline chart (SVG) and the invariant check of protocol.md §7. Exits 1 if an
+// invariant broke or the rollout did not finish.
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "harness/harness.h"
+#include "harness/package_rollout.h"
 
 using namespace agentd;
 using namespace agentd::harness;
@@ -31,6 +34,7 @@ struct Args {
   int members = 5;
   std::string out = "demo-out";
   double install_seconds = 1.0;
+  int package_kib = 1024;
   std::string lease = "6";
   std::string heartbeat = "1";
   std::string fast_poll = "0.5";
@@ -43,17 +47,23 @@ struct Args {
 };
 
 const char* kUsage =
-    "usage: agentd-demo [--members N] [--out DIR] [--install-seconds S] [--lease S] [--heartbeat S]\n"
+    "usage: agentd-demo [--members N] [--out DIR] [--install-seconds S] [--package-kib N] [--lease S]\n"
+    "                   [--heartbeat S]\n"
     "                   [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S] [--timeout S] "
     "[--quiet]\n"
     "       agentd-demo --idle MINUTES [--members N] [interval options]\n"
     "\n"
     "Rolls agent version 1.0.0 -> 2.0.0 across an HA group of N members (default 5), each\n"
-    "member a real agentd process with its own state directory, against the Exchange\n"
-    "stand-in on a free loopback port. Prints one line per member per transition, then a\n"
-    "summary; writes DIR/timeline.svg, DIR/summary.txt, DIR/hub-writes.jsonl and each\n"
-    "member's log. Exit status 0 when the rollout completed and protocol.md's invariants\n"
-    "I1-I4 hold, 1 otherwise, 2 on a usage error.\n"
+    "member a real agentd process with its own state directory and its own dpkg root,\n"
+    "against the Exchange stand-in on a free loopback port. 2.0.0 is a real .deb (about\n"
+    "--package-kib KiB; its postinst takes --install-seconds) published with a manifest\n"
+    "signed by a key every member pins: each member downloads and verifies it at once\n"
+    "(prepare, no lease), then installs it with dpkg, checks its health and releases, one\n"
+    "member at a time (apply, under the lease). Prints one line per member per\n"
+    "transition, then a summary; writes DIR/timeline.svg, DIR/summary.txt,\n"
+    "DIR/hub-writes.jsonl and each member's log. Exit status 0 when the rollout\n"
+    "completed, every root runs 2.0.0 and protocol.md's invariants I1-I4 hold, 1\n"
+    "otherwise, 2 on a usage error.\n"
     "\n"
     "With --idle, nothing is published: the members sit in a quiet group for MINUTES\n"
     "(agentd's default intervals unless given) and the demo reports the hub requests per\n"
@@ -82,6 +92,9 @@ bool parse_args(int argc, char** argv, Args* a) {
       a->out = v;
     } else if (k == "--install-seconds") {
       a->install_seconds = std::atof(v.c_str());
+    } else if (k == "--package-kib") {
+      a->package_kib = std::atoi(v.c_str());
+      if (a->package_kib < 0 || a->package_kib > 1024 * 1024) return false;
     } else if (k == "--lease") {
       a->lease = v;
     } else if (k == "--heartbeat") {
@@ -359,21 +372,26 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    RolloutOptions ro;
-    ro.members = args.members;
-    ro.group = "line1";
-    ro.publish = false;
-    ro.member.lease_seconds = args.lease;
-    ro.member.heartbeat_seconds = args.heartbeat;
-    ro.member.fast_poll_seconds = args.fast_poll;
-    ro.member.poll_seconds = args.poll;
-    ro.member.changes_seconds = args.changes;
-    ro.member.idle_heartbeat_seconds = args.idle_heartbeat;
-    ro.member.log_level = "info";
-    Rollout r(ro);
+    PackageRolloutOptions po;
+    po.members = args.members;
+    po.group = "line1";
+    po.member.lease_seconds = args.lease;
+    po.member.heartbeat_seconds = args.heartbeat;
+    po.member.fast_poll_seconds = args.fast_poll;
+    po.member.poll_seconds = args.poll;
+    po.member.changes_seconds = args.changes;
+    po.member.idle_heartbeat_seconds = args.idle_heartbeat;
+    po.member.log_level = "info";
+    po.member.extra.emplace_back("AGENTD_HEALTH_TIMEOUT_SECONDS", "30");
+    PackageRollout p(po);
+    Rollout& r = p.rollout();
     std::printf("hub        http://127.0.0.1:%d/v1 (stand-in), org o, group line1, %d members\n",
                 r.hub().port(), args.members);
-    for (auto& m : r.members()) m->install_delay(args.install_seconds);
+    std::printf("members    each with its own dpkg root holding %s, and the publisher's key pinned\n",
+                p.installed(r.member(0)).c_str());
+    std::string package = p.build(AgentPackage{.version = "2.0.0",
+                                               .padding_bytes = static_cast<std::size_t>(args.package_kib) * 1024,
+                                               .install_seconds = args.install_seconds});
     r.start_all();
     // Everyone joins at 1.0.0 before the new version is published.
     if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); },
@@ -388,8 +406,10 @@ int main(int argc, char** argv) {
     };
     std::int64_t t0_us = wall_us();
     auto t0 = Clock::now();
-    std::printf("publish    agent 2.0.0 (manifest + node management policy)\n");
-    r.publish("2.0.0");
+    std::printf("publish    %s (%.0f KiB), manifest signed with Ed25519, node management policy\n",
+                std::filesystem::path(package).filename().c_str(),
+                static_cast<double>(std::filesystem::file_size(package)) / 1024.0);
+    p.publish("2.0.0", package);
 
     // Live: one line per member per transition, from the group document.
     std::map<std::string, State> last;
@@ -424,6 +444,7 @@ int main(int argc, char** argv) {
     double makespan = std::chrono::duration<double>(Clock::now() - t0).count();
     RequestCounts requests = request_counts(r.hub(), "o/n");
     r.stop_all();
+    bool all_installed = p.all_installed("2.0.0 ii");
 
     std::filesystem::create_directories(args.out);
     std::filesystem::copy_file(r.hub().write_log_path(), args.out + "/hub-writes.jsonl",
@@ -467,12 +488,16 @@ int main(int argc, char** argv) {
             args.fast_poll.c_str(), args.lease.c_str(), args.install_seconds);
     appendf(&summary, "  rollout %s in %.2fs (publish to last release)\n",
             done ? "completed" : "DID NOT COMPLETE", makespan);
-    appendf(&summary, "  %-6s %10s %10s\n", "member", "prepare", "upgrade");
+    appendf(&summary, "  %-6s %26s %26s %s\n", "member", "prepare (download+verify)", "apply (install+health)",
+            "dpkg in its root");
     for (const auto& n : nodes) {
       const Times& t = times[n];
-      appendf(&summary, "  %-6s %9.2fs %9.2fs\n", n.c_str(), seconds(t.prepare_to - t.prepare_from),
-              t.lease_to ? seconds(t.lease_to - t.lease_from) : 0.0);
+      appendf(&summary, "  %-6s %8.2fs (%6.2f-%6.2f) %8.2fs (%6.2f-%6.2f) %s\n", n.c_str(),
+              seconds(t.prepare_to - t.prepare_from), seconds(t.prepare_from - t0_us), seconds(t.prepare_to - t0_us),
+              t.lease_to ? seconds(t.lease_to - t.lease_from) : 0.0, t.lease_to ? seconds(t.lease_from - t0_us) : 0.0,
+              t.lease_to ? seconds(t.lease_to - t0_us) : 0.0, p.installed(r.member(n)).c_str());
     }
+    appendf(&summary, "  prepare ran on every member at once (no lease); apply one member at a time\n");
     if (!gaps.empty()) {
       appendf(&summary,
               "  handoff gap (release -> next acquire): median %.3fs, max %.3fs over %zu handoffs\n",
@@ -492,13 +517,14 @@ int main(int argc, char** argv) {
       appendf(&summary, "  invariants: %zu VIOLATED\n", violations.size());
       for (const auto& v : violations) appendf(&summary, "    %s\n", check::to_string(v).c_str());
     }
+    appendf(&summary, "  %s\n", all_installed ? "every root runs 2.0.0 (dpkg-query)" : "NOT every root runs 2.0.0");
     appendf(&summary, "  timeline chart: %s/timeline.svg\n", args.out.c_str());
     std::fputs(summary.c_str(), stdout);
     std::ofstream(args.out + "/summary.txt") << summary;
     std::ofstream(args.out + "/timeline.svg")
         << svg(tl, "agentd rolling upgrade: " + std::to_string(args.members) + " members, 1.0.0 -> 2.0.0");
     if (!done) std::fputs(r.diagnostics(20).c_str(), stderr);
-    return done && violations.empty() ? 0 : 1;
+    return done && all_installed && violations.empty() ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "agentd-demo: %s\n", e.what());
     return 1;

@@ -1,5 +1,7 @@
 #include "harness/package_rollout.h"
 
+#include <cstdio>
+
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -123,8 +125,13 @@ std::string PackageRollout::build(const AgentPackage& p) {
         "touch /tmp/preinst-started\n"
         "while [ ! -e /tmp/go ]; do sleep 0.05; done\n";
   }
+  if (p.install_seconds > 0) {
+    char sleep[64];
+    std::snprintf(sleep, sizeof sleep, "sleep %.3f\n", p.install_seconds);
+    spec.postinst = sleep;
+  }
   if (p.failing_postinst)
-    spec.postinst = "echo \"postinst of horizon " + p.version + " refuses to configure\"\nexit 1";
+    spec.postinst += "echo \"postinst of horizon " + p.version + " refuses to configure\"\nexit 1";
   std::string out = rollout_->dir().file("packages/" + std::to_string(++builds_));
   fs::create_directories(out);
   auto built =

@@ -31,6 +31,8 @@ struct AgentPackage {
   bool preinst_waits = false;
   // usr/share/horizon/padding.bin of this many incompressible bytes, for a large package.
   std::size_t padding_bytes = 0;
+  // The postinst takes this long (sleep), like a real agent's configuration step.
+  double install_seconds = 0;
 };
 
 // This machine's Debian architecture (`dpkg --print-architecture`), the build's without dpkg.
