@@ -102,6 +102,30 @@ void Daemon::report_management_status(const std::string& st, const std::string& 
   last_mgmt_status_ = st;
 }
 
+// A policy this node cannot evaluate (a constraint outside the language, an
+// unreadable start, a version that cannot be resolved) says so in its own
+// management status, once per distinct error: the operator sees it in the
+// Exchange without logging in (issue: "an error reported in the policy's status").
+void Daemon::report_policy_errors(const std::map<std::string, std::string>& errors) {
+  for (const auto& [policy, why] : errors) {
+    auto it = reported_policy_errors_.find(policy);
+    if (it != reported_policy_errors_.end() && it->second == why) continue;
+    auto slash = policy.find('/');
+    if (slash != std::string::npos && policy.substr(0, slash) != p_.config.org) continue;  // status lives in our org
+    ManagementStatus ms;
+    ms.scheduled_time = format_time(p_.clock.wall());
+    ms.status = "precheck failed";
+    ms.error_message = why;
+    std::string name = slash == std::string::npos ? policy : policy.substr(slash + 1);
+    if (auto r = p_.exchange.put_management_status(name, ms); !r) {
+      p_.log.warn("management-status-failed", {{"policy", policy}, {"error", r.error().describe()}});
+      continue;
+    }
+    p_.log.warn("policy-not-evaluated", {{"policy", policy}, {"error", why}});
+    reported_policy_errors_[policy] = why;
+  }
+}
+
 void Daemon::log_step(const char* step) {
   auto o = json::object();
   json::set(
@@ -335,6 +359,7 @@ void Daemon::refresh_plan() {
   }
   if (plan->version != plan_.version || plan->reason != plan_.reason)
     p_.log.info("plan", {{"target", plan->version}, {"reason", plan->reason}});
+  report_policy_errors(plan->policy_errors);
   // The startWindow delay is drawn once per target (exchange-api.md §4.1).
   if (plan->version != plan_.version || plan->policy != plan_.policy) not_before_ = plan->not_before;
   plan_ = *plan;

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
@@ -90,6 +91,7 @@ class Daemon {
   void persist();
   void status(const std::string& text);
   void report_management_status(const std::string& status, const std::string& error = {});
+  void report_policy_errors(const std::map<std::string, std::string>& errors);
   void log_step(const char* step);
   std::string new_write_id();
 
@@ -106,6 +108,7 @@ class Daemon {
   std::int64_t change_id_ = 0;
   std::string last_status_;
   std::string last_mgmt_status_;
+  std::map<std::string, std::string> reported_policy_errors_;  // policy -> error sent to the hub
   std::string scheduled_time_;
   std::string unsupported_reason_;
   std::string job_target_;  // the target the running (or last) job works on

@@ -679,6 +679,23 @@ TEST_SUITE("daemon") {
     CHECK(m.upgrader.steps() == kSteps);  // nothing runs again
   }
 
+  TEST_CASE("a policy whose constraint agentd cannot evaluate: precheck failed in its status, nothing runs") {
+    Env env;
+    StandIn hub;
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"upgrade","enabled":true,"start":"now","constraints":["purpose ~= \"edge\""],)"
+                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})")
+                .status == 201);
+    Member m(env, hub, "n3");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return hub.mgmt_status("n3").first != "<none>"; }));
+    auto [st, err] = hub.mgmt_status("n3");
+    CHECK(st == "precheck failed");
+    CHECK(err.find("purpose ~=") != std::string::npos);
+    run_for(env, {&m}, 3'000ms);
+    CHECK(m.upgrader.steps().empty());
+  }
+
   TEST_CASE("a policy's startWindow delays the start by a random time within the window") {
     Env env;
     StandIn hub;
