@@ -751,7 +751,10 @@ void Daemon::ungrouped_tick() {
   Local& l = ps_.local;
   if (!job_.idle()) return;
   bool halted = (l.state == State::failed || l.state == State::rolledback) && l.failed_target == l.target;
-  if (l.target.empty() || l.target == l.version || halted) {
+  // An upgrade in flight is finished first: when agentd upgrades itself, the
+  // restarted process already runs the target and still has to check its health.
+  bool up_to_date = (l.target.empty() || l.target == l.version) && l.progress == Progress::none;
+  if (up_to_date || halted) {
     if (l.state != State::idle && l.state != State::succeeded && !halted && l.progress == Progress::none) {
       l.state = State::idle;
       persist();

@@ -7,28 +7,11 @@
 #include <cerrno>
 #include <cstring>
 
+#include "fd.h"
+
 namespace agentd {
 
 namespace {
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() {
-    int f = fd_;
-    fd_ = -1;
-    return f;
-  }
-
- private:
-  int fd_;
-};
-
 std::unexpected<Error> io_error(const std::string& what, const std::string& path) {
   return fail(Errc::io, what + " " + path + ": " + std::strerror(errno));
 }

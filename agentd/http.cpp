@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "fd.h"
+
 namespace agentd {
 
 std::string HttpResponse::header(const std::string& lower_name) const {
@@ -148,20 +150,6 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noex
     return 1;
   }
 }
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 bool parse_u64(std::string_view s, std::uint64_t& out) {
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);

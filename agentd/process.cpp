@@ -18,6 +18,8 @@
 #include <optional>
 #include <string_view>
 
+#include "fd.h"
+
 extern char** environ;
 
 namespace agentd {
@@ -30,43 +32,8 @@ constexpr milliseconds kCancelPoll{100};  // process.h: stop requests are seen w
 constexpr milliseconds kKillGrace{1000};  // SIGTERM, then SIGKILL after this
 constexpr milliseconds kReapPoll{20};     // group/child polling when no pidfd is available
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 std::string errno_text(int err) {
   return std::strerror(err);
-}
-
-// Keeps our descriptors off 0..2, so the child's dup2 onto 0..2 never clobbers one of
-// them (the daemon may have started with a closed stdin).
-Result<Fd> above_stdio(Fd fd) {
-  if (fd.get() > STDERR_FILENO) return fd;
-  int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
-  if (moved < 0) return fail(Errc::process, "fcntl(F_DUPFD_CLOEXEC): " + errno_text(errno));
-  return Fd(moved);
 }
 
 Result<std::pair<Fd, Fd>> make_pipe() {
@@ -380,6 +347,38 @@ class ForkProcessRunner final : public ProcessRunner {
 
 std::unique_ptr<ProcessRunner> make_process_runner(std::function<bool()> cancelled) {
   return std::make_unique<ForkProcessRunner>(std::move(cancelled));
+}
+
+std::string_view trim_space(std::string_view s) {
+  auto is_space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+  };
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+std::string output_tail(std::string_view output, std::size_t max_bytes) {
+  output = trim_space(output);
+  bool cut = output.size() > max_bytes;
+  if (cut) {
+    output.remove_prefix(output.size() - max_bytes);
+    while (!output.empty() && (static_cast<unsigned char>(output.front()) & 0xC0) == 0x80)
+      output.remove_prefix(1);
+  }
+  std::string line;
+  bool space = false;
+  for (char c : output) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f) {
+      space = true;
+      continue;
+    }
+    if (space && !line.empty()) line += ' ';
+    space = false;
+    line += c;
+  }
+  return cut ? "..." + line : line;
 }
 
 }  // namespace agentd

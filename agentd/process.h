@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -39,5 +40,14 @@ class ProcessRunner {
 };
 
 std::unique_ptr<ProcessRunner> make_process_runner(std::function<bool()> cancelled);
+
+// `s` without leading and trailing white space (space, \t, \n, \r, \f, \v).
+std::string_view trim_space(std::string_view s);
+
+// The end of a command's output as one line, for an error message: the last
+// `max_bytes` of the trimmed output (then with a leading "..."), control
+// characters as spaces, runs of them collapsed; a cut never starts inside a
+// UTF-8 sequence. "" when the command printed nothing but white space.
+std::string output_tail(std::string_view output, std::size_t max_bytes);
 
 }  // namespace agentd

@@ -5,7 +5,8 @@
 # When agentd crash-looped (its unit hit the start limit), reinstall the agentd
 # package that agentd kept in STATE_DIR/previous/agentd/ (a .deb with dpkg -i, an .rpm
 # with rpm -U --oldpackage), log what was done, and start agentd again. The
-# package used is moved to STATE_DIR/rolled-back/, so a second crash loop does not
+# package used (and agentd's record.json of it) is moved to
+# STATE_DIR/rolled-back/, so a second crash loop does not
 # reinstall it again: the next run finds nothing to roll back to, says so and
 # exits non-zero, and agentd stays failed for the operator.
 #
@@ -61,7 +62,40 @@ result=${MONITOR_SERVICE_RESULT:-}
 if [ -z "$result" ] && systemd_running; then
   result=$(systemctl show --property=Result --value "$unit" 2>/dev/null || true)
 fi
-if [ "$force" -eq 0 ] && [ "$result" != "start-limit-hit" ]; then
+# Did agentd hit its start limit? Result=start-limit-hit says so only when the
+# limit refused a start requested from outside (systemctl start). When it
+# refuses an automatic restart, which is how a crash loop ends, systemd (252,
+# Debian 12) keeps the result of the last run (exit-code, signal, core-dump,
+# watchdog) and only its log says "Start request repeated too quickly", with
+# that run's invocation id. Without that log (no journal), StartLimitBurst
+# automatic restarts in a row count too, unless the last exit status is one
+# that systemd does not restart (RestartPreventExitStatus=: a bad
+# configuration).
+start_limit_hit() {
+  [ "$result" = start-limit-hit ] && return 0
+  systemd_running || return 1
+  invocation=${MONITOR_INVOCATION_ID:-$(systemctl show --property=InvocationID --value "$unit" 2>/dev/null)}
+  if [ -n "$invocation" ] &&
+    journalctl --quiet --no-pager --output=cat _PID=1 UNIT="$unit" INVOCATION_ID="$invocation" 2>/dev/null |
+    grep -q 'Start request repeated too quickly'; then
+    return 0
+  fi
+  restarts=$(systemctl show --property=NRestarts --value "$unit" 2>/dev/null)
+  burst=$(systemctl show --property=StartLimitBurst --value "$unit" 2>/dev/null)
+  case "$restarts:$burst" in
+    *[!0-9:]* | :* | *:) return 1 ;;
+  esac
+  [ "$burst" -gt 0 ] && [ "$restarts" -ge "$burst" ] || return 1
+  if [ "${MONITOR_EXIT_CODE:-}" = exited ]; then
+    prevent=$(systemctl show --property=RestartPreventExitStatus --value "$unit" 2>/dev/null)
+    for status in $prevent; do
+      [ "$status" = "${MONITOR_EXIT_STATUS:-}" ] && return 1
+    done
+  fi
+  return 0
+}
+
+if [ "$force" -eq 0 ] && ! start_limit_hit; then
   # OnFailure= also fires for a failure that is not a crash loop (a bad
   # configuration, exit status 3, is not restarted); a previous package would
   # not fix that.
@@ -135,6 +169,16 @@ printf '%s\n' "$output" | while IFS= read -r line; do log 6 "event=rollback-outp
 if ! { mkdir -p "$state_dir/rolled-back" && chmod 0700 "$state_dir/rolled-back" &&
   mv -f "$package" "$state_dir/rolled-back/"; }; then
   log 4 "event=rollback-warning package=$package reason=\"could not move the package to $state_dir/rolled-back\""
+fi
+# agentd's record of that package (record.json, naming it in "file") goes with
+# it: left behind, it would tell agentd that previous/agentd/ still holds a copy
+# of the running version, and agentd would keep no other for its next upgrade.
+record=$previous_dir/record.json
+if [ -f "$record" ] && [ ! -e "$package" ] &&
+  [ "$(sed -n 's/.*"file":[[:space:]]*"\([^"]*\)".*/\1/p' "$record")" = "$(basename "$package")" ]; then
+  if ! mv -f "$record" "$state_dir/rolled-back/$(basename "$package").record.json"; then
+    log 4 "event=rollback-warning record=$record reason=\"could not move agentd's record of the package to $state_dir/rolled-back\""
+  fi
 fi
 log 5 "event=rolled-back from=$installed to=$version package=$package"
 

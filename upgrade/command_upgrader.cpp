@@ -11,41 +11,6 @@ namespace {
 
 constexpr std::size_t kTailBytes = 300;  // of a failed command's output, in its error
 
-bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-// The end of a command's output as one line: control characters become spaces,
-// runs of spaces collapse, and a cut never starts inside a UTF-8 sequence.
-std::string output_tail(std::string_view output) {
-  output = trim(output);
-  bool cut = output.size() > kTailBytes;
-  if (cut) {
-    output.remove_prefix(output.size() - kTailBytes);
-    while (!output.empty() && (static_cast<unsigned char>(output.front()) & 0xC0) == 0x80)
-      output.remove_prefix(1);
-  }
-  std::string line;
-  bool space = false;
-  for (char c : output) {
-    auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u == 0x7f) {
-      space = true;
-      continue;
-    }
-    if (space && !line.empty()) line += ' ';
-    space = false;
-    line += c;
-  }
-  return cut ? "..." + line : line;
-}
-
 std::string describe_failure(const ProcessResult& r, std::chrono::milliseconds timeout) {
   std::string what;
   if (r.timed_out) {
@@ -59,7 +24,7 @@ std::string describe_failure(const ProcessResult& r, std::chrono::milliseconds t
   } else {
     what = "exit code " + std::to_string(r.exit_code);
   }
-  std::string tail = output_tail(r.output);
+  std::string tail = output_tail(r.output, kTailBytes);
   return tail.empty() ? what + ", no output" : what + ": " + tail;
 }
 
@@ -72,12 +37,12 @@ class CommandUpgrader final : public Upgrader {
     auto out = run_step("version", cmds_.version, Target{});
     if (!out) return std::unexpected(out.error());
     std::string_view text = *out;
-    std::string_view first = trim(text.substr(0, text.find('\n')));
+    std::string_view first = trim_space(text.substr(0, text.find('\n')));
     if (first.empty()) return fail(Errc::process, "version: the command printed no version");
     for (char c : first) {
       auto u = static_cast<unsigned char>(c);
       if (u <= 0x20 || u == 0x7f) {
-        return fail(Errc::process, "version: '" + output_tail(first) +
+        return fail(Errc::process, "version: '" + output_tail(first, kTailBytes) +
                                        "' is not a version (whitespace or control characters)");
       }
     }

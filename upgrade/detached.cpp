@@ -16,6 +16,7 @@
 #include <string_view>
 #include <thread>
 
+#include "agentd/fd.h"
 #include "agentd/files.h"
 #include "agentd/process.h"
 
@@ -32,7 +33,7 @@ constexpr milliseconds kSystemctlTimeout{30'000};  // systemd-run / systemctl th
 constexpr std::size_t kSmallFile = 4096;          // `started`, `exit-status`
 
 // The wrapper around the command, run as `/bin/sh -c WRAPPER sh DIR SECS RECORD
-// ARGV...`. RECORD "pid": it records its own pid in DIR/started (the detached
+// ARGV...` (with systemd: `/bin/sh DIR/wrapper.sh DIR SECS unit ARGV...`). RECORD "pid": it records its own pid in DIR/started (the detached
 // session; with systemd the caller has recorded the unit name before). The exit
 // status is written last, synced and renamed into place, so a present
 // `exit-status` is always complete. Every value arrives as a positional
@@ -51,43 +52,8 @@ constexpr const char* kWrapper =
     "sync \"$dir\" 2>/dev/null\n"
     "exit \"$status\"\n";
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 std::string errno_text(int err) {
   return std::strerror(err);
-}
-
-// Keeps our descriptors off 0..2, so the grandchild's dup2 onto 0..2 never
-// clobbers one of them (the daemon may have started with a closed stdin).
-Result<Fd> above_stdio(Fd fd) {
-  if (fd.get() > STDERR_FILENO) return fd;
-  int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
-  if (moved < 0) return fail(Errc::process, "fcntl(F_DUPFD_CLOEXEC): " + errno_text(errno));
-  return Fd(moved);
 }
 
 bool valid_id(const std::string& id) {
@@ -434,7 +400,13 @@ class DetachedRunnerImpl final : public DetachedRunner {
                                      "--service-type=exec",  "-p",
                                      "KillMode=control-group"};
     for (const auto& [k, v] : spec.env) argv.push_back("--setenv=" + k + "=" + v);
-    auto wrapper = wrapper_args(spec, paths.dir, "unit");
+    // A multi-line script in ExecStart= breaks when systemd re-reads the
+    // transient unit (a package's postinst running daemon-reload): the unit
+    // runs the wrapper from a file in the run directory instead.
+    const std::string script = paths.dir + "/wrapper.sh";
+    if (auto w = write_file_atomic(script, kWrapper, 0600); !w) return std::unexpected(w.error());
+    std::vector<std::string> wrapper = {"/bin/sh", script, paths.dir, timeout_seconds(spec.timeout), "unit"};
+    wrapper.insert(wrapper.end(), spec.argv.begin(), spec.argv.end());
     argv.insert(argv.end(), wrapper.begin(), wrapper.end());
 
     ProcessSpec ps;

@@ -23,41 +23,6 @@ constexpr std::size_t kTailBytes = 800;  // of a failed command's output, in its
 constexpr std::chrono::milliseconds kQueryTimeout{120'000};
 constexpr std::size_t kMaxVersionBytes = 4096;
 
-bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-// The end of a command's output as one line: control characters become spaces,
-// runs of spaces collapse, and a cut never starts inside a UTF-8 sequence.
-std::string output_tail(std::string_view output) {
-  output = trim(output);
-  bool cut = output.size() > kTailBytes;
-  if (cut) {
-    output.remove_prefix(output.size() - kTailBytes);
-    while (!output.empty() && (static_cast<unsigned char>(output.front()) & 0xC0) == 0x80)
-      output.remove_prefix(1);
-  }
-  std::string line;
-  bool space = false;
-  for (char c : output) {
-    auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u == 0x7f) {
-      space = true;
-      continue;
-    }
-    if (space && !line.empty()) line += ' ';
-    space = false;
-    line += c;
-  }
-  return cut ? "..." + line : line;
-}
-
 std::vector<std::string> split_lines(std::string_view text) {
   std::vector<std::string> lines;
   while (!text.empty()) {
@@ -106,7 +71,7 @@ std::string seconds_text(std::chrono::milliseconds d) {
 Status install_outcome(const std::string& tool, const Result<DetachedResult>& r, std::chrono::milliseconds timeout) {
   if (!r) return std::unexpected(r.error());
   if (r->exit_code == 0 && !r->timed_out) return {};
-  std::string tail = output_tail(r->output_tail);
+  std::string tail = output_tail(r->output_tail, kTailBytes);
   std::string what = r->timed_out ? tool + " timed out after " + seconds_text(timeout) + " s"
                                   : tool + " exited with status " + std::to_string(r->exit_code);
   return fail(Errc::process, tail.empty() ? what + ", no output" : what + ": " + tail);
@@ -221,10 +186,11 @@ class DebInstaller final : public PackageInstaller {
     }
     if (r->exit_code != 0) {
       return fail(Errc::process,
-                  "dpkg-query exited with status " + std::to_string(r->exit_code) + ": " + output_tail(r->output));
+                  "dpkg-query exited with status " + std::to_string(r->exit_code) + ": " +
+                      output_tail(r->output, kTailBytes));
     }
     auto fields = tagged_lines(r->output, "agentd:");
-    std::string version(trim(fields["version"]));
+    std::string version(trim_space(fields["version"]));
     // ${db:Status-Abbrev} is want, state and error flag: "ii " when cleanly installed.
     const std::string& abbrev = fields["status"];
     char state = abbrev.size() > 1 ? abbrev[1] : '?';
@@ -236,7 +202,7 @@ class DebInstaller final : public PackageInstaller {
     // Half-installed or half-configured (a failed maintainer script): not a
     // version that runs, but the message says what dpkg holds.
     return fail(Errc::not_found, options_.package + " " + version + " is not cleanly installed (dpkg state " +
-                                     std::string(trim(abbrev)) + ": " + dpkg_status_word(state) +
+                                     std::string(trim_space(abbrev)) + ": " + dpkg_status_word(state) +
                                      (reinst_required ? ", reinstall required" : "") + ")");
   }
 
@@ -244,14 +210,15 @@ class DebInstaller final : public PackageInstaller {
     auto r = query({"dpkg-deb", "-f", file, "Package", "Version", "Architecture"});
     if (!r) return std::unexpected(r.error());
     if (r->exit_code != 0) {
-      return fail(Errc::verification, file + " is not a readable .deb: " + output_tail(r->output));
+      return fail(Errc::verification,
+                  file + " is not a readable .deb: " + output_tail(r->output, kTailBytes));
     }
     PackageInfo info;
     for (const auto& line : split_lines(r->output)) {
       std::string_view l = line;
-      if (starts_with(l, "Package:")) info.name = trim(l.substr(8));
-      if (starts_with(l, "Version:")) info.version = trim(l.substr(8));
-      if (starts_with(l, "Architecture:")) info.arch = trim(l.substr(13));
+      if (starts_with(l, "Package:")) info.name = trim_space(l.substr(8));
+      if (starts_with(l, "Version:")) info.version = trim_space(l.substr(8));
+      if (starts_with(l, "Architecture:")) info.arch = trim_space(l.substr(13));
     }
     if (auto st = check_name(file, info); !st) return std::unexpected(st.error());
     return info;
@@ -283,14 +250,15 @@ class RpmInstaller final : public PackageInstaller {
     }
     if (r->exit_code != 0) {
       return fail(Errc::process, "rpm -q exited with status " + std::to_string(r->exit_code) + ": " +
-                                     output_tail(r->output));
+                                     output_tail(r->output, kTailBytes));
     }
     std::vector<std::string> versions;
     for (const auto& line : split_lines(r->output)) {
-      if (starts_with(line, "agentd:version=")) versions.emplace_back(trim(line.substr(15)));
+      if (starts_with(line, "agentd:version=")) versions.emplace_back(trim_space(line.substr(15)));
     }
     if (versions.size() == 1 && !versions[0].empty()) return versions[0];
-    if (versions.empty()) return fail(Errc::process, "rpm -q printed no version: " + output_tail(r->output));
+    if (versions.empty())
+      return fail(Errc::process, "rpm -q printed no version: " + output_tail(r->output, kTailBytes));
     // An interrupted rpm -U leaves both versions in the database.
     std::string all;
     for (const auto& v : versions) all += (all.empty() ? "" : ", ") + v;
@@ -304,7 +272,7 @@ class RpmInstaller final : public PackageInstaller {
     auto k = query(std::move(check));
     if (!k) return std::unexpected(k.error());
     if (k->exit_code != 0) {
-      return fail(Errc::verification, "rpm -K " + file + " failed: " + output_tail(k->output));
+      return fail(Errc::verification, "rpm -K " + file + " failed: " + output_tail(k->output, kTailBytes));
     }
     auto argv = rpm_argv();
     argv.insert(argv.end(), {"-qp", "--qf",
@@ -313,7 +281,8 @@ class RpmInstaller final : public PackageInstaller {
     auto r = query(std::move(argv));
     if (!r) return std::unexpected(r.error());
     if (r->exit_code != 0) {
-      return fail(Errc::verification, file + " is not a readable .rpm: " + output_tail(r->output));
+      return fail(Errc::verification,
+                  file + " is not a readable .rpm: " + output_tail(r->output, kTailBytes));
     }
     auto fields = tagged_lines(r->output, "agentd:");
     PackageInfo info{fields["name"], fields["version"], fields["arch"]};
@@ -334,7 +303,8 @@ class RpmInstaller final : public PackageInstaller {
     for (const auto& line : split_lines(output)) {
       bool post = line.find("%post(") != std::string::npos || line.find("%posttrans(") != std::string::npos;
       if (post && line.find("scriptlet failed") != std::string::npos) {
-        return fail(Errc::process, "rpm: " + std::string(trim(line)) + ": " + output_tail(output));
+        return fail(Errc::process,
+                    "rpm: " + std::string(trim_space(line)) + ": " + output_tail(output, kTailBytes));
       }
     }
     return {};
@@ -384,7 +354,7 @@ class TarballInstaller final : public PackageInstaller {
       if (text.error().code == Errc::not_found) return fail(Errc::not_found, options_.package + " is not installed");
       return std::unexpected(text.error());
     }
-    std::string v(trim(*text));
+    std::string v(trim_space(*text));
     if (v.empty()) return fail(Errc::not_found, options_.package + " is not installed (empty " + version_file() + ")");
     return v;
   }
@@ -398,9 +368,9 @@ class TarballInstaller final : public PackageInstaller {
       if (!r) return std::unexpected(r.error());
       if (r->exit_code != 0) {
         return fail(Errc::verification, "cannot read " + std::string(member) + " from " + file + ": " +
-                                            output_tail(r->output));
+                                            output_tail(r->output, kTailBytes));
       }
-      (member == std::string("NAME") ? info.name : info.version) = trim(r->output);
+      (member == std::string("NAME") ? info.name : info.version) = trim_space(r->output);
     }
     if (auto st = check_name(file, info); !st) return std::unexpected(st.error());
     return info;
@@ -422,7 +392,7 @@ class TarballInstaller final : public PackageInstaller {
     auto version = read_file(unpacked + "/VERSION", kMaxVersionBytes);
     if (!name) return std::unexpected(name.error());
     if (!version) return std::unexpected(version.error());
-    PackageInfo info{std::string(trim(*name)), std::string(trim(*version)), ""};
+    PackageInfo info{std::string(trim_space(*name)), std::string(trim_space(*version)), ""};
     if (auto st = check_name(file, info); !st) return st;
 
     auto st = run_install("install.sh",
@@ -448,14 +418,16 @@ class TarballInstaller final : public PackageInstaller {
     auto plain = query({"tar", "-P", "-tzf", file});
     if (!plain) return std::unexpected(plain.error());
     if (plain->exit_code != 0) {
-      return fail(Errc::verification, file + " is not a readable .tar.gz: " + output_tail(plain->output));
+      return fail(Errc::verification,
+                  file + " is not a readable .tar.gz: " + output_tail(plain->output, kTailBytes));
     }
     auto verbose = query({"tar", "-P", "-tvzf", file});
     if (!verbose) return std::unexpected(verbose.error());
     auto names = split_lines(plain->output);
     auto lines = split_lines(verbose->output);
     if (verbose->exit_code != 0 || names.size() != lines.size()) {
-      return fail(Errc::verification, file + ": inconsistent tar listing: " + output_tail(verbose->output));
+      return fail(Errc::verification,
+                  file + ": inconsistent tar listing: " + output_tail(verbose->output, kTailBytes));
     }
     std::map<std::string, std::string> members;
     for (std::size_t i = 0; i < names.size(); ++i) {
@@ -511,7 +483,7 @@ class TarballInstaller final : public PackageInstaller {
     if (!r) return std::unexpected(r.error());
     if (r->exit_code != 0) {
       return fail(Errc::process, "tar exited with status " + std::to_string(r->exit_code) + " unpacking " + file +
-                                     ": " + output_tail(r->output));
+                                     ": " + output_tail(r->output, kTailBytes));
     }
     return {};
   }

@@ -293,18 +293,33 @@ class PipelineUpgrader final : public Upgrader {
   }
 
   Status rollback(const Target& t) override {
+    auto cur = prepared(t);
+    std::string attempt = cur ? cur->attempt : new_attempt();
+    const std::string dir = run_dir("rollback-" + attempt);
     auto prev = load_record(previous_dir() + "/record.json");
     if (!prev) return std::unexpected(prev.error());
-    if (!*prev)
+    if (!*prev) {
+      // Someone restored it already (agentd-rollback.service after a crash loop
+      // of a new agentd): the previous version runs, and that is a rollback.
+      auto v = installed_version();
+      if (v && !t.previous_version.empty() && package_version_matches(*v, t.previous_version))
+        return wait_healthy(*v);
       return fail(Errc::unsupported, "no package of " + t.previous_version + " was kept in " + previous_dir() +
                                          ": the previous version cannot be restored");
+    }
     const Record& pr = **prev;
     const std::string file = previous_dir() + "/" + pr.file;
     if (auto s = verify_sha256(file, pr.sha256, o_.max_download_bytes); !s) return s;
-    auto cur = prepared(t);
-    std::string attempt = cur ? cur->attempt : new_attempt();
-    if (auto s = p_.installer.install(file, "rollback-" + attempt, run_dir("rollback-" + attempt)); !s) return s;
-    if (auto s = restart_agent(); !s) return s;
+    if (auto s = p_.installer.install(file, "rollback-" + attempt, dir); !s) return s;
+    // Restarted once per rollback: when agentd rolls itself back, the restart
+    // ends this process and the next one, resuming the rollback, must go on to
+    // the health check instead of restarting itself again.
+    const std::string restarted = dir + "/restart-requested";
+    if (::access(restarted.c_str(), F_OK) != 0) {
+      if (auto s = make_dir(dir); !s) return s;
+      if (auto s = write_file_atomic(restarted, "", 0600); !s) return s;
+      if (auto s = restart_agent(); !s) return s;
+    }
     return wait_healthy(pr.package_version);
   }
 
@@ -518,7 +533,7 @@ class PipelineUpgrader final : public Upgrader {
     auto r = p_.runner.run(spec);
     if (!r) return std::unexpected(r.error());
     if (r->exit_code != 0 || r->signal != 0 || r->timed_out) {
-      std::string out = r->output.size() > 300 ? "..." + r->output.substr(r->output.size() - 300) : r->output;
+      std::string out = output_tail(r->output, 300);
       return fail(Errc::process, std::string(step) + " command " +
                                      (r->timed_out ? std::string("timed out")
                                                    : "exited with " + std::to_string(r->exit_code)) +

@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "agentd/fd.h"
+
 namespace agentd {
 
 namespace {
@@ -36,22 +38,6 @@ using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDelete>;
 using DirPtr = std::unique_ptr<DIR, DirClose>;
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd& operator=(Fd&&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // Drains OpenSSL's (thread-local) error queue so one failure never shows up in
 // the next call, and returns the first reason for a message.

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "agentd/files.h"
 #include "agentd/json.h"
 
 extern char** environ;
@@ -24,8 +26,6 @@ extern char** environ;
 namespace agentd::harness {
 
 namespace fs = std::filesystem;
-
-namespace {
 
 [[noreturn]] void die(const std::string& what) {
   throw std::runtime_error(what);
@@ -37,6 +37,8 @@ std::string trim(std::string s) {
   std::size_t i = s.find_first_not_of(" \t\r\n");
   return i == std::string::npos ? std::string() : s.substr(i);
 }
+
+namespace {
 
 bool has_prefix(const std::string& s, const char* p) {
   return s.rfind(p, 0) == 0;
@@ -89,6 +91,12 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+std::string slurp(const std::string& path) {
+  auto r = agentd::read_file(path, 64u * 1024 * 1024);
+  if (!r) die(r.error().describe());
+  return *r;
+}
+
 void write_file(const std::string& path, const std::string& content, unsigned mode) {
   fs::create_directories(fs::path(path).parent_path());
   // Write beside and rename, so a reader (agentd, the fake agent) never sees half a file.
@@ -113,6 +121,16 @@ std::vector<std::string> grep_lines(const std::string& path, const std::string& 
   for (std::string line; std::getline(in, line);)
     if (line.find(needle) != std::string::npos) out.push_back(line);
   return out;
+}
+
+std::string pattern(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
 }
 
 std::string tail(const std::string& text, std::size_t lines) {

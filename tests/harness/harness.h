@@ -31,8 +31,15 @@ Deadline deadline_in(std::chrono::milliseconds d);
 bool poll_until(Deadline deadline, const std::function<bool()>& predicate,
                 std::chrono::milliseconds interval = 50ms);
 
+// Throws std::runtime_error(what): how set-up failures end.
+[[noreturn]] void die(const std::string& what);
+// `s` without leading and trailing spaces, tabs and line ends.
+std::string trim(std::string s);
+
 // Small file helpers: read_file gives "" for a missing file.
 std::string read_file(const std::string& path);
+// The whole file (at most 64 MiB); throws when it is missing or cannot be read.
+std::string slurp(const std::string& path);
 void write_file(const std::string& path, const std::string& content, unsigned mode = 0644);
 bool file_exists(const std::string& path);
 // Lines of `path` that contain `needle`.
@@ -87,6 +94,10 @@ class Process {
   std::string output_file_;
   std::optional<ExitStatus> exit_;
 };
+
+// `n` bytes of test data, the same for the same `seed`; pseudo-random, so every
+// byte value occurs and a shifted or misplaced range does not compare equal.
+std::string pattern(std::size_t n, unsigned seed = 1);
 
 // The last `lines` lines of `text`.
 std::string tail(const std::string& text, std::size_t lines);

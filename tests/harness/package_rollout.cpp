@@ -6,7 +6,6 @@
 
 #include <filesystem>
 #include <random>
-#include <stdexcept>
 
 #include "agentd/process.h"
 #include "upgrade/pipeline.h"
@@ -17,17 +16,6 @@ namespace agentd::harness {
 namespace fs = std::filesystem;
 
 namespace {
-
-[[noreturn]] void die(const std::string& what) {
-  throw std::runtime_error(what);
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t'))
-    s.pop_back();
-  std::size_t i = s.find_first_not_of(" \t\r\n");
-  return i == std::string::npos ? std::string() : s.substr(i);
-}
 
 ProcessResult run_tool(std::vector<std::string> argv) {
   auto runner = make_process_runner({});

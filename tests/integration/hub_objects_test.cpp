@@ -4,11 +4,9 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
-#include <cstdint>
 #include <string>
 
 #include "agentd/exchange.h"
-#include "agentd/files.h"
 #include "agentd/http.h"
 #include "harness/harness.h"
 
@@ -17,22 +15,6 @@ using namespace agentd::harness;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string pattern(std::size_t n, unsigned seed = 1) {
-  std::string s(n, '\0');
-  std::uint32_t x = seed * 2654435761u + 1;
-  for (std::size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    s[i] = static_cast<char>(x >> 24);
-  }
-  return s;
-}
-
-std::string slurp(const std::string& path) {
-  auto r = read_file(path, 64u * 1024 * 1024);
-  REQUIRE_MESSAGE(r.has_value(), r.error().describe());
-  return *r;
-}
 
 struct NoWait final : Sleeper {
   bool sleep_for(std::chrono::milliseconds) override { return true; }

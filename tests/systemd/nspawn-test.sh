@@ -1,16 +1,24 @@
 #!/bin/bash
 # Boots a Debian 12 container with systemd-nspawn -b, installs the agentd .deb
 # and checks it under a real systemd: the unit is active only after READY=1, a
-# hung agentd (SIGSTOP) is killed by the watchdog and restarted, `apt remove`
-# then `apt purge` leave the system clean. Prints the time from the start of
-# agentd to READY=1 with the hub reachable.
+# hung agentd (SIGSTOP) is killed by the watchdog and restarted; agentd upgrades
+# itself through its package pipeline to a newer build of its own package
+# (published on the hub with a signed manifest and a management policy) and
+# runs the new version; a newer build that crash-loops is rolled back by
+# agentd-rollback.service and agentd then reports that upgrade as failed or
+# rolled back without installing it again; `apt remove` then `apt purge` leave
+# the system clean. Prints the time from the start of agentd to READY=1 with the
+# hub reachable, and how long the upgrade and the rollback took.
 #
 #   tests/systemd/nspawn-test.sh [AGENTD.deb [exchange-standin]]
 #
 # Defaults: build/release/packages/agentd_*_amd64.deb (bash
 # packaging/build-packages.sh) and build/release/tests/exchange-standin. The hub
-# (exchange-standin) runs inside the container on 127.0.0.1; the upgrade
-# commands are shell one-liners on a version file.
+# (exchange-standin) runs inside the container on 127.0.0.1; the first checks
+# use upgrade commands (shell one-liners on a version file), the upgrade checks
+# the package pipeline. The newer builds are the .deb repacked with a higher
+# Version (+nspawn1, and +nspawn2 whose agentd exits 1); the manifests are
+# signed with an Ed25519 key made for the run (needs openssl and dpkg-deb).
 # The container root is made once with mmdebstrap (needs the Debian mirror) and
 # cached under /var/cache/agentd-nspawn (AGENTD_NSPAWN_CACHE=DIR elsewhere); each
 # run boots a copy of it, deleted at the end. As root, on Debian, with
@@ -35,7 +43,7 @@ standin=${2:-$src/build/release/tests/exchange-standin}
 [ -f "$deb" ] || { echo "no .deb (build it with packaging/build-packages.sh or name it)" >&2; exit 2; }
 [ -x "$standin" ] || { echo "no exchange-standin at $standin" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 2; }
-for tool in systemd-nspawn mmdebstrap nsenter; do
+for tool in systemd-nspawn mmdebstrap nsenter openssl dpkg-deb; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install systemd-container mmdebstrap)" >&2; exit 2; }
 done
 t_begin=$(date +%s)
@@ -284,6 +292,190 @@ check "the stopped process is gone" not alive "$old_pid"
 check "agentd-rollback.service not triggered" test "$(prop agentd-rollback.service ActiveEnterTimestampMonotonic)" = 0
 inside rm -rf /run/systemd/system/agentd.service.d
 inside systemctl daemon-reload
+
+# ---- self-upgrade through the package pipeline ----------------------------------
+echo "# agentd upgrades itself to a newer build of its package (AGENTD_UPGRADE_METHOD=packages)"
+# The newer builds are the tested .deb repacked with a higher Version: the same
+# binary, so the new version shows in dpkg and in a new MainPID. "broken"
+# replaces agentd with a program that exits 1 (the unit files stay, or dpkg
+# would remove them).
+deb_version=$(dpkg-deb --field "$deb" Version)
+deb_arch=$(dpkg-deb --field "$deb" Architecture)
+good_version=$deb_version+nspawn1
+broken_version=$deb_version+nspawn2
+deb_file_name() { echo "agentd_${1//:/%3a}_$deb_arch.deb"; }  # as apt names it (an epoch's ':' is %3a)
+repack() {  # repack VERSION OUT [broken]
+  local dir=$work/repack
+  rm -rf "$dir"
+  dpkg-deb -R "$deb" "$dir"
+  sed -i "s/^Version: .*/Version: $1/" "$dir/DEBIAN/control"
+  if [ "${3:-}" = broken ]; then
+    printf '#!/bin/sh\nexit 1\n' >"$dir/usr/sbin/agentd"
+    (cd "$dir" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum >DEBIAN/md5sums)
+  fi
+  dpkg-deb -b --root-owner-group "$dir" "$2" >/dev/null
+  rm -rf "$dir"
+}
+repack "$good_version" "$work/good.deb"
+repack "$broken_version" "$work/broken.deb" broken
+# The publisher's key; agentd trusts its public half.
+openssl genpkey -algorithm ed25519 -out "$work/publisher.key" 2>/dev/null
+openssl pkey -in "$work/publisher.key" -pubout -out "$root/etc/agentd/trusted.d/publisher.pem"
+chmod 0644 "$root/etc/agentd/trusted.d/publisher.pem"
+# agentd keeps the running version's package for a rollback; the tested .deb
+# was installed from a file, so put it where apt would have cached it.
+cp "$deb" "$root/var/cache/apt/archives/$(deb_file_name "$deb_version")"
+
+css=http://127.0.0.1:$port/css/api/v1/objects
+css_put() {  # css_put OBJECT FILE META: the object's data (FILE in the container), then its metadata
+  inside curl -sS --fail-with-body -u root/root:rootpw -X PUT -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$2" "$css/$1/data" &&
+    inside curl -sS --fail-with-body -u root/root:rootpw -X PUT -H 'Content-Type: application/json' \
+      --data "$3" "$css/$1"
+}
+policy_method=POST
+publish() {  # publish VERSION DEB: the package, its signed manifest, the published versions, policy o/up
+  local v=$1 name sha size manifest sig versions
+  name=$(deb_file_name "$v")
+  sha=$(sha256sum "$2" | cut -d ' ' -f 1)
+  size=$(stat -c %s "$2")
+  mkdir -p "$root/root/publish"
+  cp "$2" "$root/root/publish/$name"
+  manifest=$root/root/publish/agent-$v.json
+  printf '{"softwareUpgrade":{"files":["%s"],"version":"%s","sha256":{"%s":"%s"},"sizes":{"%s":%s}},"certificateUpgrade":{"files":[],"version":""},"configurationUpgrade":{"files":[],"version":""}}' \
+    "$name" "$v" "$name" "$sha" "$name" "$size" >"$manifest"
+  sig=$(openssl pkeyutl -sign -rawin -inkey "$work/publisher.key" -in "$manifest" | base64 -w 0) || return 1
+  versions=$(printf '"%s",' "${published[@]}" "$v")
+  published+=("$v")
+  css_put "IBM/agent_software_files-$v/$name" "/root/publish/$name" \
+    "{\"meta\":{\"objectID\":\"$name\",\"objectType\":\"agent_software_files-$v\"}}" &&
+    css_put "o/agent_upgrade_manifests/agent-$v" "/root/publish/agent-$v.json" \
+      "{\"meta\":{\"objectID\":\"agent-$v\",\"objectType\":\"agent_upgrade_manifests\",\"hashAlgorithm\":\"SHA256\",\"signature\":\"$sig\"}}" &&
+    hub_call root/root:rootpw PUT /orgs/IBM/AgentFileVersion \
+      "{\"agentSoftwareVersions\":[${versions%,}],\"agentConfigVersions\":[],\"agentCertVersions\":[]}" &&
+    hub_call o/admin:adminpw "$policy_method" /orgs/o/managementpolicies/up \
+      "{\"label\":\"up\",\"description\":\"\",\"constraints\":[],\"properties\":[],\"patterns\":[],\"enabled\":true,\"start\":\"now\",\"startWindow\":0,\"agentUpgradePolicy\":{\"manifest\":\"o/agent-$v\",\"allowDowngrade\":false}}"
+}
+published=()
+
+# agentd upgrades its own package: the package pipeline with agentd as the agent.
+cat >"$root/etc/agentd/conf.d/test.conf" <<EOF
+AGENTD_TOKEN_FILE=/etc/agentd/token
+AGENTD_LOG_LEVEL=debug
+AGENTD_UPGRADE_METHOD=packages
+AGENTD_PACKAGE_SYSTEM=deb
+AGENTD_AGENT_PACKAGE=agentd
+AGENTD_AGENT_UNIT=agentd.service
+AGENTD_TRUSTED_KEYS_DIR=/etc/agentd/trusted.d
+AGENTD_VERSION_COMMAND=
+AGENTD_HEALTH_TIMEOUT_SECONDS=30
+AGENTD_CHANGES_SECONDS=0.5
+AGENTD_POLL_SECONDS=1
+AGENTD_IDLE_HEARTBEAT_SECONDS=5
+EOF
+check "packages configuration: agentd --check-config passes" inside agentd --check-config
+inside systemctl reset-failed agentd.service 2>/dev/null || true
+inside systemctl restart agentd.service
+check "agentd active with the packages method" is_active
+check "hub: create org IBM (shared agent files)" hub_call root/root:rootpw POST /orgs/IBM '{"label":"IBM","description":"agent files"}'
+# shellcheck disable=SC2016 # dpkg-query's format
+installed_version() { chroot "$root" dpkg-query -W -f='${Version}' agentd; }
+state_field() {  # state_field KEY: a string field of agentd's state file
+  sed -n "s/.*\"$1\":[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p" "$root/var/lib/agentd/state.json"
+}
+mgmt_status() { hub_call root/root:rootpw GET /orgs/o/nodes/n1/managementStatus/up; }
+upgraded_pid=
+upgraded() {  # the new package, agentd's state says so, and a new agentd process runs it
+  [ "$(installed_version)" = "$good_version" ] || return 1
+  [ "$(state_field state)" = succeeded ] && [ "$(state_field version)" = "$good_version" ] || return 1
+  mgmt_status | grep -q '"status": *"successful"' || return 1
+  upgraded_pid=$(prop agentd.service MainPID)
+  is_active && [ "$upgraded_pid" != 0 ] && [ "$upgraded_pid" != "$before_pid" ]
+}
+before_pid=$(prop agentd.service MainPID)
+check "installed version before: $deb_version" test "$(installed_version)" = "$deb_version"
+t_upgrade=$(date +%s%N)
+check "publish $good_version (package, signed manifest, policy o/up)" publish "$good_version" "$work/good.deb"
+policy_method=PUT
+failed_before=$failed
+check "agentd upgraded itself to $good_version (dpkg, state succeeded, management status successful, new MainPID)" \
+  poll 60 upgraded
+self_upgraded=no
+if [ "$failed" -eq "$failed_before" ]; then
+  self_upgraded=yes
+  echo "# self-upgrade took $((($(date +%s%N) - t_upgrade) / 1000000)) ms from publishing"
+else
+  echo "# agentd's state: $(state_field state), progress $(state_field progress), target $(state_field targetVersion), version $(state_field version); status: $(prop agentd.service StatusText)"
+fi
+check "journal: the new agentd started at $good_version" \
+  journal_has agentd.service "event=started .*version=${good_version//+/\\+}"
+check "one install run, exit status 0" \
+  bash -c "[ \"\$(ls -d '$root'/var/lib/agentd/runs/install-* | wc -l)\" = 1 ] && grep -qx 0 '$root'/var/lib/agentd/runs/install-*/exit-status"
+check "the install ran in a transient unit (agentd-install-*.service)" \
+  journal_has 'agentd-install-*.service' 'agentd-install-[0-9a-f]+\.service'
+kept_old() { test -f "$root/var/lib/agentd/previous/agentd/$(deb_file_name "$deb_version")"; }
+check "previous/ holds the old package ($(deb_file_name "$deb_version"))" kept_old
+# (A warning is expected: the new agentd starts from the package's postinst,
+# while dpkg still has the package half-configured.)
+check "no errors in agentd's journal since the switch" not journal_has agentd.service 'level=error'
+
+# ---- a crash-looping new version is rolled back by agentd-rollback.service ---------
+if [ "$self_upgraded" != yes ]; then
+  echo "not ok - crash-loop rollback not tried: the self-upgrade above did not complete"
+  failed=$((failed + 1))
+else
+  echo "# a crash-looping $broken_version is rolled back by agentd-rollback.service"
+  # Restart after 1 s instead of 5: the start limit (5 starts in 10 min) is hit in
+  # seconds. The limit counts every start: reset-failed clears the starts above.
+  inside mkdir -p /run/systemd/system/agentd.service.d
+  printf '[Service]\nRestartSec=1s\n' >"$work/crashloop.conf"
+  inside sh -c 'cat >/run/systemd/system/agentd.service.d/crashloop.conf' <"$work/crashloop.conf"
+  inside systemctl daemon-reload
+  inside systemctl reset-failed agentd.service 2>/dev/null || true
+  rollback_runs() { prop agentd-rollback.service ExecMainStartTimestampMonotonic; }
+  check "agentd-rollback.service has not run yet" test "$(rollback_runs)" = 0
+  t_broken=$(date +%s%N)
+  check "publish $broken_version (agentd exits 1 at once)" publish "$broken_version" "$work/broken.deb"
+  rolled_back_by_unit() {
+    [ "$(rollback_runs)" != 0 ] && [ "$(prop agentd-rollback.service ActiveState)" = inactive ] &&
+      [ "$(installed_version)" = "$good_version" ] && is_active
+  }
+  failed_before=$failed
+  check "agentd-rollback.service ran, $good_version is installed again and agentd.service is active" \
+    poll 60 rolled_back_by_unit
+  if [ "$failed" -eq "$failed_before" ]; then
+    echo "# crash loop to rollback took $((($(date +%s%N) - t_broken) / 1000000)) ms from publishing (RestartSec=1s)"
+  fi
+  check "the crash loop hit the start limit" journal_has agentd.service 'Start request repeated too quickly|start-limit-hit'
+  check "the broken version was installed by agentd (an install run for it)" \
+    bash -c "grep -l '$broken_version' '$root'/var/lib/agentd/runs/install-*/output.log"
+  check "rollback unit logged rolled-back from $broken_version to $good_version" \
+    journal_has agentd-rollback.service "event=rolled-back from=${broken_version//+/\\+} to=${good_version//+/\\+}"
+  check "rollback unit logged restarted" journal_has agentd-rollback.service 'event=restarted unit=agentd.service'
+  check "agentd-rollback.service succeeded" test "$(prop agentd-rollback.service Result)" = success
+  check "the used package moved to rolled-back/" \
+    test -f "$root/var/lib/agentd/rolled-back/$(deb_file_name "$good_version")"
+  # Else agentd would take previous/agentd/ for a copy of the running version.
+  check "agentd's record of it too: previous/agentd/ names no package that is gone" \
+    test ! -e "$root/var/lib/agentd/previous/agentd/record.json"
+  gave_up() {  # agentd reports the upgrade to the broken version as rolled back or failed
+    local s
+    s=$(state_field state)
+    [ "$s" = rolledback ] || [ "$s" = failed ] || return 1
+    [ "$(state_field failedTarget)" = "$broken_version" ] || return 1
+    mgmt_status | grep -Eq '"status": *"(rollback successful|failed)"'
+  }
+  check "agentd reports the upgrade to $broken_version as rolled back or failed (state, management status)" \
+    poll 60 gave_up
+  echo "# agentd's state: $(state_field state) ($(state_field message))"
+  check "agentd did not install $broken_version again (no second install run for it)" \
+    test "$(grep -l "$broken_version" "$root"/var/lib/agentd/runs/install-*/output.log 2>/dev/null | wc -l)" = 1
+  check "still $good_version installed" test "$(installed_version)" = "$good_version"
+  check "agentd.service active" is_active
+fi
+inside rm -rf /run/systemd/system/agentd.service.d /root/publish
+inside systemctl daemon-reload
+rm -f "$root/var/cache/apt/archives/$(deb_file_name "$deb_version")"
 
 # ---- remove, purge ------------------------------------------------------------
 echo "# apt remove"

@@ -296,6 +296,11 @@ class FakeUpgrader final : public Upgrader {
     if (!text.empty() && progress) progress(text);
     return step("prepare", t);
   }
+  // The agent version running now, as an earlier process left it.
+  void set_version(std::string v) {
+    std::lock_guard<std::mutex> lk(mu_);
+    version_ = std::move(v);
+  }
   // What prepare reports as its progress before it (perhaps) holds.
   void progress(std::string text) {
     std::lock_guard<std::mutex> lk(mu_);
@@ -982,6 +987,28 @@ TEST_SUITE("daemon") {
     CHECK(conflicts == 2);
     CHECK(m.store.writes.back().performed);
     CHECK(m.local().state == State::waiting);
+  }
+
+  TEST_CASE("a node in no group that restarted itself into the target checks its health before it is done") {
+    // agentd upgrading agentd: the restart step ends this process, and the new
+    // one already runs the target version, with the restart recorded as begun.
+    Env env;
+    StandIn hub;
+    Member m(env, hub, "n3");
+    PersistedState before;
+    before.policy = "o/p1";
+    before.local.state = State::upgrading;
+    before.local.version = kFrom;
+    before.local.target = kTo;
+    before.local.previous_version = kFrom;
+    before.local.prepared = true;
+    before.local.progress = Progress::restart_begun;
+    REQUIRE(m.state_file.save(before));
+    m.upgrader.set_version(kTo);
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+    CHECK(m.upgrader.steps() == std::vector<std::string>{"check_health"});
+    CHECK(hub.mgmt_status("n3").first == "successful");
   }
 
   TEST_CASE("after a restart during install, the new process renews its lease before installing again") {

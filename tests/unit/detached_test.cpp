@@ -3,18 +3,17 @@
 #include "upgrade/detached.h"
 
 #include <doctest/doctest.h>
-#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 
+#include "block_signal.h"
+#include "harness/harness.h"
 #include "temp_dir.h"
 
 using namespace agentd;
@@ -26,13 +25,6 @@ namespace {
 bool exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
 }
 
 template <class Pred>
@@ -64,7 +56,7 @@ DetachedSpec spec(const std::string& dir, std::vector<std::string> argv, std::ch
 
 // The wrapper's pid from `started` ("pid N"); 0 when absent.
 pid_t started_pid(const std::string& dir) {
-  std::string s = slurp(dir + "/started");
+  std::string s = harness::read_file(dir + "/started");
   if (!s.starts_with("pid ")) return 0;
   return static_cast<pid_t>(std::stol(s.substr(4)));
 }
@@ -74,23 +66,6 @@ std::vector<std::string> gated(const testing::TempDir& t) {
   return {"sh", "-c", "while [ ! -e '" + t.file("GO") + "' ]; do sleep 0.05; done; echo done >>'" +
                           t.file("COUNT") + "'"};
 }
-
-// Blocks a signal in this thread for the scope, as the daemon does for its signalfd.
-class BlockSignal {
- public:
-  explicit BlockSignal(int sig) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    pthread_sigmask(SIG_BLOCK, &set, &old_);
-  }
-  ~BlockSignal() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-  BlockSignal(const BlockSignal&) = delete;
-  BlockSignal& operator=(const BlockSignal&) = delete;
-
- private:
-  sigset_t old_{};
-};
 
 class StopSleeper final : public Sleeper {
  public:
@@ -115,8 +90,8 @@ TEST_SUITE("detached") {
     CHECK_FALSE(r->resumed);
     CHECK(r->output_tail == "out\nerr\n");
     CHECK(r->output_path.ends_with("/run/output.log"));
-    CHECK(slurp(r->output_path) == "out\nerr\n");
-    CHECK(slurp(dir + "/exit-status") == "0\n");
+    CHECK(harness::read_file(r->output_path) == "out\nerr\n");
+    CHECK(harness::read_file(dir + "/exit-status") == "0\n");
     CHECK(started_pid(dir) > 1);
     struct stat st {};
     REQUIRE(::stat(dir.c_str(), &st) == 0);
@@ -183,20 +158,20 @@ TEST_SUITE("detached") {
     REQUIRE_MESSAGE(second.has_value(), second.error().describe());
     CHECK(second->resumed);
     CHECK(second->exit_code == 0);
-    CHECK(slurp(t.file("COUNT")) == "done\n");
+    CHECK(harness::read_file(t.file("COUNT")) == "done\n");
 
     // Finished: the result is read back, the command is not started again.
     auto third = make_detached_runner(quick())->run(s);
     REQUIRE_MESSAGE(third.has_value(), third.error().describe());
     CHECK(third->resumed);
     CHECK(third->exit_code == 0);
-    CHECK(slurp(t.file("COUNT")) == "done\n");
+    CHECK(harness::read_file(t.file("COUNT")) == "done\n");
   }
 
   TEST_CASE("the command runs in its own session with default signal mask, outside the caller's process group") {
     testing::TempDir t;
     std::string dir = t.file("run");
-    BlockSignal block(SIGTERM);
+    testing::BlockSignal block(SIGTERM);
     std::vector<std::string> argv = gated(t);
     argv[2] = "grep '^SigBlk' /proc/self/status; " + argv[2];
     auto s = spec(dir, argv);
@@ -235,8 +210,8 @@ TEST_SUITE("detached") {
     CHECK_FALSE(r->resumed);
     CHECK(r->exit_code == 0);
     CHECK(r->output_tail == "new\n");
-    CHECK(slurp(dir + "/output.log.1") == "old output\n");
-    CHECK(slurp(t.file("COUNT")) == "new\n");
+    CHECK(harness::read_file(dir + "/output.log.1") == "old output\n");
+    CHECK(harness::read_file(t.file("COUNT")) == "new\n");
     CHECK(started_pid(dir) != dead);
 
     // After a reboot the recorded pid may belong to another live process (here:
@@ -291,7 +266,7 @@ TEST_SUITE("detached") {
     CHECK(r.error().message.find("killed before it finished (no exit status recorded") != std::string::npos);
     // Let the orphaned command finish before the directory goes away.
     t.write("GO", "");
-    CHECK(wait_until([&] { return slurp(t.file("COUNT")) == "done\n"; }));
+    CHECK(wait_until([&] { return harness::read_file(t.file("COUNT")) == "done\n"; }));
   }
 
   TEST_CASE("the output tail is the last ~2 KiB, starting at a line") {
@@ -303,7 +278,7 @@ TEST_SUITE("detached") {
     CHECK(r->output_tail.size() > 1900);
     CHECK(r->output_tail.starts_with("line "));
     CHECK(r->output_tail.ends_with("line 499\n"));
-    CHECK(slurp(r->output_path).size() > 4000);
+    CHECK(harness::read_file(r->output_path).size() > 4000);
   }
 
   TEST_CASE("a stop request through the sleeper ends the wait with Errc::cancelled") {

@@ -17,30 +17,16 @@
 #include <thread>
 #include <vector>
 
-#include "agentd/files.h"
+#include "harness/harness.h"
 #include "hub/in_process.h"
 #include "temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;
+using agentd::harness::pattern;
+using agentd::harness::slurp;
 
 namespace {
-
-std::string pattern(std::size_t n, unsigned seed = 1) {
-  std::string s(n, '\0');
-  std::uint32_t x = seed * 2654435761u + 1;
-  for (std::size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    s[i] = static_cast<char>(x >> 24);
-  }
-  return s;
-}
-
-std::string slurp(const std::string& path) {
-  auto r = read_file(path, 64u * 1024 * 1024);
-  REQUIRE_MESSAGE(r.has_value(), r.error().describe());
-  return *r;
-}
 
 bool exists(const std::string& path) {
   return std::filesystem::exists(path);

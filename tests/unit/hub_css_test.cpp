@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "agentd/exchange.h"
-#include "agentd/files.h"
 #include "agentd/http.h"
 #include "agentd/json.h"
+#include "harness/harness.h"
 #include "hub/in_process.h"
 #include "temp_dir.h"
 #include "upgrade/fetch.h"
@@ -24,6 +24,8 @@
 
 using namespace agentd;
 using namespace std::chrono_literals;
+using agentd::harness::pattern;
+using agentd::harness::slurp;
 
 namespace {
 
@@ -44,22 +46,6 @@ struct Res {
 std::string str(const cJSON* o, const char* key) {
   auto v = json::get_string(o, key);
   return v ? *v : std::string("<missing>");
-}
-
-std::string pattern(std::size_t n, unsigned seed = 1) {
-  std::string s(n, '\0');
-  std::uint32_t x = seed * 2654435761u + 1;
-  for (std::size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    s[i] = static_cast<char>(x >> 24);
-  }
-  return s;
-}
-
-std::string slurp(const std::string& path) {
-  auto r = read_file(path, 64u * 1024 * 1024);
-  REQUIRE_MESSAGE(r.has_value(), r.error().describe());
-  return *r;
 }
 
 std::uint64_t size_of(const std::string& path) {

@@ -9,12 +9,11 @@
 #include <sys/stat.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "agentd/files.h"
+#include "harness/harness.h"
 #include "harness/packages.h"
 #include "temp_dir.h"
 
@@ -24,13 +23,6 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // Runs the command synchronously and records started / output.log / exit-status
 // in the run directory; a run directory with an exit status is a finished run.
@@ -44,9 +36,9 @@ class SyncDetachedRunner final : public DetachedRunner {
     out.output_path = spec.dir + "/output.log";
     if (fs::exists(spec.dir + "/exit-status")) {
       out.resumed = true;
-      out.exit_code = std::stoi(slurp(spec.dir + "/exit-status"));
+      out.exit_code = std::stoi(harness::read_file(spec.dir + "/exit-status"));
       out.timed_out = out.exit_code == 124;
-      out.output_tail = tail(slurp(out.output_path));
+      out.output_tail = tail(harness::read_file(out.output_path));
       return out;
     }
     ++started;
@@ -146,7 +138,7 @@ struct Fixture {
     std::string id = std::string(to_string(kind)) + "-" + std::to_string(runs);
     return installer->install(file, id, tmp.file("runs/" + id));
   }
-  std::string installed_file() const { return slurp(root + "/usr/bin/horizon-version"); }
+  std::string installed_file() const { return harness::read_file(root + "/usr/bin/horizon-version"); }
 
   PackageKind kind;
   TempDir tmp;
@@ -191,20 +183,20 @@ void upgrade_and_roll_back(PackageKind kind) {
   REQUIRE_MESSAGE(st.has_value(), st.error().message);
   CHECK(f.installer->installed_version().value_or("?") == reported(kind, "1.0.0"));
   CHECK(f.installed_file() == "#!/bin/sh\necho 1.0.0\n");
-  CHECK(slurp(f.root + "/tmp/postinst-ran") == "configured 1.0.0\n");
+  CHECK(harness::read_file(f.root + "/tmp/postinst-ran") == "configured 1.0.0\n");
 
   st = f.install(p2);
   REQUIRE_MESSAGE(st.has_value(), st.error().message);
   CHECK(f.installer->installed_version().value_or("?") == reported(kind, "2.0.0"));
   CHECK(f.installed_file() == "#!/bin/sh\necho 2.0.0\n");
-  CHECK(slurp(f.root + "/etc/horizon/release") == "2.0.0\n");
+  CHECK(harness::read_file(f.root + "/etc/horizon/release") == "2.0.0\n");
 
   // A real downgrade: the older package replaces the newer one.
   st = f.install(p1);
   REQUIRE_MESSAGE(st.has_value(), st.error().message);
   CHECK(f.installer->installed_version().value_or("?") == reported(kind, "1.0.0"));
   CHECK(f.installed_file() == "#!/bin/sh\necho 1.0.0\n");
-  CHECK(slurp(f.root + "/etc/horizon/release") == "1.0.0\n");
+  CHECK(harness::read_file(f.root + "/etc/horizon/release") == "1.0.0\n");
 
   // A failing postinst: the error carries the tool's status and the output's tail.
   st = f.install(p3);
@@ -328,7 +320,7 @@ TEST_SUITE("installer") {
     Fixture f(PackageKind::rpm);
     std::string good = built(PackageKind::rpm, horizon("2.0.0"), f.tmp.path());
     REQUIRE(f.installer->inspect(good).has_value());
-    std::string data = slurp(good);
+    std::string data = harness::read_file(good);
     REQUIRE(data.size() > 200);
     data[data.size() - 50] = static_cast<char>(data[data.size() - 50] ^ 0xff);  // in the payload
     std::string bad = f.tmp.write("corrupt.rpm", data);
@@ -419,13 +411,13 @@ TEST_SUITE("installer") {
     std::string file = built(PackageKind::tarball, v2, f.tmp.path());
     std::string run_dir = f.tmp.file("runs/once");
     REQUIRE(f.installer->install(file, "once", run_dir).has_value());
-    CHECK(slurp(f.root + "/var/lib/agentd/tarball-horizon.version") == "2.0.0\n");
+    CHECK(harness::read_file(f.root + "/var/lib/agentd/tarball-horizon.version") == "2.0.0\n");
     CHECK(f.installer->installed_version().value_or("?") == "2.0.0");
     // An agentd restarted after the install calls again with the same run directory.
     fs::remove(f.root + "/var/lib/agentd/tarball-horizon.version");
     REQUIRE(f.installer->install(file, "once", run_dir).has_value());
     CHECK(f.detached.started == 1);
-    CHECK(slurp(f.root + "/runs.txt") == "run\n");
+    CHECK(harness::read_file(f.root + "/runs.txt") == "run\n");
     CHECK(f.installer->installed_version().value_or("?") == "2.0.0");
     REQUIRE(f.detached.specs.size() == 2);
     const auto& spec = f.detached.specs[0];
@@ -476,7 +468,7 @@ TEST_SUITE("installer") {
     st = inst->install(p1, "deb-real-3", tmp.file("runs/3"));
     REQUIRE_MESSAGE(st.has_value(), st.error().message);
     CHECK(inst->installed_version().value_or("?") == "1.0.0");
-    CHECK(slurp(root + "/usr/bin/horizon-version") == "#!/bin/sh\necho 1.0.0\n");
+    CHECK(harness::read_file(root + "/usr/bin/horizon-version") == "#!/bin/sh\necho 1.0.0\n");
   }
 
   TEST_CASE("deb and rpm install commands: root, forcing options, no signature bypass") {

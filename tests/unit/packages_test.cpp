@@ -9,13 +9,12 @@
 #include <sys/stat.h>
 
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "agentd/process.h"
+#include "harness/harness.h"
 #include "temp_dir.h"
 
 using namespace agentd;
@@ -32,13 +31,6 @@ ProcessResult run(std::vector<std::string> argv, std::vector<std::pair<std::stri
   auto r = runner->run(spec);
   REQUIRE(r.has_value());
   return *r;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 unsigned mode_of(const std::string& path) {
@@ -98,8 +90,8 @@ TEST_SUITE("packages") {
 
     auto control = tmp.path() + "/control";
     REQUIRE(run({"dpkg-deb", "-e", *deb, control}).exit_code == 0);
-    CHECK(slurp(control + "/postinst") == "#!/bin/sh\nset -e\necho postinst ran 100%\n");
-    CHECK(slurp(control + "/preinst") == "#!/bin/sh\nset -e\necho preinst ran\n");
+    CHECK(harness::read_file(control + "/postinst") == "#!/bin/sh\nset -e\necho postinst ran 100%\n");
+    CHECK(harness::read_file(control + "/preinst") == "#!/bin/sh\nset -e\necho preinst ran\n");
     CHECK(mode_of(control + "/postinst") == 0755);
     CHECK(mode_of(control + "/preinst") == 0755);
 
@@ -202,8 +194,8 @@ TEST_SUITE("packages") {
     std::string unpacked = tmp.file("unpacked");
     std::filesystem::create_directories(unpacked);
     REQUIRE(run({"tar", "-xzf", *tar, "-C", unpacked}).exit_code == 0);
-    CHECK(slurp(unpacked + "/NAME") == "horizon\n");
-    CHECK(slurp(unpacked + "/VERSION") == "2.0.0\n");
+    CHECK(harness::read_file(unpacked + "/NAME") == "horizon\n");
+    CHECK(harness::read_file(unpacked + "/VERSION") == "2.0.0\n");
     CHECK(mode_of(unpacked + "/install.sh") == 0755);
 
     std::string root = tmp.file("root");
@@ -212,11 +204,11 @@ TEST_SUITE("packages") {
                     {{"AGENTD_INSTALL_ROOT", root}, {"AGENTD_PACKAGE_VERSION", "2.0.0"}});
     REQUIRE_MESSAGE(inst.exit_code == 0, inst.output);
     CHECK(inst.output.find("preinst ran") != std::string::npos);
-    CHECK(slurp(root + "/usr/bin/horizon-version") == "#!/bin/sh\necho 2.0.0\n");
+    CHECK(harness::read_file(root + "/usr/bin/horizon-version") == "#!/bin/sh\necho 2.0.0\n");
     CHECK(mode_of(root + "/usr/bin/horizon-version") == 0755);
-    CHECK(slurp(root + "/etc/horizon/release") == "2.0.0\n");
+    CHECK(harness::read_file(root + "/etc/horizon/release") == "2.0.0\n");
     CHECK(mode_of(root + "/etc/horizon/release") == 0644);
-    CHECK(slurp(root + "/postinst.out") == "postinst ran 2.0.0\n");
+    CHECK(harness::read_file(root + "/postinst.out") == "postinst ran 2.0.0\n");
 
     // A failing postinst fails install.sh.
     spec.version = "3.0.0";

@@ -372,10 +372,19 @@ TEST_SUITE("pipeline") {
     CHECK(h.error().message.find("not healthy within 10 s") != std::string::npos);
     CHECK(h.error().message.find("exited with 3") != std::string::npos);
     f.options.health_command.clear();
+    const std::string restarts = f.dir.file("restarts");
+    f.options.restart_command = "echo restart >> " + restarts;
     auto r = f.upgrader()->rollback(t);
     REQUIRE_MESSAGE(r.has_value(), r.error().describe());
     CHECK(f.installer.installed == "1.0.0");
     CHECK(f.installer.runs.back().starts_with("rollback-"));
+    CHECK(*read_file(restarts, 1024) == "restart\n");
+    // Resumed after the restart (agentd rolling itself back is restarted by it):
+    // the same install run, and no second restart.
+    auto again = f.upgrader()->rollback(t);
+    REQUIRE_MESSAGE(again.has_value(), again.error().describe());
+    CHECK(f.installer.runs.back() == f.installer.runs[f.installer.runs.size() - 2]);
+    CHECK(*read_file(restarts, 1024) == "restart\n");
   }
 
   TEST_CASE("no kept package: the upgrade goes ahead, but a rollback is reported as impossible") {
@@ -385,9 +394,17 @@ TEST_SUITE("pipeline") {
     auto t = target("2.0.0", ref);
     REQUIRE(up->prepare(t, {}));
     CHECK(f.log.has("warn no-rollback-copy"));
+    REQUIRE(up->install(t));
     auto r = up->rollback(t);
     REQUIRE_FALSE(r);
     CHECK(r.error().code == Errc::unsupported);
+    CHECK(f.installer.installed == "2.0.0");
+
+    // Restored by someone else meanwhile (agentd-rollback.service after a crash
+    // loop): the previous version runs, and the rollback is reported done.
+    f.installer.installed = "1.0.0";
+    auto again = up->rollback(t);
+    REQUIRE_MESSAGE(again.has_value(), again.error().describe());
   }
 
   TEST_CASE("an install that leaves the old version in place fails; a failing package system fails") {

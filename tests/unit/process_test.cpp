@@ -2,7 +2,6 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "block_signal.h"
 #include "temp_dir.h"
 
 using namespace agentd;
@@ -55,21 +55,6 @@ bool no_children_left() {
   int status = 0;
   return ::waitpid(-1, &status, WNOHANG) < 0 && errno == ECHILD;
 }
-
-// Blocks a signal in this thread for the scope, as the daemon does for its signalfd.
-class BlockSignal {
- public:
-  explicit BlockSignal(int sig) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    pthread_sigmask(SIG_BLOCK, &set, &old_);
-  }
-  ~BlockSignal() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-
- private:
-  sigset_t old_{};
-};
 
 class IgnoreSignal {
  public:
@@ -216,7 +201,7 @@ TEST_SUITE("process") {
   }
 
   TEST_CASE("the child sees SIGTERM unblocked and default even when the daemon blocked/ignored it") {
-    BlockSignal block(SIGTERM);
+    testing::BlockSignal block(SIGTERM);
     IgnoreSignal ignore(SIGUSR1);
     auto status =
         runner()->run(ProcessSpec{{"grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"}, {}, 10s, 4096});
