@@ -43,6 +43,10 @@ std::string rpm_arch(const std::string& a) {
   return a;
 }
 
+std::string anax_bundle_name(PackageKind kind, const std::string& arch) {
+  return std::string("horizon-agent-linux-") + (kind == PackageKind::rpm ? "rpm" : "deb") + "-" + arch + ".tar.gz";
+}
+
 Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind kind, const std::string& arch) {
   std::vector<std::string> names;
   for (const std::string& f : sw.files) {
@@ -64,6 +68,12 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
     if (match && std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
   }
   std::string what = std::string(to_string(kind)) + " package for " + arch;
+  if (found.empty() && kind != PackageKind::tarball) {
+    // What Open Horizon publishes: the agent's packages in one tar.gz per
+    // package system and architecture (anax download_worker.go).
+    std::string bundle = anax_bundle_name(kind, arch);
+    if (std::find(names.begin(), names.end(), bundle) != names.end()) found.push_back(bundle);
+  }
   if (found.empty()) {
     std::string listed;
     for (const std::string& n : names) listed += (listed.empty() ? "" : ", ") + n;
@@ -249,19 +259,29 @@ class PipelineUpgrader final : public Upgrader {
       (void)::unlink(file.c_str());  // a damaged file is never installed; the next cycle fetches it again
       return s;
     }
-    auto info = p_.installer.inspect(file);
+    std::string package_name = *name;
+    std::string package_sha = hash->second;
+    if (*name == anax_bundle_name(p_.installer.kind(), o_.arch)) {
+      auto unpacked = unpack_bundle(file, dir);
+      if (!unpacked) return std::unexpected(unpacked.error());
+      package_name = *unpacked;
+      auto sha = sha256_file(dir + "/" + package_name, o_.max_download_bytes);
+      if (!sha) return std::unexpected(sha.error());
+      package_sha = *sha;
+    }
+    auto info = p_.installer.inspect(dir + "/" + package_name);
     if (!info) return std::unexpected(info.error());
     if (!package_version_matches(info->version, t.version))
-      return fail(Errc::verification, *name + " holds version " + info->version + " of " + info->name +
+      return fail(Errc::verification, package_name + " holds version " + info->version + " of " + info->name +
                                           ", the manifest names version " + t.version);
 
     // 5. A copy of the running version's package, for a rollback.
     keep_previous(t);
 
     // 6. Recorded, with a fresh attempt id for this cycle's install and rollback runs.
-    Record r{t.version, info->version, *name, hash->second, new_attempt()};
+    Record r{t.version, info->version, package_name, package_sha, new_attempt()};
     if (auto s = write_file_atomic(dir + "/prepared.json", record_json(r)); !s) return s;
-    p_.log.info("prepared", {{"target", t.version}, {"file", *name}, {"package", info->version}});
+    p_.log.info("prepared", {{"target", t.version}, {"file", package_name}, {"package", info->version}});
     return {};
   }
 
@@ -351,6 +371,52 @@ class PipelineUpgrader final : public Upgrader {
       }
     }
     return best;
+  }
+
+  // The agent's own package out of an anax bundle (already verified against
+  // the signed manifest): `<package>_*_<arch>.deb` / `_all.deb`, or
+  // `<package>-*.<rpmarch>.rpm` / `.noarch.rpm`, at the top of the archive. Only
+  // that one member is extracted, by its plain name, into `dir`.
+  Result<std::string> unpack_bundle(const std::string& bundle, const std::string& dir) {
+    ProcessSpec list;
+    list.argv = {"tar", "-tzf", bundle};
+    list.timeout = o_.command_timeout;
+    list.max_output = 1024 * 1024;
+    auto l = p_.runner.run(list);
+    if (!l) return std::unexpected(l.error());
+    if (l->exit_code != 0) return fail(Errc::verification, bundle + " is not a readable tar.gz: " + output_tail(l->output, 300));
+    const bool rpm = p_.installer.kind() == PackageKind::rpm;
+    std::vector<std::string> endings = rpm ? std::vector<std::string>{"." + rpm_arch(o_.arch) + ".rpm", ".noarch.rpm"}
+                                           : std::vector<std::string>{"_" + o_.arch + ".deb", "_all.deb"};
+    const std::string prefix = o_.package + (rpm ? "-" : "_");
+    std::string member, plain;
+    std::size_t start = 0;
+    const std::string& text = l->output;
+    while (start < text.size()) {
+      std::size_t nl = text.find('\n', start);
+      std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+      start = nl == std::string::npos ? text.size() : nl + 1;
+      std::string base = line.starts_with("./") ? line.substr(2) : line;
+      if (base.find('/') != std::string::npos || !base.starts_with(prefix)) continue;
+      // "horizon-cli_..." starts with "horizon" too: the next part must be the version.
+      char after = base.size() > prefix.size() ? base[prefix.size()] : '\0';
+      if (after < '0' || after > '9') continue;
+      if (std::none_of(endings.begin(), endings.end(), [&](const std::string& e) { return base.ends_with(e); }))
+        continue;
+      if (!member.empty()) return fail(Errc::verification, bundle + " holds more than one " + o_.package + " package");
+      member = line;
+      plain = base;
+    }
+    if (member.empty())
+      return fail(Errc::verification, bundle + " holds no " + o_.package + " package for " + o_.arch);
+    if (!safe_file_name(plain)) return fail(Errc::verification, bundle + ": unsafe member name '" + plain + "'");
+    ProcessSpec extract;
+    extract.argv = {"tar", "-xzf", bundle, "-C", dir, "--no-same-owner", "--no-same-permissions", "--", member};
+    extract.timeout = o_.command_timeout;
+    auto x = p_.runner.run(extract);
+    if (!x) return std::unexpected(x.error());
+    if (x->exit_code != 0) return fail(Errc::io, "extracting " + plain + " from " + bundle + ": " + output_tail(x->output, 300));
+    return plain;
   }
 
   static void say(const ProgressFn& progress, const std::string& text) {

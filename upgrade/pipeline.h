@@ -79,10 +79,16 @@ std::unique_ptr<Upgrader> make_pipeline_upgrader(PipelineOptions options, Pipeli
 
 // The package file in a manifest's list for this package system and
 // architecture: NAME_VERSION_ARCH.deb (or _all.deb), NAME-VERSION.RPMARCH.rpm
-// (or .noarch.rpm), NAME-VERSION-ARCH.tar.gz; "*" stands for every file the
+// (or .noarch.rpm), NAME-VERSION-ARCH.tar.gz, else anax's bundle (see
+// anax_bundle_name); "*" stands for every file the
 // manifest gives a SHA-256 for. Exactly one must match (Errc::verification
 // otherwise, naming the candidates).
 Result<std::string> choose_package_file(const UpgradeSection& software, PackageKind kind, const std::string& arch);
+
+// The bundle Open Horizon publishes for a package system and architecture
+// (horizon-agent-linux-deb-arm64.tar.gz): chosen when the manifest lists no
+// package file of its own; agentd installs the agent's package from inside it.
+std::string anax_bundle_name(PackageKind kind, const std::string& arch);
 
 // rpm's name for a Debian architecture (amd64 -> x86_64, arm64 -> aarch64, armhf -> armv7hl).
 std::string rpm_arch(const std::string& debian_arch);

@@ -181,8 +181,8 @@ struct Fixture {
   // signed by `signer` (none: unsigned).
   std::string publish(const std::string& version, const std::string& bytes,
                       const agentd::testing::SigningKey* signer, std::optional<std::uint64_t> size = std::nullopt,
-                      std::string hash = "") {
-    const std::string file = "horizon_" + version + "_amd64.deb";
+                      std::string hash = "", std::string file = "") {
+    if (file.empty()) file = "horizon_" + version + "_amd64.deb";
     put_object("IBM", "agent_software_files-" + version, file, bytes);
     if (hash.empty()) hash = sha256_hex(bytes);
     std::string manifest = R"({"softwareUpgrade":{"files":[")" + file + R"("],"version":")" + version +
@@ -420,6 +420,37 @@ TEST_SUITE("pipeline") {
     auto s2 = f.upgrader()->install(t);
     REQUIRE_FALSE(s2);
     CHECK(s2.error().message.find("postinst failed") != std::string::npos);
+  }
+
+  TEST_CASE("Open Horizon's bundle: the agent's own package is taken out of it and installed") {
+    Fixture f;
+    // horizon-agent-linux-deb-amd64.tar.gz as anax publishes it: the agent and the CLI.
+    std::string src = f.dir.path() + "/bundle";
+    std::filesystem::create_directories(src);
+    REQUIRE(write_file_atomic(src + "/horizon_2.0.0_amd64.deb", package_bytes("2.0.0")));
+    REQUIRE(write_file_atomic(src + "/horizon-cli_2.0.0_amd64.deb", package_bytes("2.0.0", "horizon-cli")));
+    const std::string bundle = f.dir.path() + "/horizon-agent-linux-deb-amd64.tar.gz";
+    ProcessSpec tar;
+    tar.argv = {"tar", "-czf", bundle, "-C", src, "./horizon-cli_2.0.0_amd64.deb", "./horizon_2.0.0_amd64.deb"};
+    auto made = f.runner->run(tar);
+    REQUIRE(made);
+    REQUIRE(made->exit_code == 0);
+    auto bytes = read_file(bundle, 1 << 20);
+    REQUIRE(bytes);
+    auto ref = f.publish("2.0.0", *bytes, &f.key, std::nullopt, "", "horizon-agent-linux-deb-amd64.tar.gz");
+    auto up = f.upgrader();
+    auto t = target("2.0.0", ref);
+    auto s = up->prepare(t, {});
+    REQUIRE_MESSAGE(s.has_value(), s.error().describe());
+    CHECK(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
+    CHECK_FALSE(f.exists("downloads/2.0.0/horizon-cli_2.0.0_amd64.deb"));  // only the agent's package
+    REQUIRE(up->install(t));
+    CHECK(f.installer.installed == "2.0.0");
+
+    UpgradeSection sw;
+    sw.files = {"agent-install.sh", "horizon-agent-linux-deb-amd64.tar.gz", "horizon-agent-linux-rpm-amd64.tar.gz"};
+    CHECK(*choose_package_file(sw, PackageKind::rpm, "amd64") == "horizon-agent-linux-rpm-amd64.tar.gz");
+    CHECK_FALSE(choose_package_file(sw, PackageKind::deb, "arm64"));
   }
 
   TEST_CASE("install without a prepared package is an error, not a guess") {
