@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -19,8 +18,7 @@
 #include <string_view>
 
 #include "fd.h"
-
-extern char** environ;
+#include "spawn.h"
 
 namespace agentd {
 namespace {
@@ -45,20 +43,6 @@ Result<std::pair<Fd, Fd>> make_pipe() {
   auto ww = above_stdio(std::move(w));
   if (!ww) return std::unexpected(ww.error());
   return std::pair<Fd, Fd>{std::move(*rr), std::move(*ww)};
-}
-
-// The child's environment: the daemon's, with spec.env added or replacing.
-std::vector<std::string> child_environment(const ProcessSpec& spec) {
-  std::vector<std::string> out;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    std::string_view entry(*e);
-    std::string_view key = entry.substr(0, entry.find('='));
-    bool replaced =
-        std::any_of(spec.env.begin(), spec.env.end(), [&](const auto& kv) { return kv.first == key; });
-    if (!replaced) out.emplace_back(entry);
-  }
-  for (const auto& [k, v] : spec.env) out.push_back(k + "=" + v);
-  return out;
 }
 
 bool is_executable_file(const std::string& path) {
@@ -91,17 +75,7 @@ Result<std::string> resolve_program(const std::string& name, const std::vector<s
 // Runs in the forked child: only async-signal-safe calls until execve.
 [[noreturn]] void exec_child(const char* program, char* const* argv, char* const* envp, int devnull,
                              int out_w, int err_w, int max_fd) {
-  // The daemon blocks SIGTERM/SIGINT for its signalfd and ignores SIGPIPE; both
-  // survive exec, so undo them for the command.
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  sigemptyset(&dfl.sa_mask);
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
-  }
+  reset_signals_for_exec();
   // Own process group, so a timeout reaches every process the command started.
   setpgid(0, 0);
   if (dup2(devnull, STDIN_FILENO) < 0 || dup2(out_w, STDOUT_FILENO) < 0 || dup2(out_w, STDERR_FILENO) < 0) {
@@ -109,23 +83,11 @@ Result<std::string> resolve_program(const std::string& name, const std::vector<s
     (void)!write(err_w, &err, sizeof err);
     _exit(127);
   }
-  // Nothing but 0..2 crosses exec, whatever the rest of the process left open
-  // without O_CLOEXEC. err_w stays open (it is O_CLOEXEC) to report an exec failure.
-  if (close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-    for (int fd = STDERR_FILENO + 1; fd < max_fd; ++fd) {
-      if (fd != err_w) close(fd);
-    }
-  }
+  close_descriptors_on_exec(err_w, max_fd);
   execve(program, argv, envp);
   int err = errno;
   (void)!write(err_w, &err, sizeof err);
   _exit(127);
-}
-
-int highest_fd_bound() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 65536;
-  return static_cast<int>(std::min<rlim_t>(rl.rlim_cur, 65536));
 }
 
 Fd open_pidfd(pid_t pid) {
@@ -184,16 +146,12 @@ class ForkProcessRunner final : public ProcessRunner {
     if (spec.argv.empty()) return fail(Errc::process, "no command given (empty argv)");
     if (is_cancelled()) return fail(Errc::cancelled, spec.argv[0] + ": not started, stop requested");
 
-    std::vector<std::string> env = child_environment(spec);
+    std::vector<std::string> env = child_environment(spec.env);
     auto program = resolve_program(spec.argv[0], env);
     if (!program) return std::unexpected(program.error());
 
-    std::vector<char*> argv_ptrs;
-    for (const std::string& a : spec.argv) argv_ptrs.push_back(const_cast<char*>(a.c_str()));
-    argv_ptrs.push_back(nullptr);
-    std::vector<char*> env_ptrs;
-    for (const std::string& e : env) env_ptrs.push_back(const_cast<char*>(e.c_str()));
-    env_ptrs.push_back(nullptr);
+    std::vector<char*> argv_ptrs = exec_array(spec.argv);
+    std::vector<char*> env_ptrs = exec_array(env);
 
     auto devnull = above_stdio(Fd(::open("/dev/null", O_RDWR | O_CLOEXEC)));
     if (!devnull || !*devnull) return fail(Errc::process, "open /dev/null: " + errno_text(errno));

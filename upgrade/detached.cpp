@@ -1,7 +1,6 @@
 #include "upgrade/detached.h"
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,8 +18,7 @@
 #include "agentd/fd.h"
 #include "agentd/files.h"
 #include "agentd/process.h"
-
-extern char** environ;
+#include "agentd/spawn.h"
 
 namespace agentd {
 namespace {
@@ -141,25 +139,6 @@ bool wrapper_alive(pid_t pid, const std::string& dir) {
   return false;
 }
 
-// The daemon's environment with spec.env added or replacing.
-std::vector<std::string> child_environment(const std::vector<std::pair<std::string, std::string>>& env) {
-  std::vector<std::string> out;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    std::string_view entry(*e);
-    std::string_view key = entry.substr(0, entry.find('='));
-    bool replaced = std::any_of(env.begin(), env.end(), [&](const auto& kv) { return kv.first == key; });
-    if (!replaced) out.emplace_back(entry);
-  }
-  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
-  return out;
-}
-
-int highest_fd_bound() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 65536;
-  return static_cast<int>(std::min<rlim_t>(rl.rlim_cur, 65536));
-}
-
 // Messages from the forked children to the caller over a CLOEXEC pipe; its EOF
 // means the wrapper was exec'd (or every child is gone).
 struct Report {
@@ -175,29 +154,14 @@ void report(int fd, int kind, int value) {
 
 // The grandchild: only async-signal-safe calls until execve.
 [[noreturn]] void exec_wrapper(char* const* argv, char* const* envp, int devnull, int report_w, int max_fd) {
-  // The daemon blocks SIGTERM/SIGINT for its signalfd and ignores SIGPIPE; both
-  // survive exec, so undo them for the command (as agentd/process.cpp does).
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  sigemptyset(&dfl.sa_mask);
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
-  }
+  reset_signals_for_exec();
   if (dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0 || dup2(devnull, STDERR_FILENO) < 0) {
     report(report_w, kDupFailed, errno);
     _exit(127);
   }
   // The same working directory as a systemd unit has, whichever way it runs.
   (void)!chdir("/");
-  // Nothing but 0..2 crosses exec; report_w is CLOEXEC and stays to report a failure.
-  if (close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-    for (int fd = STDERR_FILENO + 1; fd < max_fd; ++fd) {
-      if (fd != report_w) close(fd);
-    }
-  }
+  close_descriptors_on_exec(report_w, max_fd);
   execve(argv[0], argv, envp);
   report(report_w, kExecFailed, errno);
   _exit(127);
@@ -207,12 +171,8 @@ void report(int fd, int kind, int value) {
 // (or a subreaper), so neither a stop of agentd's process group nor agentd's
 // exit reaches it. Returns the wrapper's pid.
 Result<pid_t> spawn_detached(const std::vector<std::string>& args, const std::vector<std::string>& env) {
-  std::vector<char*> argv_ptrs;
-  for (const std::string& a : args) argv_ptrs.push_back(const_cast<char*>(a.c_str()));
-  argv_ptrs.push_back(nullptr);
-  std::vector<char*> env_ptrs;
-  for (const std::string& e : env) env_ptrs.push_back(const_cast<char*>(e.c_str()));
-  env_ptrs.push_back(nullptr);
+  std::vector<char*> argv_ptrs = exec_array(args);
+  std::vector<char*> env_ptrs = exec_array(env);
 
   auto devnull = above_stdio(Fd(::open("/dev/null", O_RDWR | O_CLOEXEC)));
   if (!devnull) return std::unexpected(devnull.error());

@@ -293,6 +293,24 @@ bool Hub::is_admin_of(const Identity& who, const std::string& org) const {
   return who.is_root() || (who.is_user() && who.admin && who.org == org);
 }
 
+std::optional<Reply> Hub::node_access(const std::string& org, const std::string& node, const Identity& who,
+                                      bool write, NodeRef* found) {
+  const std::string access = write ? "WRITE" : "READ";
+  const std::string target = "node=" + org + "/" + node;
+  *found = NodeRef{};
+  if (!who.is_root() && who.org != org) return denied(who, access + "_OTHER_ORGS", target);
+  if (who.is_node() && who.id != node) return denied(who, access + "_ALL_NODES", target);
+  auto o = state_.orgs.find(org);
+  if (o == state_.orgs.end()) return std::nullopt;
+  found->org = &o->second;
+  auto n = o->second.nodes.find(node);
+  if (n == o->second.nodes.end()) return std::nullopt;
+  if (who.is_user() && !is_admin_of(who, org) && n->second.owner != who.full())
+    return denied(who, access + "_ALL_NODES", target);
+  found->node = &n->second;
+  return std::nullopt;
+}
+
 Reply Hub::handle(const Call& call) {
   std::lock_guard lock(mu_);
   auto wall = std::chrono::system_clock::now();
@@ -671,18 +689,12 @@ Reply Hub::get_nodes(const std::string& org, const Identity& who) {
 }
 
 Reply Hub::get_node(const Call& call, const std::string& org, const std::string& node, const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "READ_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "READ_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  const Node* n = nullptr;
-  if (o != state_.orgs.end())
-    if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
-  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
-    return denied(who, "READ_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, false, &ref)) return *d;
+  const Node* n = ref.node;
   if (!n) return not_found("not found");
   if (auto a = call.params.find("attribute"); a != call.params.end()) {
-    auto full = node_json(o->second, node, *n);
+    auto full = node_json(*ref.org, node, *n);
     const cJSON* v = cJSON_GetObjectItemCaseSensitive(full.get(), a->second.c_str());
     if (!v) return bad_input("invalid input: '" + a->second + "' is not a node attribute");
     auto body = json::object();
@@ -696,7 +708,7 @@ Reply Hub::get_node(const Call& call, const std::string& org, const std::string&
     return json_reply(200, body.get());
   }
   auto nodes = json::object();
-  json::set(nodes.get(), (org + "/" + node).c_str(), node_json(o->second, node, *n));
+  json::set(nodes.get(), (org + "/" + node).c_str(), node_json(*ref.org, node, *n));
   return map_reply("nodes", std::move(nodes));
 }
 
@@ -735,15 +747,9 @@ Reply Hub::put_node(const Call& call, const std::string& org, const std::string&
 
 Reply Hub::patch_node(const Call& call, const std::string& org, const std::string& node,
                       const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  Node* n = nullptr;
-  if (o != state_.orgs.end())
-    if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
-  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
-    return denied(who, "WRITE_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, true, &ref)) return *d;
+  Node* n = ref.node;
   auto body = parse_body(call, false);
   if (!body) return bad_input(body.error().message);
   if (!n) return not_found("node '" + org + "/" + node + "' not found");
@@ -763,19 +769,15 @@ Reply Hub::patch_node(const Call& call, const std::string& org, const std::strin
 }
 
 Reply Hub::delete_node(const std::string& org, const std::string& node, const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  if (o == state_.orgs.end() || !o->second.nodes.count(node))
-    return not_found("node '" + org + "/" + node + "' not found");
-  if (who.is_user() && !is_admin_of(who, org) && o->second.nodes[node].owner != who.full())
-    return denied(who, "WRITE_ALL_NODES", target);
-  std::string group = o->second.group_of(node);
-  o->second.nodes.erase(node);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, true, &ref)) return *d;
+  if (!ref.node) return not_found("node '" + org + "/" + node + "' not found");
+  Org& o = *ref.org;
+  std::string group = o.group_of(node);
+  o.nodes.erase(node);
   add_change(org, "node", node, "deleted", "node");
   if (!group.empty()) {
-    Group& g = o->second.groups[group];
+    Group& g = o.groups[group];
     g.remove_member(node);
     g.last_updated = now_;
     add_change(org, "ha_group", group, "modified", "ha_group");
@@ -785,15 +787,10 @@ Reply Hub::delete_node(const std::string& org, const std::string& node, const Id
 }
 
 Reply Hub::post_heartbeat(const std::string& org, const std::string& node, const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  if (o == state_.orgs.end() || !o->second.nodes.count(node))
-    return not_found("node '" + org + "/" + node + "' not found");
-  Node& n = o->second.nodes[node];
-  if (who.is_user() && !is_admin_of(who, org) && n.owner != who.full())
-    return denied(who, "WRITE_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, true, &ref)) return *d;
+  if (!ref.node) return not_found("node '" + org + "/" + node + "' not found");
+  Node& n = *ref.node;
   n.last_heartbeat = now_;
   heartbeat_dirty_ = true;
   return written(201, "node updated");
@@ -1274,15 +1271,9 @@ Reply Hub::delete_policy(const std::string& org, const std::string& name, const 
 
 Reply Hub::get_status(const std::string& org, const std::string& node, const std::string& nmp,
                       const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "READ_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "READ_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  const Node* n = nullptr;
-  if (o != state_.orgs.end())
-    if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
-  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
-    return denied(who, "READ_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, false, &ref)) return *d;
+  const Node* n = ref.node;
   auto map = json::object();
   int count = 0;
   if (n) {
@@ -1300,15 +1291,10 @@ Reply Hub::get_status(const std::string& org, const std::string& node, const std
 
 Reply Hub::put_status(const Call& call, const std::string& org, const std::string& node,
                       const std::string& nmp, const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  if (o == state_.orgs.end() || !o->second.nodes.count(node))
-    return not_found("node '" + org + "/" + node + "' not found");
-  Node& n = o->second.nodes[node];
-  if (who.is_user() && !is_admin_of(who, org) && n.owner != who.full())
-    return denied(who, "WRITE_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, true, &ref)) return *d;
+  if (!ref.node) return not_found("node '" + org + "/" + node + "' not found");
+  Node& n = *ref.node;
   auto body = parse_body(call, false);
   if (!body) return bad_input(body.error().message);
   auto st = json::get_object(body->get(), "agentUpgradePolicyStatus");
@@ -1335,7 +1321,7 @@ Reply Hub::put_status(const Call& call, const std::string& org, const std::strin
   json::set(s.get(), "upgradedVersions", std::move(versions));
   json::set(s.get(), "lastUpdated", now_);
   // The status row's FK to the policy: a missing NMP is a database error (exchange-api.md §4.2).
-  if (!o->second.policies.count(nmp))
+  if (!ref.org->policies.count(nmp))
     return api(500, "internal_error", "management policy '" + org + "/" + nmp + "' not found");
   bool existed = n.mgmt_status.count(nmp) > 0;
   n.mgmt_status[nmp] = json::print(s.get());
@@ -1349,15 +1335,9 @@ Reply Hub::put_status(const Call& call, const std::string& org, const std::strin
 
 Reply Hub::delete_status(const std::string& org, const std::string& node, const std::string& nmp,
                          const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  Node* n = nullptr;
-  if (o != state_.orgs.end())
-    if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
-  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
-    return denied(who, "WRITE_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, true, &ref)) return *d;
+  Node* n = ref.node;
   if (!n || !n->mgmt_status.count(nmp))
     return not_found("status of management policy '" + org + "/" + nmp + "' for node '" + org + "/" + node +
                      "' not found");
@@ -1691,15 +1671,9 @@ Status policy_part(const cJSON* obj, const std::string& prefix, cJSON* into) {
 }  // namespace
 
 Reply Hub::get_node_policy(const std::string& org, const std::string& node, const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "READ_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "READ_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  const Node* n = nullptr;
-  if (o != state_.orgs.end())
-    if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
-  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
-    return denied(who, "READ_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, false, &ref)) return *d;
+  const Node* n = ref.node;
   if (!n || n->policy.empty()) return not_found("not found");
   Reply r;
   r.body = n->policy;
@@ -1708,15 +1682,10 @@ Reply Hub::get_node_policy(const std::string& org, const std::string& node, cons
 
 Reply Hub::put_node_policy(const Call& call, const std::string& org, const std::string& node,
                            const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  if (o == state_.orgs.end() || !o->second.nodes.count(node))
-    return not_found("node '" + org + "/" + node + "' not found");
-  Node& n = o->second.nodes[node];
-  if (who.is_user() && !is_admin_of(who, org) && n.owner != who.full())
-    return denied(who, "WRITE_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, true, &ref)) return *d;
+  if (!ref.node) return not_found("node '" + org + "/" + node + "' not found");
+  Node& n = *ref.node;
   auto body = parse_body(call, false);
   if (!body) return bad_input(body.error().message);
   auto policy = json::object();
@@ -1745,15 +1714,9 @@ Reply Hub::put_node_policy(const Call& call, const std::string& org, const std::
 }
 
 Reply Hub::delete_node_policy(const std::string& org, const std::string& node, const Identity& who) {
-  std::string target = "node=" + org + "/" + node;
-  if (!who.is_root() && who.org != org) return denied(who, "WRITE_OTHER_ORGS", target);
-  if (who.is_node() && who.id != node) return denied(who, "WRITE_ALL_NODES", target);
-  auto o = state_.orgs.find(org);
-  Node* n = nullptr;
-  if (o != state_.orgs.end())
-    if (auto it = o->second.nodes.find(node); it != o->second.nodes.end()) n = &it->second;
-  if (n && who.is_user() && !is_admin_of(who, org) && n->owner != who.full())
-    return denied(who, "WRITE_ALL_NODES", target);
+  NodeRef ref;
+  if (auto d = node_access(org, node, who, true, &ref)) return *d;
+  Node* n = ref.node;
   if (!n || n->policy.empty()) return not_found("node policy '" + org + "/" + node + "' not found");
   n->policy.clear();
   n->last_updated = now_;

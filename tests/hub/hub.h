@@ -188,6 +188,16 @@ class Hub {
   void move_out(const std::string& org, const std::vector<std::string>& nodes, const std::string& keep,
                 const Identity& actor);
   bool is_admin_of(const Identity& who, const std::string& org) const;
+  // The access check of a node's own routes (exchange-api.md: TNode READ/WRITE):
+  // root, an org admin, the node itself or the user who owns it. The denial to
+  // answer, or nullopt with `found` holding the org and the node, each null when
+  // missing (every route words its own 404).
+  struct NodeRef {
+    Org* org = nullptr;
+    Node* node = nullptr;
+  };
+  std::optional<Reply> node_access(const std::string& org, const std::string& node, const Identity& who,
+                                   bool write, NodeRef* found);
   bool coordination() const { return options_.mode != Mode::no_coordination; }
 
   HubOptions options_;
