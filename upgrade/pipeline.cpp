@@ -291,7 +291,9 @@ class PipelineUpgrader final : public Upgrader {
     const std::string file = download_dir(t.version) + "/" + r->file;
     // Checked again: the file sat on disk since prepare.
     if (auto s = verify_sha256(file, r->sha256, o_.max_download_bytes); !s) return s;
-    auto s = p_.installer.install(file, "install-" + r->attempt, run_dir("install-" + r->attempt));
+    const std::string dir = run_dir("install-" + r->attempt);
+    auto s = p_.installer.install(file, "install-" + r->attempt, dir);
+    log_output("install", dir);
     if (!s) return s;
     auto v = installed_version();
     if (!v) return fail(Errc::process, "after installing " + r->file + ": " + v.error().message);
@@ -330,7 +332,9 @@ class PipelineUpgrader final : public Upgrader {
     const Record& pr = **prev;
     const std::string file = previous_dir() + "/" + pr.file;
     if (auto s = verify_sha256(file, pr.sha256, o_.max_download_bytes); !s) return s;
-    if (auto s = p_.installer.install(file, "rollback-" + attempt, dir); !s) return s;
+    auto installed = p_.installer.install(file, "rollback-" + attempt, dir);
+    log_output("rollback", dir);
+    if (!installed) return installed;
     // Restarted once per rollback: when agentd rolls itself back, the restart
     // ends this process and the next one, resuming the rollback, must go on to
     // the health check instead of restarting itself again.
@@ -417,6 +421,28 @@ class PipelineUpgrader final : public Upgrader {
     if (!x) return std::unexpected(x.error());
     if (x->exit_code != 0) return fail(Errc::io, "extracting " + plain + " from " + bundle + ": " + output_tail(x->output, 300));
     return plain;
+  }
+
+  // The package system's output goes into agentd's log (the journal), one
+  // event per line, once per run; the whole of it stays in the run directory.
+  void log_output(const char* step, const std::string& dir) {
+    const std::string logged = dir + "/output-logged";
+    if (::access(logged.c_str(), F_OK) == 0) return;
+    auto text = read_file(dir + "/output.log", 256 * 1024);
+    if (!text) return;
+    constexpr int kMaxLines = 200;
+    int n = 0;
+    std::size_t start = 0;
+    while (start < text->size() && n < kMaxLines) {
+      std::size_t nl = text->find('\n', start);
+      std::string line = text->substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+      start = nl == std::string::npos ? text->size() : nl + 1;
+      if (line.empty()) continue;
+      p_.log.info("package-output", {{"step", step}, {"line", line}});
+      ++n;
+    }
+    if (start < text->size()) p_.log.info("package-output", {{"step", step}, {"line", "... (more in " + dir + "/output.log)"}});
+    (void)write_file_atomic(logged, "", 0600);
   }
 
   static void say(const ProgressFn& progress, const std::string& text) {

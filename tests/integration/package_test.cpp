@@ -215,6 +215,10 @@ TEST_SUITE("packages") {
       // What agentd installed is kept for the next rollback; the package it replaced is previous/.
       CHECK(file_exists(kept(*m, "current", "horizon_2.0.0_" + p.arch() + ".deb")));
       CHECK(file_exists(kept(*m, "previous", "horizon_1.0.0_" + p.arch() + ".deb")));
+      // dpkg's own words are in agentd's log ("Unpacking horizon (2.0.0) over (1.0.0) ...").
+      CHECK_MESSAGE(m->log().find("event=package-output step=install line=\"Unpacking horizon (2.0.0)") !=
+                        std::string::npos,
+                    m->node());
     }
     LeaseStats stats = lease_stats(r);
     CHECK(stats.most_at_once == 1);
