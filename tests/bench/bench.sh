@@ -3,7 +3,8 @@
 # member's release to the next member's acquire for 5 and 20 members, hub requests
 # per idle member per minute, peak RSS of an idle agentd, and the stripped binary
 # size, download throughput against curl, the share fetched again after a resume,
-# and peak RSS during a 200 MiB download. Takes about 12 minutes. Usage: bash tests/bench/bench.sh [IDLE_MINUTES]
+# peak RSS during a 200 MiB download, and the arm64 build idling under qemu. Takes about
+# 20 minutes. Usage: bash tests/bench/bench.sh [IDLE_MINUTES]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 idle_minutes=${1:-3}
@@ -35,3 +36,10 @@ done
 
 # Downloads: throughput vs curl, resume after kill -9 at 50 %, peak RSS (200 MiB).
 python3 tests/bench/download_bench.py build/release 200 3
+
+# arm64 under qemu-user, as a sanity figure of the cross build (qemu's own memory included).
+bash cross/build.sh arm64 --no-packages > "$out/cross-arm64.txt" 2>&1 || {
+  tail -20 "$out/cross-arm64.txt"; echo "arm64 cross build failed" >&2; exit 1; }
+grep 'stripped' "$out/cross-arm64.txt" | sed 's/^=* *//' || true
+python3 tests/bench/qemu_idle.py build/release build/cross-arm64/agentd \
+  "$(sed -n 's/^AGENTD_SYSROOT:PATH=//p' build/cross-arm64/CMakeCache.txt)" "$idle_minutes"
