@@ -484,6 +484,12 @@ class PipelineUpgrader final : public Upgrader {
       else
         return fail(trust.error().code, "trusted keys: " + trust.error().message);
     }
+    // No key pinned is this node's configuration, not a bad artifact: the
+    // prepare step fails and is retried (the member keeps preparing, and its
+    // status says why) instead of failing the upgrade and halting the group.
+    if (sig && trust->size() == 0)
+      return fail(Errc::config, "no trusted keys in " + o_.trusted_keys_dir +
+                                    ": put the publisher's public key (*.pem) there to accept signed manifests");
     if (auto s = verify_manifest(m.bytes, sig, *trust, o_.allow_unsigned_manifest); !s)
       return fail(s.error().code, "manifest " + m.org + "/" + m.id + ": " + s.error().message);
     if (!sig) {

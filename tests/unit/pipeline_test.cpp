@@ -324,6 +324,14 @@ TEST_SUITE("pipeline") {
       REQUIRE_MESSAGE(ok.has_value(), ok.error().describe());
       CHECK(f.log.has("warn unsigned-manifest-accepted"));
     }
+    SUBCASE("no key pinned at all: a configuration problem of this node, not a bad artifact") {
+      std::filesystem::remove(f.trust_dir + "/publisher.pem");
+      auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
+      auto s = f.upgrader()->prepare(target("2.0.0", ref), {});
+      REQUIRE_FALSE(s);
+      CHECK(s.error().code == Errc::config);
+      CHECK(s.error().message.find("no trusted keys in " + f.trust_dir) != std::string::npos);
+    }
     SUBCASE("a rotated key: the new key signs, both are pinned") {
       auto next = agentd::testing::make_ed25519_key();
       f.trust("publisher-2027.pem", next);
