@@ -940,7 +940,8 @@ CONFIGURATION
         bits, verified with RSA-PSS) that may sign upgrade manifests. Any one
         key suffices, so a key rotates by adding the new one before signing
         with it. The directory and its files must not be writable by group or
-        others.
+        others. With no key in it, a signed manifest waits: the download step
+        is retried, and the status says no key is pinned.
     AGENTD_ALLOW_UNSIGNED_MANIFEST (default false)
         true accepts a manifest that carries no signature at all, with a
         warning in the log every time. A wrong signature is refused anyway,
