@@ -193,17 +193,27 @@ Problem set_state_dir(Config& c, std::string_view v) {
 Problem set_log_level(Config& c, std::string_view v) {
   return check_level(v, c.log_level);
 }
-Problem set_max_response(Config& c, std::string_view v) {
+// A whole number of at most `digits` digits within [min, max]; `unit` and
+// `example` word the problem ("bytes", "4194304").
+Problem check_count(std::string_view v, std::size_t digits, std::uint64_t min, std::uint64_t max,
+                    std::string_view unit, std::string_view example, std::string_view range,
+                    std::uint64_t& out) {
   const std::string shown = "'" + std::string(v) + "'";
-  if (v.empty() || v.size() > 12 ||
-      !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
-    return shown + " is not a number of bytes (e.g. 4194304)";
-  }
-  std::size_t n = std::stoull(std::string(v));
-  if (n < kMinResponseBytes || n > kMaxResponseBytes) {
-    return shown + " must be between 1024 and 1073741824 bytes";
-  }
-  c.max_response_bytes = n;
+  if (v.empty() || v.size() > digits ||
+      !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    return shown + " is not a number of " + std::string(unit) + " (e.g. " + std::string(example) + ")";
+  std::uint64_t n = std::stoull(std::string(v));
+  if (n < min || n > max) return shown + " must be between " + std::string(range);
+  out = n;
+  return std::nullopt;
+}
+
+Problem set_max_response(Config& c, std::string_view v) {
+  std::uint64_t n = 0;
+  if (Problem p = check_count(v, 12, kMinResponseBytes, kMaxResponseBytes, "bytes", "4194304",
+                              "1024 and 1073741824 bytes", n))
+    return p;
+  c.max_response_bytes = static_cast<std::size_t>(n);
   return std::nullopt;
 }
 
@@ -232,7 +242,8 @@ Problem set_package_name(Config& c, std::string_view v) {
   return std::nullopt;
 }
 Problem set_agent_unit(Config& c, std::string_view v) {
-  if (!v.empty() && !name_chars_ok(v, "-._@:\\")) return "'" + std::string(v) + "' is not a systemd unit name";
+  if (!v.empty() && !name_chars_ok(v, "-._@:\\"))
+    return "'" + std::string(v) + "' is not a systemd unit name";
   c.agent_unit = std::string(v);
   if (!v.empty() && v.find('.') == std::string_view::npos) c.agent_unit += ".service";
   return std::nullopt;
@@ -259,21 +270,13 @@ Problem set_allow_unsigned(Config& c, std::string_view v) {
   return std::nullopt;
 }
 Problem set_max_download(Config& c, std::string_view v) {
-  const std::string shown = "'" + std::string(v) + "'";
-  if (v.empty() || v.size() > 13 ||
-      !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
-    return shown + " is not a number of bytes (e.g. 1073741824)";
-  std::uint64_t n = std::stoull(std::string(v));
-  if (n < 1024 || n > (1ull << 40)) return shown + " must be between 1024 bytes and 1 TiB";
-  c.max_download_bytes = n;
-  return std::nullopt;
+  return check_count(v, 13, 1024, 1ull << 40, "bytes", "1073741824", "1024 bytes and 1 TiB",
+                     c.max_download_bytes);
 }
 Problem set_download_attempts(Config& c, std::string_view v) {
-  if (v.empty() || v.size() > 3 || !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
-    return "'" + std::string(v) + "' is not a number of attempts (1..100)";
-  int n = std::stoi(std::string(v));
-  if (n < 1 || n > 100) return "'" + std::string(v) + "' must be between 1 and 100";
-  c.download_attempts = n;
+  std::uint64_t n = 0;
+  if (Problem p = check_count(v, 3, 1, 100, "attempts", "5", "1 and 100", n)) return p;
+  c.download_attempts = static_cast<int>(n);
   return std::nullopt;
 }
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cinttypes>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "files.h"
@@ -111,7 +111,8 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
     auto it = reported_policy_errors_.find(policy);
     if (it != reported_policy_errors_.end() && it->second == why) continue;
     auto slash = policy.find('/');
-    if (slash != std::string::npos && policy.substr(0, slash) != p_.config.org) continue;  // status lives in our org
+    if (slash != std::string::npos && policy.substr(0, slash) != p_.config.org)
+      continue;  // status lives in our org
     ManagementStatus ms;
     ms.scheduled_time = format_time(p_.clock.wall());
     ms.status = "precheck failed";
@@ -291,7 +292,8 @@ void Daemon::poll_changes() {
   for (const auto& c : r->changes) {
     if (c.resource == "node" && c.id == p_.config.node_id) next_node_ = now;  // membership may have changed
     if (c.resource == "mgmtpolicy" || c.resource == "agentfileversion") next_plan_ = now;
-    if (c.resource == "nodepolicies" && c.id == p_.config.node_id) next_plan_ = now;  // constraints may match now
+    if (c.resource == "nodepolicies" && c.id == p_.config.node_id)
+      next_plan_ = now;  // constraints may match now
     if (c.resource == "agentupgrade" && c.id == p_.config.node_id)
       next_read_ = now;  // protocol.md §3 notices
   }

@@ -3,10 +3,10 @@
 #pragma once
 
 #include <atomic>
-#include <mutex>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -118,7 +118,7 @@ class Daemon {
   std::string shown_progress_;
   int reported_percent_ = -1;  // of the download, last sent in the management status
   void show_progress();
-  Wall not_before_{};       // the current plan's start plus its startWindow delay
+  Wall not_before_{};  // the current plan's start plus its startWindow delay
 
   // When each periodic duty is next due (monotonic).
   Mono next_changes_{0}, next_node_{0}, next_plan_{0}, next_read_{0}, next_watchdog_{0}, retry_prepare_{0};

@@ -80,7 +80,7 @@ struct ObjectMetadata {
 // A manifest as served, with what its signature covers: the data bytes exactly
 // as received, and the detached signature from the object's metadata.
 struct SignedManifest {
-  std::string org;        // where it lives (exchange-api.md §5.1)
+  std::string org;  // where it lives (exchange-api.md §5.1)
   std::string id;
   std::string bytes;      // the object's data
   std::string signature;  // base64 from the metadata's "signature"; "" = unsigned

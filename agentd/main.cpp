@@ -19,8 +19,8 @@
 #include "upgrade/detached.h"
 #include "upgrade/installer.h"
 #include "upgrade/pipeline.h"
-#include "upgrade/units.h"
 #include "upgrade/state_file.h"
+#include "upgrade/units.h"
 
 extern char** environ;
 
@@ -113,8 +113,9 @@ int main(int argc, char** argv) {
   detached_options.sleeper = &job_sleeper;
   auto detached = make_detached_runner(detached_options);
   InstallerOptions installer_options;
-  installer_options.kind = config->package_system == "auto" ? detect_package_kind()
-                                                            : *package_kind_from_string(config->package_system);
+  installer_options.kind = config->package_system == "auto"
+                               ? detect_package_kind()
+                               : *package_kind_from_string(config->package_system);
   installer_options.package = config->agent_package;
   installer_options.root = config->install_root;
   installer_options.timeout = config->install_timeout;
@@ -139,8 +140,8 @@ int main(int argc, char** argv) {
     po.restart_command = config->restart_command;
     po.health_command = config->health_command;
     po.command_timeout = config->command_timeout;
-    upgrader = make_pipeline_upgrader(
-        po, PipelineParts{job_exchange, *job_http, *installer, units.get(), *runner, *log, clock, job_sleeper});
+    upgrader = make_pipeline_upgrader(po, PipelineParts{job_exchange, *job_http, *installer, units.get(),
+                                                        *runner, *log, clock, job_sleeper});
   }
   UpgradeCommands commands;
   commands.version = config->version_command;

@@ -1,8 +1,5 @@
 #include "service.h"
 
-#include <algorithm>
-#include <thread>
-
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -10,8 +7,10 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <thread>
 
 namespace agentd {
 

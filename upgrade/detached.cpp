@@ -25,22 +25,23 @@ namespace {
 
 using std::chrono::milliseconds;
 
-constexpr std::size_t kTailBytes = 2048;          // detached.h: output_tail is the last ~2 KiB
-constexpr milliseconds kMinPoll{10};              // a zero poll would spin
+constexpr std::size_t kTailBytes = 2048;           // detached.h: output_tail is the last ~2 KiB
+constexpr milliseconds kMinPoll{10};               // a zero poll would spin
 constexpr milliseconds kSystemctlTimeout{30'000};  // systemd-run / systemctl themselves
-constexpr std::size_t kSmallFile = 4096;          // `started`, `exit-status`
+constexpr std::size_t kSmallFile = 4096;           // `started`, `exit-status`
 
 // The wrapper around the command, run as `/bin/sh -c WRAPPER sh DIR SECS RECORD
-// ARGV...` (with systemd: `/bin/sh DIR/wrapper.sh DIR SECS unit ARGV...`). RECORD "pid": it records its own pid in DIR/started (the detached
-// session; with systemd the caller has recorded the unit name before). The exit
-// status is written last, synced and renamed into place, so a present
-// `exit-status` is always complete. Every value arrives as a positional
-// parameter: nothing is spliced into the script text, so no quoting is needed.
+// ARGV...` (with systemd: `/bin/sh DIR/wrapper.sh DIR SECS unit ARGV...`). RECORD "pid": it records its own
+// pid in DIR/started (the detached session; with systemd the caller has recorded the unit name before). The
+// exit status is written last, synced and renamed into place, so a present `exit-status` is always complete.
+// Every value arrives as a positional parameter: nothing is spliced into the script text, so no quoting is
+// needed.
 constexpr const char* kWrapper =
     "dir=$1 secs=$2 record=$3\n"
     "shift 3\n"
     "if [ \"$record\" = pid ]; then\n"
-    "  printf 'pid %s\\n' \"$$\" >\"$dir/started.tmp\" && mv -f \"$dir/started.tmp\" \"$dir/started\" || exit 125\n"
+    "  printf 'pid %s\\n' \"$$\" >\"$dir/started.tmp\" && mv -f \"$dir/started.tmp\" \"$dir/started\" || "
+    "exit 125\n"
     "fi\n"
     "timeout --kill-after=10 \"$secs\" \"$@\" >\"$dir/output.log\" 2>&1\n"
     "status=$?\n"
@@ -57,8 +58,8 @@ std::string errno_text(int err) {
 bool valid_id(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-           c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   });
 }
 
@@ -119,7 +120,7 @@ bool wrapper_alive(pid_t pid, const std::string& dir) {
   std::string base = "/proc/" + std::to_string(pid);
   std::string stat = read_proc(base + "/stat");
   if (stat.empty()) {
-    if (exists("/proc/self/stat")) return false;     // /proc is there: the process is gone
+    if (exists("/proc/self/stat")) return false;   // /proc is there: the process is gone
     return ::kill(pid, 0) == 0 || errno == EPERM;  // no /proc: the best we can tell
   }
   auto close_paren = stat.rfind(')');
@@ -155,7 +156,8 @@ void report(int fd, int kind, int value) {
 // The grandchild: only async-signal-safe calls until execve.
 [[noreturn]] void exec_wrapper(char* const* argv, char* const* envp, int devnull, int report_w, int max_fd) {
   reset_signals_for_exec();
-  if (dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0 || dup2(devnull, STDERR_FILENO) < 0) {
+  if (dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0 ||
+      dup2(devnull, STDERR_FILENO) < 0) {
     report(report_w, kDupFailed, errno);
     _exit(127);
   }
@@ -231,7 +233,8 @@ Result<pid_t> spawn_detached(const std::vector<std::string>& args, const std::ve
 }
 
 std::vector<std::string> wrapper_args(const DetachedSpec& spec, const std::string& dir, const char* record) {
-  std::vector<std::string> args = {"/bin/sh", "-c", kWrapper, "sh", dir, timeout_seconds(spec.timeout), record};
+  std::vector<std::string> args = {"/bin/sh", "-c", kWrapper, "sh", dir, timeout_seconds(spec.timeout),
+                                   record};
   args.insert(args.end(), spec.argv.begin(), spec.argv.end());
   return args;
 }
@@ -337,7 +340,8 @@ class DetachedRunnerImpl final : public DetachedRunner {
     if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       return fail(Errc::io, "run directory " + dir + " is not a directory");
     char* real = ::realpath(dir.c_str(), nullptr);
-    if (real == nullptr) return fail(Errc::io, "cannot resolve run directory " + dir + ": " + errno_text(errno));
+    if (real == nullptr)
+      return fail(Errc::io, "cannot resolve run directory " + dir + ": " + errno_text(errno));
     std::string out(real);
     ::free(real);
     return out;
@@ -345,7 +349,8 @@ class DetachedRunnerImpl final : public DetachedRunner {
 
   Result<Started> start_detached(const DetachedSpec& spec, const Paths& paths) {
     auto pid = spawn_detached(wrapper_args(spec, paths.dir, "pid"), child_environment(spec.env));
-    if (!pid) return fail(Errc::process, spec.id + ": cannot start " + spec.argv[0] + ": " + pid.error().message);
+    if (!pid)
+      return fail(Errc::process, spec.id + ": cannot start " + spec.argv[0] + ": " + pid.error().message);
     return Started{*pid, {}};
   }
 
@@ -355,10 +360,9 @@ class DetachedRunnerImpl final : public DetachedRunner {
     // systemd-run must find the unit, not start a second one.
     if (auto w = write_file_atomic(paths.started, "unit " + unit + "\n", 0600); !w)
       return std::unexpected(w.error());
-    std::vector<std::string> argv = {"systemd-run",          "--unit=" + unit,
-                                     "--collect",            "--quiet",
-                                     "--service-type=exec",  "-p",
-                                     "KillMode=control-group"};
+    std::vector<std::string> argv = {
+        "systemd-run", "--unit=" + unit,        "--collect", "--quiet", "--service-type=exec",
+        "-p",          "KillMode=control-group"};
     for (const auto& [k, v] : spec.env) argv.push_back("--setenv=" + k + "=" + v);
     // A multi-line script in ExecStart= breaks when systemd re-reads the
     // transient unit (a package's postinst running daemon-reload): the unit
@@ -377,8 +381,8 @@ class DetachedRunnerImpl final : public DetachedRunner {
     if (r->exit_code != 0) {
       // Not started: a later run may start it again.
       if (!r->timed_out) ::unlink(paths.started.c_str());
-      return fail(Errc::process, spec.id + ": systemd-run " + unit + " failed (exit " + std::to_string(r->exit_code) +
-                                     "): " + trim(r->output));
+      return fail(Errc::process, spec.id + ": systemd-run " + unit + " failed (exit " +
+                                     std::to_string(r->exit_code) + "): " + trim(r->output));
     }
     return Started{0, unit};
   }
@@ -395,22 +399,26 @@ class DetachedRunnerImpl final : public DetachedRunner {
     return state == "activating" || state == "deactivating" || state == "reloading" || state == "refreshing";
   }
 
-  Result<DetachedResult> wait(const DetachedSpec& spec, const Paths& paths, const Started& started, bool resumed) {
+  Result<DetachedResult> wait(const DetachedSpec& spec, const Paths& paths, const Started& started,
+                              bool resumed) {
     bool vanished = false;
     for (;;) {
       if (exists(paths.exit_status)) return finish(paths, resumed);
       if (vanished) {
-        return fail(Errc::process, spec.id + ": the install was killed before it finished (no exit status recorded in " +
-                                       paths.dir + ")");
+        return fail(Errc::process,
+                    spec.id + ": the install was killed before it finished (no exit status recorded in " +
+                        paths.dir + ")");
       }
       if (is_cancelled())
-        return fail(Errc::cancelled, spec.id + ": stopped waiting (the command keeps running; " + paths.dir + ")");
+        return fail(Errc::cancelled,
+                    spec.id + ": stopped waiting (the command keeps running; " + paths.dir + ")");
       auto alive = is_alive(started, paths.dir);
       if (!alive) return std::unexpected(alive.error());
       // Gone: one more poll, as the exit status may have landed just before it exited.
       if (!*alive) vanished = true;
       if (!pause())
-        return fail(Errc::cancelled, spec.id + ": stopped waiting (the command keeps running; " + paths.dir + ")");
+        return fail(Errc::cancelled,
+                    spec.id + ": stopped waiting (the command keeps running; " + paths.dir + ")");
     }
   }
 

@@ -68,7 +68,8 @@ std::string seconds_text(std::chrono::milliseconds d) {
   return buf;
 }
 
-Status install_outcome(const std::string& tool, const Result<DetachedResult>& r, std::chrono::milliseconds timeout) {
+Status install_outcome(const std::string& tool, const Result<DetachedResult>& r,
+                       std::chrono::milliseconds timeout) {
   if (!r) return std::unexpected(r.error());
   if (r->exit_code == 0 && !r->timed_out) return {};
   std::string tail = output_tail(r->output_tail, kTailBytes);
@@ -124,10 +125,11 @@ class PackageInstaller : public Installer {
 
   Status check_name(const std::string& file, const PackageInfo& info) const {
     if (info.name != options_.package) {
-      return fail(Errc::verification,
-                  file + " holds package '" + info.name + "', not the agent's package '" + options_.package + "'");
+      return fail(Errc::verification, file + " holds package '" + info.name + "', not the agent's package '" +
+                                          options_.package + "'");
     }
-    if (!plain_word(info.version)) return fail(Errc::verification, file + ": unusable version '" + info.version + "'");
+    if (!plain_word(info.version))
+      return fail(Errc::verification, file + ": unusable version '" + info.version + "'");
     return {};
   }
 
@@ -146,7 +148,8 @@ class PackageInstaller : public Installer {
   Status run_install(const std::string& tool, std::vector<std::string> argv,
                      std::vector<std::pair<std::string, std::string>> env, const std::string& run_id,
                      const std::string& run_dir) {
-    return install_outcome(tool, run_detached(std::move(argv), std::move(env), run_id, run_dir), options_.timeout);
+    return install_outcome(tool, run_detached(std::move(argv), std::move(env), run_id, run_dir),
+                           options_.timeout);
   }
 
   InstallerOptions options_;
@@ -185,9 +188,8 @@ class DebInstaller final : public PackageInstaller {
       return fail(Errc::not_found, options_.package + " is not installed");
     }
     if (r->exit_code != 0) {
-      return fail(Errc::process,
-                  "dpkg-query exited with status " + std::to_string(r->exit_code) + ": " +
-                      output_tail(r->output, kTailBytes));
+      return fail(Errc::process, "dpkg-query exited with status " + std::to_string(r->exit_code) + ": " +
+                                     output_tail(r->output, kTailBytes));
     }
     auto fields = tagged_lines(r->output, "agentd:");
     std::string version(trim_space(fields["version"]));
@@ -275,9 +277,10 @@ class RpmInstaller final : public PackageInstaller {
       return fail(Errc::verification, "rpm -K " + file + " failed: " + output_tail(k->output, kTailBytes));
     }
     auto argv = rpm_argv();
-    argv.insert(argv.end(), {"-qp", "--qf",
-                             "agentd:name=%{NAME}\\nagentd:version=%{VERSION}-%{RELEASE}\\nagentd:arch=%{ARCH}\\n",
-                             file});
+    argv.insert(
+        argv.end(),
+        {"-qp", "--qf", "agentd:name=%{NAME}\\nagentd:version=%{VERSION}-%{RELEASE}\\nagentd:arch=%{ARCH}\\n",
+         file});
     auto r = query(std::move(argv));
     if (!r) return std::unexpected(r.error());
     if (r->exit_code != 0) {
@@ -351,11 +354,13 @@ class TarballInstaller final : public PackageInstaller {
   Result<std::string> installed_version() override {
     auto text = read_file(version_file(), kMaxVersionBytes);
     if (!text) {
-      if (text.error().code == Errc::not_found) return fail(Errc::not_found, options_.package + " is not installed");
+      if (text.error().code == Errc::not_found)
+        return fail(Errc::not_found, options_.package + " is not installed");
       return std::unexpected(text.error());
     }
     std::string v(trim_space(*text));
-    if (v.empty()) return fail(Errc::not_found, options_.package + " is not installed (empty " + version_file() + ")");
+    if (v.empty())
+      return fail(Errc::not_found, options_.package + " is not installed (empty " + version_file() + ")");
     return v;
   }
 
@@ -395,13 +400,14 @@ class TarballInstaller final : public PackageInstaller {
     PackageInfo info{std::string(trim_space(*name)), std::string(trim_space(*version)), ""};
     if (auto st = check_name(file, info); !st) return st;
 
-    auto st = run_install("install.sh",
-                          {"/bin/sh", "-c", "cd \"$1\" && exec /bin/sh install.sh", "sh", unpacked},
-                          {{"AGENTD_INSTALL_ROOT", options_.root}, {"AGENTD_PACKAGE_VERSION", info.version}},
-                          run_id, run_dir);
+    auto st = run_install(
+        "install.sh", {"/bin/sh", "-c", "cd \"$1\" && exec /bin/sh install.sh", "sh", unpacked},
+        {{"AGENTD_INSTALL_ROOT", options_.root}, {"AGENTD_PACKAGE_VERSION", info.version}}, run_id, run_dir);
     if (!st) return st;
     fs::create_directories(fs::path(version_file()).parent_path(), ec);
-    if (ec) return fail(Errc::io, "create " + fs::path(version_file()).parent_path().string() + ": " + ec.message());
+    if (ec)
+      return fail(Errc::io,
+                  "create " + fs::path(version_file()).parent_path().string() + ": " + ec.message());
     return write_file_atomic(version_file(), info.version + "\n", 0644);
   }
 
@@ -432,7 +438,8 @@ class TarballInstaller final : public PackageInstaller {
     std::map<std::string, std::string> members;
     for (std::size_t i = 0; i < names.size(); ++i) {
       const std::string& stored = names[i];
-      if (!safe_member(stored)) return fail(Errc::verification, file + ": member '" + stored + "' leaves the archive");
+      if (!safe_member(stored))
+        return fail(Errc::verification, file + ": member '" + stored + "' leaves the archive");
       if (auto st = check_type(file, stored, lines[i]); !st) return std::unexpected(st.error());
       std::string name = without_dot_slash(stored);
       while (!name.empty() && name.back() == '/') name.pop_back();
@@ -466,7 +473,8 @@ class TarballInstaller final : public PackageInstaller {
     std::size_t at = l.find(arrow);
     if ((type == 'l' || type == 'h') && at != std::string_view::npos) target = l.substr(at + arrow.size());
     if (safe_link_target(target)) return {};
-    return fail(Errc::verification, file + ": member '" + name + "' is not a plain file, directory or inside link");
+    return fail(Errc::verification,
+                file + ": member '" + name + "' is not a plain file, directory or inside link");
   }
 
   Status unpack(const std::string& file, const std::string& run_dir, const std::string& unpacked) {
@@ -482,8 +490,8 @@ class TarballInstaller final : public PackageInstaller {
     auto r = query({"tar", "-xzf", file, "--no-same-owner", "-C", unpacked});
     if (!r) return std::unexpected(r.error());
     if (r->exit_code != 0) {
-      return fail(Errc::process, "tar exited with status " + std::to_string(r->exit_code) + " unpacking " + file +
-                                     ": " + output_tail(r->output, kTailBytes));
+      return fail(Errc::process, "tar exited with status " + std::to_string(r->exit_code) + " unpacking " +
+                                     file + ": " + output_tail(r->output, kTailBytes));
     }
     return {};
   }
@@ -525,7 +533,7 @@ bool in_path(const char* tool) {
     std::size_t end = dirs.find(':', start);
     std::string dir = dirs.substr(start, end == std::string::npos ? std::string::npos : end - start);
     std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + tool;
-    struct stat st{};
+    struct stat st {};
     if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111) != 0) return true;
     if (end == std::string::npos) return false;
     start = end + 1;
@@ -539,7 +547,8 @@ PackageKind detect_package_kind() {
   return PackageKind::tarball;
 }
 
-std::unique_ptr<Installer> make_installer(InstallerOptions options, ProcessRunner& runner, DetachedRunner& detached) {
+std::unique_ptr<Installer> make_installer(InstallerOptions options, ProcessRunner& runner,
+                                          DetachedRunner& detached) {
   switch (options.kind) {
     case PackageKind::deb: return std::make_unique<DebInstaller>(std::move(options), runner, detached);
     case PackageKind::rpm: return std::make_unique<RpmInstaller>(std::move(options), runner, detached);

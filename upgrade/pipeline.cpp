@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -44,7 +44,8 @@ std::string rpm_arch(const std::string& a) {
 }
 
 std::string anax_bundle_name(PackageKind kind, const std::string& arch) {
-  return std::string("horizon-agent-linux-") + (kind == PackageKind::rpm ? "rpm" : "deb") + "-" + arch + ".tar.gz";
+  return std::string("horizon-agent-linux-") + (kind == PackageKind::rpm ? "rpm" : "deb") + "-" + arch +
+         ".tar.gz";
 }
 
 Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind kind, const std::string& arch) {
@@ -64,7 +65,8 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
   }
   std::vector<std::string> found;
   for (const std::string& n : names) {
-    bool match = std::any_of(endings.begin(), endings.end(), [&](const std::string& e) { return n.ends_with(e); });
+    bool match =
+        std::any_of(endings.begin(), endings.end(), [&](const std::string& e) { return n.ends_with(e); });
     if (match && std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
   }
   std::string what = std::string(to_string(kind)) + " package for " + arch;
@@ -81,7 +83,8 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
                 "the manifest lists no " + what + " (files: " + (listed.empty() ? "none" : listed) + ")");
   }
   if (found.size() > 1) {
-    return fail(Errc::verification, "the manifest lists more than one " + what + ": " + found[0] + ", " + found[1]);
+    return fail(Errc::verification,
+                "the manifest lists more than one " + what + ": " + found[0] + ", " + found[1]);
   }
   auto safe = safe_file_name(found[0]);
   if (!safe) return std::unexpected(safe.error());
@@ -176,15 +179,16 @@ std::string dir_name_of(const std::string& version) {
 
 class PipelineUpgrader final : public Upgrader {
  public:
-  PipelineUpgrader(PipelineOptions o, PipelineParts p) : o_(std::move(o)), p_(p), rng_(std::random_device{}()) {}
+  PipelineUpgrader(PipelineOptions o, PipelineParts p)
+      : o_(std::move(o)), p_(p), rng_(std::random_device{}()) {}
 
   // The installed package's version, named as the plan names it when agentd
   // installed that package itself (an rpm reports 2.0.0-1 for agent version 2.0.0).
   Result<std::string> running_version() override {
     auto v = installed_version();
     if (!v) return v;
-    for (const std::string& path : {prepared_path_of_any(), current_dir() + "/record.json",
-                                    previous_dir() + "/record.json"}) {
+    for (const std::string& path :
+         {prepared_path_of_any(), current_dir() + "/record.json", previous_dir() + "/record.json"}) {
       if (path.empty()) continue;
       auto r = load_record(path);
       if (r && *r && (*r)->package_version == *v) return (*r)->agent_version;
@@ -228,21 +232,25 @@ class PipelineUpgrader final : public Upgrader {
     fo.sleeper = &p_.sleeper;
     fo.progress = [&](const FetchProgress& fp) {
       std::string text = "downloading " + fp.name + ": " + human_bytes(fp.done);
-      if (fp.total > 0) text += " of " + human_bytes(fp.total) + " (" + std::to_string(fp.done * 100 / fp.total) + "%)";
+      if (fp.total > 0)
+        text += " of " + human_bytes(fp.total) + " (" + std::to_string(fp.done * 100 / fp.total) + "%)";
       say(progress, text);
     };
     // What is already on disk (a .part from before a crash, or the whole
     // file), so the log shows how much a resume saved.
     std::error_code ec;
     std::uint64_t had = 0;
-    if (auto n = fs::file_size(dir + "/" + *name, ec); !ec) had = n;
-    else if (auto m2 = fs::file_size(dir + "/" + *name + ".part", ec); !ec) had = m2;
+    if (auto n = fs::file_size(dir + "/" + *name, ec); !ec)
+      had = n;
+    else if (auto m2 = fs::file_size(dir + "/" + *name + ".part", ec); !ec)
+      had = m2;
     const auto started = std::chrono::steady_clock::now();
     if (auto s = fetch_all(p_.http, {item}, dir, fo); !s) return s;
     if (had < size) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       char rate[32];
-      std::snprintf(rate, sizeof rate, "%.3f", secs > 0 ? static_cast<double>(size - had) / secs / 1048576.0 : 0.0);
+      std::snprintf(rate, sizeof rate, "%.3f",
+                    secs > 0 ? static_cast<double>(size - had) / secs / 1048576.0 : 0.0);
       char took[32];
       std::snprintf(took, sizeof took, "%.3f", secs);
       p_.log.info("downloaded", {{"file", *name},
@@ -326,8 +334,8 @@ class PipelineUpgrader final : public Upgrader {
       auto v = installed_version();
       if (v && !t.previous_version.empty() && package_version_matches(*v, t.previous_version))
         return wait_healthy(*v);
-      return fail(Errc::unsupported, "no package of " + t.previous_version + " was kept in " + previous_dir() +
-                                         ": the previous version cannot be restored");
+      return fail(Errc::unsupported, "no package of " + t.previous_version + " was kept in " +
+                                         previous_dir() + ": the previous version cannot be restored");
     }
     const Record& pr = **prev;
     const std::string file = previous_dir() + "/" + pr.file;
@@ -348,7 +356,9 @@ class PipelineUpgrader final : public Upgrader {
   }
 
  private:
-  std::string download_dir(const std::string& v) const { return o_.state_dir + "/downloads/" + dir_name_of(v); }
+  std::string download_dir(const std::string& v) const {
+    return o_.state_dir + "/downloads/" + dir_name_of(v);
+  }
   // Per package: agentd upgrading itself (AGENTD_AGENT_PACKAGE=agentd) keeps
   // its own previous package apart from the agent's, where agentd-rollback.service
   // finds it (previous/agentd/).
@@ -388,10 +398,12 @@ class PipelineUpgrader final : public Upgrader {
     list.max_output = 1024 * 1024;
     auto l = p_.runner.run(list);
     if (!l) return std::unexpected(l.error());
-    if (l->exit_code != 0) return fail(Errc::verification, bundle + " is not a readable tar.gz: " + output_tail(l->output, 300));
+    if (l->exit_code != 0)
+      return fail(Errc::verification, bundle + " is not a readable tar.gz: " + output_tail(l->output, 300));
     const bool rpm = p_.installer.kind() == PackageKind::rpm;
-    std::vector<std::string> endings = rpm ? std::vector<std::string>{"." + rpm_arch(o_.arch) + ".rpm", ".noarch.rpm"}
-                                           : std::vector<std::string>{"_" + o_.arch + ".deb", "_all.deb"};
+    std::vector<std::string> endings =
+        rpm ? std::vector<std::string>{"." + rpm_arch(o_.arch) + ".rpm", ".noarch.rpm"}
+            : std::vector<std::string>{"_" + o_.arch + ".deb", "_all.deb"};
     const std::string prefix = o_.package + (rpm ? "-" : "_");
     std::string member, plain;
     std::size_t start = 0;
@@ -405,21 +417,26 @@ class PipelineUpgrader final : public Upgrader {
       // "horizon-cli_..." starts with "horizon" too: the next part must be the version.
       char after = base.size() > prefix.size() ? base[prefix.size()] : '\0';
       if (after < '0' || after > '9') continue;
-      if (std::none_of(endings.begin(), endings.end(), [&](const std::string& e) { return base.ends_with(e); }))
+      if (std::none_of(endings.begin(), endings.end(),
+                       [&](const std::string& e) { return base.ends_with(e); }))
         continue;
-      if (!member.empty()) return fail(Errc::verification, bundle + " holds more than one " + o_.package + " package");
+      if (!member.empty())
+        return fail(Errc::verification, bundle + " holds more than one " + o_.package + " package");
       member = line;
       plain = base;
     }
     if (member.empty())
       return fail(Errc::verification, bundle + " holds no " + o_.package + " package for " + o_.arch);
-    if (!safe_file_name(plain)) return fail(Errc::verification, bundle + ": unsafe member name '" + plain + "'");
+    if (!safe_file_name(plain))
+      return fail(Errc::verification, bundle + ": unsafe member name '" + plain + "'");
     ProcessSpec extract;
-    extract.argv = {"tar", "-xzf", bundle, "-C", dir, "--no-same-owner", "--no-same-permissions", "--", member};
+    extract.argv = {"tar", "-xzf", bundle, "-C", dir, "--no-same-owner", "--no-same-permissions",
+                    "--",  member};
     extract.timeout = o_.command_timeout;
     auto x = p_.runner.run(extract);
     if (!x) return std::unexpected(x.error());
-    if (x->exit_code != 0) return fail(Errc::io, "extracting " + plain + " from " + bundle + ": " + output_tail(x->output, 300));
+    if (x->exit_code != 0)
+      return fail(Errc::io, "extracting " + plain + " from " + bundle + ": " + output_tail(x->output, 300));
     return plain;
   }
 
@@ -441,7 +458,8 @@ class PipelineUpgrader final : public Upgrader {
       p_.log.info("package-output", {{"step", step}, {"line", line}});
       ++n;
     }
-    if (start < text->size()) p_.log.info("package-output", {{"step", step}, {"line", "... (more in " + dir + "/output.log)"}});
+    if (start < text->size())
+      p_.log.info("package-output", {{"step", step}, {"line", "... (more in " + dir + "/output.log)"}});
     (void)write_file_atomic(logged, "", 0600);
   }
 
@@ -462,7 +480,8 @@ class PipelineUpgrader final : public Upgrader {
     spec.timeout = o_.command_timeout;
     auto r = p_.runner.run(spec);
     if (!r) return std::unexpected(r.error());
-    if (r->exit_code != 0) return fail(Errc::process, "the version command exited with " + std::to_string(r->exit_code));
+    if (r->exit_code != 0)
+      return fail(Errc::process, "the version command exited with " + std::to_string(r->exit_code));
     std::string v = r->output.substr(0, r->output.find('\n'));
     while (!v.empty() && (v.back() == ' ' || v.back() == '\r' || v.back() == '\t')) v.pop_back();
     if (v.empty()) return fail(Errc::process, "the version command printed no version");
@@ -474,13 +493,14 @@ class PipelineUpgrader final : public Upgrader {
     if (!m.signature.empty()) {
       auto raw = base64_decode(m.signature);
       if (!raw)
-        return fail(Errc::verification, "manifest " + m.org + "/" + m.id + ": its signature is not base64: " +
-                                            raw.error().message);
+        return fail(Errc::verification, "manifest " + m.org + "/" + m.id +
+                                            ": its signature is not base64: " + raw.error().message);
       sig = std::move(*raw);
     }
     auto trust = TrustStore::load(o_.trusted_keys_dir);
     if (!trust) {
-      if (!sig && o_.allow_unsigned_manifest) trust = TrustStore{};
+      if (!sig && o_.allow_unsigned_manifest)
+        trust = TrustStore{};
       else
         return fail(trust.error().code, "trusted keys: " + trust.error().message);
     }
@@ -488,14 +508,16 @@ class PipelineUpgrader final : public Upgrader {
     // prepare step fails and is retried (the member keeps preparing, and its
     // status says why) instead of failing the upgrade and halting the group.
     if (sig && trust->size() == 0)
-      return fail(Errc::config, "no trusted keys in " + o_.trusted_keys_dir +
-                                    ": put the publisher's public key (*.pem) there to accept signed manifests");
+      return fail(Errc::config,
+                  "no trusted keys in " + o_.trusted_keys_dir +
+                      ": put the publisher's public key (*.pem) there to accept signed manifests");
     if (auto s = verify_manifest(m.bytes, sig, *trust, o_.allow_unsigned_manifest); !s)
       return fail(s.error().code, "manifest " + m.org + "/" + m.id + ": " + s.error().message);
     if (!sig) {
-      p_.log.warn("unsigned-manifest-accepted",
-                  {{"manifest", m.org + "/" + m.id},
-                   {"why", "AGENTD_ALLOW_UNSIGNED_MANIFEST=true: nothing proves who published this upgrade"}});
+      p_.log.warn(
+          "unsigned-manifest-accepted",
+          {{"manifest", m.org + "/" + m.id},
+           {"why", "AGENTD_ALLOW_UNSIGNED_MANIFEST=true: nothing proves who published this upgrade"}});
     }
     return {};
   }
@@ -563,7 +585,8 @@ class PipelineUpgrader final : public Upgrader {
       if (!make_dir(staging)) return std::nullopt;
       std::error_code ec;
       fs::copy_file(path, staging + "/" + name, ec);
-      if (ec || !write_file_atomic(staging + "/record.json", record_json(Record{version, version, name, *hash, ""})))
+      if (ec || !write_file_atomic(staging + "/record.json",
+                                   record_json(Record{version, version, name, *hash, ""})))
         return std::nullopt;
       (void)remove_tree(previous_dir());
       fs::rename(staging, previous_dir(), ec);
@@ -650,7 +673,8 @@ class PipelineUpgrader final : public Upgrader {
       if (!st) return st.error().message;
       if (*st != "active") return o_.agent_unit + " is " + *st;
     }
-    if (auto n = p_.exchange.get_node(); !n) return "the hub does not answer with this node's credentials: " + n.error().message;
+    if (auto n = p_.exchange.get_node(); !n)
+      return "the hub does not answer with this node's credentials: " + n.error().message;
     if (!o_.health_command.empty()) {
       if (auto s = run_command("health", o_.health_command); !s) return s.error().message;
     }

@@ -89,7 +89,8 @@ bool pattern_matches(const std::vector<std::string>& patterns, const std::string
 
 bool package_version_matches(const std::string& package_version, const std::string& agent) {
   std::string package = package_version;
-  if (auto colon = package.find(':'); colon != std::string::npos && colon < 4) package = package.substr(colon + 1);
+  if (auto colon = package.find(':'); colon != std::string::npos && colon < 4)
+    package = package.substr(colon + 1);
   if (package == agent) return true;
   return !agent.empty() && package.size() > agent.size() + 1 && package.starts_with(agent) &&
          package[agent.size()] == '-' && package.find('-', agent.size() + 1) == std::string::npos;

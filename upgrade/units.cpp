@@ -62,7 +62,8 @@ class BusError {
   Errc code() const {
     if (has_name("org.freedesktop.systemd1.NoSuchUnit") || has_name("org.freedesktop.systemd1.LoadFailed"))
       return Errc::not_found;
-    if (has_name(SD_BUS_ERROR_ACCESS_DENIED) || has_name("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"))
+    if (has_name(SD_BUS_ERROR_ACCESS_DENIED) ||
+        has_name("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"))
       return Errc::forbidden;
     return Errc::process;
   }
@@ -118,12 +119,13 @@ class SystemdUnitManager final : public UnitManager {
         if (!s) return std::unexpected(s.error());
         state = *s;
         if (state == "active") return {};
-        if (state == "failed") return fail(Errc::process, "unit " + name + " failed to restart" + sub_state(name));
+        if (state == "failed")
+          return fail(Errc::process, "unit " + name + " failed to restart" + sub_state(name));
       }
       if (Steady::now() >= deadline) {
-        return fail(Errc::process, "restart " + name + ": not finished after " + std::to_string(timeout.count()) +
-                                       " ms (" + (job_done ? "ActiveState=" + state : "job " + job + " pending") +
-                                       ")");
+        return fail(Errc::process, "restart " + name + ": not finished after " +
+                                       std::to_string(timeout.count()) + " ms (" +
+                                       (job_done ? "ActiveState=" + state : "job " + job + " pending") + ")");
       }
       std::this_thread::sleep_for(kJobPoll);
     }
@@ -167,7 +169,8 @@ class SystemdUnitManager final : public UnitManager {
   Result<std::string> string_property(const std::string& path, const char* interface, const char* property) {
     BusError error;
     char* raw = nullptr;
-    int r = sd_bus_get_property_string(bus_.get(), kDestination, path.c_str(), interface, property, error.get(), &raw);
+    int r = sd_bus_get_property_string(bus_.get(), kDestination, path.c_str(), interface, property,
+                                       error.get(), &raw);
     CString value(raw);
     if (r < 0) return fail(error.code(), std::string(property) + ": " + error.describe(r));
     return std::string(value ? value.get() : "");
@@ -177,7 +180,8 @@ class SystemdUnitManager final : public UnitManager {
   Result<bool> job_finished(const std::string& job) {
     BusError error;
     char* raw = nullptr;
-    int r = sd_bus_get_property_string(bus_.get(), kDestination, job.c_str(), kJobInterface, "State", error.get(), &raw);
+    int r = sd_bus_get_property_string(bus_.get(), kDestination, job.c_str(), kJobInterface, "State",
+                                       error.get(), &raw);
     CString value(raw);
     if (r >= 0) return false;
     if (error.has_name(SD_BUS_ERROR_UNKNOWN_OBJECT) || error.has_name("org.freedesktop.systemd1.NoSuchJob"))
@@ -209,12 +213,16 @@ class SystemdUnitManager final : public UnitManager {
 
 Result<std::unique_ptr<UnitManager>> make_systemd_unit_manager() {
   int booted = sd_booted();
-  if (booted < 0) return fail(Errc::unsupported, std::string("systemd is not running: ") + std::strerror(-booted));
-  if (booted == 0) return fail(Errc::unsupported, "systemd is not running (sd_booted: this system was not booted with systemd)");
+  if (booted < 0)
+    return fail(Errc::unsupported, std::string("systemd is not running: ") + std::strerror(-booted));
+  if (booted == 0)
+    return fail(Errc::unsupported,
+                "systemd is not running (sd_booted: this system was not booted with systemd)");
   sd_bus* raw = nullptr;
   int r = sd_bus_open_system(&raw);
   BusPtr bus(raw);
-  if (r < 0) return fail(Errc::unsupported, std::string("cannot connect to the system bus: ") + std::strerror(-r));
+  if (r < 0)
+    return fail(Errc::unsupported, std::string("cannot connect to the system bus: ") + std::strerror(-r));
   return std::unique_ptr<UnitManager>(std::make_unique<SystemdUnitManager>(std::move(bus)));
 }
 

@@ -389,9 +389,10 @@ int main(int argc, char** argv) {
                 r.hub().port(), args.members);
     std::printf("members    each with its own dpkg root holding %s, and the publisher's key pinned\n",
                 p.installed(r.member(0)).c_str());
-    std::string package = p.build(AgentPackage{.version = "2.0.0",
-                                               .padding_bytes = static_cast<std::size_t>(args.package_kib) * 1024,
-                                               .install_seconds = args.install_seconds});
+    std::string package =
+        p.build(AgentPackage{.version = "2.0.0",
+                             .padding_bytes = static_cast<std::size_t>(args.package_kib) * 1024,
+                             .install_seconds = args.install_seconds});
     r.start_all();
     // Everyone joins at 1.0.0 before the new version is published.
     if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); },
@@ -488,13 +489,14 @@ int main(int argc, char** argv) {
             args.fast_poll.c_str(), args.lease.c_str(), args.install_seconds);
     appendf(&summary, "  rollout %s in %.2fs (publish to last release)\n",
             done ? "completed" : "DID NOT COMPLETE", makespan);
-    appendf(&summary, "  %-6s %26s %26s %s\n", "member", "prepare (download+verify)", "apply (install+health)",
-            "dpkg in its root");
+    appendf(&summary, "  %-6s %26s %26s %s\n", "member", "prepare (download+verify)",
+            "apply (install+health)", "dpkg in its root");
     for (const auto& n : nodes) {
       const Times& t = times[n];
       appendf(&summary, "  %-6s %8.2fs (%6.2f-%6.2f) %8.2fs (%6.2f-%6.2f) %s\n", n.c_str(),
-              seconds(t.prepare_to - t.prepare_from), seconds(t.prepare_from - t0_us), seconds(t.prepare_to - t0_us),
-              t.lease_to ? seconds(t.lease_to - t.lease_from) : 0.0, t.lease_to ? seconds(t.lease_from - t0_us) : 0.0,
+              seconds(t.prepare_to - t.prepare_from), seconds(t.prepare_from - t0_us),
+              seconds(t.prepare_to - t0_us), t.lease_to ? seconds(t.lease_to - t.lease_from) : 0.0,
+              t.lease_to ? seconds(t.lease_from - t0_us) : 0.0,
               t.lease_to ? seconds(t.lease_to - t0_us) : 0.0, p.installed(r.member(n)).c_str());
     }
     appendf(&summary, "  prepare ran on every member at once (no lease); apply one member at a time\n");
@@ -517,7 +519,8 @@ int main(int argc, char** argv) {
       appendf(&summary, "  invariants: %zu VIOLATED\n", violations.size());
       for (const auto& v : violations) appendf(&summary, "    %s\n", check::to_string(v).c_str());
     }
-    appendf(&summary, "  %s\n", all_installed ? "every root runs 2.0.0 (dpkg-query)" : "NOT every root runs 2.0.0");
+    appendf(&summary, "  %s\n",
+            all_installed ? "every root runs 2.0.0 (dpkg-query)" : "NOT every root runs 2.0.0");
     appendf(&summary, "  timeline chart: %s/timeline.svg\n", args.out.c_str());
     std::fputs(summary.c_str(), stdout);
     std::ofstream(args.out + "/summary.txt") << summary;

@@ -1,9 +1,8 @@
 #include "harness/package_rollout.h"
 
-#include <cstdio>
-
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <random>
 

@@ -25,9 +25,9 @@ namespace {
 
 // Commands the maintainer scripts of test packages may use inside an isolated root.
 constexpr const char* kShellApplets[] = {
-    "sh",    "cat",   "echo",  "test",  "[",     "mkdir",    "rm",   "cp",     "mv",       "touch",
-    "sleep", "true",  "false", "ls",    "ln",    "chmod",    "grep", "sed",    "printf",   "env",
-    "head",  "tail",  "wc",    "cut",   "id",    "basename", "dirname", "readlink", "sync", "uname"};
+    "sh",    "cat",  "echo",  "test", "[",  "mkdir",    "rm",      "cp",       "mv",     "touch",
+    "sleep", "true", "false", "ls",   "ln", "chmod",    "grep",    "sed",      "printf", "env",
+    "head",  "tail", "wc",    "cut",  "id", "basename", "dirname", "readlink", "sync",   "uname"};
 
 std::string shell_quote(const std::string& s) {
   std::string out = "'";
@@ -63,7 +63,8 @@ Status run_ok(std::vector<std::string> argv) {
   auto r = run(std::move(argv));
   if (!r) return std::unexpected(r.error());
   if (r->exit_code != 0) {
-    return fail(Errc::process, name + " exited with status " + std::to_string(r->exit_code) + ": " + r->output);
+    return fail(Errc::process,
+                name + " exited with status " + std::to_string(r->exit_code) + ": " + r->output);
   }
   return {};
 }
@@ -125,7 +126,8 @@ class Scratch {
 };
 
 Status check_spec(const PackageSpec& spec) {
-  if (spec.name.empty() || spec.version.empty()) return fail(Errc::config, "package spec needs a name and a version");
+  if (spec.name.empty() || spec.version.empty())
+    return fail(Errc::config, "package spec needs a name and a version");
   for (const auto& [path, content] : spec.files) {
     if (!is_inside_path(path)) return fail(Errc::config, "package file path not relative: " + path);
   }
@@ -161,17 +163,17 @@ std::string rpm_escape(const std::string& s) {
 
 // rpmbuild with a private _topdir and none of the distribution's post-install
 // processing (debuginfo, build-id links, stripping): the package holds exactly `files`.
-Result<std::string> rpmbuild(const std::string& topdir, const std::string& spec_text, const std::string& target,
-                             const std::string& rpm_name) {
+Result<std::string> rpmbuild(const std::string& topdir, const std::string& spec_text,
+                             const std::string& target, const std::string& rpm_name) {
   for (const char* d : {"BUILD", "RPMS", "SOURCES", "SPECS", "SRPMS", "BUILDROOT", "tmp"}) {
     if (auto st = make_dirs(topdir + "/" + d); !st) return std::unexpected(st.error());
   }
   std::string spec_path = topdir + "/SPECS/package.spec";
   if (auto st = write_file(spec_path, spec_text, 0644); !st) return std::unexpected(st.error());
-  auto st = run_ok({"rpmbuild", "-bb", "--quiet", "--define", "_topdir " + topdir, "--define",
-                    "_tmppath " + topdir + "/tmp", "--define", "debug_package %{nil}", "--define",
-                    "_build_id_links none", "--define", "__os_install_post %{nil}", "--target", target,
-                    spec_path});
+  auto st =
+      run_ok({"rpmbuild", "-bb", "--quiet", "--define", "_topdir " + topdir, "--define",
+              "_tmppath " + topdir + "/tmp", "--define", "debug_package %{nil}", "--define",
+              "_build_id_links none", "--define", "__os_install_post %{nil}", "--target", target, spec_path});
   if (!st) return std::unexpected(st.error());
   std::string built = topdir + "/RPMS/" + target + "/" + rpm_name;
   if (!fs::exists(built)) return fail(Errc::process, "rpmbuild did not produce " + built);
@@ -272,9 +274,9 @@ Result<std::string> build_deb(const PackageSpec& spec, const std::string& out_di
   auto scratch = Scratch::create(out_dir, "deb-" + spec.name);
   if (!scratch) return std::unexpected(scratch.error());
   const std::string& dir = scratch->path();
-  std::string control = "Package: " + spec.name + "\nVersion: " + spec.version + "\nArchitecture: " + spec.arch +
-                        "\nMaintainer: agentd tests <agentd@example.invalid>\nDescription: " + spec.name +
-                        " test package\n";
+  std::string control =
+      "Package: " + spec.name + "\nVersion: " + spec.version + "\nArchitecture: " + spec.arch +
+      "\nMaintainer: agentd tests <agentd@example.invalid>\nDescription: " + spec.name + " test package\n";
   if (auto st = write_file(dir + "/DEBIAN/control", control, 0644); !st) return std::unexpected(st.error());
   ::chmod((dir + "/DEBIAN").c_str(), 0755);
   if (!spec.preinst.empty()) {
@@ -332,7 +334,8 @@ Result<std::string> build_tarball(const PackageSpec& spec, const std::string& ou
   if (!scratch) return std::unexpected(scratch.error());
   const std::string& dir = scratch->path();
   if (auto st = write_file(dir + "/NAME", spec.name + "\n", 0644); !st) return std::unexpected(st.error());
-  if (auto st = write_file(dir + "/VERSION", spec.version + "\n", 0644); !st) return std::unexpected(st.error());
+  if (auto st = write_file(dir + "/VERSION", spec.version + "\n", 0644); !st)
+    return std::unexpected(st.error());
   if (auto st = make_dirs(dir + "/files"); !st) return std::unexpected(st.error());
   if (auto st = write_payload(spec, dir + "/files"); !st) return std::unexpected(st.error());
 
@@ -352,8 +355,8 @@ Result<std::string> build_tarball(const PackageSpec& spec, const std::string& ou
   if (auto st = write_file(dir + "/install.sh", script, 0755); !st) return std::unexpected(st.error());
 
   std::string out = out_dir + "/" + spec.name + "-" + spec.version + ".tar.gz";
-  if (auto st = run_ok({"tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "-czf", out, "-C", dir,
-                        "NAME", "VERSION", "install.sh", "files"});
+  if (auto st = run_ok({"tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "-czf", out, "-C",
+                        dir, "NAME", "VERSION", "install.sh", "files"});
       !st)
     return std::unexpected(st.error());
   return out;
@@ -397,7 +400,7 @@ bool have_tool(const std::string& name) {
     std::string dir = dirs.substr(start, end == std::string::npos ? std::string::npos : end - start);
     if (dir.empty()) dir = ".";
     std::string candidate = dir + "/" + name;
-    struct stat st{};
+    struct stat st {};
     if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0)
       return true;
     if (end == std::string::npos) return false;
@@ -441,8 +444,9 @@ std::string sign(const SigningKey& key, const std::string& data) {
 
 std::string base64(const std::string& bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  int n =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
   out.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
   return out;
 }

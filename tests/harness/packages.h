@@ -13,8 +13,8 @@ namespace agentd::testing {
 
 struct PackageSpec {
   std::string name = "horizon";
-  std::string version;          // e.g. "2.0.0" (deb Version; rpm Version with Release 1 -> "2.0.0-1")
-  std::string arch = "amd64";   // Debian name; rpm gets the matching name (x86_64, aarch64, armv7hl)
+  std::string version;         // e.g. "2.0.0" (deb Version; rpm Version with Release 1 -> "2.0.0-1")
+  std::string arch = "amd64";  // Debian name; rpm gets the matching name (x86_64, aarch64, armv7hl)
   // Files to install: path relative to the root ("usr/bin/horizon-version") ->
   // content. A content starting with "#!" is installed executable (0755), else 0644.
   std::map<std::string, std::string> files;

@@ -311,8 +311,10 @@ TEST_SUITE("config") {
         {"AGENTD_AGENT_PACKAGE=-rf", "AGENTD_AGENT_PACKAGE: '-rf' is not a package name"},
         {"AGENTD_AGENT_PACKAGE='a b'", "AGENTD_AGENT_PACKAGE: 'a b' is not a package name"},
         {"AGENTD_AGENT_UNIT='x;y'", "AGENTD_AGENT_UNIT: 'x;y' is not a systemd unit name"},
-        {"AGENTD_ALLOW_UNSIGNED_MANIFEST=maybe", "AGENTD_ALLOW_UNSIGNED_MANIFEST: 'maybe' must be true or false"},
-        {"AGENTD_MAX_DOWNLOAD_BYTES=12", "AGENTD_MAX_DOWNLOAD_BYTES: '12' must be between 1024 bytes and 1 TiB"},
+        {"AGENTD_ALLOW_UNSIGNED_MANIFEST=maybe",
+         "AGENTD_ALLOW_UNSIGNED_MANIFEST: 'maybe' must be true or false"},
+        {"AGENTD_MAX_DOWNLOAD_BYTES=12",
+         "AGENTD_MAX_DOWNLOAD_BYTES: '12' must be between 1024 bytes and 1 TiB"},
         {"AGENTD_DOWNLOAD_ATTEMPTS=0", "AGENTD_DOWNLOAD_ATTEMPTS: '0' must be between 1 and 100"},
         {"AGENTD_INSTALL_ROOT=relative", "AGENTD_INSTALL_ROOT: 'relative' must be an absolute path"},
     };
@@ -729,7 +731,8 @@ TEST_SUITE("config") {
     REQUIRE_MESSAGE(pipeline.has_value(), pipeline.error().message);
     CHECK(pipeline->upgrade_method == "packages");
     CHECK(pipeline->health_command == "hzn node list");
-    etc.conf_d("50-commands.conf", block("/etc/agentd/conf.d/50-commands.conf (the operator's own commands)"));
+    etc.conf_d("50-commands.conf",
+               block("/etc/agentd/conf.d/50-commands.conf (the operator's own commands)"));
     auto r = etc.load();
     REQUIRE_MESSAGE(r.has_value(), r.error().message);
     CHECK(r->upgrade_method == "commands");

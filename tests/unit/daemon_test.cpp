@@ -687,10 +687,11 @@ TEST_SUITE("daemon") {
   TEST_CASE("a policy whose constraint agentd cannot evaluate: precheck failed in its status, nothing runs") {
     Env env;
     StandIn hub;
-    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
-                     R"({"label":"upgrade","enabled":true,"start":"now","constraints":["purpose ~= \"edge\""],)"
-                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})")
-                .status == 201);
+    REQUIRE(
+        hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                 R"({"label":"upgrade","enabled":true,"start":"now","constraints":["purpose ~= \"edge\""],)"
+                 R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})")
+            .status == 201);
     Member m(env, hub, "n3");
     REQUIRE(started(m));
     REQUIRE(run_until(env, {&m}, [&] { return hub.mgmt_status("n3").first != "<none>"; }));

@@ -45,7 +45,8 @@ DetachedOptions quick(std::function<bool()> cancelled = nullptr) {
   return o;
 }
 
-DetachedSpec spec(const std::string& dir, std::vector<std::string> argv, std::chrono::milliseconds timeout = 20s) {
+DetachedSpec spec(const std::string& dir, std::vector<std::string> argv,
+                  std::chrono::milliseconds timeout = 20s) {
   DetachedSpec s;
   s.id = "install-2.0.0";
   s.argv = std::move(argv);
@@ -63,8 +64,9 @@ pid_t started_pid(const std::string& dir) {
 
 // A command that waits for `go` to appear, then appends a line to `count`.
 std::vector<std::string> gated(const testing::TempDir& t) {
-  return {"sh", "-c", "while [ ! -e '" + t.file("GO") + "' ]; do sleep 0.05; done; echo done >>'" +
-                          t.file("COUNT") + "'"};
+  return {
+      "sh", "-c",
+      "while [ ! -e '" + t.file("GO") + "' ]; do sleep 0.05; done; echo done >>'" + t.file("COUNT") + "'"};
 }
 
 class StopSleeper final : public Sleeper {
@@ -118,7 +120,8 @@ TEST_SUITE("detached") {
 
   TEST_CASE("a non-zero exit is a result, not an error") {
     testing::TempDir t;
-    auto r = make_detached_runner(quick())->run(spec(t.file("run"), {"sh", "-c", "echo failing >&2; exit 3"}));
+    auto r =
+        make_detached_runner(quick())->run(spec(t.file("run"), {"sh", "-c", "echo failing >&2; exit 3"}));
     REQUIRE_MESSAGE(r.has_value(), r.error().describe());
     CHECK(r->exit_code == 3);
     CHECK_FALSE(r->timed_out);
@@ -168,7 +171,8 @@ TEST_SUITE("detached") {
     CHECK(harness::read_file(t.file("COUNT")) == "done\n");
   }
 
-  TEST_CASE("the command runs in its own session with default signal mask, outside the caller's process group") {
+  TEST_CASE(
+      "the command runs in its own session with default signal mask, outside the caller's process group") {
     testing::TempDir t;
     std::string dir = t.file("run");
     testing::BlockSignal block(SIGTERM);
@@ -205,7 +209,8 @@ TEST_SUITE("detached") {
     t.write("run/started", "pid " + std::to_string(dead) + "\n");
     t.write("run/output.log", "old output\n");
 
-    auto r = make_detached_runner(quick())->run(spec(dir, {"sh", "-c", "echo new >>'" + t.file("COUNT") + "'; echo new"}));
+    auto r = make_detached_runner(quick())->run(
+        spec(dir, {"sh", "-c", "echo new >>'" + t.file("COUNT") + "'; echo new"}));
     REQUIRE_MESSAGE(r.has_value(), r.error().describe());
     CHECK_FALSE(r->resumed);
     CHECK(r->exit_code == 0);
@@ -236,7 +241,8 @@ TEST_SUITE("detached") {
     testing::TempDir t;
     t.write("run/exit-status", "5\n");
     t.write("run/output.log", "from before\n");
-    auto r = make_detached_runner(quick())->run(spec(t.file("run"), {"sh", "-c", "touch '" + t.file("RAN") + "'"}));
+    auto r = make_detached_runner(quick())->run(
+        spec(t.file("run"), {"sh", "-c", "touch '" + t.file("RAN") + "'"}));
     REQUIRE_MESSAGE(r.has_value(), r.error().describe());
     CHECK(r->resumed);
     CHECK(r->exit_code == 5);
@@ -271,8 +277,8 @@ TEST_SUITE("detached") {
 
   TEST_CASE("the output tail is the last ~2 KiB, starting at a line") {
     testing::TempDir t;
-    auto r = make_detached_runner(quick())->run(
-        spec(t.file("run"), {"sh", "-c", "i=0; while [ $i -lt 500 ]; do echo \"line $i\"; i=$((i+1)); done"}));
+    auto r = make_detached_runner(quick())->run(spec(
+        t.file("run"), {"sh", "-c", "i=0; while [ $i -lt 500 ]; do echo \"line $i\"; i=$((i+1)); done"}));
     REQUIRE_MESSAGE(r.has_value(), r.error().describe());
     CHECK(r->output_tail.size() <= 2048);
     CHECK(r->output_tail.size() > 1900);
@@ -297,7 +303,8 @@ TEST_SUITE("detached") {
   TEST_CASE("invalid specs are Errc::config errors and start nothing") {
     testing::TempDir t;
     auto runner = make_detached_runner(quick());
-    for (const std::string& id : std::vector<std::string>{"", "a/b", "has space", std::string(65, 'x'), "x;y"}) {
+    for (const std::string& id :
+         std::vector<std::string>{"", "a/b", "has space", std::string(65, 'x'), "x;y"}) {
       auto s = spec(t.file("run"), {"true"});
       s.id = id;
       auto r = runner->run(s);

@@ -108,7 +108,9 @@ bool tools_present(PackageKind kind) {
     return false;
   }
   if (kind != PackageKind::tarball && !have_static_shell()) {
-    MESSAGE("no static /bin/busybox: maintainer scripts cannot run in an isolated root (apt-get install busybox-static)");
+    MESSAGE(
+        "no static /bin/busybox: maintainer scripts cannot run in an isolated root (apt-get install "
+        "busybox-static)");
     return false;
   }
   return true;
@@ -206,7 +208,8 @@ void upgrade_and_roll_back(PackageKind kind) {
   const char* tool = kind == PackageKind::deb ? "dpkg" : kind == PackageKind::rpm ? "rpm" : "install.sh";
   if (kind == PackageKind::rpm) {
     // rpm itself exits 0 after a failing %post; its warning is the failure.
-    CHECK(st.error().message.find("rpm: warning: %post(horizon-3.0.0-1.x86_64) scriptlet failed, exit status 1") == 0);
+    CHECK(st.error().message.find(
+              "rpm: warning: %post(horizon-3.0.0-1.x86_64) scriptlet failed, exit status 1") == 0);
   } else {
     CHECK(st.error().message.find(std::string(tool) + " exited with status 1: ") == 0);
   }
@@ -277,7 +280,7 @@ TEST_SUITE("installer") {
     CHECK(std::string(package_suffix(PackageKind::deb)) == ".deb");
     CHECK(std::string(package_suffix(PackageKind::rpm)) == ".rpm");
     CHECK(std::string(package_suffix(PackageKind::tarball)) == ".tar.gz");
-    PackageKind expected = have_tool("dpkg") ? PackageKind::deb
+    PackageKind expected = have_tool("dpkg")  ? PackageKind::deb
                            : have_tool("rpm") ? PackageKind::rpm
                                               : PackageKind::tarball;
     CHECK(detect_package_kind() == expected);
@@ -294,9 +297,15 @@ TEST_SUITE("installer") {
   }
 
   TEST_CASE("inspect refuses another package's file and a file that is no package") {
-    SUBCASE("deb") { inspect_refuses_another_package(PackageKind::deb); }
-    SUBCASE("rpm") { inspect_refuses_another_package(PackageKind::rpm); }
-    SUBCASE("tarball") { inspect_refuses_another_package(PackageKind::tarball); }
+    SUBCASE("deb") {
+      inspect_refuses_another_package(PackageKind::deb);
+    }
+    SUBCASE("rpm") {
+      inspect_refuses_another_package(PackageKind::rpm);
+    }
+    SUBCASE("tarball") {
+      inspect_refuses_another_package(PackageKind::tarball);
+    }
   }
 
   TEST_CASE("deb: installed_version reads the isolated root's database, not the host's") {
@@ -366,11 +375,14 @@ TEST_SUITE("installer") {
     std::string dotted = tar("dotted.tar.gz", {"./NAME", "./VERSION", "./install.sh"});
     CHECK(f.installer->inspect(dotted).has_value());
 
-    refused(tar("dotdot.tar.gz", {"--transform", "s,^evil$,../evil,", "NAME", "VERSION", "install.sh", "evil"}),
-            "'../evil' leaves the archive");
-    refused(tar("abs.tar.gz", {"-P", "--transform", "s,^evil$,/tmp/evil,", "NAME", "VERSION", "install.sh", "evil"}),
+    refused(
+        tar("dotdot.tar.gz", {"--transform", "s,^evil$,../evil,", "NAME", "VERSION", "install.sh", "evil"}),
+        "'../evil' leaves the archive");
+    refused(tar("abs.tar.gz",
+                {"-P", "--transform", "s,^evil$,/tmp/evil,", "NAME", "VERSION", "install.sh", "evil"}),
             "'/tmp/evil' leaves the archive");
-    refused(tar("deep.tar.gz", {"--transform", "s,^evil$,files/../../evil,", "NAME", "VERSION", "install.sh", "evil"}),
+    refused(tar("deep.tar.gz",
+                {"--transform", "s,^evil$,files/../../evil,", "NAME", "VERSION", "install.sh", "evil"}),
             "leaves the archive");
     refused(tar("link.tar.gz", {"NAME", "VERSION", "install.sh", "etc-link"}), "'etc-link'");
     refused(tar("noscript.tar.gz", {"NAME", "VERSION"}), "has no install.sh");
@@ -433,7 +445,8 @@ TEST_SUITE("installer") {
     CHECK(version_env);
   }
 
-  TEST_CASE("deb through the real detached runner (a detached session): install, failing postinst, rollback") {
+  TEST_CASE(
+      "deb through the real detached runner (a detached session): install, failing postinst, rollback") {
     if (!tools_present(PackageKind::deb)) return;
     TempDir tmp;
     std::string root = tmp.file("root");

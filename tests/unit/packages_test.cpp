@@ -34,7 +34,7 @@ ProcessResult run(std::vector<std::string> argv, std::vector<std::pair<std::stri
 }
 
 unsigned mode_of(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   return st.st_mode & 07777;
 }
@@ -50,11 +50,11 @@ PackageSpec horizon(const std::string& version) {
 }
 
 bool verify_ed25519(const std::string& public_pem, const std::string& data, const std::string& sig) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(public_pem.data(), static_cast<int>(public_pem.size())),
-                                                &BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(public_pem.data(), static_cast<int>(public_pem.size())), &BIO_free);
   REQUIRE(bio);
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr),
-                                                          &EVP_PKEY_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
   REQUIRE(key);
   REQUIRE(EVP_PKEY_is_a(key.get(), "ED25519"));
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
@@ -72,7 +72,8 @@ TEST_SUITE("packages") {
     REQUIRE_MESSAGE(deb.has_value(), deb.error().message);
     CHECK(*deb == tmp.path() + "/horizon_2.0.0_amd64.deb");
 
-    auto fields = run({"dpkg-deb", "-f", *deb, "Package", "Version", "Architecture", "Maintainer", "Description"});
+    auto fields =
+        run({"dpkg-deb", "-f", *deb, "Package", "Version", "Architecture", "Maintainer", "Description"});
     REQUIRE(fields.exit_code == 0);
     CHECK(fields.output.find("Package: horizon\n") != std::string::npos);
     CHECK(fields.output.find("Version: 2.0.0\n") != std::string::npos);
@@ -176,7 +177,8 @@ TEST_SUITE("packages") {
     CHECK(bad.error().code == Errc::config);
   }
 
-  TEST_CASE("build_tarball: NAME, VERSION, install.sh and files/; install.sh installs under AGENTD_INSTALL_ROOT") {
+  TEST_CASE(
+      "build_tarball: NAME, VERSION, install.sh and files/; install.sh installs under AGENTD_INSTALL_ROOT") {
     TempDir tmp;
     PackageSpec spec = horizon("2.0.0");
     spec.postinst = "echo \"postinst ran $AGENTD_PACKAGE_VERSION\" > \"$AGENTD_INSTALL_ROOT/postinst.out\"";

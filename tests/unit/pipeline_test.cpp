@@ -3,6 +3,8 @@
 // system is a fake that reads "package NAME VERSION" files, so every path
 // through prepare, install, health and rollback can be driven here (the real
 // dpkg and rpm are exercised in installer_test and the integration tests).
+#include "upgrade/pipeline.h"
+
 #include <doctest/doctest.h>
 #include <httplib.h>
 #include <sys/stat.h>
@@ -16,7 +18,6 @@
 #include "harness/packages.h"
 #include "hub/in_process.h"
 #include "temp_dir.h"
-#include "upgrade/pipeline.h"
 #include "upgrade/verify.h"
 
 using namespace agentd;
@@ -137,9 +138,9 @@ struct Fixture {
     ho.total_timeout = std::chrono::milliseconds{5000};
     http = make_curl_http_client(ho);
     std::string base = "http://127.0.0.1:" + std::to_string(hub->port());
-    exchange = std::make_unique<Exchange>(*http, ExchangeEndpoint{base + "/v1", base + "/css", "o", "n1"},
-                                          RetryPolicy{2, std::chrono::milliseconds{1}, std::chrono::milliseconds{2}},
-                                          sleeper);
+    exchange = std::make_unique<Exchange>(
+        *http, ExchangeEndpoint{base + "/v1", base + "/css", "o", "n1"},
+        RetryPolicy{2, std::chrono::milliseconds{1}, std::chrono::milliseconds{2}}, sleeper);
     options.state_dir = state_dir;
     options.trusted_keys_dir = trust_dir;
     options.arch = "amd64";
@@ -155,14 +156,15 @@ struct Fixture {
             std::initializer_list<int> ok) {
     httplib::Client cli("127.0.0.1", hub->port());
     cli.set_basic_auth(kRootUser, kRootPw);
-    auto r = method == "POST" ? cli.Post(path, body, "application/json") : cli.Put(path, body, "application/json");
+    auto r =
+        method == "POST" ? cli.Post(path, body, "application/json") : cli.Put(path, body, "application/json");
     REQUIRE_MESSAGE(r, (method + " " + path + ": no response"));
     bool good = std::find(ok.begin(), ok.end(), r->status) != ok.end();
     REQUIRE_MESSAGE(good, (method + " " + path + ": " + std::to_string(r->status) + " " + r->body));
   }
 
-  void put_object(const std::string& org, const std::string& type, const std::string& id, const std::string& data,
-                  const std::string& signature_b64 = "") {
+  void put_object(const std::string& org, const std::string& type, const std::string& id,
+                  const std::string& data, const std::string& signature_b64 = "") {
     std::string path = "/css/api/v1/objects/" + org + "/" + type + "/" + id;
     call("PUT", path + "/data", data, {200, 201, 204});
     auto meta = json::object();
@@ -180,30 +182,33 @@ struct Fixture {
   // Publishes `version` with the package `bytes`, and manifest "man-<version>"
   // signed by `signer` (none: unsigned).
   std::string publish(const std::string& version, const std::string& bytes,
-                      const agentd::testing::SigningKey* signer, std::optional<std::uint64_t> size = std::nullopt,
-                      std::string hash = "", std::string file = "") {
+                      const agentd::testing::SigningKey* signer,
+                      std::optional<std::uint64_t> size = std::nullopt, std::string hash = "",
+                      std::string file = "") {
     if (file.empty()) file = "horizon_" + version + "_amd64.deb";
     put_object("IBM", "agent_software_files-" + version, file, bytes);
     if (hash.empty()) hash = sha256_hex(bytes);
-    std::string manifest = R"({"softwareUpgrade":{"files":[")" + file + R"("],"version":")" + version +
-                           R"(","sha256":{")" + file + R"(":")" + hash + R"("},"sizes":{")" + file +
-                           R"(":)" + std::to_string(size ? *size : bytes.size()) +
-                           R"(}},"certificateUpgrade":{"files":[],"version":""},"configurationUpgrade":{"files":[],"version":""}})";
+    std::string manifest =
+        R"({"softwareUpgrade":{"files":[")" + file + R"("],"version":")" + version + R"(","sha256":{")" +
+        file + R"(":")" + hash + R"("},"sizes":{")" + file + R"(":)" +
+        std::to_string(size ? *size : bytes.size()) +
+        R"(}},"certificateUpgrade":{"files":[],"version":""},"configurationUpgrade":{"files":[],"version":""}})";
     std::string sig = signer ? agentd::testing::base64(agentd::testing::sign(*signer, manifest)) : "";
     put_object("o", "agent_upgrade_manifests", "man-" + version, manifest, sig);
     return "o/man-" + version;
   }
 
   std::unique_ptr<Upgrader> upgrader() {
-    return make_pipeline_upgrader(options,
-                                  PipelineParts{*exchange, *http, installer, nullptr, *runner, log, clock, sleeper});
+    return make_pipeline_upgrader(
+        options, PipelineParts{*exchange, *http, installer, nullptr, *runner, log, clock, sleeper});
   }
 
   std::string path(const std::string& rel) const { return state_dir + "/" + rel; }
   bool exists(const std::string& rel) const { return std::filesystem::exists(path(rel)); }
 };
 
-Target target(const std::string& version, const std::string& manifest, const std::string& previous = "1.0.0") {
+Target target(const std::string& version, const std::string& manifest,
+              const std::string& previous = "1.0.0") {
   return Target{version, previous, manifest};
 }
 
@@ -244,14 +249,16 @@ TEST_SUITE("pipeline") {
     CHECK(rpm_arch("armhf") == "armv7hl");
   }
 
-  TEST_CASE("a signed upgrade: prepare verifies, install, health, then current/ and previous/ hold the packages") {
+  TEST_CASE(
+      "a signed upgrade: prepare verifies, install, health, then current/ and previous/ hold the packages") {
     Fixture f;
     // The package agentd installed last is 1.0.0: it becomes the rollback copy.
     std::filesystem::create_directories(f.path("current/horizon"));
     REQUIRE(write_file_atomic(f.path("current/horizon/horizon_1.0.0_amd64.deb"), package_bytes("1.0.0")));
-    REQUIRE(write_file_atomic(f.path("current/horizon/record.json"),
-                              R"({"agentVersion":"1.0.0","packageVersion":"1.0.0","file":"horizon_1.0.0_amd64.deb","sha256":")" +
-                                  sha256_hex(package_bytes("1.0.0")) + R"("})"));
+    REQUIRE(write_file_atomic(
+        f.path("current/horizon/record.json"),
+        R"({"agentVersion":"1.0.0","packageVersion":"1.0.0","file":"horizon_1.0.0_amd64.deb","sha256":")" +
+            sha256_hex(package_bytes("1.0.0")) + R"("})"));
     auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
     auto up = f.upgrader();
     std::vector<std::string> progress;
@@ -261,9 +268,11 @@ TEST_SUITE("pipeline") {
     CHECK(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
     CHECK(f.exists("downloads/2.0.0/prepared.json"));
     CHECK(f.exists("previous/horizon/horizon_1.0.0_amd64.deb"));
+    CHECK(std::any_of(progress.begin(), progress.end(), [](const std::string& p) {
+      return p.find("downloading horizon_2.0.0_amd64.deb") == 0;
+    }));
     CHECK(std::any_of(progress.begin(), progress.end(),
-                      [](const std::string& p) { return p.find("downloading horizon_2.0.0_amd64.deb") == 0; }));
-    CHECK(std::any_of(progress.begin(), progress.end(), [](const std::string& p) { return p.find("(100%)") != std::string::npos; }));
+                      [](const std::string& p) { return p.find("(100%)") != std::string::npos; }));
 
     REQUIRE(up->install(t));
     CHECK(f.installer.installed == "2.0.0");
@@ -362,13 +371,15 @@ TEST_SUITE("pipeline") {
     }
   }
 
-  TEST_CASE("a failed health check rolls back to the kept package, a real reinstall of the previous version") {
+  TEST_CASE(
+      "a failed health check rolls back to the kept package, a real reinstall of the previous version") {
     Fixture f;
     std::filesystem::create_directories(f.path("current/horizon"));
     REQUIRE(write_file_atomic(f.path("current/horizon/horizon_1.0.0_amd64.deb"), package_bytes("1.0.0")));
-    REQUIRE(write_file_atomic(f.path("current/horizon/record.json"),
-                              R"({"agentVersion":"1.0.0","packageVersion":"1.0.0","file":"horizon_1.0.0_amd64.deb","sha256":")" +
-                                  sha256_hex(package_bytes("1.0.0")) + R"("})"));
+    REQUIRE(write_file_atomic(
+        f.path("current/horizon/record.json"),
+        R"({"agentVersion":"1.0.0","packageVersion":"1.0.0","file":"horizon_1.0.0_amd64.deb","sha256":")" +
+            sha256_hex(package_bytes("1.0.0")) + R"("})"));
     auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
     f.options.health_command = "exit 3";
     auto up = f.upgrader();
@@ -439,7 +450,8 @@ TEST_SUITE("pipeline") {
     REQUIRE(write_file_atomic(src + "/horizon-cli_2.0.0_amd64.deb", package_bytes("2.0.0", "horizon-cli")));
     const std::string bundle = f.dir.path() + "/horizon-agent-linux-deb-amd64.tar.gz";
     ProcessSpec tar;
-    tar.argv = {"tar", "-czf", bundle, "-C", src, "./horizon-cli_2.0.0_amd64.deb", "./horizon_2.0.0_amd64.deb"};
+    tar.argv = {
+        "tar", "-czf", bundle, "-C", src, "./horizon-cli_2.0.0_amd64.deb", "./horizon_2.0.0_amd64.deb"};
     auto made = f.runner->run(tar);
     REQUIRE(made);
     REQUIRE(made->exit_code == 0);
@@ -456,7 +468,8 @@ TEST_SUITE("pipeline") {
     CHECK(f.installer.installed == "2.0.0");
 
     UpgradeSection sw;
-    sw.files = {"agent-install.sh", "horizon-agent-linux-deb-amd64.tar.gz", "horizon-agent-linux-rpm-amd64.tar.gz"};
+    sw.files = {"agent-install.sh", "horizon-agent-linux-deb-amd64.tar.gz",
+                "horizon-agent-linux-rpm-amd64.tar.gz"};
     CHECK(*choose_package_file(sw, PackageKind::rpm, "amd64") == "horizon-agent-linux-rpm-amd64.tar.gz");
     CHECK_FALSE(choose_package_file(sw, PackageKind::deb, "arm64"));
   }

@@ -269,8 +269,8 @@ TEST_SUITE("plan") {
 TEST_SUITE("plan") {
   TEST_CASE("package versions name agent versions: revision, release and epoch") {
     CHECK(package_version_matches("2.0.0", "2.0.0"));
-    CHECK(package_version_matches("2.0.0-1", "2.0.0"));     // Debian revision, rpm release
-    CHECK(package_version_matches("1:2.0.0-1", "2.0.0"));   // with an epoch
+    CHECK(package_version_matches("2.0.0-1", "2.0.0"));    // Debian revision, rpm release
+    CHECK(package_version_matches("1:2.0.0-1", "2.0.0"));  // with an epoch
     CHECK(package_version_matches("2.31.0-1598", "2.31.0-1598"));
     CHECK_FALSE(package_version_matches("2.0.0-1-2", "2.0.0"));
     CHECK_FALSE(package_version_matches("2.0.01", "2.0.0"));
