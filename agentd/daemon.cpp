@@ -557,6 +557,9 @@ Daemon::WriteOutcome Daemon::write(const Action& a) {
       p_.log.error("write-refused", {{"what", a.what}, {"error", e.describe()}});
       next_node_ = sent;  // perhaps no longer a member
       next_read_ = sent + std::max(p_.config.poll, Mono{1000});
+      // Decide nothing more on this copy: the next pass reads the group again
+      // (and learns why, e.g. a 403 there means no coordination for us).
+      doc_.reset();
       return WriteOutcome::refused;
     }
     // Transport error or 5xx: the write may have landed. Re-read, then judge by writeId.
