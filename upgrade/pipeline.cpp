@@ -284,7 +284,7 @@ class PipelineUpgrader final : public Upgrader {
                                           ", the manifest names version " + t.version);
 
     // 5. A copy of the running version's package, for a rollback.
-    keep_previous(t);
+    keep_previous();
 
     // 6. Recorded, with a fresh attempt id for this cycle's install and rollback runs.
     Record r{t.version, info->version, package_name, package_sha, new_attempt()};
@@ -536,7 +536,7 @@ class PipelineUpgrader final : public Upgrader {
   // cache. Without one the upgrade still goes ahead: a failure then halts the
   // group as `failed` instead of `rolledback` (protocol.md §4.5), and the log
   // says why.
-  void keep_previous(const Target& t) {
+  void keep_previous() {
     auto running = installed_version();
     if (!running) {
       p_.log.warn("rollback-copy-unknown", {{"error", running.error().describe()}});
@@ -556,7 +556,7 @@ class PipelineUpgrader final : public Upgrader {
       }
       p_.log.warn("rollback-copy-failed", {{"error", ec.message()}});
     }
-    if (auto cached = from_cache(*running, t)) {
+    if (auto cached = from_cache(*running)) {
       p_.log.info("rollback-copy", {{"version", *running}, {"from", *cached}});
       return;
     }
@@ -567,7 +567,7 @@ class PipelineUpgrader final : public Upgrader {
   }
 
   // The package cache: apt keeps what it downloaded in /var/cache/apt/archives.
-  std::optional<std::string> from_cache(const std::string& version, const Target&) {
+  std::optional<std::string> from_cache(const std::string& version) {
     if (p_.installer.kind() != PackageKind::deb) return std::nullopt;
     std::string escaped;  // apt's file names spell an epoch's ':' as %3a
     for (char c : version) escaped += c == ':' ? std::string("%3a") : std::string(1, c);

@@ -203,6 +203,17 @@ struct Fixture {
         options, PipelineParts{*exchange, *http, installer, nullptr, *runner, log, clock, sleeper});
   }
 
+  // current/horizon/ as agentd leaves it after installing `version` itself.
+  void installed_by_agentd(const std::string& version) {
+    const std::string file = "horizon_" + version + "_amd64.deb";
+    std::filesystem::create_directories(path("current/horizon"));
+    REQUIRE(write_file_atomic(path("current/horizon/" + file), package_bytes(version)));
+    REQUIRE(write_file_atomic(path("current/horizon/record.json"),
+                              R"({"agentVersion":")" + version + R"(","packageVersion":")" + version +
+                                  R"(","file":")" + file + R"(","sha256":")" +
+                                  sha256_hex(package_bytes(version)) + R"("})"));
+  }
+
   std::string path(const std::string& rel) const { return state_dir + "/" + rel; }
   bool exists(const std::string& rel) const { return std::filesystem::exists(path(rel)); }
 };
@@ -253,12 +264,7 @@ TEST_SUITE("pipeline") {
       "a signed upgrade: prepare verifies, install, health, then current/ and previous/ hold the packages") {
     Fixture f;
     // The package agentd installed last is 1.0.0: it becomes the rollback copy.
-    std::filesystem::create_directories(f.path("current/horizon"));
-    REQUIRE(write_file_atomic(f.path("current/horizon/horizon_1.0.0_amd64.deb"), package_bytes("1.0.0")));
-    REQUIRE(write_file_atomic(
-        f.path("current/horizon/record.json"),
-        R"({"agentVersion":"1.0.0","packageVersion":"1.0.0","file":"horizon_1.0.0_amd64.deb","sha256":")" +
-            sha256_hex(package_bytes("1.0.0")) + R"("})"));
+    f.installed_by_agentd("1.0.0");
     auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
     auto up = f.upgrader();
     std::vector<std::string> progress;
@@ -374,12 +380,7 @@ TEST_SUITE("pipeline") {
   TEST_CASE(
       "a failed health check rolls back to the kept package, a real reinstall of the previous version") {
     Fixture f;
-    std::filesystem::create_directories(f.path("current/horizon"));
-    REQUIRE(write_file_atomic(f.path("current/horizon/horizon_1.0.0_amd64.deb"), package_bytes("1.0.0")));
-    REQUIRE(write_file_atomic(
-        f.path("current/horizon/record.json"),
-        R"({"agentVersion":"1.0.0","packageVersion":"1.0.0","file":"horizon_1.0.0_amd64.deb","sha256":")" +
-            sha256_hex(package_bytes("1.0.0")) + R"("})"));
+    f.installed_by_agentd("1.0.0");
     auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
     f.options.health_command = "exit 3";
     auto up = f.upgrader();
