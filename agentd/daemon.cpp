@@ -545,9 +545,12 @@ Daemon::WriteOutcome Daemon::write(const Action& a) {
   if (!r) {
     const Error& e = r.error();
     if (e.code == Errc::conflict) {
-      ps_.pending_write_id.clear();
-      persist();
-      p_.log.debug("write-conflict", {{"what", a.what}, {"revision", std::to_string(doc_->revision)}});
+      // protocol.md §4.6: a 412 may answer a copy of this write that the HTTP client
+      // re-sent after the connection died, the first copy having landed. It stays
+      // pending: the re-read that follows every conflict judges it by its writeId.
+      p_.log.debug(
+          "write-conflict",
+          {{"what", a.what}, {"writeId", a.entry.write_id}, {"revision", std::to_string(doc_->revision)}});
       return WriteOutcome::conflict;
     }
     if (e.code == Errc::forbidden || e.code == Errc::not_found || e.code == Errc::parse ||

@@ -161,6 +161,8 @@ class StandIn {
         .value_or("<bad>");
   }
 
+  std::string write_log_path() const { return dir_.file("writes.jsonl"); }
+
   // Actors ("o/n1", ...) of every accepted write in the hub's write log.
   std::vector<std::string> write_log_actors() const {
     std::vector<std::string> out;
@@ -872,6 +874,56 @@ TEST_SUITE("daemon") {
     CHECK(entry->version == kTo);
     CHECK(hub.mgmt_status("n1").first == "successful");
     CHECK(hub.horizon_version("n1") == kTo);
+  }
+
+  TEST_CASE(
+      "a committed write whose connection dies before the response: the re-sent copy's 412 is judged by "
+      "writeId, so the member keeps the lease it won and the release it wrote") {
+    // protocol.md §4.6: the hub commits the acquire and the release, then closes the
+    // kept-alive connection before answering; libcurl sends the PUT again on a fresh
+    // connection with the same If-Match and gets 412 for its own committed write.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    std::set<State> reset_once;
+    m.store.before_write = [&](const Entry& e) {
+      bool transition = m.local().state != e.state;
+      if ((e.state == State::upgrading || e.state == State::succeeded) && transition &&
+          reset_once.insert(e.state).second)
+        REQUIRE(hub.call("PUT", "/v1/standin/faults", kRoot,
+                         R"({"resetAfterCommit":1,"resetPathContains":"/agentupgrade/n1"})")
+                    .status == 201);
+    };
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && m.local().progress == Progress::none;
+    }));
+    run_for(env, {&m}, 4'000ms);  // longer than a lease: whatever would follow, follows
+
+    // Both writes came back as 412 although they had landed.
+    int conflicts = 0;
+    for (const auto& w : m.store.writes)
+      if (w.error == Errc::conflict) ++conflicts;
+    CHECK(conflicts == 2);
+    CHECK(m.log.count("write-recovered") == 2);
+    CHECK(m.log.count("entry-changed") == 0);  // never mistaken for an admin's write
+
+    // On the hub: one acquisition, one release, and the member stays at the target.
+    std::vector<Entry> hub_writes;
+    for (const auto& line : read_json_lines(hub.write_log_path())) {
+      const cJSON* au = cJSON_GetObjectItemCaseSensitive(line.get(), "agentUpgrade");
+      auto e = parse_entry(cJSON_GetObjectItemCaseSensitive(au, "n1"));
+      if (e) hub_writes.push_back(*e);
+    }
+    CHECK(describe(transitions(hub_writes)) == describe(kFullCycle));
+    CHECK(lease_epochs(hub_writes).size() == 1);
+    CHECK(m.upgrader.steps() == kSteps);
+    auto entry = hub.entry("g", "n1");
+    REQUIRE(entry);
+    CHECK(entry->state == State::succeeded);
+    CHECK(entry->version == kTo);
+    CHECK(m.local().version == kTo);
   }
 
   TEST_CASE("a write that never reached the hub is retried after a re-read") {
