@@ -127,7 +127,12 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
   }
 }
 
-void Daemon::log_step(const char* step) {
+void Daemon::note_job() {
+  ps_.local.job_running = !job_.idle();
+  ps_.local.step_running = job_.in_step();
+}
+
+void Daemon::log_step(const char* step, const char* phase) {
   auto o = json::object();
   json::set(
       o.get(), "tUs",
@@ -136,6 +141,7 @@ void Daemon::log_step(const char* step) {
   json::set(o.get(), "node", p_.config.node_id);
   json::set(o.get(), "group", ps_.group);
   json::set(o.get(), "step", step);
+  json::set(o.get(), "phase", phase);
   json::set(o.get(), "epoch", ps_.local.epoch);
   json::set(o.get(), "version", ps_.local.target);
   if (auto s = append_line(p_.steps_log, json::print(o.get())); !s)
@@ -160,6 +166,9 @@ std::optional<int> Daemon::start() {
   } catch (const PersistError&) {
     return exit_state;
   }
+  // A restart begun by an earlier process has ended: this process is its result
+  // (agentd restarting itself) or outlived it (protocol.md §7 I3 step log).
+  if (ps_.local.progress == Progress::restart_begun) log_step("restart", "end");
   if (auto v = p_.upgrader.running_version()) {
     ps_.local.version = *v;
   } else {
@@ -422,7 +431,7 @@ bool Daemon::read_group(bool force) {
     return false;
   }
   coordinator_.observe(*doc_, now);
-  ps_.local.job_running = !job_.idle();
+  note_job();
   next_read_ = now + coordinator_.poll_interval(*doc_, ps_.local, now);
   return true;
 }
@@ -458,7 +467,8 @@ void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
   l.message = e.message;
   l.last_write_id = e.write_id;
   l.last_write = sent;
-  l.last_renew = holds_lease(e.state) ? sent : std::nullopt;
+  l.leaseless = holds_lease(e.state) && !carries_lease(e);
+  l.last_renew = carries_lease(e) ? sent : std::nullopt;
   if (released || failed_prepare) {
     l.progress = Progress::none;
     l.prepared = false;
@@ -487,7 +497,7 @@ void Daemon::grouped_tick() {
   resolve_pending();
   for (int step = 0; step < 8 && !p_.waiter.stop_requested(); ++step) {
     Mono now = p_.clock.mono();
-    ps_.local.job_running = !job_.idle();
+    note_job();
     Action a = coordinator_.decide(*doc_, ps_.local, now, p_.clock.wall(), new_write_id());
     switch (a.kind) {
       case ActionKind::none:
@@ -596,8 +606,30 @@ void Daemon::adopt(const Entry& e) {
   Local& l = ps_.local;
   p_.log.warn("entry-changed",
               {{"state", to_string(e.state)}, {"epoch", std::to_string(e.epoch)}, {"msg", e.message}});
-  bool ours = holds_lease(e.state) && holds_lease(l.state) && e.epoch == l.epoch;
-  if (holds_lease(e.state) && !ours) {
+  // Ours: still our lease (an admin changed something else in it). An entry in a
+  // lease state without a lease is an admin's force-release (protocol.md §6).
+  bool ours = carries_lease(e) && holds_lease(l.state) && e.epoch == l.epoch;
+  if (holds_lease(l.state) && !ours && l.step_running) {
+    // protocol.md §4.4, §6: force-released while a step we began still runs. The
+    // step is not undone; until it ends our entry says upgrading without a lease,
+    // so no peer starts its own (the next pass writes it at once).
+    std::string why = "fenced: " + (e.message.empty() ? std::string("our entry was changed") : e.message);
+    p_.log.warn("fence", {{"reason", why}, {"running", "true"}});
+    l.state = State::upgrading;
+    l.leaseless = true;
+    l.message = why + "; the step begun under the lease is still running";
+    l.last_write_id = e.write_id;
+    l.last_write.reset();
+    persist();
+    return;
+  }
+  if (holds_lease(l.state) && !ours) {
+    // Fenced with no step running: start over; what was begun on this node is kept
+    // in `progress` and finished under the next lease.
+    p_.log.warn("fence", {{"reason", "fenced: " + e.message}});
+    l.state = l.progress != Progress::none ? State::preparing : State::idle;
+    l.leaseless = false;
+  } else if (holds_lease(e.state) && !ours) {
     l.state = State::waiting;  // a lease we did not take is not ours: write waiting next
   } else if (ours) {
     l.state = e.state;
@@ -671,13 +703,14 @@ void Daemon::start_job(ActionKind kind) {
     default: return;
   }
   persist();  // the step is recorded as begun before it begins
-  if (kind == ActionKind::install) log_step("install");
-  if (kind == ActionKind::restart) log_step("restart");
-  if (kind == ActionKind::rollback) log_step("rollback");
+  if (kind == ActionKind::install) log_step("install", "begin");
+  if (kind == ActionKind::restart) log_step("restart", "begin");
+  if (kind == ActionKind::rollback) log_step("rollback", "begin");
   if (kind == ActionKind::install) report_management_status("initiated");
   if (kind == ActionKind::rollback) report_management_status("rollback started");
   p_.log.info("step", {{"step", to_string(kind)}, {"target", l.target}, {"epoch", std::to_string(l.epoch)}});
   l.job_running = true;
+  l.step_running = kind == ActionKind::install || kind == ActionKind::restart || kind == ActionKind::rollback;
   job_target_ = l.target;
   job_.start(kind, std::move(work), [this] { p_.waiter.wake(); });
 }
@@ -688,7 +721,11 @@ void Daemon::finish_job() {
   auto [kind, result] = *done;
   Local& l = ps_.local;
   l.job_running = false;
+  l.step_running = false;
   if (!result && result.error().code == Errc::cancelled) return;  // stopping: the step stays begun
+  if (kind == ActionKind::install) log_step("install", "end");
+  if (kind == ActionKind::restart) log_step("restart", "end");
+  if (kind == ActionKind::rollback) log_step("rollback", "end");
   std::string err = result ? "" : result.error().describe();
   p_.log.log(result ? Level::info : Level::error, "step-done",
              {{"step", to_string(kind)}, {"ok", result ? "true" : "false"}, {"error", err}});

@@ -32,6 +32,11 @@ class Job {
   // Idle once the finished job's result has been taken: a job that has ended but
   // not been collected still counts, so its step is never started twice.
   bool idle() const { return !thread_.joinable(); }
+  // A disruptive step (install, restart, rollback) is running or uncollected.
+  bool in_step() const {
+    return !idle() &&
+           (kind_ == ActionKind::install || kind_ == ActionKind::restart || kind_ == ActionKind::rollback);
+  }
   void start(ActionKind kind, std::function<Status()> work, std::function<void()> wake);
   // The finished job's kind and result, once; std::nullopt while running or idle.
   std::optional<std::pair<ActionKind, Status>> take();
@@ -92,7 +97,9 @@ class Daemon {
   void status(const std::string& text);
   void report_management_status(const std::string& status, const std::string& error = {});
   void report_policy_errors(const std::map<std::string, std::string>& errors);
-  void log_step(const char* step);
+  // protocol.md §7 I3: each disruptive step's begin and end, on this node's clock.
+  void log_step(const char* step, const char* phase);
+  void note_job();  // Local.job_running / step_running from the job
   std::string new_write_id();
 
   DaemonParts p_;

@@ -31,6 +31,7 @@ std::string state_to_json(const PersistedState& s) {
   json::set(o.get(), "verificationFailed", l.verification_failed);
   json::set(o.get(), "progress", to_string(l.progress));
   json::set(o.get(), "failedTarget", l.failed_target);
+  json::set(o.get(), "leaseless", l.leaseless);
   return json::print(o.get()) + "\n";
 }
 
@@ -76,6 +77,9 @@ Result<PersistedState> state_from_json(const std::string& text) {
   auto highest = json::opt_int(o, "highestEpoch", 0);
   auto prepared = json::opt_bool(o, "prepared", false);
   auto vfail = json::opt_bool(o, "verificationFailed", false);
+  auto leaseless = json::opt_bool(o, "leaseless", false);
+  if (!leaseless) return std::unexpected(leaseless.error());
+  l.leaseless = *leaseless;
   if (!epoch) return std::unexpected(epoch.error());
   if (!highest) return std::unexpected(highest.error());
   if (!prepared) return std::unexpected(prepared.error());

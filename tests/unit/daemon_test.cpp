@@ -27,6 +27,7 @@
 #include "agentd/http.h"
 #include "agentd/json.h"
 #include "agentd/log.h"
+#include "check/invariants.h"
 #include "hub/hub.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
@@ -512,6 +513,14 @@ std::vector<json::Ptr> read_json_lines(const std::string& path) {
   return out;
 }
 
+// The lines of a steps.jsonl that begin a step.
+std::vector<json::Ptr> begun_steps(const std::string& path) {
+  std::vector<json::Ptr> out;
+  for (auto& j : read_json_lines(path))
+    if (json::opt_string(j.get(), "phase").value_or("") == "begin") out.push_back(std::move(j));
+  return out;
+}
+
 // ---- one member: a Daemon with all its parts ------------------------------------------
 
 // Shared by every member of a test: one stop-signal waiter (jobs wake it), one clock.
@@ -797,8 +806,12 @@ TEST_SUITE("daemon") {
     CHECK(pos("n1:check_health") < pos("n1:write:succeeded"));
     CHECK(pos("n1:write:succeeded") < static_cast<std::ptrdiff_t>(order.size()));
 
-    // protocol.md §7 I3: the member's step log names each disruptive step with its epoch.
-    auto steps = read_json_lines(m.dir.file("steps.jsonl"));
+    // protocol.md §7 I3: the member's step log names each disruptive step with its epoch,
+    // once as it begins and once as it ends.
+    auto all_steps = read_json_lines(m.dir.file("steps.jsonl"));
+    REQUIRE(all_steps.size() == 4);
+    CHECK(json::opt_string(all_steps[1].get(), "phase").value_or("") == "end");
+    auto steps = begun_steps(m.dir.file("steps.jsonl"));
     REQUIRE(steps.size() == 2);
     CHECK(json::opt_string(steps[0].get(), "step").value_or("") == "install");
     CHECK(json::opt_string(steps[1].get(), "step").value_or("") == "restart");
@@ -924,6 +937,99 @@ TEST_SUITE("daemon") {
     CHECK(entry->state == State::succeeded);
     CHECK(entry->version == kTo);
     CHECK(m.local().version == kTo);
+  }
+
+  TEST_CASE(
+      "a holder fenced by an admin during a long install stays disrupted until the install ends; "
+      "no peer installs meanwhile") {
+    // protocol.md §4.4, §6 (amended): a force-release (or the admin DELETE of the
+    // entry) ends the lease, not the install; the next member waits for its end.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1", "n2"});
+    Member m1(env, hub, "n1");
+    Member m2(env, hub, "n2");
+    m1.upgrader.hold("install");
+    m2.upgrader.hold("install");
+    REQUIRE(started(m1));
+    REQUIRE(started(m2));
+    REQUIRE(run_until(env, {&m1, &m2},
+                      [&] { return m1.upgrader.holding("install") || m2.upgrader.holding("install"); }));
+    Member& a = m1.upgrader.holding("install") ? m1 : m2;
+    Member& b = &a == &m1 ? m2 : m1;
+    const std::string holder = a.config.node_id;
+    std::string how;
+    SUBCASE("force-release as agentctl writes it: upgrading without a lease") {
+      how = "agentctl";
+      Entry e = *hub.entry("g", holder);
+      e.lease_duration_seconds = 0;
+      e.acquire_time.clear();
+      e.renew_time.clear();
+      e.write_id.clear();
+      e.message = "force-released by o/admin";
+      hub.put_entry("g", holder, kAdmin, e);
+    }
+    SUBCASE("force-release to idle, as another admin tool may write it") {
+      how = "idle";
+      Entry e = *hub.entry("g", holder);
+      e.state = State::idle;
+      e.target_version.clear();
+      e.lease_duration_seconds = 0;
+      e.acquire_time.clear();
+      e.renew_time.clear();
+      e.write_id.clear();
+      e.message = "force-released by o/admin";
+      hub.put_entry("g", holder, kAdmin, e);
+    }
+    SUBCASE("admin DELETE of the entry") {
+      how = "delete";
+      std::int64_t rev = hub.group("g").revision;
+      REQUIRE(hub.call("DELETE", "/v1/orgs/o/hagroups/g/agentupgrade/" + holder, kAdmin, "",
+                       {{"If-Match", "\"" + std::to_string(rev) + "\""}})
+                  .status == 204);
+    }
+    CAPTURE(how);
+    // For longer than a lease and 3 × heartbeat: the peer never starts its install.
+    bool peer_installed = false;
+    run_for(env, {&m1, &m2}, 5'000ms,
+            [&] { peer_installed = peer_installed || b.upgrader.count("install") > 0; });
+    CHECK_FALSE(peer_installed);
+    auto held = hub.entry("g", holder);
+    REQUIRE(held);
+    CHECK(held->state == State::upgrading);  // disrupted, without a lease
+    CHECK(held->lease_duration_seconds == 0);
+    CHECK(held->renew_time.empty());
+    CHECK(held->message.find("still running") != std::string::npos);
+    CHECK(a.log.count(how == "delete" ? "fenced" : "fence") >= 1);
+
+    // The install ends: the holder queues again, the peer goes first, then the holder
+    // finishes what it began under a new lease (no second install).
+    a.upgrader.release("install");
+    REQUIRE(run_until(env, {&m1, &m2}, [&] { return b.upgrader.holding("install"); }));
+    b.upgrader.release("install");
+    REQUIRE(run_until(env, {&m1, &m2}, [&] {
+      return m1.local().state == State::succeeded && m2.local().state == State::succeeded &&
+             m1.local().progress == Progress::none && m2.local().progress == Progress::none;
+    }));
+    CHECK(a.upgrader.count("install") == 1);
+    CHECK(b.upgrader.count("install") == 1);
+    // I3 as amended, on the members' own step logs (one fake clock): the two
+    // installs never overlap.
+    std::vector<check::Step> steps;
+    for (Member* m : {&m1, &m2}) {
+      auto more = check::read_steps(m->dir.file("steps.jsonl"));
+      REQUIRE(more.has_value());
+      steps.insert(steps.end(), more->begin(), more->end());
+    }
+    auto a_end = std::find_if(steps.begin(), steps.end(), [&](const check::Step& s) {
+      return s.node == holder && s.step == "install" && s.end;
+    });
+    auto b_begin = std::find_if(steps.begin(), steps.end(), [&](const check::Step& s) {
+      return s.node == b.config.node_id && s.step == "install" && !s.end;
+    });
+    REQUIRE(a_end != steps.end());
+    REQUIRE(b_begin != steps.end());
+    CHECK(a_end->t_us <= b_begin->t_us);
   }
 
   TEST_CASE("a write that never reached the hub is retried after a re-read") {
@@ -1168,7 +1274,7 @@ TEST_SUITE("daemon") {
     // The admin's entry was never overwritten with the fenced lease.
     for (std::size_t i = writes_before_release; i < m.store.writes.size(); ++i) {
       const auto& w = m.store.writes[i];
-      CHECK_FALSE((w.performed && holds_lease(w.entry.state)));
+      CHECK_FALSE((w.performed && carries_lease(w.entry)));
     }
 
     // Unpaused, it takes a new lease and finishes what it began under it.
@@ -1178,7 +1284,7 @@ TEST_SUITE("daemon") {
     }));
     CHECK(m.upgrader.count("install") == 1);
     CHECK(m.upgrader.count("restart") == 1);
-    auto steps = read_json_lines(m.dir.file("steps.jsonl"));
+    auto steps = begun_steps(m.dir.file("steps.jsonl"));
     REQUIRE(steps.size() == 2);
     CHECK(json::opt_string(steps[0].get(), "step").value_or("") == "install");
     CHECK(json::opt_int(steps[0].get(), "epoch", -1).value_or(-1) == epoch);
