@@ -84,8 +84,6 @@ void Daemon::status(const std::string& text) {
 
 void Daemon::report_management_status(const std::string& st, const std::string& error) {
   if (ps_.policy.empty() || (st == last_mgmt_status_ && error.empty())) return;
-  auto slash = ps_.policy.find('/');
-  std::string name = slash == std::string::npos ? ps_.policy : ps_.policy.substr(slash + 1);
   ManagementStatus ms;
   if (scheduled_time_.empty()) scheduled_time_ = format_time(p_.clock.wall());
   ms.scheduled_time = scheduled_time_;
@@ -95,7 +93,7 @@ void Daemon::report_management_status(const std::string& st, const std::string& 
   if (st == "initiated") ms.start_time = format_time(p_.clock.wall());
   if (st == "successful" || st == "failed" || st == "rollback successful")
     ms.end_time = format_time(p_.clock.wall());
-  if (auto r = p_.exchange.put_management_status(name, ms); !r) {
+  if (auto r = p_.status.report(ps_.policy, ms); !r) {
     p_.log.warn("management-status-failed", {{"policy", ps_.policy}, {"error", r.error().describe()}});
     return;
   }
@@ -117,8 +115,7 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
     ms.scheduled_time = format_time(p_.clock.wall());
     ms.status = "precheck failed";
     ms.error_message = why;
-    std::string name = slash == std::string::npos ? policy : policy.substr(slash + 1);
-    if (auto r = p_.exchange.put_management_status(name, ms); !r) {
+    if (auto r = p_.status.report(policy, ms); !r) {
       p_.log.warn("management-status-failed", {{"policy", policy}, {"error", r.error().describe()}});
       continue;
     }
@@ -285,7 +282,7 @@ void Daemon::poll_changes() {
   Mono now = p_.clock.mono();
   next_changes_ = now + p_.config.changes_interval;
   if (change_id_ == 0) {
-    auto max = p_.exchange.max_change_id();
+    auto max = p_.hub.max_change_id();
     if (!max) {
       p_.log.warn("changes-failed", {{"error", max.error().describe()}});
       return;
@@ -293,7 +290,7 @@ void Daemon::poll_changes() {
     change_id_ = *max + 1;
   }
   // POST /changes is also the node heartbeat, as for the real agent (exchange-api.md §3.2).
-  auto r = p_.exchange.changes(change_id_, 1000);
+  auto r = p_.hub.changes(change_id_, 1000);
   if (!r) {
     p_.log.warn("changes-failed", {{"error", r.error().describe()}});
     return;
@@ -315,7 +312,7 @@ void Daemon::refresh_node() {
   // The changes feed tells us when the node record changes (exchange-api.md §6);
   // this read is only the safety net, so it is rare (protocol.md §1 goal 6).
   next_node_ = now + kSafetyReads * p_.config.idle_heartbeat;
-  auto n = p_.exchange.get_node();
+  auto n = p_.hub.get_node();
   if (!n) {
     Level lvl = n.error().transient() ? Level::warn : Level::error;
     p_.log.log(lvl, "node-read-failed", {{"error", n.error().describe()}});
@@ -337,13 +334,13 @@ void Daemon::refresh_node() {
 void Daemon::refresh_plan() {
   Mono now = p_.clock.mono();
   next_plan_ = now + kSafetyReads * p_.config.idle_heartbeat;  // mgmtpolicy/agentfileversion rows say when
-  auto policies = p_.exchange.list_management_policies();
+  auto policies = p_.hub.list_management_policies();
   if (!policies) {
     p_.log.warn("policies-read-failed", {{"error", policies.error().describe()}});
     next_plan_ = now + std::max(p_.config.poll, Mono{1000});
     return;
   }
-  auto published = p_.exchange.agent_software_versions();
+  auto published = p_.hub.agent_software_versions();
   std::vector<std::string> versions = published ? *published : std::vector<std::string>{};
   // The package system may name the running version with a revision or release
   // ("2.0.0-1" for the published "2.0.0"): the plan and our entry use the agent's name.
@@ -355,14 +352,14 @@ void Daemon::refresh_plan() {
   // Policies that select nodes by constraints need the node policy's
   // properties; a failed read keeps the last ones (or none: those policies are
   // then reported as not evaluated, plan.h).
-  if (auto np = p_.exchange.get_node_policy()) {
+  if (auto np = p_.hub.get_node_policy()) {
     node_properties_ = *np ? std::move(*np) : std::optional<Properties>(Properties{});
   } else {
     p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
   }
   auto plan = choose_target(
       *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
-      [this](const std::string& ref) { return p_.exchange.get_manifest(ref); },
+      [this](const std::string& ref) { return p_.hub.get_manifest(ref); },
       [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); });
   if (!plan) {
     p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
@@ -481,9 +478,7 @@ void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
   if (failed_prepare) report_management_status("failed", e.message);
   if (released) {
     if (e.state == State::succeeded) {
-      report_management_status("successful");
-      if (auto r = p_.exchange.patch_software_version(e.version); !r)
-        p_.log.warn("software-version-failed", {{"error", r.error().describe()}});
+      report_management_status("successful");  // also the version the hub knows
     }
     if (e.state == State::rolledback) report_management_status("rollback successful", e.message);
     if (e.state == State::failed) report_management_status("failed", e.message);
@@ -845,7 +840,6 @@ void Daemon::ungrouped_tick() {
       l.version = l.target;
       l.message = "upgraded to " + l.target;
       report_management_status("successful");
-      (void)p_.exchange.patch_software_version(l.version);
       break;
     case Progress::rolled_back:
     case Progress::rollback_failed:

@@ -15,9 +15,11 @@
 #include "clock.h"
 #include "config.h"
 #include "coordinator.h"
-#include "exchange.h"
+#include "group_store.h"
 #include "log.h"
+#include "node_source.h"
 #include "service.h"
+#include "status_reporter.h"
 #include "upgrade/plan.h"
 #include "upgrade/state_file.h"
 #include "upgrade/upgrader.h"
@@ -52,8 +54,9 @@ class Job {
 struct DaemonParts {
   const Config& config;
   Clock& clock;
-  Exchange& exchange;
-  GroupStore& store;  // the Exchange's coordination extension, or another CAS store
+  NodeSource& hub;         // the changes feed, the node record, its policies
+  GroupStore& store;       // the Exchange's coordination extension, or another CAS store
+  StatusReporter& status;  // node management status of the upgrade
   Upgrader& upgrader;
   Logger& log;
   StateFile& state_file;

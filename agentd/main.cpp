@@ -15,6 +15,8 @@
 #include "log.h"
 #include "process.h"
 #include "service.h"
+#include "status_reporter.h"
+#include "upgrade/artifact_source.h"
 #include "upgrade/command_upgrader.h"
 #include "upgrade/detached.h"
 #include "upgrade/installer.h"
@@ -107,6 +109,7 @@ int main(int argc, char** argv) {
   job_http_options.cancelled = [&waiter] { return waiter.stop_requested(); };  // the loop pings the watchdog
   auto job_http = make_curl_http_client(job_http_options);
   Exchange job_exchange(*job_http, endpoint, RetryPolicy{}, job_sleeper);
+  CssArtifactSource artifacts(job_exchange, *job_http);
   DetachedOptions detached_options;
   detached_options.use_systemd = sd_booted() > 0 && ::geteuid() == 0;
   detached_options.cancelled = [&waiter] { return waiter.stop_requested(); };
@@ -140,7 +143,7 @@ int main(int argc, char** argv) {
     po.restart_command = config->restart_command;
     po.health_command = config->health_command;
     po.command_timeout = config->command_timeout;
-    upgrader = make_pipeline_upgrader(po, PipelineParts{job_exchange, *job_http, *installer, units.get(),
+    upgrader = make_pipeline_upgrader(po, PipelineParts{artifacts, job_exchange, *installer, units.get(),
                                                         *runner, *log, clock, job_sleeper});
   }
   UpgradeCommands commands;
@@ -155,7 +158,8 @@ int main(int argc, char** argv) {
   if (!upgrader) upgrader = make_command_upgrader(commands, *runner);
 
   StateFile state_file(config->state_dir + "/state.json");
-  Daemon daemon(DaemonParts{*config, clock, exchange, exchange, *upgrader, *log, state_file, *notifier,
-                            waiter, config->state_dir + "/steps.jsonl"});
+  ExchangeStatusReporter status(exchange);
+  Daemon daemon(DaemonParts{*config, clock, exchange, exchange, status, *upgrader, *log, state_file,
+                            *notifier, waiter, config->state_dir + "/steps.jsonl"});
   return daemon.run();
 }

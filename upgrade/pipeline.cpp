@@ -203,7 +203,7 @@ class PipelineUpgrader final : public Upgrader {
     // 1. The manifest, verified before anything in it is used.
     if (t.manifest.empty()) return fail(Errc::config, "no upgrade manifest names version " + t.version);
     say(progress, "reading manifest " + t.manifest);
-    auto m = p_.exchange.get_signed_manifest(t.manifest);
+    auto m = p_.artifacts.manifest(t.manifest);
     if (!m) return std::unexpected(m.error());
     if (auto s = verify_signature(*m); !s) return s;
     const UpgradeSection& sw = m->manifest.software;
@@ -214,10 +214,9 @@ class PipelineUpgrader final : public Upgrader {
     auto hash = sw.sha256.find(*name);
     if (hash == sw.sha256.end())
       return fail(Errc::verification, "manifest " + t.manifest + " gives no SHA-256 for " + *name);
-    const std::string type = "agent_software_files-" + t.version;  // exchange-api.md §5.2
-    auto meta = p_.exchange.get_object_metadata("IBM", type, *name);
-    if (!meta) return std::unexpected(meta.error());
-    std::uint64_t size = static_cast<std::uint64_t>(meta->size);
+    auto offered = p_.artifacts.size(t.version, *name);
+    if (!offered) return std::unexpected(offered.error());
+    std::uint64_t size = *offered;
     if (auto s = sw.sizes.find(*name); s != sw.sizes.end() && s->second != size)
       return fail(Errc::verification, *name + ": the hub offers " + std::to_string(size) +
                                           " bytes, the signed manifest says " + std::to_string(s->second));
@@ -226,7 +225,6 @@ class PipelineUpgrader final : public Upgrader {
                                        human_bytes(o_.max_download_bytes) + ")");
 
     // 3. Download, resumable (upgrade/fetch.h).
-    FetchItem item{*name, p_.exchange.object_data_url("IBM", type, *name), size, o_.max_download_bytes};
     FetchOptions fo;
     fo.retry.attempts = o_.download_attempts;
     fo.sleeper = &p_.sleeper;
@@ -245,7 +243,7 @@ class PipelineUpgrader final : public Upgrader {
     else if (auto m2 = fs::file_size(dir + "/" + *name + ".part", ec); !ec)
       had = m2;
     const auto started = std::chrono::steady_clock::now();
-    if (auto s = fetch_all(p_.http, {item}, dir, fo); !s) return s;
+    if (auto s = p_.artifacts.fetch(t.version, *name, size, o_.max_download_bytes, dir, fo); !s) return s;
     if (had < size) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       char rate[32];
@@ -673,7 +671,7 @@ class PipelineUpgrader final : public Upgrader {
       if (!st) return st.error().message;
       if (*st != "active") return o_.agent_unit + " is " + *st;
     }
-    if (auto n = p_.exchange.get_node(); !n)
+    if (auto n = p_.hub.get_node(); !n)
       return "the hub does not answer with this node's credentials: " + n.error().message;
     if (!o_.health_command.empty()) {
       if (auto s = run_command("health", o_.health_command); !s) return s.error().message;

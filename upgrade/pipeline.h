@@ -32,10 +32,10 @@
 
 #include "agentd/backoff.h"
 #include "agentd/clock.h"
-#include "agentd/exchange.h"
-#include "agentd/http.h"
 #include "agentd/log.h"
+#include "agentd/node_source.h"
 #include "agentd/process.h"
+#include "upgrade/artifact_source.h"
 #include "upgrade/installer.h"
 #include "upgrade/units.h"
 #include "upgrade/upgrader.h"
@@ -65,8 +65,9 @@ struct PipelineOptions {
 };
 
 struct PipelineParts {
-  Exchange& exchange;  // its own HTTP client: the job thread must not share the daemon's
-  HttpClient& http;    // downloads (the same client the Exchange above uses is fine)
+  // Both with their own HTTP client: the job thread must not share the daemon's.
+  ArtifactSource& artifacts;  // the release's manifest and files
+  NodeSource& hub;            // health: the hub answers with the node's credentials
   Installer& installer;
   UnitManager* units;  // null when systemd is not running
   ProcessRunner& runner;

@@ -521,6 +521,28 @@ std::vector<json::Ptr> begun_steps(const std::string& path) {
   return out;
 }
 
+// Records every management status report (policy, status), then passes it on.
+class RecordingStatus final : public StatusReporter {
+ public:
+  explicit RecordingStatus(StatusReporter& next) : next_(next) {}
+  Status report(const std::string& policy, const ManagementStatus& ms) override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      reports_.push_back(ms.status);
+    }
+    return next_.report(policy, ms);
+  }
+  std::vector<std::string> reports() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return reports_;
+  }
+
+ private:
+  StatusReporter& next_;
+  mutable std::mutex mu_;
+  std::vector<std::string> reports_;
+};
+
 // ---- one member: a Daemon with all its parts ------------------------------------------
 
 // Shared by every member of a test: one stop-signal waiter (jobs wake it), one clock.
@@ -566,7 +588,9 @@ struct Member {
         store(exchange, node, env.events),
         state_file(state_path.empty() ? dir.file("state.json") : state_path),
         upgrader(node, kFrom, state_file.path(), env.events),
-        daemon(DaemonParts{config, env.clock, exchange, store, upgrader, log, state_file, notifier,
+        to_hub(exchange),
+        status(to_hub),
+        daemon(DaemonParts{config, env.clock, exchange, store, status, upgrader, log, state_file, notifier,
                            env.waiter, dir.file("steps.jsonl"), std::hash<std::string>{}(node) | 1}) {}
   ~Member() { upgrader.release_all(); }  // a held step must end before the daemon joins it
 
@@ -587,6 +611,8 @@ struct Member {
   RecordingNotifier notifier;
   StateFile state_file;
   FakeUpgrader upgrader;
+  ExchangeStatusReporter to_hub;
+  RecordingStatus status;  // every report, then on to the hub
   Daemon daemon;
 };
 
@@ -829,6 +855,10 @@ TEST_SUITE("daemon") {
     CHECK(entry->epoch == epoch);
     CHECK(entry->renew_time.empty());  // lease fields removed on release (§4.5)
     CHECK(hub.mgmt_status("n1").first == "successful");
+    CHECK(hub.horizon_version("n1") == kTo);  // the reporter's `successful` records the version
+    // Every transition reported once, with anax's strings, in order (exchange-api.md §4.3).
+    CHECK(m.status.reports() == std::vector<std::string>{"download started", "downloaded", "ha node waiting",
+                                                         "initiated", "successful"});
     PersistedState f = m.file();
     CHECK(f.group == "g");
     CHECK(f.pending_write_id.empty());
