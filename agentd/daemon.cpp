@@ -399,8 +399,16 @@ bool Daemon::read_group(bool force) {
     const Error& e = r.error();
     next_read_ = now + std::max(p_.config.poll, Mono{500});
     if (e.code == Errc::unsupported) {
-      // A 403 is also what a member removed from the group gets: look at the node first.
-      next_node_ = std::min(next_node_, now + p_.config.poll);
+      // A hub that cannot coordinate stays so for a while: look again with a
+      // growing pause (issue: ~20 requests/min while refusing), up to the idle
+      // heartbeat. The changes feed still tells us at once when the node changes.
+      Mono pause = std::min(p_.config.poll * (Mono::rep{1} << std::min(unsupported_reads_, 10)),
+                            std::max(p_.config.idle_heartbeat, p_.config.poll));
+      ++unsupported_reads_;
+      next_read_ = now + pause;
+      force_read_ = false;
+      // A 403 is also what a member removed from the group gets: look at the node too.
+      next_node_ = std::min(next_node_, now + pause);
       // protocol.md §3: without the extension there is no safe lease; never fall back.
       std::string why =
           "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
@@ -421,6 +429,7 @@ bool Daemon::read_group(bool force) {
     return false;
   }
   unsupported_reason_.clear();
+  unsupported_reads_ = 0;
   force_read_ = false;
   if (!r->not_modified) doc_ = std::move(r->document);
   if (!doc_) {  // 304 without a cached document cannot happen with a correct hub

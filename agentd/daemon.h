@@ -121,7 +121,8 @@ class Daemon {
   std::map<std::string, std::string> reported_policy_errors_;  // policy -> error sent to the hub
   std::string scheduled_time_;
   std::string unsupported_reason_;
-  std::string job_target_;  // the target the running (or last) job works on
+  int unsupported_reads_ = 0;  // group reads in a row refused as unsupported (backoff)
+  std::string job_target_;     // the target the running (or last) job works on
   // Progress text from the running job's thread, shown by the loop.
   std::mutex progress_mu_;
   std::string job_progress_;

@@ -1414,6 +1414,14 @@ TEST_SUITE("daemon") {
       CHECK(err.find("refusing to upgrade") != std::string::npos);
       CHECK(m.local().state == State::idle);
       CHECK(m.local().epoch == 0);
+
+      // Refusing costs the hub little: the group is read again with a growing pause
+      // (poll 500 ms here, doubling up to idleHeartbeat 30 s), not every poll.
+      const int reads_before = m.store.reads;
+      run_for(env, {&m}, 60'000ms);
+      CHECK(m.store.reads - reads_before <= 8);  // 1, 2, 4, 8, 16, 30, 30 s apart
+      CHECK(m.store.reads - reads_before >= 3);  // but it does look again
+      CHECK(m.log.count("unsupported-hub") == 1);
     }
   }
 
