@@ -84,20 +84,42 @@ void Daemon::status(const std::string& text) {
 
 void Daemon::report_management_status(const std::string& st, const std::string& error) {
   if (ps_.policy.empty() || (st == last_mgmt_status_ && error.empty())) return;
+  last_mgmt_status_ = st;
+  // The latest status is the one that counts; it is kept until it is taken.
+  ps_.report_status = st;
+  ps_.report_policy = ps_.policy;
+  ps_.report_error = error;
+  ps_.report_version = ps_.local.target;
+  persist();
+  send_report();
+}
+
+void Daemon::send_report() {
+  if (ps_.report_status.empty()) return;
+  const std::string& st = ps_.report_status;
   ManagementStatus ms;
   if (scheduled_time_.empty()) scheduled_time_ = format_time(p_.clock.wall());
   ms.scheduled_time = scheduled_time_;
   ms.status = st;
-  ms.error_message = error;
-  ms.software_version = ps_.local.target;
+  ms.error_message = ps_.report_error;
+  ms.software_version = ps_.report_version;
   if (st == "initiated") ms.start_time = format_time(p_.clock.wall());
-  if (st == "successful" || st == "failed" || st == "rollback successful")
+  if (st == "successful" || st == "failed" || st == "rollback successful" || st == "rollback failed")
     ms.end_time = format_time(p_.clock.wall());
-  if (auto r = p_.status.report(ps_.policy, ms); !r) {
-    p_.log.warn("management-status-failed", {{"policy", ps_.policy}, {"error", r.error().describe()}});
+  if (auto r = p_.status.report(ps_.report_policy, ms); !r) {
+    // Every job ends in a final status, or anax's record and the agbot's group
+    // lock stay active (anax-coexistence.md §3.2): try again, a little later each time.
+    p_.log.warn("management-status-failed",
+                {{"policy", ps_.report_policy}, {"status", st}, {"error", r.error().describe()}});
+    next_report_ = p_.clock.mono() + full_jitter(3, Mono{2000}, Mono{30'000}, rng_) + Mono{1000};
     return;
   }
-  last_mgmt_status_ = st;
+  p_.log.info("management-status", {{"policy", ps_.report_policy}, {"status", st}});
+  ps_.report_status.clear();
+  ps_.report_policy.clear();
+  ps_.report_error.clear();
+  ps_.report_version.clear();
+  persist();
 }
 
 // A policy this node cannot evaluate (a constraint outside the language, an
@@ -236,7 +258,8 @@ void Daemon::show_progress() {
 }
 
 Mono Daemon::next_wake() const {
-  Mono w = std::min({next_changes_, next_node_, next_plan_});
+  Mono w = p_.anax ? next_node_ : std::min({next_changes_, next_node_, next_plan_});
+  if (!ps_.report_status.empty()) w = std::min(w, next_report_);
   // Progress of a running job is shown every second.
   if (!job_.idle()) w = std::min(w, p_.clock.mono() + Mono{1000});
   if (p_.notifier.watchdog_interval() > Mono{0}) w = std::min(w, next_watchdog_);
@@ -263,14 +286,28 @@ void Daemon::tick() {
   }
   finish_job();
   show_progress();
-  if (now >= next_changes_) poll_changes();
-  if (now >= next_node_) refresh_node();
+  if (!ps_.report_status.empty() && now >= next_report_) send_report();
+  if (p_.anax) {
+    // Beside anax: the node and its job come from anax's local API (no hub
+    // traffic); anax itself sends the node's heartbeat and polls the changes feed.
+    if (now >= next_node_ && !refresh_from_anax()) return;
+  } else {
+    if (now >= next_changes_) poll_changes();
+    if (now >= next_node_) refresh_node();
+  }
   if (!node_) return;
-  if (now >= next_plan_) refresh_plan();
-  if (ps_.group.empty())
+  if (!p_.anax && now >= next_plan_) refresh_plan();
+  if (ps_.group.empty()) {
     ungrouped_tick();
-  else
+  } else if (p_.anax && hub_coordinates_ == false) {
+    // A hub without the coordination extension: the agbot's lock serialises the
+    // group and a job is ours once anax reports it downloaded (plan_from_anax).
+    // Its group is looked at again now and then, between jobs.
+    if (now >= next_read_ && job_.idle() && ps_.local.progress == Progress::none) read_group(true);
+    if (hub_coordinates_ == false) ungrouped_tick();
+  } else {
     grouped_tick();
+  }
   // A new target waiting for its policy's startWindow says so, whatever else is quiet.
   if (!plan_.version.empty() && plan_.version != ps_.local.target && p_.clock.wall() < not_before_)
     status("waiting for the startWindow of " + plan_.policy + " until " + format_time(not_before_));
@@ -365,28 +402,7 @@ void Daemon::refresh_plan() {
     p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
     return;
   }
-  if (plan->version != plan_.version || plan->reason != plan_.reason)
-    p_.log.info("plan", {{"target", plan->version}, {"reason", plan->reason}});
-  report_policy_errors(plan->policy_errors);
-  // The startWindow delay is drawn once per target (exchange-api.md §4.1).
-  if (plan->version != plan_.version || plan->policy != plan_.policy) not_before_ = plan->not_before;
-  plan_ = *plan;
-  Wall wall = p_.clock.wall();
-  if (!plan_.version.empty() && plan_.version != ps_.local.target && wall < not_before_) {
-    next_plan_ = std::min(next_plan_, now + std::chrono::duration_cast<Mono>(not_before_ - wall) + Mono{1});
-    return;
-  }
-  // A release in flight keeps its target; a new plan applies from the next cycle.
-  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
-      ps_.local.target != plan_.version) {
-    ps_.local.target = plan_.version;
-    ps_.local.prepared = false;  // what was prepared was for another target
-    ps_.local.verification_failed = false;
-    ps_.policy = plan_.policy;
-    last_mgmt_status_.clear();
-    persist();
-    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
-  }
+  apply_plan(*plan);
 }
 
 bool Daemon::read_group(bool force) {
@@ -412,10 +428,17 @@ bool Daemon::read_group(bool force) {
       // protocol.md §3: without the extension there is no safe lease; never fall back.
       std::string why =
           "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
+      hub_coordinates_ = false;
+      if (p_.anax)
+        why = "the hub cannot coordinate group " + ps_.group + " (" + e.message +
+              "): the agbot's lock serialises the group; agentd checks health and rolls back, but "
+              "halting the group after a failure, minAvailable and fencing need the hub's coordination "
+              "extension";
       if (why != unsupported_reason_) {
         unsupported_reason_ = why;
-        p_.log.error("unsupported-hub", {{"group", ps_.group}, {"error", e.describe()}});
-        report_management_status("ha node waiting", why);
+        p_.log.log(p_.anax ? Level::warn : Level::error, "unsupported-hub",
+                   {{"group", ps_.group}, {"error", e.describe()}});
+        if (!p_.anax) report_management_status("ha node waiting", why);
       }
       status(why);
     } else if (e.code == Errc::not_found) {
@@ -430,6 +453,8 @@ bool Daemon::read_group(bool force) {
   }
   unsupported_reason_.clear();
   unsupported_reads_ = 0;
+  if (p_.anax && hub_coordinates_ != true) next_node_ = now;  // anax's waiting job may be ready now
+  hub_coordinates_ = true;
   force_read_ = false;
   if (!r->not_modified) doc_ = std::move(r->document);
   if (!doc_) {  // 304 without a cached document cannot happen with a correct hub
@@ -463,6 +488,7 @@ void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
   if (holds_lease(e.state) && !holds_lease(before) && l.progress == Progress::none)
     l.previous_version = l.version;
   bool released = holds_lease(before) && (e.state == State::succeeded || is_halting(e.state));
+  const bool rollback_failed = released && l.progress == Progress::rollback_failed;
   bool failed_prepare = before == State::preparing && e.state == State::failed;
   l.state = e.state;
   l.version = e.version;
@@ -490,8 +516,74 @@ void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
       report_management_status("successful");  // also the version the hub knows
     }
     if (e.state == State::rolledback) report_management_status("rollback successful", e.message);
-    if (e.state == State::failed) report_management_status("failed", e.message);
+    if (e.state == State::failed)
+      report_management_status(rollback_failed ? "rollback failed" : "failed", e.message);
   }
+}
+
+// The plan's target becomes ours unless an upgrade is in flight (shared by both
+// sources of a plan: the Exchange's policies, or anax's job).
+void Daemon::apply_plan(const Plan& plan) {
+  Mono now = p_.clock.mono();
+  if (plan.version != plan_.version || plan.reason != plan_.reason)
+    p_.log.info("plan", {{"target", plan.version}, {"reason", plan.reason}});
+  report_policy_errors(plan.policy_errors);
+  // The startWindow delay is drawn once per target (exchange-api.md §4.1).
+  if (plan.version != plan_.version || plan.policy != plan_.policy) not_before_ = plan.not_before;
+  plan_ = plan;
+  Wall wall = p_.clock.wall();
+  if (!plan_.version.empty() && plan_.version != ps_.local.target && wall < not_before_) {
+    next_plan_ = std::min(next_plan_, now + std::chrono::duration_cast<Mono>(not_before_ - wall) + Mono{1});
+    return;
+  }
+  // A release in flight keeps its target; a new plan applies from the next cycle.
+  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
+      ps_.local.target != plan_.version) {
+    ps_.local.target = plan_.version;
+    ps_.local.prepared = false;  // what was prepared was for another target
+    ps_.local.verification_failed = false;
+    ps_.policy = plan_.policy;
+    last_mgmt_status_.clear();
+    persist();
+    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
+  }
+}
+
+// Beside anax: the node (its group) and the job, from anax's local API, free of
+// hub traffic (anax-coexistence.md §2). False while anax cannot say.
+bool Daemon::refresh_from_anax() {
+  Mono now = p_.clock.mono();
+  next_node_ = now + p_.config.poll;
+  auto n = p_.anax->node();
+  if (!n) {
+    p_.log.warn("anax-unavailable", {{"error", n.error().describe()}});
+    status("waiting for the agent's local API: " + n.error().describe());
+    return node_.has_value();
+  }
+  NodeRecord rec;
+  rec.id = p_.config.node_id;
+  rec.ha_group = n->ha_group;
+  if (rec.ha_group != ps_.group) {
+    p_.log.info("group-changed", {{"from", ps_.group}, {"to", rec.ha_group}});
+    ps_.group = rec.ha_group;
+    coordinator_.reset();
+    doc_.reset();
+    force_read_ = true;
+    hub_coordinates_.reset();  // until a read says
+    persist();
+  }
+  node_ = std::move(rec);
+  auto jobs = p_.anax->jobs();
+  if (!jobs) {
+    p_.log.warn("anax-jobs-failed", {{"error", jobs.error().describe()}});
+    return true;
+  }
+  // Until a read of the group shows the hub coordinates it, only a job the agbot
+  // let anax run counts.
+  Plan plan = plan_from_anax(*jobs, ps_.policy, hub_coordinates_.value_or(false));
+  if (plan.version != plan_.version) force_read_ = true;  // a new job: look at the group now
+  apply_plan(plan);
+  return true;
 }
 
 // ---- the grouped member ---------------------------------------------------------
@@ -808,8 +900,15 @@ void Daemon::ungrouped_tick() {
       l.state = State::idle;
       persist();
     }
-    status(halted ? "upgrade to " + l.target + " failed: " + l.message
-                  : "not in an HA group; up to date at " + l.version);
+    std::string why = halted ? "upgrade to " + l.target + " failed: " + l.message
+                             : "not in an HA group; up to date at " + l.version;
+    // In a group on a hub that cannot coordinate it (beside anax): say what is missing.
+    if (!ps_.group.empty() && !unsupported_reason_.empty())
+      why = unsupported_reason_ + "; " +
+            (halted                 ? why
+             : plan_.reason.empty() ? "up to date at " + l.version
+                                    : plan_.reason);
+    status(why);
     return;
   }
   if (l.state == State::idle || l.state == State::succeeded || l.state == State::failed ||
@@ -854,8 +953,8 @@ void Daemon::ungrouped_tick() {
     case Progress::rollback_failed:
       l.state = l.progress == Progress::rolled_back ? State::rolledback : State::failed;
       l.failed_target = l.target;
-      report_management_status(l.progress == Progress::rolled_back ? "rollback successful" : "failed",
-                               l.message);
+      report_management_status(
+          l.progress == Progress::rolled_back ? "rollback successful" : "rollback failed", l.message);
       break;
   }
   l.progress = Progress::none;

@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "anax.h"
 #include "clock.h"
 #include "config.h"
 #include "coordinator.h"
@@ -64,6 +65,9 @@ struct DaemonParts {
   SignalWaiter& waiter;
   std::string steps_log;   // JSON lines of disruptive steps (protocol.md §7 I3)
   std::uint64_t seed = 0;  // for writeIds, jitter and startWindow draws; 0: std::random_device
+  // Beside anax (anax-coexistence.md): its local API gives the node and the job;
+  // null when agentd works alone.
+  AnaxApi* anax = nullptr;
 };
 
 class Daemon {
@@ -99,6 +103,9 @@ class Daemon {
   void persist();
   void status(const std::string& text);
   void report_management_status(const std::string& status, const std::string& error = {});
+  void send_report();  // the pending report (PersistedState::report_*), until it is taken
+  bool refresh_from_anax();
+  void apply_plan(const Plan& plan);
   void report_policy_errors(const std::map<std::string, std::string>& errors);
   // protocol.md §7 I3: each disruptive step's begin and end, on this node's clock.
   void log_step(const char* step, const char* phase);
@@ -122,7 +129,12 @@ class Daemon {
   std::string scheduled_time_;
   std::string unsupported_reason_;
   int unsupported_reads_ = 0;  // group reads in a row refused as unsupported (backoff)
-  std::string job_target_;     // the target the running (or last) job works on
+  // Whether the hub has the coordination extension (protocol.md §3), as the last
+  // group read showed; beside anax a hub without it leaves the agbot's lock.
+  // Unknown until the first read; unknown counts as "no" for anax's jobs.
+  std::optional<bool> hub_coordinates_;
+  Mono next_report_{0};     // when a pending status report is sent again
+  std::string job_target_;  // the target the running (or last) job works on
   // Progress text from the running job's thread, shown by the loop.
   std::mutex progress_mu_;
   std::string job_progress_;

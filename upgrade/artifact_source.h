@@ -15,6 +15,7 @@
 namespace agentd {
 
 class Exchange;
+class AnaxApi;
 
 class ArtifactSource {
  public:
@@ -41,6 +42,25 @@ class CssArtifactSource final : public ArtifactSource {
  private:
   Exchange& exchange_;
   HttpClient& http_;
+};
+
+// Beside anax (anax-coexistence.md §3.4, one download per node): the files anax
+// downloaded for the job that names `version`, in that job's directory; the
+// signed manifest still comes from `manifests` (a few hundred bytes), since the
+// files are trusted only through it. A file anax has not downloaded is
+// Errc::not_found: agentd never fetches a second copy beside anax's.
+class AnaxArtifactSource final : public ArtifactSource {
+ public:
+  AnaxArtifactSource(AnaxApi& anax, ArtifactSource& manifests) : anax_(anax), manifests_(manifests) {}
+  Result<SignedManifest> manifest(const std::string& manifest_ref) override;
+  Result<std::uint64_t> size(const std::string& version, const std::string& name) override;
+  Status fetch(const std::string& version, const std::string& name, std::uint64_t size,
+               std::uint64_t max_bytes, const std::string& dir, const FetchOptions& options) override;
+
+ private:
+  Result<std::string> file_of(const std::string& version, const std::string& name);
+  AnaxApi& anax_;
+  ArtifactSource& manifests_;
 };
 
 }  // namespace agentd

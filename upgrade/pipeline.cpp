@@ -48,7 +48,8 @@ std::string anax_bundle_name(PackageKind kind, const std::string& arch) {
          ".tar.gz";
 }
 
-Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind kind, const std::string& arch) {
+Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind kind, const std::string& arch,
+                                        bool prefer_bundle) {
   std::vector<std::string> names;
   for (const std::string& f : sw.files) {
     if (f == "*") {
@@ -70,6 +71,9 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
     if (match && std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
   }
   std::string what = std::string(to_string(kind)) + " package for " + arch;
+  if (prefer_bundle && kind != PackageKind::tarball &&
+      std::find(names.begin(), names.end(), anax_bundle_name(kind, arch)) != names.end())
+    found.clear();  // beside anax: the file anax downloaded, not a second one
   if (found.empty() && kind != PackageKind::tarball) {
     // What Open Horizon publishes: the agent's packages in one tar.gz per
     // package system and architecture (anax download_worker.go).
@@ -209,7 +213,7 @@ class PipelineUpgrader final : public Upgrader {
     const UpgradeSection& sw = m->manifest.software;
 
     // 2. The one package for this node.
-    auto name = choose_package_file(sw, p_.installer.kind(), o_.arch);
+    auto name = choose_package_file(sw, p_.installer.kind(), o_.arch, o_.prefer_bundle);
     if (!name) return std::unexpected(name.error());
     auto hash = sw.sha256.find(*name);
     if (hash == sw.sha256.end())

@@ -31,6 +31,7 @@
 #include "hub/hub.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
+#include "support/fake_anax.h"
 #include "temp_dir.h"
 
 using namespace agentd;
@@ -580,7 +581,8 @@ std::unique_ptr<HttpClient> member_http(const Config& c) {
 }
 
 struct Member {
-  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {})
+  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {},
+         testing::FakeAnax* beside = nullptr)
       : config(member_config(hub, node, dir.path())),
         http(member_http(config)),
         exchange(*http, ExchangeEndpoint{config.exchange_url, config.css_url, config.org, config.node_id},
@@ -589,9 +591,12 @@ struct Member {
         state_file(state_path.empty() ? dir.file("state.json") : state_path),
         upgrader(node, kFrom, state_file.path(), env.events),
         to_hub(exchange),
-        status(to_hub),
+        to_anax(beside ? *beside : no_anax),
+        status(beside ? static_cast<StatusReporter&>(to_anax) : to_hub),
         daemon(DaemonParts{config, env.clock, exchange, store, status, upgrader, log, state_file, notifier,
-                           env.waiter, dir.file("steps.jsonl"), std::hash<std::string>{}(node) | 1}) {}
+                           env.waiter, dir.file("steps.jsonl"), std::hash<std::string>{}(node) | 1, beside}) {
+    if (beside) beside->running_version = [this] { return *upgrader.running_version(); };
+  }
   ~Member() { upgrader.release_all(); }  // a held step must end before the daemon joins it
 
   const Local& local() const { return daemon.state().local; }
@@ -612,7 +617,9 @@ struct Member {
   StateFile state_file;
   FakeUpgrader upgrader;
   ExchangeStatusReporter to_hub;
-  RecordingStatus status;  // every report, then on to the hub
+  testing::FakeAnax no_anax;
+  AnaxStatusReporter to_anax;
+  RecordingStatus status;  // every report, then on to the hub (or to anax)
   Daemon daemon;
 };
 
@@ -857,8 +864,9 @@ TEST_SUITE("daemon") {
     CHECK(hub.mgmt_status("n1").first == "successful");
     CHECK(hub.horizon_version("n1") == kTo);  // the reporter's `successful` records the version
     // Every transition reported once, with anax's strings, in order (exchange-api.md §4.3).
-    CHECK(m.status.reports() == std::vector<std::string>{"download started", "downloaded", "ha node waiting",
-                                                         "initiated", "successful"});
+    std::string reported;
+    for (const auto& r : m.status.reports()) reported += r + ";";
+    CHECK(reported == "waiting;download started;downloaded;ha node waiting;initiated;successful;");
     PersistedState f = m.file();
     CHECK(f.group == "g");
     CHECK(f.pending_write_id.empty());
@@ -1423,6 +1431,130 @@ TEST_SUITE("daemon") {
       CHECK(m.store.reads - reads_before >= 3);  // but it does look again
       CHECK(m.log.count("unsupported-hub") == 1);
     }
+  }
+
+  TEST_CASE(
+      "beside anax, with the coordination extension: anax's job, agentd's lease, statuses through anax") {
+    // anax-coexistence.md §3: the job anax downloaded is taken from `ha node
+    // waiting` under agentd's own lease (the agbot's pace does not apply), and
+    // its transitions are reported through anax's local API, never to the Exchange.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1", "n2"});
+    std::vector<std::unique_ptr<testing::FakeAnax>> anax;
+    std::vector<std::unique_ptr<Member>> members;
+    for (const char* n : {"n1", "n2"}) {
+      anax.push_back(std::make_unique<testing::FakeAnax>());
+      anax.back()->set_ha_group("g");
+      AnaxJob j;
+      j.policy = "o/p1";
+      j.status = "ha node waiting";
+      j.version = kTo;
+      j.manifest = "o/m1";
+      j.scheduled_time = "2026-12-01T10:00:00Z";
+      anax.back()->set_job(j);
+      members.push_back(std::make_unique<Member>(env, hub, n, "", anax.back().get()));
+    }
+    std::vector<Member*> all{members[0].get(), members[1].get()};
+    for (Member* m : all) REQUIRE(started(*m));
+    REQUIRE(run_until(
+        env, all,
+        [&] {
+          return std::all_of(all.begin(), all.end(), [](Member* m) {
+            return m->local().state == State::succeeded && m->local().progress == Progress::none &&
+                   m->file().report_status.empty();
+          });
+        },
+        60'000ms));
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      CAPTURE(i);
+      CHECK(anax[i]->puts() == std::vector<std::string>{"o/p1:initiated", "o/p1:successful"});
+      CHECK(all[i]->upgrader.steps() == kSteps);
+      // anax writes the Exchange's status, not agentd.
+      CHECK(hub.call("GET", "/v1/orgs/o/nodes/" + all[i]->config.node_id + "/managementStatus/p1", kAdmin)
+                .status == 404);
+    }
+    // One at a time: the second install began after the first member released.
+    std::vector<std::string> order = env.events.list();
+    auto first = [&](const std::string& e) {
+      return std::find(order.begin(), order.end(), e) - order.begin();
+    };
+    bool n1_first = first("n1:install") < first("n2:install");
+    const std::string a = n1_first ? "n1" : "n2", b = n1_first ? "n2" : "n1";
+    CHECK(first(a + ":write:succeeded") < first(b + ":install"));
+  }
+
+  TEST_CASE("beside anax, on a hub without the coordination extension: only a downloaded job is taken") {
+    // The agbot's lock is the group's lock: `ha node waiting` means another member
+    // holds it; anax moves the job to `downloaded` when the agbot says go.
+    Env env;
+    StandIn hub(Mode::no_coordination);
+    hub.make_group("g", {"n1"});
+    testing::FakeAnax anax;
+    anax.set_ha_group("g");
+    AnaxJob j;
+    j.policy = "o/p1";
+    j.status = "ha node waiting";
+    j.version = kTo;
+    j.manifest = "o/m1";
+    anax.set_job(j);
+    Member m(env, hub, "n1", "", &anax);
+    std::string failing;
+    SUBCASE("healthy") {}
+    SUBCASE("the health check fails: rolled back, reported through anax") {
+      failing = "yes";
+      m.upgrader.script("check_health", fail(Errc::process, "agent not answering"));
+    }
+    REQUIRE(started(m));
+    run_for(env, {&m}, 5'000ms);
+    CHECK(m.upgrader.steps().empty());
+    CHECK(anax.puts().empty());
+    CHECK(m.daemon.status_text().find("agbot's lock serialises the group") != std::string::npos);
+
+    anax.set_status("o/p1", "downloaded");
+    REQUIRE(run_until(env, {&m}, [&] {
+      return (m.local().state == State::succeeded || m.local().state == State::rolledback) &&
+             m.local().progress == Progress::none && m.file().report_status.empty();
+    }));
+    CHECK(m.store.writes.empty());  // no group writes on this hub
+    if (failing.empty()) {
+      CHECK(m.upgrader.steps() == kSteps);
+      CHECK(anax.puts() == std::vector<std::string>{"o/p1:initiated", "o/p1:successful"});
+    } else {
+      CHECK(anax.puts() ==
+            std::vector<std::string>{"o/p1:initiated", "o/p1:rollback started", "o/p1:rollback successful"});
+      CHECK(m.local().version == kFrom);
+    }
+  }
+
+  TEST_CASE(
+      "beside anax: a final status anax could not take is sent again until it is, also after a restart") {
+    Env env;
+    StandIn hub;
+    testing::FakeAnax anax;  // in no group: upgrades at once
+    AnaxJob j;
+    j.policy = "o/p1";
+    j.status = "downloaded";
+    j.version = kTo;
+    j.manifest = "o/m1";
+    anax.set_job(j);
+    testing::TempDir state;
+    {
+      Member m(env, hub, "n1", state.file("state.json"), &anax);
+      anax.refuse_puts_after(1);  // takes `initiated`, then is away (the new anax is starting)
+      REQUIRE(started(m));
+      REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+      run_for(env, {&m}, 40'000ms);
+      CHECK(m.file().report_status == "successful");  // kept, not dropped
+      CHECK(m.log.count("management-status-failed") >= 2);
+      m.daemon.stop();
+    }
+    anax.refuse_puts_after(-1);
+    Member again(env, hub, "n1", state.file("state.json"), &anax);
+    again.upgrader.set_version(kTo);
+    REQUIRE(started(again));
+    REQUIRE(run_until(env, {&again}, [&] { return again.file().report_status.empty(); }));
+    CHECK(anax.status_of("o/p1") == "successful");
   }
 
   TEST_CASE("an unusable state directory: start() returns exit_state") {
