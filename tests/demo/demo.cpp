@@ -251,7 +251,7 @@ double median(std::vector<double> v) {
 
 // Requests per member from the stand-in's counters: (members, total, not modified).
 struct RequestCounts {
-  long long members = 0, total = 0, not_modified = 0, group_reads = 0;
+  long long members = 0, total = 0, not_modified = 0, group_reads = 0, conflicts = 0;
 };
 
 RequestCounts request_counts(Hub& hub, const std::string& prefix) {
@@ -267,6 +267,7 @@ RequestCounts request_counts(Hub& hub, const std::string& prefix) {
     c.total += json::opt_int(item, "total", 0).value_or(0);
     c.not_modified += json::opt_int(item, "notModified", 0).value_or(0);
     c.group_reads += json::opt_int(item, "groupReads", 0).value_or(0);
+    c.conflicts += json::opt_int(item, "conflicts", 0).value_or(0);
   }
   return c;
 }
@@ -505,8 +506,15 @@ int main(int argc, char** argv) {
               "  handoff gap (release -> next acquire): median %.3fs, max %.3fs over %zu handoffs\n",
               median(gaps), *std::max_element(gaps.begin(), gaps.end()), gaps.size());
     }
-    if (!upgrade_s.empty())
-      appendf(&summary, "  time under the lease per member: median %.2fs\n", median(upgrade_s));
+    if (!upgrade_s.empty()) {
+      double under = std::accumulate(upgrade_s.begin(), upgrade_s.end(), 0.0);
+      appendf(&summary, "  time under the lease per member: median %.2fs; makespan / sum of it: %.2f\n",
+              median(upgrade_s), under > 0 ? makespan / under : 0.0);
+    }
+    if (!leases.empty())
+      appendf(&summary, "  412s per acquisition: %.2f (%lld answered 412, %zu acquisitions)\n",
+              static_cast<double>(requests.conflicts) / static_cast<double>(leases.size()),
+              requests.conflicts, leases.size());
     appendf(&summary, "  most members upgrading at once: %d\n", tl.max_concurrent);
     if (requests.members > 0)
       appendf(&summary, "  hub requests per member: %.1f (%lld group reads, %lld answered 304)\n",

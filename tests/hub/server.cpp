@@ -291,6 +291,7 @@ void Server::count(const std::string& caller, const Call& call, const Reply& r) 
   Counts& c = stats_[caller];
   ++c.total;
   if (r.status == 304) ++c.not_modified;
+  if (r.status == 412) ++c.conflicts;
   if (group_read) ++c.group_reads;
   if (r.write && r.status >= 200 && r.status < 300) ++c.writes;
 }
@@ -313,6 +314,7 @@ Reply Server::standin(const Call& call) {
       json::set(o.get(), "total", c.total);
       json::set(o.get(), "notModified", c.not_modified);
       json::set(o.get(), "groupReads", c.group_reads);
+      json::set(o.get(), "conflicts", c.conflicts);
       json::set(o.get(), "writes", c.writes);
       json::set(requests.get(), caller.c_str(), std::move(o));
     }

@@ -32,7 +32,7 @@
 // Faults spare root and the /v1/standin routes, so a test can always steer the hub.
 // GET /v1/standin/stats (root only) counts the requests of every caller, for the
 // demo and the benchmarks: {"requests":{"o/n1":{"total":N,"notModified":N,
-// "groupReads":N,"writes":N}}}.
+// "groupReads":N,"writes":N,"conflicts":N}}}.
 #pragma once
 
 #include <httplib.h>
@@ -103,6 +103,7 @@ class Server {
     std::int64_t not_modified = 0;  // answered 304
     std::int64_t group_reads = 0;   // GET .../hagroups/{g}
     std::int64_t writes = 0;        // accepted state-changing requests
+    std::int64_t conflicts = 0;     // answered 412 (a stale If-Match)
   };
   std::map<std::string, Counts> stats() const;
 
