@@ -17,7 +17,11 @@ namespace {
 constexpr const char* kUsage =
     "usage: exchange-standin [--port N (default 0)] [--bind 127.0.0.1] --state FILE [--log FILE]\n"
     "                        [--root-password PW (default rootpw)] [--exchange-version 2.154.0]\n"
-    "                        [--mode full|no-etag|no-coordination]\n";
+    "                        [--mode full|no-etag|no-coordination]\n"
+    "                        [--agbot-log FILE] [--agbot-interval SECONDS (default 60)]\n"
+    "The agbot's HA-upgrade lock (POST /org/{org}/hagroup/{group}/nodemanagement/{node}/{nmp},\n"
+    "GET|DELETE /ha/upgradingnode[/{org}/{group}]) is served too; its monitor frees a lock\n"
+    "every --agbot-interval once the holder's status is no longer active.\n";
 
 int usage_error(const std::string& msg) {
   std::fprintf(stderr, "exchange-standin: %s\n%s", msg.c_str(), kUsage);
@@ -37,8 +41,9 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    static const std::string kKnown[] = {
-        "--port", "--bind", "--state", "--log", "--root-password", "--exchange-version", "--mode"};
+    static const std::string kKnown[] = {"--port", "--bind",          "--state",
+                                         "--log",  "--root-password", "--exchange-version",
+                                         "--mode", "--agbot-log",     "--agbot-interval"};
     std::string name = arg.substr(0, arg.find('='));
     if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown))
       return usage_error("unknown option " + arg);
@@ -71,6 +76,14 @@ int main(int argc, char** argv) {
       auto mode = mode_from_string(value);
       if (!mode) return usage_error("bad --mode '" + value + "'");
       options.mode = *mode;
+    } else if (arg == "--agbot-log") {
+      options.agbot_log_path = value;
+    } else if (arg == "--agbot-interval") {
+      char* end = nullptr;
+      double seconds = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || !(seconds > 0) || seconds > 86400)
+        return usage_error("bad --agbot-interval '" + value + "'");
+      options.agbot_monitor_interval = std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
     }
   }
   if (options.state_path.empty()) return usage_error("--state is required");
