@@ -17,6 +17,7 @@
 #include "agentd/files.h"
 #include "agentd/group.h"
 #include "agentd/json.h"
+#include "http_call.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
 #include "temp_dir.h"
@@ -35,15 +36,7 @@ constexpr const char* kN1 = "o/n1:tok1";
 constexpr const char* kN2 = "o/n2:tok2";
 constexpr const char* kN3 = "o/n3:tok3";
 
-struct Res {
-  int status = -1;  // -1: transport error, no response
-  std::string body;
-  std::string etag;
-  std::string cache_control;
-  std::string content_type;
-  json::Ptr json;
-  const cJSON* j() const { return json.get(); }
-};
+using testing::Res;
 
 std::int64_t etag_of(const Res& r) {
   auto v = parse_etag(r.etag);
@@ -81,30 +74,7 @@ class TestHub {
 
   Res call(const std::string& method, const std::string& path, const std::string& auth,
            const std::string& body = "", httplib::Headers headers = {}) {
-    httplib::Client cli("127.0.0.1", port_);
-    cli.set_connection_timeout(5, 0);
-    cli.set_read_timeout(5, 0);
-    if (!auth.empty()) {
-      auto colon = auth.find(':');
-      cli.set_basic_auth(auth.substr(0, colon).c_str(), auth.substr(colon + 1).c_str());
-    }
-    httplib::Result r = method == "GET"     ? cli.Get(path.c_str(), headers)
-                        : method == "PUT"   ? cli.Put(path.c_str(), headers, body, "application/json")
-                        : method == "POST"  ? cli.Post(path.c_str(), headers, body, "application/json")
-                        : method == "PATCH" ? cli.Patch(path.c_str(), headers, body, "application/json")
-                                            : cli.Delete(path.c_str(), headers);
-    Res out;
-    if (!r) return out;
-    out.status = r->status;
-    out.body = r->body;
-    out.etag = r->get_header_value("ETag");
-    out.cache_control = r->get_header_value("Cache-Control");
-    out.content_type = r->get_header_value("Content-Type");
-    if (!out.body.empty() && out.content_type == "application/json") {
-      auto p = json::parse(out.body, "response");
-      if (p) out.json = std::move(*p);
-    }
-    return out;
+    return testing::http_call(port_, method, path, auth, body, std::move(headers));
   }
 
   // Org o with an admin, two users, nodes n1..n3 owned by alice and b1 owned by bob.
