@@ -459,3 +459,4 @@ TEST_SUITE("anax") {
     CHECK(node.hub_call("GET", "/ha/upgradingnode", kAdmin).body == "[]");
   }
 }
+
