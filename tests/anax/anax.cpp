@@ -72,18 +72,6 @@ Reply error_reply(int status, const std::string& msg) {
   return json_reply(status, o.get());
 }
 
-std::vector<std::string> split_path(const std::string& path) {
-  std::vector<std::string> out;
-  std::size_t i = 0;
-  while (i < path.size()) {
-    std::size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) out.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
-
 std::string str(const cJSON* o, const char* key) {
   return json::opt_string(o, key).value_or("");
 }
@@ -111,7 +99,9 @@ constexpr int kMaxDownloadAttempts = 4;  // anax: then `download failed`
 
 // ---- records -----------------------------------------------------------------------------------
 
-json::Ptr record_to_json(const Record& r, const std::string& work_dir) {
+namespace {
+// agentUpgradePolicyStatus as anax PUTs it to the Exchange (exchange-api.md §4.2).
+json::Ptr policy_status_json(const Record& r) {
   auto st = json::object();
   json::set(st.get(), "scheduledTime", r.scheduled_time);
   if (!r.start_time.empty()) json::set(st.get(), "startTime", r.start_time);
@@ -123,6 +113,12 @@ json::Ptr record_to_json(const Record& r, const std::string& work_dir) {
   json::set(st.get(), "upgradedVersions", std::move(versions));
   json::set(st.get(), "status", r.status);
   if (!r.error_message.empty()) json::set(st.get(), "errorMessage", r.error_message);
+  return st;
+}
+}  // namespace
+
+json::Ptr record_to_json(const Record& r, const std::string& work_dir) {
+  auto st = policy_status_json(r);
   json::set(st.get(), "workingDirectory", work_dir);
   auto in = json::object();
   if (r.allow_downgrade) json::set(in.get(), "allowDowngrade", true);
@@ -301,19 +297,8 @@ Status expect(const Result<HttpResponse>& r, std::initializer_list<long> ok, con
 
 // What anax PUTs (exchange-api.md §4.2): agentUpgradeInternal and workingDirectory left out.
 Status Anax::put_exchange_status(const std::string& key, const Record& r) {
-  auto st = json::object();
-  json::set(st.get(), "scheduledTime", r.scheduled_time);
-  if (!r.start_time.empty()) json::set(st.get(), "startTime", r.start_time);
-  if (!r.end_time.empty()) json::set(st.get(), "endTime", r.end_time);
-  auto versions = json::object();
-  json::set(versions.get(), "softwareVersion", r.software_version);
-  json::set(versions.get(), "certVersion", r.cert_version);
-  json::set(versions.get(), "configVersion", r.config_version);
-  json::set(st.get(), "upgradedVersions", std::move(versions));
-  json::set(st.get(), "status", r.status);
-  if (!r.error_message.empty()) json::set(st.get(), "errorMessage", r.error_message);
   auto body = json::object();
-  json::set(body.get(), "agentUpgradePolicyStatus", std::move(st));
+  json::set(body.get(), "agentUpgradePolicyStatus", policy_status_json(r));
   std::string url = options_.exchange_url + "/orgs/" + options_.org + "/nodes/" + options_.node +
                     "/managementStatus/" + nmp_of(key);
   return expect(send("PUT", url, json::print(body.get())), {201}, "PUT " + url);
@@ -387,7 +372,7 @@ bool Anax::advance(const std::string& key, const std::string& from, const std::s
 // ---- the local API -------------------------------------------------------------------------------
 
 Reply Anax::handle(const Call& call) {
-  auto s = split_path(call.path);
+  auto s = standin::split_path(call.path);
   const std::string& m = call.method;
   const std::size_t n = s.size();
   if (n == 1 && s[0] == "status" && m == "GET") return get_status_route();

@@ -1,18 +1,16 @@
 // anax-standin: the anax stand-in (tests/anax/anax.h) for integration tests and
 // the demo: anax's local API on 127.0.0.1, its NMP worker and its cron executor.
-#include <signal.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
 #include <string>
-#include <thread>
 
 #include "agentd/files.h"
 #include "agentd/process.h"
 #include "anax.h"
+#include "hub/serve.h"
 #include "server.h"
 
 namespace {
@@ -111,32 +109,12 @@ int main(int argc, char** argv) {
     o.token = std::string(agentd::trim_space(*t));
   }
 
-  // SIGTERM/SIGINT are taken by sigwait below; every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
+  sigset_t stop_signals = agentd::standin::block_stop_signals();
   auto anax = Anax::open(o);
   if (!anax) {
     std::fprintf(stderr, "anax-standin: %s\n", anax.error().describe().c_str());
     return 1;
   }
   Server server(**anax);
-  auto bound = server.bind(bind, port);
-  if (!bound) {
-    std::fprintf(stderr, "anax-standin: %s\n", bound.error().describe().c_str());
-    return 1;
-  }
-  std::printf("listening port=%d\n", *bound);
-  std::fflush(stdout);
-  std::thread serving([&server] { server.run(); });
-  for (int i = 0; i < 5000 && !server.is_running(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  server.stop();
-  serving.join();
-  return 0;
+  return agentd::standin::serve_until_stopped(server, bind, port, stop_signals, "anax-standin");
 }

@@ -23,14 +23,7 @@ Server::~Server() {
 }
 
 Result<int> Server::bind(const std::string& host, int port) {
-  if (port == 0) {
-    int p = http_.bind_to_any_port(host);
-    if (p <= 0) return fail(Errc::io, "cannot bind " + host + ":0");
-    return p;
-  }
-  if (!http_.bind_to_port(host, port))
-    return fail(Errc::io, "cannot bind " + host + ":" + std::to_string(port));
-  return port;
+  return standin::bind_http(http_, host, port);
 }
 
 void Server::run() {

@@ -335,8 +335,8 @@ class Member {
 // NMP worker (which writes the Exchange as the node and asks the agbot for the
 // group's lock) and its cron executor, fast for tests.
 struct AnaxOptions {
-  std::string interval_seconds = "0.2";       // the NMP worker's period (anax: 60 s)
-  std::string cron_interval_seconds = "0.2";  // the cron executor's period (cron: 60 s)
+  std::string interval_seconds = "0.5";       // the NMP worker's period (anax: 60 s)
+  std::string cron_interval_seconds = "0.5";  // the cron executor's period (cron: 60 s)
   // Whether the cron file exists at start: the `horizon` package writes it, so the
   // executor is armed unless something (agentd's package) takes it away.
   bool cron_file = true;

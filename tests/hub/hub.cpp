@@ -104,18 +104,6 @@ std::string quoted(std::int64_t revision) {
 
 // ---- request helpers ------------------------------------------------------------------
 
-std::vector<std::string> split_path(const std::string& path) {
-  std::vector<std::string> out;
-  std::size_t i = 0;
-  while (i < path.size()) {
-    std::size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) out.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
-
 // A body that is not JSON is a 400 (exchange-api.md §1.3); `empty_ok` routes take no body.
 Result<json::Ptr> parse_body(const Call& call, bool empty_ok) {
   bool blank =
@@ -230,6 +218,18 @@ std::optional<Mode> mode_from_string(const std::string& s) {
 std::string Call::header(const std::string& lower_name) const {
   auto it = headers.find(lower_name);
   return it == headers.end() ? std::string() : it->second;
+}
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    std::size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    if (j > i) out.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
 }
 
 std::string basic_user(const std::string& authorization) {
@@ -1783,7 +1783,8 @@ void Hub::monitor_agbot_locks() {
     std::string updated = json::opt_string(row_status.get(), "lastUpdated").value_or("");
     if (parse_time(updated, &written) &&
         now_us_ - std::chrono::duration_cast<std::chrono::microseconds>(written.time_since_epoch()).count() <
-            std::chrono::duration_cast<std::chrono::microseconds>(options_.agbot_monitor_interval).count() / 2)
+            std::chrono::duration_cast<std::chrono::microseconds>(options_.agbot_monitor_interval).count() /
+                2)
       continue;
     released.emplace_back(key, "status " + status);
   }

@@ -103,6 +103,9 @@ struct Identity {
   bool is_user() const { return kind == Kind::user; }
 };
 
+// The non-empty segments of a URL path: "/v1/orgs/o" -> {"v1", "orgs", "o"}.
+std::vector<std::string> split_path(const std::string& path);
+
 // "org/id" from a Basic Authorization header, without checking the secret; "" if none.
 std::string basic_user(const std::string& authorization);
 

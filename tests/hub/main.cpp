@@ -1,7 +1,5 @@
 // exchange-standin: the Exchange stand-in hub for tests and the demo
 // (architecture.md "The Exchange stand-in").
-#include <signal.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <thread>
 
 #include "hub.h"
+#include "serve.h"
 #include "server.h"
 
 namespace {
@@ -88,35 +87,14 @@ int main(int argc, char** argv) {
   }
   if (options.state_path.empty()) return usage_error("--state is required");
 
-  // SIGTERM/SIGINT are taken by sigwait below; every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
+  sigset_t stop_signals = block_stop_signals();
   auto hub = Hub::open(options);
   if (!hub) {
     std::fprintf(stderr, "exchange-standin: %s\n", hub.error().describe().c_str());
     return 1;
   }
   Server server(**hub);
-  auto bound = server.bind(bind, port);
-  if (!bound) {
-    std::fprintf(stderr, "exchange-standin: %s\n", bound.error().describe().c_str());
-    return 1;
-  }
-  std::printf("listening port=%d\n", *bound);
-  std::fflush(stdout);
-
-  std::thread serving([&server] { server.run(); });
-  // stop() does nothing until the accept loop runs; a signal meanwhile stays pending.
-  for (int i = 0; i < 5000 && !server.is_running(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  server.stop();
-  serving.join();
+  if (int rc = serve_until_stopped(server, bind, port, stop_signals, "exchange-standin"); rc != 0) return rc;
   if (auto st = (*hub)->flush(); !st) {
     std::fprintf(stderr, "exchange-standin: %s\n", st.error().describe().c_str());
     return 1;

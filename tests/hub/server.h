@@ -83,6 +83,9 @@ std::string corrupt_body(const std::string& body, const std::string& how);
 Call to_call(const httplib::Request& req);
 void write_reply(const Reply& r, const std::string& path, httplib::Response& res);
 
+// Binds `http` to `host:port` (0: a port chosen by the OS) and returns the port.
+Result<int> bind_http(httplib::Server& http, const std::string& host, int port);
+
 json::Ptr faults_to_json(const Faults& f);
 // Absent fields take their defaults; wrong types and out-of-range values are errors.
 Result<Faults> parse_faults(const std::string& body);
