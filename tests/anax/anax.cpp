@@ -742,19 +742,24 @@ std::string Anax::download(const std::string& key, Record* rec, const NodeInfo& 
     if (auto st = expect(got, {200}, "GET " + file_url); !st) return failed(st.error().message);
     if (auto st = write_file_atomic(dir + "/" + file, got->body, 0644); !st)
       return failed(st.error().message);
+    auto line = json::object();
+    json::set(line.get(), "nmp", key);
+    json::set(line.get(), "version", version);
+    json::set(line.get(), "file", file);
+    json::set(line.get(), "bytes", static_cast<std::int64_t>(got->body.size()));
+    log_line(options_.download_log, std::move(line));
   }
   return node.ha_group.empty() ? status::downloaded : status::ha_node_waiting;
 }
 
 // ---- the cron executor (agent-auto-upgrade.sh) ---------------------------------------------------
 
-void Anax::log_executor(json::Ptr line) {
-  if (options_.executor_log.empty()) return;
+void Anax::log_line(const std::string& path, json::Ptr line) {
+  if (path.empty()) return;
+  auto now = std::chrono::system_clock::now().time_since_epoch();
   json::set(line.get(), "tUs",
-            static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                          std::chrono::system_clock::now().time_since_epoch())
-                                          .count()));
-  if (auto st = append_line(options_.executor_log, json::print(line.get())); !st)
+            static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now).count()));
+  if (auto st = append_line(path, json::print(line.get())); !st)
     std::fprintf(stderr, "anax-standin: %s\n", st.error().describe().c_str());
 }
 
@@ -777,13 +782,13 @@ void Anax::executor_pass() {
   json::set(line.get(), "event", "run");
   json::set(line.get(), "nmp", key);
   json::set(line.get(), "version", rec.software_version);
-  log_executor(std::move(line));
+  log_line(options_.executor_log, std::move(line));
   if (auto st = set_status(key, status::initiated, ""); !st) {
     auto end = json::object();
     json::set(end.get(), "event", "error");
     json::set(end.get(), "nmp", key);
     json::set(end.get(), "error", st.error().message);
-    log_executor(std::move(end));
+    log_line(options_.executor_log, std::move(end));
     return;
   }
   auto runner = make_process_runner([] { return false; });
@@ -799,7 +804,7 @@ void Anax::executor_pass() {
   json::set(end.get(), "nmp", key);
   json::set(end.get(), "exit", code);
   if (!st) json::set(end.get(), "error", st.error().message);
-  log_executor(std::move(end));
+  log_line(options_.executor_log, std::move(end));
 }
 
 }  // namespace agentd::anax

@@ -74,6 +74,9 @@ struct AnaxOptions {
   std::chrono::milliseconds cron_interval{60'000};
   std::string install_command;  // run by the executor with /bin/sh -c; "" = "true"
   std::string executor_log;     // JSON lines, one per executor run and its end; "" = none
+  // JSON lines, one per file of a release the NMP worker downloaded
+  // {"tUs","nmp","version","file","bytes"}; "" = none.
+  std::string download_log;
 };
 
 // NodeManagementPolicyStatus, agentUpgrade part (anax exchangecommon/node_management_status.go).
@@ -172,7 +175,8 @@ class Anax {
 
   std::string job_dir(const std::string& key) const;
   Status save_locked();
-  void log_executor(json::Ptr line);
+  // Appends `line` (with "tUs") to `path` ("" = nowhere).
+  void log_line(const std::string& path, json::Ptr line);
   void run_every(std::chrono::milliseconds interval, void (Anax::*pass)());
 
   AnaxOptions options_;

@@ -25,7 +25,7 @@ constexpr const char* kUsage =
     "                    [--interval SECONDS (NMP worker, default 60)]\n"
     "                    [--cron-file FILE (default /etc/cron.d/horizon_agent_upgrade)]\n"
     "                    [--cron-interval SECONDS (default 60)] [--install-command CMD]\n"
-    "                    [--executor-log FILE]\n"
+    "                    [--executor-log FILE] [--download-log FILE]\n"
     "Prints 'listening port=N' once it serves.\n";
 
 int usage_error(const std::string& msg) {
@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
       {"--cron-interval", [&o](const std::string& v) { return seconds(v, &o.cron_interval); }},
       {"--install-command", text(&o.install_command)},
       {"--executor-log", text(&o.executor_log)},
+      {"--download-log", text(&o.download_log)},
       {"--bind", text(&bind)},
       {"--port",
        [&port](const std::string& v) {

@@ -813,7 +813,9 @@ Anax::Anax(std::string dir, const Hub& hub, const Member& member, std::string or
            "--install-command",
            install,
            "--executor-log",
-           executor_log_path()};
+           executor_log_path(),
+           "--download-log",
+           download_log_path()};
   set_cron_file(options.cron_file);
   start(0);
 }
@@ -866,6 +868,10 @@ void Anax::set_cron_file(bool present) {
 
 int Anax::executor_runs() const {
   return static_cast<int>(grep_lines(executor_log_path(), R"("event":"run")").size());
+}
+
+int Anax::downloads(const std::string& version) const {
+  return static_cast<int>(grep_lines(download_log_path(), "\"version\":\"" + version).size());
 }
 
 HttpResult Anax::request(const std::string& method, const std::string& path, const std::string& body) {

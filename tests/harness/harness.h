@@ -360,6 +360,7 @@ class Anax {
   std::string work_dir() const { return dir_ + "/nmp"; }  // a job's files: <work_dir>/<org>/<nmp>/
   std::string cron_path() const { return dir_ + "/horizon_agent_upgrade"; }
   std::string executor_log_path() const { return dir_ + "/executor.jsonl"; }
+  std::string download_log_path() const { return dir_ + "/downloads.jsonl"; }
   std::string output_path() const;  // stdout+stderr of the current run
   bool running() { return process_ && process_->running(); }
 
@@ -369,8 +370,10 @@ class Anax {
 
   // The `horizon` package's cron file: present = the executor runs.
   void set_cron_file(bool present);
-  // Executor runs so far (its "run" lines), and the jobs they ran ("org/nmp").
+  // Executor runs so far (its "run" lines).
   int executor_runs() const;
+  // Release files the NMP worker downloaded so far (of `version`; "" = any).
+  int downloads(const std::string& version = "") const;
 
   // Any request to the local API (no credentials).
   HttpResult request(const std::string& method, const std::string& path, const std::string& body = "");

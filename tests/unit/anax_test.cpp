@@ -77,6 +77,7 @@ class Node {
     o.install_command = "echo \"$ANAX_NMP $ANAX_VERSION\" >> " + dir_.file("installs") + " && printf '" +
                         "%s\\n' \"$ANAX_VERSION\" > " + dir_.file("version");
     o.executor_log = dir_.file("executor.jsonl");
+    o.download_log = dir_.file("downloads.jsonl");
     return o;
   }
 
@@ -211,6 +212,14 @@ TEST_SUITE("anax") {
     CHECK(node.exchange() == "ha node waiting");
     CHECK(node.read("nmp/o/p1/" + std::string(kBundle)) == "bundle 2.0.0");
     CHECK(!std::filesystem::exists(node.file("nmp/o/p1/horizon-agent-linux-rpm-amd64.tar.gz")));
+    CHECK(node.read("downloads.jsonl")
+              .find(R"("nmp":"o/p1","version":"2.0.0","file":")" + std::string(kBundle) +
+                    R"(","bytes":12)") != std::string::npos);
+    // The hub counts anax's requests apart from the node's own (agentd's).
+    Res stats = node.hub_call("GET", "/v1/standin/stats", kRoot);
+    const cJSON* requests = cJSON_GetObjectItemCaseSensitive(stats.j(), "requests");
+    CHECK(cJSON_GetObjectItemCaseSensitive(requests, "o/n1#anax") != nullptr);
+    CHECK(cJSON_GetObjectItemCaseSensitive(requests, "o/n1") == nullptr);
     node.anax().worker_pass();  // the agbot answers 409
     CHECK(node.local() == "ha node waiting");
     CHECK(node.hub_call("DELETE", "/ha/upgradingnode/o/g", kAdmin).status == 200);
@@ -459,4 +468,3 @@ TEST_SUITE("anax") {
     CHECK(node.hub_call("GET", "/ha/upgradingnode", kAdmin).body == "[]");
   }
 }
-
