@@ -313,7 +313,9 @@ bool Coordinator::heartbeat_due(const GroupDocument& doc, const Local& local, Mo
   // within this member's jitter of the heartbeat, not all members at one instant.
   if (active && active_since_ && *local.last_write < *active_since_)
     return now - *active_since_ >= timing_.heartbeat - jittered(timing_.heartbeat, local);
-  return now - *local.last_write >= jittered(active ? timing_.heartbeat : timing_.idle_heartbeat, local);
+  // Jittered during a rollout only: a quiet group writes too rarely to collide,
+  // and an idle member's cost is its idle heartbeat (protocol.md §1 goal 6).
+  return now - *local.last_write >= (active ? jittered(timing_.heartbeat, local) : timing_.idle_heartbeat);
 }
 
 Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,

@@ -65,7 +65,7 @@ struct Local {
   std::optional<Mono> last_write;  // when our last write of any kind landed
   bool job_running = false;        // a prepare/install/... job is in flight
   bool step_running = false;       // that job is a disruptive step: install, restart, rollback
-  // Each periodic write comes this much (per mille of its interval, 0..249) early,
+  // Each heartbeat of a rollout comes this much (per mille of its interval, 0..249) early,
   // drawn anew after every write: members that all wrote at once (a rollout
   // begins) drift apart instead of invalidating each other's next write.
   int heartbeat_jitter_permille = 0;

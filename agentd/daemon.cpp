@@ -272,7 +272,7 @@ Mono Daemon::next_wake() const {
     const Timing& t = coordinator_.timing();
     Mono hb = holds_lease(l.state)                 ? std::min(t.renew_period(), t.heartbeat)
               : Coordinator::rollout_active(*doc_) ? Coordinator::jittered(t.heartbeat, l)
-                                                   : Coordinator::jittered(t.idle_heartbeat, l);
+                                                   : t.idle_heartbeat;
     w = std::min(w, *l.last_write + hb);
   }
   return w;
