@@ -42,21 +42,30 @@ std::unexpected<Error> in(const std::string& what, Error e) {
   return std::unexpected(std::move(e));
 }
 
+// What of the hub's own words goes into an error (and so into the log): a
+// hostile hub's megabyte-long msg must not become a megabyte of log per request.
+constexpr std::size_t kMaxHubText = 200;
+
+std::string excerpt(std::string_view text) {
+  std::string out(text.substr(0, kMaxHubText));
+  for (char& ch : out)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';
+  if (text.size() > kMaxHubText) out += "... (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+
 // The hub's {"code","msg"} (exchange-api.md §1.3), or a short excerpt of another body.
 std::string hub_text(const HttpResponse& r) {
   if (r.body.empty()) return {};
   if (auto j = json::parse(r.body, "error body"); j && cJSON_IsObject(j->get())) {
     auto code = json::opt_string(j->get(), "code");
     auto msg = json::opt_string(j->get(), "msg");
-    std::string c = code ? *code : "", m = msg ? *msg : "";
+    std::string c = code ? excerpt(*code) : "", m = msg ? excerpt(*msg) : "";
     if (!c.empty() && !m.empty()) return c + ": " + m;
     if (!c.empty() || !m.empty()) return c + m;
     return {};  // a JSON body without {"code","msg"} (e.g. {"nodeGroups":[]}) adds nothing
   }
-  std::string excerpt = r.body.substr(0, 200);
-  for (char& ch : excerpt)
-    if (static_cast<unsigned char>(ch) < 0x20) ch = ' ';
-  return excerpt;
+  return excerpt(r.body);
 }
 
 // "myorg/nmp1" or "nmp1" -> "nmp1": the status route takes the bare name in the node's org.

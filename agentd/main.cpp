@@ -11,6 +11,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "exchange.h"
+#include "files.h"
 #include "http.h"
 #include "log.h"
 #include "process.h"
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
     return exit_token;
   }
   if (flags->check_config) {
+    for (const std::string& w : config->warnings) std::printf("agentd: warning: %s\n", w.c_str());
     std::printf("agentd: configuration is valid (%zu files read)\n", config->sources.size());
     return exit_ok;
   }
@@ -73,10 +75,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "agentd: state directory %s: %s\n", config->state_dir.c_str(), std::strerror(errno));
     return exit_state;
   }
+  if (auto s = check_private_dir(config->state_dir); !s) {
+    std::fprintf(stderr, "agentd: state directory: %s\n", s.error().message.c_str());
+    return exit_state;
+  }
 
   // Signals are blocked before any thread starts, so every thread inherits the mask.
   SignalWaiter waiter;
   auto log = make_logger(config->log_level, stderr_is_journal());
+  for (const std::string& w : config->warnings) log->warn("insecure-setting", {{"why", w}});
   SystemClock clock;
 
   HttpOptions http_options;
@@ -84,6 +91,7 @@ int main(int argc, char** argv) {
   http_options.total_timeout = config->http_timeout;
   http_options.max_response_bytes = config->max_response_bytes;
   http_options.ca_file = config->ca_file;
+  http_options.ca_file_adds_system = config->trust_system_cas;
   http_options.user_agent = std::string("agentd/") + AGENTD_VERSION;
   http_options.basic_user = config->org + "/" + config->node_id;
   http_options.basic_password = *token;
@@ -135,6 +143,8 @@ int main(int argc, char** argv) {
     po.agent_unit = config->agent_unit;
     po.max_download_bytes = config->max_download_bytes;
     po.download_attempts = config->download_attempts;
+    po.download_timeout = config->download_timeout;
+    po.allow_downgrade = config->allow_downgrade;
     po.health_timeout = config->health_timeout;
     po.version_command = config->version_command;
     po.restart_command = config->restart_command;

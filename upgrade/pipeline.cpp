@@ -229,6 +229,7 @@ class PipelineUpgrader final : public Upgrader {
     FetchItem item{*name, p_.exchange.object_data_url("IBM", type, *name), size, o_.max_download_bytes};
     FetchOptions fo;
     fo.retry.attempts = o_.download_attempts;
+    fo.request_timeout = o_.download_timeout;
     fo.sleeper = &p_.sleeper;
     fo.progress = [&](const FetchProgress& fp) {
       std::string text = "downloading " + fp.name + ": " + human_bytes(fp.done);
@@ -437,6 +438,20 @@ class PipelineUpgrader final : public Upgrader {
     if (!x) return std::unexpected(x.error());
     if (x->exit_code != 0)
       return fail(Errc::io, "extracting " + plain + " from " + bundle + ": " + output_tail(x->output, 300));
+    // Only a plain file may stand for the package: a symlink or hard link
+    // member would make us hash and install some other file.
+    const std::string extracted = dir + "/" + plain;
+    struct stat st {};
+    if (::lstat(extracted.c_str(), &st) != 0)
+      return fail(Errc::io, "cannot stat " + extracted + ": " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+      (void)::unlink(extracted.c_str());
+      return fail(Errc::verification, bundle + ": member " + member + " is not a regular file (" +
+                                          (S_ISLNK(st.st_mode)   ? "a symlink"
+                                           : S_ISREG(st.st_mode) ? "a hard link"
+                                                                 : "not a file") +
+                                          "); refusing it");
+    }
     return plain;
   }
 

@@ -52,6 +52,8 @@ struct PipelineOptions {
   std::string agent_unit;  // "" = no unit to restart or watch
   std::uint64_t max_download_bytes = 1024ull * 1024 * 1024;
   int download_attempts = 5;
+  std::chrono::milliseconds download_timeout{3'600'000};  // each download request
+  bool allow_downgrade = false;                           // AGENTD_ALLOW_DOWNGRADE: below the version floor
   std::chrono::milliseconds health_timeout{300'000};
   std::chrono::milliseconds restart_timeout{120'000};
   std::chrono::milliseconds health_retry{2'000};  // between health checks until the deadline

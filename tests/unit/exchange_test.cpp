@@ -115,6 +115,20 @@ TEST_SUITE("exchange") {
     CHECK(plain.error().message.find("Bad Gateway") != std::string::npos);
   }
 
+  TEST_CASE("the hub's words in an error are capped and made printable: a 3 MiB msg is not logged whole") {
+    std::string huge(3 * 1024 * 1024, 'A');
+    huge[10] = '\n';
+    HttpResponse r{500, R"({"code":"c","msg":")" + huge + R"("})", {}};
+    auto st = check_status(r, {200}, "GET orgs/o/x");
+    REQUIRE_FALSE(st);
+    CHECK(st.error().message.size() < 600);
+    CHECK(st.error().message.find('\n') == std::string::npos);
+    CHECK(st.error().message.find("(3145728 bytes)") != std::string::npos);
+    auto plain = check_status(HttpResponse{502, std::string(100000, 'x'), {}}, {200}, "GET y");
+    REQUIRE_FALSE(plain);
+    CHECK(plain.error().message.size() < 600);
+  }
+
   TEST_CASE("URLs: one slash after the base whether or not it ends in one; path segments percent-encoded") {
     FakeHttpClient http;
     FakeSleeper sleeper;

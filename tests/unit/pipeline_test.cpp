@@ -475,6 +475,32 @@ TEST_SUITE("pipeline") {
     CHECK_FALSE(choose_package_file(sw, PackageKind::deb, "arm64"));
   }
 
+  TEST_CASE("a bundle whose agent package is a symlink member is refused before it is hashed") {
+    Fixture f;
+    std::string src = f.dir.path() + "/bundle";
+    std::filesystem::create_directories(src);
+    // The link points at a real package on the node: hashing and installing it
+    // would install whatever the bundle's author pointed at.
+    const std::string elsewhere = f.dir.path() + "/elsewhere.deb";
+    REQUIRE(write_file_atomic(elsewhere, package_bytes("2.0.0")));
+    std::filesystem::create_symlink(elsewhere, src + "/horizon_2.0.0_amd64.deb");
+    const std::string bundle = f.dir.path() + "/horizon-agent-linux-deb-amd64.tar.gz";
+    ProcessSpec tar;
+    tar.argv = {"tar", "-czf", bundle, "-C", src, "./horizon_2.0.0_amd64.deb"};
+    auto made = f.runner->run(tar);
+    REQUIRE(made);
+    REQUIRE(made->exit_code == 0);
+    auto bytes = read_file(bundle, 1 << 20);
+    REQUIRE(bytes);
+    auto ref = f.publish("2.0.0", *bytes, &f.key, std::nullopt, "", "horizon-agent-linux-deb-amd64.tar.gz");
+    auto s = f.upgrader()->prepare(target("2.0.0", ref), {});
+    REQUIRE_FALSE(s);
+    CHECK(s.error().code == Errc::verification);
+    CHECK(s.error().message.find("not a regular file") != std::string::npos);
+    CHECK_FALSE(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
+    CHECK_FALSE(f.exists("downloads/2.0.0/prepared.json"));
+  }
+
   TEST_CASE("install without a prepared package is an error, not a guess") {
     Fixture f;
     auto s = f.upgrader()->install(target("3.0.0", "o/man-3.0.0"));
