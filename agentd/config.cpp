@@ -965,7 +965,9 @@ CONFIGURATION
         token that group or others can read or replace.
     AGENTD_STATE_DIR (default /var/lib/agentd)
         Absolute path of the directory for the member's state file and the
-        step log steps.jsonl.
+        step log steps.jsonl. It must be owned by the user agentd runs as and
+        not be writable by group or others (agentd creates it with mode 0700);
+        otherwise agentd exits with status 5.
     AGENTD_LEASE_DURATION_SECONDS (default 120)
         Lease duration written into the entry on acquire. A lease not renewed
         for this long (by local observation) is dead. Must be longer than the

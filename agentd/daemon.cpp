@@ -297,8 +297,11 @@ void Daemon::poll_changes() {
     if (c.resource == "agentupgrade" && c.id == p_.config.node_id)
       next_read_ = now;  // protocol.md §3 notices
   }
+  const std::int64_t before = change_id_;
   change_id_ = std::max(change_id_, r->most_recent_change_id + 1);
-  if (r->hit_max_records) next_changes_ = now;  // more rows are waiting
+  // More rows are waiting: fetch them at once, but only while the feed moves
+  // forward; a hub repeating hitMaxRecords at one id waits for the interval.
+  if (r->hit_max_records && change_id_ > before) next_changes_ = now;
 }
 
 void Daemon::refresh_node() {

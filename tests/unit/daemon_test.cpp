@@ -8,6 +8,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -546,10 +547,14 @@ std::unique_ptr<HttpClient> member_http(const Config& c) {
   return make_curl_http_client(o);
 }
 
+// Wraps a member's HTTP client (a test's fault between the daemon and the hub).
+using HttpWrap = std::function<std::unique_ptr<HttpClient>(std::unique_ptr<HttpClient>)>;
+
 struct Member {
-  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {})
+  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {},
+         const HttpWrap& wrap = {})
       : config(member_config(hub, node, dir.path())),
-        http(member_http(config)),
+        http(wrap ? wrap(member_http(config)) : member_http(config)),
         exchange(*http, ExchangeEndpoint{config.exchange_url, config.css_url, config.org, config.node_id},
                  RetryPolicy{2, 20ms, 100ms}, env.waiter),
         store(exchange, node, env.events),
@@ -647,9 +652,46 @@ const std::vector<State> kFullCycle{State::idle,      State::preparing, State::w
                                     State::upgrading, State::verifying, State::succeeded};
 const std::vector<std::string> kSteps{"prepare", "install", "restart", "check_health"};
 
+// A changes feed stuck at one id that keeps saying more rows are waiting
+// (hitMaxRecords) without moving forward; everything else goes to the hub.
+class StuckChangesFeed final : public HttpClient {
+ public:
+  explicit StuckChangesFeed(std::unique_ptr<HttpClient> inner) : inner_(std::move(inner)) {}
+  Result<HttpResponse> perform(const HttpRequest& req) override {
+    if (req.method == "POST" && req.url.ends_with("/orgs/o/changes")) {
+      ++posts;
+      return HttpResponse{201, R"({"changes":[],"mostRecentChangeId":0,"hitMaxRecords":true})", {}};
+    }
+    return inner_->perform(req);
+  }
+  std::atomic<int> posts{0};
+
+ private:
+  std::unique_ptr<HttpClient> inner_;
+};
+
 }  // namespace
 
 TEST_SUITE("daemon") {
+  TEST_CASE(
+      "a changes feed saying hitMaxRecords without progress is polled at its interval, not in a tight loop") {
+    Env env;
+    StandIn hub;
+    StuckChangesFeed* feed = nullptr;
+    Member m(env, hub, "n3", {}, [&](std::unique_ptr<HttpClient> inner) {
+      auto f = std::make_unique<StuckChangesFeed>(std::move(inner));
+      feed = f.get();
+      return f;
+    });
+    REQUIRE(started(m));
+    for (int i = 0; i < 20; ++i) m.daemon.tick();  // no time passes
+    CHECK(feed->posts.load() == 1);
+    CHECK(m.daemon.next_wake() > env.clock.mono());
+    env.clock.advance(m.config.changes_interval);
+    for (int i = 0; i < 20; ++i) m.daemon.tick();
+    CHECK(feed->posts.load() == 2);
+  }
+
   TEST_CASE("a node in no HA group upgrades at once: prepare, install, restart, health; no group writes") {
     Env env;
     StandIn hub;
