@@ -8,6 +8,7 @@
 
 #include "files.h"
 #include "json.h"
+#include "upgrade/version_floor.h"
 
 namespace agentd {
 
@@ -354,10 +355,21 @@ void Daemon::refresh_plan() {
   } else {
     p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
   }
+  // Anti-rollback: what runs raises the floor; a damaged floor plans nothing.
+  const VersionFloor floor(p_.config.state_dir + "/version-floor");
+  if (auto s = floor.raise(ps_.local.version); !s)
+    p_.log.warn("version-floor-failed", {{"error", s.error().describe()}});
+  auto floor_version = floor.load();
+  if (!floor_version) {
+    p_.log.error("version-floor-unreadable", {{"error", floor_version.error().describe()}});
+    status("no upgrade planned: " + floor_version.error().message);
+    return;
+  }
   auto plan = choose_target(
       *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
       [this](const std::string& ref) { return p_.exchange.get_manifest(ref); },
-      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); });
+      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); },
+      DowngradeRule{*floor_version, p_.config.allow_downgrade});
   if (!plan) {
     p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
     return;

@@ -18,6 +18,8 @@
 #include "upgrade/fetch.h"
 #include "upgrade/plan.h"
 #include "upgrade/verify.h"
+#include "upgrade/version_floor.h"
+#include "upgrade/version_range.h"
 
 namespace agentd {
 
@@ -94,6 +96,19 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
 namespace {
 
 namespace fs = std::filesystem;
+
+// A signed manifest names the version it installs: exactly, as a range, or
+// "latest" (then the package's own version, checked against the target, and its
+// signed SHA-256 bind it).
+Status binds_version(const std::string& manifest_version, const std::string& target) {
+  if (manifest_version == target || manifest_version == "latest") return {};
+  if (is_version_range_expression(manifest_version)) {
+    auto range = parse_version_range(manifest_version);
+    if (range && range->contains(target)) return {};
+  }
+  return fail(Errc::verification,
+              "it is signed for version '" + manifest_version.substr(0, 64) + "', not " + target);
+}
 
 constexpr std::size_t kMaxRecordBytes = 64 * 1024;
 
@@ -180,7 +195,7 @@ std::string dir_name_of(const std::string& version) {
 class PipelineUpgrader final : public Upgrader {
  public:
   PipelineUpgrader(PipelineOptions o, PipelineParts p)
-      : o_(std::move(o)), p_(p), rng_(std::random_device{}()) {}
+      : o_(std::move(o)), p_(p), floor_(o_.state_dir + "/version-floor"), rng_(std::random_device{}()) {}
 
   // The installed package's version, named as the plan names it when agentd
   // installed that package itself (an rpm reports 2.0.0-1 for agent version 2.0.0).
@@ -207,6 +222,11 @@ class PipelineUpgrader final : public Upgrader {
     if (!m) return std::unexpected(m.error());
     if (auto s = verify_signature(*m); !s) return s;
     const UpgradeSection& sw = m->manifest.software;
+    // The signature covers the version the manifest installs: a manifest signed
+    // for another version is not a licence for this one (anti-rollback).
+    if (auto s = binds_version(sw.version, t.version); !s)
+      return fail(Errc::verification, "manifest " + t.manifest + ": " + s.error().message);
+    if (auto s = floor_.check(t.version, o_.allow_downgrade); !s) return s;
 
     // 2. The one package for this node.
     auto name = choose_package_file(sw, p_.installer.kind(), o_.arch);
@@ -297,6 +317,8 @@ class PipelineUpgrader final : public Upgrader {
   Status install(const Target& t) override {
     auto r = prepared(t);
     if (!r) return std::unexpected(r.error());
+    // Checked again: the floor may have risen since prepare.
+    if (auto s = floor_.check(r->agent_version, o_.allow_downgrade); !s) return s;
     const std::string file = download_dir(t.version) + "/" + r->file;
     // Checked again: the file sat on disk since prepare.
     if (auto s = verify_sha256(file, r->sha256, o_.max_download_bytes); !s) return s;
@@ -309,6 +331,8 @@ class PipelineUpgrader final : public Upgrader {
     if (*v != r->package_version)
       return fail(Errc::process, "after installing " + r->file + " the package system reports version " + *v +
                                      ", expected " + r->package_version);
+    if (auto raised = floor_.raise(r->agent_version); !raised)
+      p_.log.warn("version-floor-failed", {{"error", raised.error().describe()}});
     return {};
   }
 
@@ -710,6 +734,7 @@ class PipelineUpgrader final : public Upgrader {
 
   PipelineOptions o_;
   PipelineParts p_;
+  VersionFloor floor_;
   std::mt19937_64 rng_;
 };
 

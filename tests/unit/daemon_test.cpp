@@ -726,6 +726,33 @@ TEST_SUITE("daemon") {
     CHECK(m.upgrader.steps() == kSteps);  // nothing runs again
   }
 
+  TEST_CASE("anti-rollback: a policy allowing a downgrade does not move the node back without its consent") {
+    Env env;
+    StandIn hub;
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"upgrade","enabled":true,"start":"now",)"
+                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":true}})")
+                .status == 201);
+    SUBCASE("refused: nothing runs, and the floor records what ran") {
+      Member m(env, hub, "n3");
+      m.upgrader.set_version("3.0.0");  // the hub's manifest names 2.0.0
+      REQUIRE(started(m));
+      run_for(env, {&m}, 3'000ms);
+      CHECK(m.upgrader.steps().empty());
+      CHECK(read_text(m.dir.file("version-floor")) == "3.0.0\n");
+      CHECK(m.local().version == "3.0.0");
+    }
+    SUBCASE("the node's own AGENTD_ALLOW_DOWNGRADE lets it go back") {
+      Member m(env, hub, "n3");
+      m.upgrader.set_version("3.0.0");
+      m.config.allow_downgrade = true;
+      REQUIRE(started(m));
+      REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+      CHECK(m.upgrader.steps() == kSteps);
+      CHECK(m.local().version == kTo);
+    }
+  }
+
   TEST_CASE("a policy whose constraint agentd cannot evaluate: precheck failed in its status, nothing runs") {
     Env env;
     StandIn hub;

@@ -19,6 +19,7 @@
 #include "hub/in_process.h"
 #include "temp_dir.h"
 #include "upgrade/verify.h"
+#include "upgrade/version_floor.h"
 
 using namespace agentd;
 using namespace agentd::standin;
@@ -394,9 +395,10 @@ TEST_SUITE("pipeline") {
     f.options.health_command.clear();
     const std::string restarts = f.dir.file("restarts");
     f.options.restart_command = "echo restart >> " + restarts;
+    CHECK(*read_file(f.path("version-floor"), 100) == "2.0.0\n");  // installed: the floor rose
     auto r = f.upgrader()->rollback(t);
     REQUIRE_MESSAGE(r.has_value(), r.error().describe());
-    CHECK(f.installer.installed == "1.0.0");
+    CHECK(f.installer.installed == "1.0.0");  // below the floor: a rollback is not judged by it
     CHECK(f.installer.runs.back().starts_with("rollback-"));
     CHECK(*read_file(restarts, 1024) == "restart\n");
     // Resumed after the restart (agentd rolling itself back is restarted by it):
@@ -405,6 +407,74 @@ TEST_SUITE("pipeline") {
     REQUIRE_MESSAGE(again.has_value(), again.error().describe());
     CHECK(f.installer.runs.back() == f.installer.runs[f.installer.runs.size() - 2]);
     CHECK(*read_file(restarts, 1024) == "restart\n");
+  }
+
+  TEST_CASE("anti-rollback: an old, validly signed manifest cannot take the node below its version floor") {
+    Fixture f;
+    f.installed_by_agentd("1.0.0");
+    auto ref2 = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
+    auto ref3 = f.publish("3.0.0", package_bytes("3.0.0"), &f.key);
+    auto up = f.upgrader();
+    auto t3 = target("3.0.0", ref3);
+    REQUIRE(up->prepare(t3, {}));
+    REQUIRE(up->install(t3));
+    REQUIRE(up->check_health(t3));
+    CHECK(*read_file(f.path("version-floor"), 100) == "3.0.0\n");
+
+    // The hub replays the old manifest (its policy says allowDowngrade): refused
+    // before anything is downloaded.
+    auto t2 = target("2.0.0", ref2, "3.0.0");
+    auto s = up->prepare(t2, {});
+    REQUIRE_FALSE(s);
+    CHECK(s.error().code == Errc::verification);
+    CHECK(s.error().message.find("below 3.0.0") != std::string::npos);
+    CHECK(s.error().message.find("AGENTD_ALLOW_DOWNGRADE") != std::string::npos);
+    CHECK_FALSE(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
+    CHECK(f.installer.installed == "3.0.0");
+
+    // Even a target prepared earlier is checked again at install.
+    f.options.allow_downgrade = true;
+    REQUIRE(f.upgrader()->prepare(t2, {}));
+    f.options.allow_downgrade = false;
+    auto refused = f.upgrader()->install(t2);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().message.find("below 3.0.0") != std::string::npos);
+    CHECK(f.installer.installed == "3.0.0");
+
+    // The node's own consent lets it go back; the floor stays where it was.
+    f.options.allow_downgrade = true;
+    REQUIRE(f.upgrader()->install(t2));
+    CHECK(f.installer.installed == "2.0.0");
+    CHECK(*read_file(f.path("version-floor"), 100) == "3.0.0\n");
+  }
+
+  TEST_CASE("a manifest signed for one version is not used to install another") {
+    Fixture f;
+    auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
+    auto s = f.upgrader()->prepare(target("2.5.0", ref), {});
+    REQUIRE_FALSE(s);
+    CHECK(s.error().code == Errc::verification);
+    CHECK(s.error().message.find("signed for version '2.0.0', not 2.5.0") != std::string::npos);
+  }
+
+  TEST_CASE("version floor: raised only upwards, epochs dropped, a damaged file refused, not guessed") {
+    Fixture f;
+    VersionFloor floor(f.path("version-floor"));
+    CHECK(*floor.load() == "");
+    CHECK(floor.check("0.1.0", false));
+    REQUIRE(floor.raise("2.0.0"));
+    REQUIRE(floor.raise("1.9.0"));
+    REQUIRE(floor.raise("not a version"));
+    CHECK(*floor.load() == "2.0.0");
+    REQUIRE(floor.raise("1:2.10.0-1"));
+    CHECK(*floor.load() == "2.10.0-1");
+    CHECK(floor.check("2.10.0", false));
+    CHECK_FALSE(floor.check("2.9.9", false));
+    CHECK(floor.check("2.9.9", true));
+    REQUIRE(write_file_atomic(f.path("version-floor"), "garbage here\n"));
+    CHECK(floor.load().error().code == Errc::parse);
+    CHECK_FALSE(floor.raise("3.0.0"));  // never overwritten blindly
+    CHECK_FALSE(floor.check("9.0.0", true));
   }
 
   TEST_CASE("no kept package: the upgrade goes ahead, but a rollback is reported as impossible") {
