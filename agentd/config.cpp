@@ -813,6 +813,11 @@ std::map<std::string, std::string> environment_map(char** envp) {
   return out;
 }
 
+std::chrono::milliseconds hub_call_budget(const Config& c) {
+  const milliseconds afford = std::min(c.heartbeat, c.lease_duration / 3) / 2;
+  return std::min(c.http_timeout, std::max(afford, milliseconds{1000}));
+}
+
 bool is_loopback_url(std::string_view url) {
   std::size_t scheme = url.find("://");
   if (scheme == std::string_view::npos) return false;
@@ -992,7 +997,11 @@ CONFIGURATION
     AGENTD_CONNECT_TIMEOUT_SECONDS (default 10)
         Connection timeout of each request to the hub.
     AGENTD_HTTP_TIMEOUT_SECONDS (default 30)
-        Whole-request timeout of each request to the hub.
+        Whole-request timeout of each request to the hub. The daemon's own
+        calls, retries included, also end within half of the shorter of the
+        heartbeat and the renew period (lease / 3), at least 1 second, so a
+        slow hub cannot delay a heartbeat or a lease renewal; a lease holder
+        renews before it makes any other call.
     AGENTD_MAX_RESPONSE_BYTES (default 4194304)
         Largest response body accepted from the hub, 1024 to 1073741824.
     AGENTD_LOG_LEVEL (default info)

@@ -118,6 +118,11 @@ Result<std::string> read_token_file(const std::string& path);
 
 std::map<std::string, std::string> environment_map(char** envp);
 
+// How long one hub call of the daemon's loop may take, retries included: half
+// of the shorter of the heartbeat and the renew period (lease / 3), so that a
+// read and the write after it fit in either; within [1 s, AGENTD_HTTP_TIMEOUT_SECONDS].
+std::chrono::milliseconds hub_call_budget(const Config& config);
+
 // True when an http(s) URL names a loopback host: localhost, 127.0.0.0/8 or [::1].
 bool is_loopback_url(std::string_view url);
 const char* help_text();  // man-page quality --help

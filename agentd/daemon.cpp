@@ -231,7 +231,9 @@ void Daemon::show_progress() {
 }
 
 Mono Daemon::next_wake() const {
-  Mono w = std::min({next_changes_, next_node_, next_plan_});
+  // A lease holder reads no plan until it releases (tick()); a due one waits.
+  const bool holding = !ps_.group.empty() && holds_lease(ps_.local.state);
+  Mono w = std::min({next_changes_, next_node_, holding ? Mono::max() : next_plan_});
   // Progress of a running job is shown every second.
   if (!job_.idle()) w = std::min(w, p_.clock.mono() + Mono{1000});
   if (p_.notifier.watchdog_interval() > Mono{0}) w = std::min(w, next_watchdog_);
@@ -258,9 +260,14 @@ void Daemon::tick() {
   }
   finish_job();
   show_progress();
+  // A lease holder renews before any other hub call of the pass (issue 11 #3:
+  // renewals never queue behind reads); its target cannot change until it
+  // releases, so the plan waits.
+  const bool holding = node_ && !ps_.group.empty() && holds_lease(ps_.local.state);
+  if (holding) grouped_tick();
   if (now >= next_changes_) poll_changes();
   if (now >= next_node_) refresh_node();
-  if (!node_) return;
+  if (!node_ || holding) return;
   if (now >= next_plan_) refresh_plan();
   if (ps_.group.empty())
     ungrouped_tick();

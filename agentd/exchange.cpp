@@ -278,12 +278,20 @@ std::string Exchange::url(const std::string& path) const {
 // Reads retry transient failures (transport, 5xx, 408, 429) with full jitter; writes
 // never do (protocol.md §4.6: the caller re-reads before writing again).
 Result<HttpResponse> Exchange::call(HttpRequest req, bool retry) {
+  using std::chrono::milliseconds;
+  using Steady = std::chrono::steady_clock;
   const int attempts = retry ? std::max(1, retry_.attempts) : 1;
+  const bool bounded = retry_.budget > milliseconds{0};
+  const Steady::time_point deadline = bounded ? Steady::now() + retry_.budget : Steady::time_point::max();
+  auto left = [&] { return std::chrono::duration_cast<milliseconds>(deadline - Steady::now()); };
   for (int attempt = 0;; ++attempt) {
+    if (bounded) req.timeout = std::max(left(), milliseconds{1});
     auto r = http_.perform(req);
     const bool transient = r ? transient_status(r->status) : r.error().transient();
     if (!transient || attempt + 1 >= attempts) return r;
-    if (!sleeper_.sleep_for(full_jitter(attempt, retry_.base, retry_.cap, rng_)))
+    const milliseconds backoff = full_jitter(attempt, retry_.base, retry_.cap, rng_);
+    if (bounded && left() <= backoff) return r;  // no time for another try: the last answer stands
+    if (!sleeper_.sleep_for(backoff))
       return fail(Errc::cancelled, req.method + " " + req.url + ": stop requested while retrying");
   }
 }

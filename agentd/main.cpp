@@ -104,7 +104,10 @@ int main(int argc, char** argv) {
   auto http = make_curl_http_client(http_options);
 
   ExchangeEndpoint endpoint{config->exchange_url, config->css_url, config->org, config->node_id};
-  Exchange exchange(*http, endpoint, RetryPolicy{}, waiter);
+  // A slow hub must not hold the loop past a heartbeat or a lease renewal.
+  RetryPolicy loop_retry;
+  loop_retry.budget = hub_call_budget(*config);
+  Exchange exchange(*http, endpoint, loop_retry, waiter);
 
   auto runner = make_process_runner([&waiter] { return waiter.stop_requested(); });
 

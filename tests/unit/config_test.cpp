@@ -434,6 +434,18 @@ TEST_SUITE("config") {
           std::string::npos);
   }
 
+  TEST_CASE("hub_call_budget: a read and a write fit in a heartbeat and in a renew period") {
+    Config c;
+    CHECK(hub_call_budget(c) == 10s);  // min(20 s heartbeat, 120 s / 3) / 2
+    c.heartbeat = 60s;
+    c.lease_duration = 90s;
+    CHECK(hub_call_budget(c) == 15s);  // the renew period is the shorter
+    c.http_timeout = 5s;
+    CHECK(hub_call_budget(c) == 5s);  // never above the whole-request timeout
+    c.heartbeat = 500ms;
+    CHECK(hub_call_budget(c) == 1s);  // at least a second, even with test timings
+  }
+
   TEST_CASE("is_loopback_url") {
     CHECK(is_loopback_url("http://127.0.0.1:3090/v1"));
     CHECK(is_loopback_url("http://localhost"));

@@ -652,6 +652,35 @@ const std::vector<State> kFullCycle{State::idle,      State::preparing, State::w
                                     State::upgrading, State::verifying, State::succeeded};
 const std::vector<std::string> kSteps{"prepare", "install", "restart", "check_health"};
 
+// Every request "METHOD URL" a member made, passed on to the hub unchanged.
+class RequestLog final : public HttpClient {
+ public:
+  explicit RequestLog(std::unique_ptr<HttpClient> inner) : inner_(std::move(inner)) {}
+  Result<HttpResponse> perform(const HttpRequest& req) override {
+    {
+      std::lock_guard lock(mu_);
+      lines_.push_back(req.method + " " + req.url);
+    }
+    return inner_->perform(req);
+  }
+  void clear() {
+    std::lock_guard lock(mu_);
+    lines_.clear();
+  }
+  // Requests of `method` whose URL contains `part`.
+  int count(const std::string& method, const std::string& part) const {
+    std::lock_guard lock(mu_);
+    return static_cast<int>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
+      return l.starts_with(method + " ") && l.find(part) != std::string::npos;
+    }));
+  }
+
+ private:
+  std::unique_ptr<HttpClient> inner_;
+  mutable std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
 // A changes feed stuck at one id that keeps saying more rows are waiting
 // (hitMaxRecords) without moving forward; everything else goes to the hub.
 class StuckChangesFeed final : public HttpClient {
@@ -1145,6 +1174,36 @@ TEST_SUITE("daemon") {
     CHECK(lease_epochs(writes) == std::set<std::int64_t>{7});
     CHECK(m.upgrader.steps() == std::vector<std::string>{"install", "restart", "check_health"});
     CHECK(hub.entry("g", "n1")->state == State::succeeded);
+  }
+
+  TEST_CASE("a lease holder's renewals never queue behind reads: no policy read while it holds the lease") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    RequestLog* requests = nullptr;
+    Member m(env, hub, "n1", {}, [&](std::unique_ptr<HttpClient> inner) {
+      auto r = std::make_unique<RequestLog>(std::move(inner));
+      requests = r.get();
+      return r;
+    });
+    m.upgrader.hold("install");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.upgrader.holding("install"); }));
+    requests->clear();
+    // The policy changes meanwhile: the changes feed says so.
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"upgrade","enabled":true,"start":"now","description":"edited",)"
+                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})")
+                .status == 201);
+    run_for(env, {&m}, 3'000ms);
+    CHECK(requests->count("POST", "/orgs/o/changes") >= 1);  // the notice came in
+    CHECK(requests->count("GET", "/managementpolicies") == 0);
+    CHECK(requests->count("PUT", "/agentupgrade/n1") >= 2);  // renewals went on
+    m.upgrader.release("install");
+    // After the release the changed policy is read.
+    CHECK(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && requests->count("GET", "/managementpolicies") >= 1;
+    }));
   }
 
   TEST_CASE(
