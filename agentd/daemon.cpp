@@ -4,10 +4,12 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 
 #include "files.h"
 #include "json.h"
+#include "upgrade/pipeline.h"
 #include "upgrade/version_floor.h"
 
 namespace agentd {
@@ -45,12 +47,13 @@ namespace {
 Timing timing_from(const Config& c) {
   return Timing{c.lease_duration, c.heartbeat, c.idle_heartbeat, c.fast_poll, c.poll};
 }
-// Raised only when the state file cannot be written: no transition may proceed
-// unrecorded (protocol.md §4.2), so the loop ends and agentd exits with exit_state.
 // Node record and policies are re-read without a change notice only this many
 // idle heartbeats apart.
 constexpr int kSafetyReads = 6;
 
+// Raised only when the state file cannot be written: no transition may proceed
+// unrecorded (protocol.md §4.2), so the pass ends and agentd is degraded until
+// the file can be written again.
 struct PersistError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -158,8 +161,13 @@ std::optional<int> Daemon::start() {
   }
   try {
     persist();  // proves the state directory is writable before anything else happens
-  } catch (const PersistError&) {
-    return exit_state;
+  } catch (const PersistError& e) {
+    // No directory is the operator's to fix; a full one is retried in place:
+    // exiting would restart into the same failure, a crash loop.
+    std::error_code ec;
+    if (!std::filesystem::is_directory(std::filesystem::path(p_.state_file.path()).parent_path(), ec))
+      return exit_state;
+    degrade(e.what());
   }
   if (auto v = p_.upgrader.running_version()) {
     ps_.local.version = *v;
@@ -190,18 +198,53 @@ int Daemon::stop() {
 
 int Daemon::run() {
   if (auto failed = start()) return *failed;
-  try {
-    while (!p_.waiter.stop_requested()) {
-      tick();
-      // A floor keeps a due time that a pass could not move from spinning the CPU.
-      p_.waiter.sleep_for(std::max(next_wake() - p_.clock.mono(), Mono{10}));
-    }
-  } catch (const PersistError& e) {
-    p_.log.error("fatal", {{"error", e.what()}});
-    job_.join();
-    return exit_state;
+  while (!p_.waiter.stop_requested()) {
+    tick();
+    // A floor keeps a due time that a pass could not move from spinning the CPU.
+    p_.waiter.sleep_for(std::max(next_wake() - p_.clock.mono(), Mono{10}));
   }
   return stop();
+}
+
+// issue 11 #4: a state that cannot be written must not end agentd (systemd would
+// restart it into the same failure, and a crash loop rolls agentd back). Nothing
+// proceeds unrecorded meanwhile; a running job goes on and is taken afterwards.
+void Daemon::tick() {
+  Mono now = p_.clock.mono();
+  if (p_.notifier.watchdog_interval() > Mono{0} && now >= next_watchdog_) {
+    p_.notifier.notify("WATCHDOG=1");
+    next_watchdog_ = now + p_.notifier.watchdog_interval();
+  }
+  if (!degraded_.empty() && !recovered()) return;
+  try {
+    pass();
+  } catch (const PersistError& e) {
+    degrade(e.what());
+  }
+}
+
+void Daemon::degrade(const std::string& why) {
+  const std::uint64_t freed = free_own_space(p_.config.state_dir, ps_.local.target, job_.idle());
+  retry_persist_ = p_.clock.mono() + persist_backoff_;
+  if (why != degraded_)
+    p_.log.error("degraded", {{"error", why},
+                              {"freedBytes", std::to_string(freed)},
+                              {"retryInMs", std::to_string(persist_backoff_.count())}});
+  persist_backoff_ = std::min(persist_backoff_ * 2, Mono{60'000});
+  degraded_ = why;
+  status("degraded: " + why + "; nothing proceeds until the state can be written (retrying)");
+}
+
+bool Daemon::recovered() {
+  if (p_.clock.mono() < retry_persist_) return false;
+  if (auto s = p_.state_file.save(ps_); !s) {
+    degrade("cannot persist state: " + s.error().describe());
+    return false;
+  }
+  p_.log.info("persist-recovered", {{"path", p_.state_file.path()}, {"after", degraded_}});
+  degraded_.clear();
+  persist_backoff_ = Mono{1000};
+  return true;
 }
 
 // A running prepare's progress goes into our entry's message (sent with the
@@ -231,6 +274,11 @@ void Daemon::show_progress() {
 }
 
 Mono Daemon::next_wake() const {
+  if (!degraded_.empty()) {
+    Mono retry = retry_persist_;
+    if (p_.notifier.watchdog_interval() > Mono{0}) retry = std::min(retry, next_watchdog_);
+    return retry;
+  }
   // A lease holder reads no plan until it releases (tick()); a due one waits.
   const bool holding = !ps_.group.empty() && holds_lease(ps_.local.state);
   Mono w = std::min({next_changes_, next_node_, holding ? Mono::max() : next_plan_});
@@ -252,12 +300,8 @@ Mono Daemon::next_wake() const {
   return w;
 }
 
-void Daemon::tick() {
+void Daemon::pass() {
   Mono now = p_.clock.mono();
-  if (p_.notifier.watchdog_interval() > Mono{0} && now >= next_watchdog_) {
-    p_.notifier.notify("WATCHDOG=1");
-    next_watchdog_ = now + p_.notifier.watchdog_interval();
-  }
   finish_job();
   show_progress();
   // A lease holder renews before any other hub call of the pass (issue 11 #3:

@@ -740,6 +740,42 @@ class PipelineUpgrader final : public Upgrader {
 
 }  // namespace
 
+std::uint64_t free_own_space(const std::string& state_dir, const std::string& keep_version,
+                             bool drop_partial) {
+  std::uint64_t freed = 0;
+  std::error_code ec;
+  auto size_of = [&](const fs::path& p) {
+    std::uint64_t n = 0;
+    std::error_code e;
+    if (fs::is_regular_file(fs::symlink_status(p, e))) return static_cast<std::uint64_t>(fs::file_size(p, e));
+    for (const auto& f : fs::recursive_directory_iterator(p, e))
+      if (f.is_regular_file(e) && !f.is_symlink(e)) n += f.file_size(e);
+    return n;
+  };
+  auto drop = [&](const fs::path& p) {
+    const std::uint64_t n = size_of(p);
+    std::error_code e;
+    if (fs::remove_all(p, e) > 0 && !e) freed += n;
+  };
+  const std::string keep = keep_version.empty() ? std::string() : dir_name_of(keep_version);
+  for (const auto& d : fs::directory_iterator(state_dir + "/downloads", ec)) {
+    if (d.path().filename() != keep) {
+      drop(d.path());
+      continue;
+    }
+    if (!drop_partial) continue;
+    std::error_code e;
+    for (const auto& f : fs::directory_iterator(d.path(), e))
+      if (f.path().extension() == ".part") drop(f.path());
+  }
+  std::vector<std::pair<fs::file_time_type, fs::path>> runs;
+  for (const auto& r : fs::directory_iterator(state_dir + "/runs", ec))
+    runs.emplace_back(fs::last_write_time(r.path(), ec), r.path());
+  std::sort(runs.begin(), runs.end(), std::greater<>());
+  for (std::size_t i = 2; i < runs.size(); ++i) drop(runs[i].second);
+  return freed;
+}
+
 std::unique_ptr<Upgrader> make_pipeline_upgrader(PipelineOptions options, PipelineParts parts) {
   return std::make_unique<PipelineUpgrader>(std::move(options), parts);
 }

@@ -96,6 +96,14 @@ std::string anax_bundle_name(PackageKind kind, const std::string& arch);
 // rpm's name for a Debian architecture (amd64 -> x86_64, arm64 -> aarch64, armhf -> armv7hl).
 std::string rpm_arch(const std::string& debian_arch);
 
+// Frees what agentd itself put in `state_dir` and can make again, for a full
+// disk: the downloads of versions other than `keep_version`, its partial
+// downloads (*.part) when `drop_partial` (no download is running), and the
+// output of runs but the newest two. The kept packages (current/, previous/)
+// stay. Returns the bytes freed.
+std::uint64_t free_own_space(const std::string& state_dir, const std::string& keep_version,
+                             bool drop_partial);
+
 // The Debian architecture this agentd was built for.
 const char* build_arch();
 

@@ -1373,6 +1373,35 @@ TEST_SUITE("daemon") {
     }
   }
 
+  TEST_CASE(
+      "a state file that cannot be written degrades agentd instead of ending it; it frees its own files") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    // Every write of the state fails (the temporary file's name is taken by a
+    // directory), as on a full disk; agentd's old downloads fill the disk.
+    const std::string blocker = m.state_file.path() + ".tmp";
+    std::filesystem::create_directories(blocker);
+    std::filesystem::create_directories(m.dir.file("downloads/0.9.0"));
+    REQUIRE(write_file_atomic(m.dir.file("downloads/0.9.0/horizon_0.9.0_amd64.deb.part"),
+                              std::string(100000, 'x')));
+    REQUIRE(started(m));  // not exit_state: restarting would only fail again
+    auto sent = m.notifier.sent();
+    CHECK(std::find(sent.begin(), sent.end(), "READY=1") != sent.end());
+    run_for(env, {&m}, 5'000ms);
+    CHECK(m.daemon.status_text().starts_with("degraded: cannot persist state"));
+    CHECK(m.upgrader.steps().empty());  // nothing proceeds unrecorded
+    CHECK(m.store.writes.empty());
+    CHECK_FALSE(std::filesystem::exists(m.dir.file("downloads/0.9.0")));
+    CHECK(m.log.count("degraded") == 1);  // said once, retried quietly
+
+    std::filesystem::remove_all(blocker);  // space again
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+    CHECK(m.log.count("persist-recovered") == 1);
+    CHECK(m.file().local.state == State::succeeded);
+  }
+
   TEST_CASE("a corrupt state file: start() returns exit_state and leaves the file untouched") {
     Env env;
     StandIn hub;
