@@ -1123,7 +1123,9 @@ EXIT STATUS
     2   bad command line
     3   invalid or unreadable configuration
     4   token file missing, unreadable, empty or readable by others
-    5   state directory or state file unusable
+    5   state directory unusable (missing, not agentd's own, writable by
+        others) or state file corrupt; a state file that cannot be written
+        (a full disk) is not an exit: agentd stays up, degraded, and retries
 
 SIGNALS
     SIGTERM, SIGINT

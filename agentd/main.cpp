@@ -1,5 +1,6 @@
 // agentd: parse flags, load config, build the objects, run. Nothing else.
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -84,6 +85,14 @@ int main(int argc, char** argv) {
   SignalWaiter waiter;
   auto log = make_logger(config->log_level, stderr_is_journal());
   for (const std::string& w : config->warnings) log->warn("insecure-setting", {{"why", w}});
+  // The packaged unit's sandbox is for the package method; the operator's
+  // commands need the looser drop-in (agentd(8)).
+  if (struct statvfs usr{};
+      config->upgrade_method == "commands" && ::statvfs("/usr", &usr) == 0 && (usr.f_flag & ST_RDONLY) != 0)
+    log->warn("sandbox-too-strict",
+              {{"why",
+                "AGENTD_UPGRADE_METHOD=commands but /usr is read-only here: install "
+                "/usr/share/doc/agentd/examples/commands-method.conf as a drop-in of agentd.service"}});
   SystemClock clock;
 
   HttpOptions http_options;

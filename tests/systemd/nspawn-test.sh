@@ -210,6 +210,11 @@ AGENTD_ROLLBACK_COMMAND=echo "\$AGENTD_PREVIOUS_VERSION" >/var/lib/agentd-test/v
 EOF
 }
 write_conf 'cat /var/lib/agentd-test/version'
+# The commands method needs the looser sandbox (agentd(8)); the package method
+# below runs in the unit's own, strict one.
+inside mkdir -p /etc/systemd/system/agentd.service.d
+inside cp /usr/share/doc/agentd/examples/commands-method.conf /etc/systemd/system/agentd.service.d/
+inside systemctl daemon-reload
 check "configured: agentd --check-config passes" inside agentd --check-config
 
 
@@ -360,7 +365,13 @@ publish() {  # publish VERSION DEB: the package, its signed manifest, the publis
 }
 published=()
 
-# agentd upgrades its own package: the package pipeline with agentd as the agent.
+# agentd upgrades its own package: the package pipeline with agentd as the agent,
+# in the unit's strict sandbox.
+inside rm -rf /etc/systemd/system/agentd.service.d
+inside systemctl daemon-reload
+score=$(inside systemd-analyze security --no-pager agentd.service | sed -n 's/.*Overall exposure level for agentd.service: \([0-9.]*\).*/\1/p')
+check "systemd-analyze security agentd.service: ${score:-?} (goal: 3.5 or less)" \
+  awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 3.5) }'
 cat >"$root/etc/agentd/conf.d/test.conf" <<EOF
 AGENTD_TOKEN_FILE=/etc/agentd/token
 AGENTD_LOG_LEVEL=debug
