@@ -72,6 +72,16 @@ int main(int argc, char** argv) {
     std::printf("agentd: configuration is valid (%zu files read)\n", config->sources.size());
     return exit_ok;
   }
+  auto log = make_logger(config->log_level, stderr_is_journal());
+  for (const std::string& w : config->warnings) log->warn("insecure-setting", {{"why", w}});
+  // The packaged unit's sandbox is for the package method; the operator's
+  // commands need the looser drop-in (agentd(8)).
+  if (struct statvfs usr{};
+      config->upgrade_method == "commands" && ::statvfs("/usr", &usr) == 0 && (usr.f_flag & ST_RDONLY) != 0)
+    log->warn("sandbox-too-strict",
+              {{"why",
+                "AGENTD_UPGRADE_METHOD=commands but /usr is read-only here: install "
+                "/usr/share/doc/agentd/examples/commands-method.conf as a drop-in of agentd.service"}});
   if (!make_dirs(config->state_dir)) {
     std::fprintf(stderr, "agentd: state directory %s: %s\n", config->state_dir.c_str(), std::strerror(errno));
     return exit_state;
@@ -83,16 +93,6 @@ int main(int argc, char** argv) {
 
   // Signals are blocked before any thread starts, so every thread inherits the mask.
   SignalWaiter waiter;
-  auto log = make_logger(config->log_level, stderr_is_journal());
-  for (const std::string& w : config->warnings) log->warn("insecure-setting", {{"why", w}});
-  // The packaged unit's sandbox is for the package method; the operator's
-  // commands need the looser drop-in (agentd(8)).
-  if (struct statvfs usr{};
-      config->upgrade_method == "commands" && ::statvfs("/usr", &usr) == 0 && (usr.f_flag & ST_RDONLY) != 0)
-    log->warn("sandbox-too-strict",
-              {{"why",
-                "AGENTD_UPGRADE_METHOD=commands but /usr is read-only here: install "
-                "/usr/share/doc/agentd/examples/commands-method.conf as a drop-in of agentd.service"}});
   SystemClock clock;
 
   HttpOptions http_options;
