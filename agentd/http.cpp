@@ -401,7 +401,7 @@ class CurlHttpClient final : public HttpClient {
     if (options_.cancelled && options_.cancelled()) return fail(Errc::cancelled, "stop requested");
     const std::string what = "GET " + req.url;
 
-    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (fd.get() < 0) return fail(Errc::io, "cannot open " + path + ": " + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0)
