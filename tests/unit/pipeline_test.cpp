@@ -199,6 +199,21 @@ struct Fixture {
     return "o/man-" + version;
   }
 
+  // Publishes version 2.0.0 as anax does, in horizon-agent-linux-deb-amd64.tar.gz:
+  // `members` (plain names) of the directory `src`, in that order.
+  std::string publish_bundle(const std::string& src, const std::vector<std::string>& members) {
+    const std::string bundle = dir.path() + "/horizon-agent-linux-deb-amd64.tar.gz";
+    ProcessSpec tar;
+    tar.argv = {"tar", "-czf", bundle, "-C", src};
+    for (const std::string& m : members) tar.argv.push_back("./" + m);
+    auto made = runner->run(tar);
+    REQUIRE(made);
+    REQUIRE(made->exit_code == 0);
+    auto bytes = read_file(bundle, 1 << 20);
+    REQUIRE(bytes);
+    return publish("2.0.0", *bytes, &key, std::nullopt, "", "horizon-agent-linux-deb-amd64.tar.gz");
+  }
+
   std::unique_ptr<Upgrader> upgrader() {
     return make_pipeline_upgrader(
         options, PipelineParts{*exchange, *http, installer, nullptr, *runner, log, clock, sleeper});
@@ -519,16 +534,7 @@ TEST_SUITE("pipeline") {
     std::filesystem::create_directories(src);
     REQUIRE(write_file_atomic(src + "/horizon_2.0.0_amd64.deb", package_bytes("2.0.0")));
     REQUIRE(write_file_atomic(src + "/horizon-cli_2.0.0_amd64.deb", package_bytes("2.0.0", "horizon-cli")));
-    const std::string bundle = f.dir.path() + "/horizon-agent-linux-deb-amd64.tar.gz";
-    ProcessSpec tar;
-    tar.argv = {
-        "tar", "-czf", bundle, "-C", src, "./horizon-cli_2.0.0_amd64.deb", "./horizon_2.0.0_amd64.deb"};
-    auto made = f.runner->run(tar);
-    REQUIRE(made);
-    REQUIRE(made->exit_code == 0);
-    auto bytes = read_file(bundle, 1 << 20);
-    REQUIRE(bytes);
-    auto ref = f.publish("2.0.0", *bytes, &f.key, std::nullopt, "", "horizon-agent-linux-deb-amd64.tar.gz");
+    auto ref = f.publish_bundle(src, {"horizon-cli_2.0.0_amd64.deb", "horizon_2.0.0_amd64.deb"});
     auto up = f.upgrader();
     auto t = target("2.0.0", ref);
     auto s = up->prepare(t, {});
@@ -554,15 +560,7 @@ TEST_SUITE("pipeline") {
     const std::string elsewhere = f.dir.path() + "/elsewhere.deb";
     REQUIRE(write_file_atomic(elsewhere, package_bytes("2.0.0")));
     std::filesystem::create_symlink(elsewhere, src + "/horizon_2.0.0_amd64.deb");
-    const std::string bundle = f.dir.path() + "/horizon-agent-linux-deb-amd64.tar.gz";
-    ProcessSpec tar;
-    tar.argv = {"tar", "-czf", bundle, "-C", src, "./horizon_2.0.0_amd64.deb"};
-    auto made = f.runner->run(tar);
-    REQUIRE(made);
-    REQUIRE(made->exit_code == 0);
-    auto bytes = read_file(bundle, 1 << 20);
-    REQUIRE(bytes);
-    auto ref = f.publish("2.0.0", *bytes, &f.key, std::nullopt, "", "horizon-agent-linux-deb-amd64.tar.gz");
+    auto ref = f.publish_bundle(src, {"horizon_2.0.0_amd64.deb"});
     auto s = f.upgrader()->prepare(target("2.0.0", ref), {});
     REQUIRE_FALSE(s);
     CHECK(s.error().code == Errc::verification);
