@@ -1036,8 +1036,9 @@ CONFIGURATION
         warning in the log every time. A wrong signature is refused anyway,
         and every file's SHA-256 is still checked against the manifest.
     AGENTD_ALLOW_DOWNGRADE (default false)
-        agentd keeps a floor in AGENTD_STATE_DIR/version-floor: the highest
-        agent version this node ever installed or ran. A target below it is
+        agentd keeps a floor in AGENTD_STATE_DIR/version-floor-PACKAGE: the
+        highest version of AGENTD_AGENT_PACKAGE this node ever installed or
+        ran. A target below it is
         refused, whatever the hub's policy (allowDowngrade) says, unless this
         is true (shown by --check-config, warned at every start). Rolling
         back to the kept previous package after a failed upgrade is always
@@ -1107,6 +1108,9 @@ FILES
     AGENTD_STATE_DIR/current/PACKAGE/
                                   the package agentd installed last
     AGENTD_STATE_DIR/runs/        output and exit status of each install
+    AGENTD_STATE_DIR/version-floor-PACKAGE
+                                  the highest version of the package this
+                                  node installed or ran (anti-rollback)
     /etc/agentd/trusted.d/*.pem   keys that may sign upgrade manifests
 
 ENVIRONMENT

@@ -407,7 +407,7 @@ void Daemon::refresh_plan() {
     p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
   }
   // Anti-rollback: what runs raises the floor; a damaged floor plans nothing.
-  const VersionFloor floor(p_.config.state_dir + "/version-floor");
+  const VersionFloor floor(version_floor_path(p_.config.state_dir, p_.config.agent_package));
   if (auto s = floor.raise(ps_.local.version); !s)
     p_.log.warn("version-floor-failed", {{"error", s.error().describe()}});
   auto floor_version = floor.load();

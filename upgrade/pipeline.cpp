@@ -195,7 +195,10 @@ std::string dir_name_of(const std::string& version) {
 class PipelineUpgrader final : public Upgrader {
  public:
   PipelineUpgrader(PipelineOptions o, PipelineParts p)
-      : o_(std::move(o)), p_(p), floor_(o_.state_dir + "/version-floor"), rng_(std::random_device{}()) {}
+      : o_(std::move(o)),
+        p_(p),
+        floor_(version_floor_path(o_.state_dir, o_.package)),
+        rng_(std::random_device{}()) {}
 
   // The installed package's version, named as the plan names it when agentd
   // installed that package itself (an rpm reports 2.0.0-1 for agent version 2.0.0).

@@ -13,6 +13,10 @@ constexpr std::size_t kMaxFloorBytes = 256;
 constexpr std::size_t kMaxVersionLength = 64;
 }  // namespace
 
+std::string version_floor_path(const std::string& state_dir, const std::string& package) {
+  return state_dir + "/version-floor-" + package;
+}
+
 std::string floor_version_of(const std::string& version) {
   std::string v = version;
   if (auto colon = v.find(':'); colon != std::string::npos && colon > 0 && colon < 4 &&

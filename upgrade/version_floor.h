@@ -20,6 +20,10 @@ std::string floor_version_of(const std::string& version);
 // The file's text ("2.31.0\n") to the version; Errc::parse for anything else.
 Result<std::string> parse_version_floor(const std::string& text);
 
+// The floor of one agent package lives in STATE_DIR/version-floor-PACKAGE:
+// versions of different packages do not compare.
+std::string version_floor_path(const std::string& state_dir, const std::string& package);
+
 class VersionFloor {
  public:
   explicit VersionFloor(std::string path) : path_(std::move(path)) {}

@@ -768,7 +768,7 @@ TEST_SUITE("daemon") {
       REQUIRE(started(m));
       run_for(env, {&m}, 3'000ms);
       CHECK(m.upgrader.steps().empty());
-      CHECK(read_text(m.dir.file("version-floor")) == "3.0.0\n");
+      CHECK(read_text(m.dir.file("version-floor-horizon")) == "3.0.0\n");
       CHECK(m.local().version == "3.0.0");
     }
     SUBCASE("the node's own AGENTD_ALLOW_DOWNGRADE lets it go back") {

@@ -410,7 +410,7 @@ TEST_SUITE("pipeline") {
     f.options.health_command.clear();
     const std::string restarts = f.dir.file("restarts");
     f.options.restart_command = "echo restart >> " + restarts;
-    CHECK(*read_file(f.path("version-floor"), 100) == "2.0.0\n");  // installed: the floor rose
+    CHECK(*read_file(f.path("version-floor-horizon"), 100) == "2.0.0\n");  // installed: the floor rose
     auto r = f.upgrader()->rollback(t);
     REQUIRE_MESSAGE(r.has_value(), r.error().describe());
     CHECK(f.installer.installed == "1.0.0");  // below the floor: a rollback is not judged by it
@@ -434,7 +434,7 @@ TEST_SUITE("pipeline") {
     REQUIRE(up->prepare(t3, {}));
     REQUIRE(up->install(t3));
     REQUIRE(up->check_health(t3));
-    CHECK(*read_file(f.path("version-floor"), 100) == "3.0.0\n");
+    CHECK(*read_file(f.path("version-floor-horizon"), 100) == "3.0.0\n");
 
     // The hub replays the old manifest (its policy says allowDowngrade): refused
     // before anything is downloaded.
@@ -460,7 +460,7 @@ TEST_SUITE("pipeline") {
     f.options.allow_downgrade = true;
     REQUIRE(f.upgrader()->install(t2));
     CHECK(f.installer.installed == "2.0.0");
-    CHECK(*read_file(f.path("version-floor"), 100) == "3.0.0\n");
+    CHECK(*read_file(f.path("version-floor-horizon"), 100) == "3.0.0\n");
   }
 
   TEST_CASE("a manifest signed for one version is not used to install another") {
@@ -474,7 +474,7 @@ TEST_SUITE("pipeline") {
 
   TEST_CASE("version floor: raised only upwards, epochs dropped, a damaged file refused, not guessed") {
     Fixture f;
-    VersionFloor floor(f.path("version-floor"));
+    VersionFloor floor(f.path("version-floor-horizon"));
     CHECK(*floor.load() == "");
     CHECK(floor.check("0.1.0", false));
     REQUIRE(floor.raise("2.0.0"));
@@ -486,7 +486,7 @@ TEST_SUITE("pipeline") {
     CHECK(floor.check("2.10.0", false));
     CHECK_FALSE(floor.check("2.9.9", false));
     CHECK(floor.check("2.9.9", true));
-    REQUIRE(write_file_atomic(f.path("version-floor"), "garbage here\n"));
+    REQUIRE(write_file_atomic(f.path("version-floor-horizon"), "garbage here\n"));
     CHECK(floor.load().error().code == Errc::parse);
     CHECK_FALSE(floor.raise("3.0.0"));  // never overwritten blindly
     CHECK_FALSE(floor.check("9.0.0", true));
