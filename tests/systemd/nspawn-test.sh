@@ -511,6 +511,8 @@ check "space again: agentd recovers in place (no longer degraded)" poll 90 not d
 check "... the same process" test "$(prop agentd.service MainPID)" = "$pid_degraded"
 inside systemctl stop agentd.service
 cp "$root/var/lib/agentd/state.json" "$work/state.json.good"
+version_before=$(installed_version)
+kept_before=$(ls "$root/var/lib/agentd/rolled-back" 2>/dev/null | wc -l)
 echo '{"format":1,"state":"upgr' >"$root/var/lib/agentd/state.json"
 inside systemctl start agentd.service || true
 exited_5() { [ "$(prop agentd.service ExecMainStatus)" = 5 ] && [ "$(prop agentd.service ActiveState)" = failed ]; }
@@ -518,7 +520,8 @@ check "a corrupt state file: agentd exits 5 and is not restarted" poll 30 exited
 check "... NRestarts stays 0 (RestartPreventExitStatus)" test "$(prop agentd.service NRestarts)" = 0
 check "... the rollback unit ran and skipped: exit 5 is not a broken build" \
   poll 30 journal_has agentd-rollback.service 'event=rollback-skipped unit=agentd.service exit=5'
-check "... nothing was rolled back" test ! -e "$root/var/lib/agentd/rolled-back"
+check "... nothing was rolled back ($version_before still installed)" \
+  test "$(installed_version)" = "$version_before" -a "$(ls "$root/var/lib/agentd/rolled-back" 2>/dev/null | wc -l)" = "$kept_before"
 cp "$work/state.json.good" "$root/var/lib/agentd/state.json"
 inside systemctl reset-failed agentd.service agentd-rollback.service 2>/dev/null || true
 inside systemctl start agentd.service
