@@ -35,9 +35,10 @@ Commands:
   unpause GROUP             allow acquisitions again
   resume GROUP NODE         clear a halt: write NODE's failed/rolledback entry back
                             to idle (keeps its version, clears targetVersion)
-  force-release GROUP NODE  write the lease holder NODE's entry to idle; the holder
-                            counts itself fenced and stops before its next
-                            disruptive step
+  force-release GROUP NODE  end the lease of holder NODE: its entry stays upgrading
+                            without a lease, so peers still count it as disrupted;
+                            the holder counts itself fenced, lets a step it began
+                            finish, and queues again (never two members at once)
   settings GROUP [--max-concurrent N] [--min-available N]
                             change the group's settings (without options: show them)
   remove GROUP NODE         remove NODE from the group (its entry is dropped)
@@ -265,7 +266,8 @@ class Admin {
         return fail(Errc::conflict,
                     node + " is " + to_string(e->state) +
                         " and holds no lease: nothing to release (--force writes it to idle anyway)");
-      return write_idle(group, node, doc, *e, "force-released by " + user_);
+      if (!holds_lease(e->state)) return write_idle(group, node, doc, *e, "force-released by " + user_);
+      return write_released(group, node, doc, *e, "force-released by " + user_);
     });
   }
 
@@ -293,6 +295,25 @@ class Admin {
         return st;
       }
     }
+  }
+
+  // protocol.md §6 force-release (amended): the lease ends, the state does not. An
+  // idle entry would count as a healthy member to a peer that never saw the lease,
+  // and the holder may still be inside its install; upgrading without a lease
+  // counts as disrupted while the holder heartbeats (§4.3 rule 2), until it writes
+  // waiting itself. A dead holder stops counting after 3 × heartbeat.
+  Status write_released(const std::string& group, const std::string& node, const GroupDocument& doc, Entry e,
+                        const std::string& message) {
+    e.lease_duration_seconds = 0;
+    e.acquire_time.clear();
+    e.renew_time.clear();
+    e.write_id.clear();
+    e.message = message;
+    auto rev = ex_.write_entry(group, node, e, doc.revision);
+    if (!rev) return std::unexpected(rev.error());
+    std::cout << node << ": lease of epoch " << e.epoch << " ended, " << message << "; " << node
+              << " stays counted as disrupted until it writes again (revision " << *rev << ")\n";
+    return {};
   }
 
   // Keeps version, epoch (epochs only grow, protocol.md §4.3) and lastSeen (only the

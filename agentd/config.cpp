@@ -222,6 +222,17 @@ Problem set_upgrade_method(Config& c, std::string_view v) {
   c.upgrade_method = std::string(v);
   return std::nullopt;
 }
+Problem set_anax(Config& c, std::string_view v) {
+  if (v != "auto" && v != "on" && v != "off") return "'" + std::string(v) + "' must be auto, on or off";
+  c.anax = std::string(v);
+  return std::nullopt;
+}
+Problem set_agent_port(Config& c, std::string_view v) {
+  std::uint64_t port = 0;
+  if (Problem p = check_count(v, 5, 1, 65535, "port", "8510", "1 and 65535", port)) return p;
+  c.anax_url = "http://localhost:" + std::to_string(port);
+  return std::nullopt;
+}
 Problem set_package_system(Config& c, std::string_view v) {
   if (v != "auto" && v != "deb" && v != "rpm" && v != "tarball")
     return "'" + std::string(v) + "' must be one of auto, deb, rpm, tarball";
@@ -294,6 +305,7 @@ constexpr KeySpec kKeys[] = {
     {"HZN_ORG_ID", &set_org, true},
     {"HZN_DEVICE_ID", &set_node, true},
     {"HZN_MGMT_HUB_CERT_PATH", &set_ca_file, false},
+    {"HZN_AGENT_PORT", &set_agent_port, false},
     {"AGENTD_TOKEN_FILE", &set_token_file, true},
     {"AGENTD_STATE_DIR", &set_state_dir, false},
     {"AGENTD_LEASE_DURATION_SECONDS", &set_duration<&Config::lease_duration>, false},
@@ -309,6 +321,7 @@ constexpr KeySpec kKeys[] = {
     {"AGENTD_TRUST_SYSTEM_CAS", &set_bool<&Config::trust_system_cas>, false},
     {"AGENTD_LOG_LEVEL", &set_log_level, false},
     {"AGENTD_UPGRADE_METHOD", &set_upgrade_method, false},
+    {"AGENTD_ANAX", &set_anax, false},
     {"AGENTD_PACKAGE_SYSTEM", &set_package_system, false},
     {"AGENTD_AGENT_PACKAGE", &set_package_name, false},
     {"AGENTD_AGENT_UNIT", &set_agent_unit, false},
@@ -961,6 +974,8 @@ CONFIGURATION
         every start and --check-config shows it.
     AGENTD_TRUST_SYSTEM_CAS (default false)
         true trusts the system's CAs besides HZN_MGMT_HUB_CERT_PATH.
+    HZN_AGENT_PORT (default 8510)
+        The port of the anax agent's local API on localhost (see AGENTD_ANAX).
 
   agentd (normally in /etc/agentd/agentd.conf and conf.d/*.conf)
     AGENTD_TOKEN_FILE (required)
@@ -1009,6 +1024,20 @@ CONFIGURATION
     AGENTD_UPGRADE_METHOD (default packages)
         packages: the verified package pipeline described above. commands:
         the AGENTD_*_COMMAND commands do every step.
+    AGENTD_ANAX (default auto)
+        Beside the Open Horizon agent (anax). on: agentd works from anax's own
+        record of the node management policy job (its local API on
+        localhost:HZN_AGENT_PORT): it takes a job once anax has downloaded its
+        files, verifies and installs the bundle anax downloaded (no second
+        download), and reports initiated, successful, failed and the rollback
+        statuses through anax, which writes the Exchange and records its new
+        version; it reads its node and its jobs from anax instead of polling
+        the Exchange's changes feed. On a hub without the coordination
+        extension the agbot's group lock serialises the group (agentd acts
+        only on a job anax reports downloaded) and agentd still checks health
+        and rolls back, but the group is not halted after a failure and
+        minAvailable and fencing do not apply. off: agentd works alone. auto:
+        on when anax's local API answers at start.
 
   The package pipeline (AGENTD_UPGRADE_METHOD=packages)
     AGENTD_PACKAGE_SYSTEM (default auto)

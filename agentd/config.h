@@ -34,6 +34,7 @@ struct Config {
   std::string org;           // HZN_ORG_ID
   std::string node_id;       // HZN_DEVICE_ID
   std::string ca_file;       // HZN_MGMT_HUB_CERT_PATH (optional)
+  std::string anax_url = "http://localhost:8510";  // from HZN_AGENT_PORT: anax's local API
 
   // agentd's own settings (AGENTD_*)
   std::string token_file;                              // AGENTD_TOKEN_FILE (required)
@@ -59,6 +60,9 @@ struct Config {
   // system, health check, rollback to the kept package), or "commands", the
   // operator's own commands below (upgrade/command_upgrader.h).
   std::string upgrade_method = "packages";
+  // AGENTD_ANAX: beside the anax agent (anax-coexistence.md): "on", "off", or
+  // "auto" = on when anax's local API answers at anax_url when agentd starts.
+  std::string anax = "auto";
   std::string package_system = "auto";                     // AGENTD_PACKAGE_SYSTEM: auto|deb|rpm|tarball
   std::string agent_package = "horizon";                   // AGENTD_AGENT_PACKAGE
   std::string agent_unit = "horizon.service";              // AGENTD_AGENT_UNIT ("" = none to restart)

@@ -18,6 +18,16 @@ std::string seconds_text(Mono d) {
   return std::to_string(s) + "s";
 }
 
+// The disruptive step recorded as begun, for messages.
+const char* begun_step(Progress p) {
+  switch (p) {
+    case Progress::install_begun: return "install";
+    case Progress::restart_begun: return "restart";
+    case Progress::rollback_begun: return "rollback";
+    default: return "a disruptive step";
+  }
+}
+
 // Orders waiters by waitingSince (§4.3 rule 4); unparsable times sort last.
 Wall waiting_key(const Entry& e) {
   Wall w;
@@ -48,25 +58,62 @@ void Coordinator::reset() {
 }
 
 void Coordinator::observe(const GroupDocument& doc, Mono now) {
+  const Mono window = 3 * timing_.heartbeat;
   // §4.1: remember when each entry's renewTime / lastSeen last *changed*; the
   // first sighting counts as a change, so a restarted member waits a full period.
+  //
+  // §6 (amended): an admin who ends a lease does not end the step its holder may
+  // still be running. A member never moves itself from a lease state to idle nor
+  // deletes its own entry, so an entry seen to do either, an idle entry carrying
+  // the group's highest epoch (a holder released to idle before we saw its lease),
+  // and a member with no entry are *unaccounted*: disrupted until their owner
+  // writes (lastSeen changes, or the entry appears), for at most 3 × heartbeat.
+  std::int64_t top = 0;
+  for (const auto& [node, e] : doc.entries) top = std::max(top, e.epoch);
+  auto unaccounted_from = [](Mono t) {
+    Seen s;
+    s.present = false;
+    s.released_at = t;
+    return s;
+  };
   for (auto it = seen_.begin(); it != seen_.end();) {
-    if (!doc.entry(it->first))
-      it = seen_.erase(it);
-    else
+    Seen& s = it->second;
+    if (doc.entry(it->first)) {
       ++it;
+      continue;
+    }
+    if (s.present) s = unaccounted_from(now);
+    const bool counting = s.released_at && now - *s.released_at < window;
+    if (doc.is_member(it->first) || counting)
+      ++it;
+    else
+      it = seen_.erase(it);
   }
+  for (const auto& m : doc.members)
+    if (!doc.entry(m) && !seen_.contains(m)) seen_.emplace(m, unaccounted_from(now));
   for (const auto& [node, e] : doc.entries) {
     auto [it, fresh] = seen_.try_emplace(node);
     Seen& s = it->second;
+    if (!s.present) {  // written (again) by its owner
+      s = Seen{};
+      fresh = true;
+    }
     if (fresh || s.renew_time != e.renew_time) {
       s.renew_time = e.renew_time;
       s.renew_changed = now;
     }
+    const bool unaccounted =
+        e.state == State::idle && ((!fresh && holds_lease(s.state)) || (e.epoch > 0 && e.epoch == top));
+    if (unaccounted && !s.unaccounted)
+      s.released_at = now;
+    else if (!fresh && s.last_seen != e.last_seen)
+      s.released_at.reset();
+    s.unaccounted = unaccounted;
     if (fresh || s.last_seen != e.last_seen) {
       s.last_seen = e.last_seen;
       s.last_seen_changed = now;
     }
+    s.state = e.state;
   }
   if (rollout_active(doc)) {
     if (!active_since_) active_since_ = now;
@@ -76,7 +123,7 @@ void Coordinator::observe(const GroupDocument& doc, Mono now) {
 }
 
 bool Coordinator::lease_live(const std::string& node, const Entry& e, Mono now) const {
-  if (!holds_lease(e.state)) return false;
+  if (!carries_lease(e)) return false;
   auto it = seen_.find(node);
   if (it == seen_.end()) return true;  // not observed yet: live for a full duration from now
   Mono duration =
@@ -84,12 +131,43 @@ bool Coordinator::lease_live(const std::string& node, const Entry& e, Mono now) 
   return now - it->second.renew_changed < duration;
 }
 
+bool Coordinator::fresh_last_seen(const Seen& s, Mono now) const {
+  return now - s.last_seen_changed < 3 * timing_.heartbeat;
+}
+
+bool Coordinator::disrupted(const std::string& node, const Entry& e, Mono now) const {
+  if (lease_live(node, e, now)) return true;
+  auto it = seen_.find(node);
+  if (it == seen_.end()) return holds_lease(e.state);  // not observed yet: fresh
+  const Seen& s = it->second;
+  if (holds_lease(e.state) && fresh_last_seen(s, now)) return true;
+  return s.released_at && now - *s.released_at < 3 * timing_.heartbeat;
+}
+
+std::int64_t Coordinator::disrupted_others(const GroupDocument& doc, Mono now, std::string* who) const {
+  std::int64_t n = 0;
+  for (const auto& [node, e] : doc.entries) {
+    if (node != self_ && disrupted(node, e, now)) {
+      ++n;
+      if (who) *who = node;
+    }
+  }
+  for (const auto& [node, s] : seen_) {
+    if (node != self_ && !s.present && s.released_at && now - *s.released_at < 3 * timing_.heartbeat) {
+      ++n;
+      if (who) *who = node;
+    }
+  }
+  return n;
+}
+
 bool Coordinator::healthy(const std::string& node, const Entry& e, Mono now) const {
   if (is_halting(e.state)) return false;
   if (holds_lease(e.state) && !lease_live(node, e, now)) return false;
+  if (disrupted(node, e, now)) return false;  // §4.3 rule 2 (amended): disrupted is not healthy
   auto it = seen_.find(node);
   if (it == seen_.end()) return true;
-  return now - it->second.last_seen_changed < 3 * timing_.heartbeat;
+  return fresh_last_seen(it->second, now);
 }
 
 bool Coordinator::judging(Mono now) const {
@@ -129,16 +207,10 @@ Verdict Coordinator::may_acquire(const GroupDocument& doc, const Local& local, M
   if (!doc.is_member(self_)) return {false, "not a member of group " + doc.name};
   if (auto halt = halted_for(doc, local.target)) return {false, "group halted: " + *halt};
   if (doc.settings.paused) return {false, "group paused by an admin"};
-  // rule 2
-  std::int64_t live = 0;
+  // rule 2 (amended): a fenced step still running counts like a lease.
   std::string holder;
-  for (const auto& [node, e] : doc.entries) {
-    if (node != self_ && lease_live(node, e, now)) {
-      ++live;
-      holder = node;
-    }
-  }
-  if (live >= doc.settings.max_concurrent) return {false, "waiting for " + holder + " (lease held)"};
+  if (disrupted_others(doc, now, &holder) >= doc.settings.max_concurrent)
+    return {false, "waiting for " + holder + " (lease held or a step still running)"};
   // rule 3; with nobody required there is nothing to observe.
   std::int64_t need = doc.min_available();
   if (need > 0) {
@@ -202,7 +274,7 @@ Entry Coordinator::base_entry(const Local& local, const Wall& wall, const std::s
   e.version = local.version;
   e.target_version = local.state == State::idle ? "" : local.target;
   e.epoch = local.epoch;
-  if (holds_lease(local.state)) {
+  if (holds_lease(local.state) && !local.leaseless) {
     e.lease_duration_seconds = static_cast<std::int64_t>(std::ceil(timing_.lease_duration.count() / 1000.0));
     e.acquire_time = local.acquire_time;
     e.renew_time = format_time(wall);  // every write by the holder renews (§4.4)
@@ -238,13 +310,22 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
   const Entry* mine = doc.entry(self_);
   if (!mine) {
     // §4.2: a member without an entry writes one first. A lease we thought we
-    // held is gone with the entry (an admin cleared it): go back to waiting.
+    // held is gone with the entry (an admin cleared it): we are fenced (§4.4),
+    // and stay disrupted while a step we began still runs.
     Local l = local;
-    if (holds_lease(l.state)) {
+    if (!holds_lease(l.state)) return write(base_entry(l, wall, wid), "join", "joining group " + doc.name);
+    if (local.step_running) {
+      l.state = State::upgrading;
+      l.leaseless = true;
+      l.message = std::string("fenced: our entry was removed by an admin; ") + begun_step(local.progress) +
+                  " still running";
+    } else {
       l.state = State::waiting;
-      l.message = "fenced: our entry was removed";
+      l.leaseless = false;
+      l.message = "fenced: our entry was removed by an admin";
+      l.waiting_since = format_time(wall);
     }
-    return write(base_entry(l, wall, wid), "join", "joining group " + doc.name);
+    return write(base_entry(l, wall, wid), "fenced", l.message);
   }
   if (mine->write_id != local.last_write_id)
     return {ActionKind::adopt, *mine, "adopt", "our entry was written by someone else: " + mine->message};
@@ -327,11 +408,35 @@ Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, 
   };
   auto fenced = [&](std::string why) {
     Local l = local;
+    if (local.step_running) {
+      // §4.4: a step already running is not undone by a fence; until it ends we
+      // stay upgrading, without a lease, and count as disrupted.
+      l.state = State::upgrading;
+      l.leaseless = true;
+      l.message = why + "; " + begun_step(local.progress) + " still running";
+      return write(l, "fenced", l.message);
+    }
     l.state = State::waiting;
+    l.leaseless = false;
     l.message = why;
     if (l.waiting_since.empty()) l.waiting_since = format_time(wall);
     return write(l, "fenced", why);
   };
+
+  if (local.leaseless) {
+    if (local.step_running) {
+      if (heartbeat_due(doc, local, now)) return write(local, "heartbeat", local.message);
+      return {ActionKind::none, {}, {}, local.message};
+    }
+    // §4.4: only when the step has ended does a fenced member queue again; what it
+    // did stays in `progress` and is finished under its next lease.
+    Local l = local;
+    l.state = State::waiting;
+    l.leaseless = false;
+    l.message = "fenced earlier; the step has ended, waiting for the lease again";
+    l.waiting_since = format_time(wall);
+    return write(l, "wait", l.message);
+  }
 
   // Anyone with a higher epoch and a live lease has superseded us (§4.4).
   for (const auto& [node, e] : doc.entries) {
@@ -345,10 +450,8 @@ Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, 
     if (lost) {
       // A lease we could not renew for a whole duration (or a restarted process's)
       // is taken again only where a fresh acquisition would not exceed maxConcurrent.
-      std::int64_t live = 0;
-      for (const auto& [node, e] : doc.entries)
-        if (node != self_ && lease_live(node, e, now)) ++live;
-      if (live >= doc.settings.max_concurrent) return fenced("lease lost while another member holds one");
+      if (disrupted_others(doc, now) >= doc.settings.max_concurrent)
+        return fenced("lease lost while another member holds one or is inside a step");
     }
     return write(local, "renew", lost ? "renewing a lease not renewed for a whole duration" : "renew");
   }

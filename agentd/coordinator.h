@@ -56,11 +56,15 @@ struct Local {
   bool verification_failed = false;  // the artifact failed verification: write failed (§4.2)
   std::string failed_target;         // a node in no group: the target whose upgrade failed
   Progress progress = Progress::none;
+  // Fenced while a disruptive step still ran (protocol.md §4.4): our entry stays
+  // upgrading without a lease until the step ends; never renewed.
+  bool leaseless = false;
 
   // Process-local, not persisted: a restarted process renews first (§4.4).
   std::optional<Mono> last_renew;  // when our last acquire/renew landed
   std::optional<Mono> last_write;  // when our last write of any kind landed
   bool job_running = false;        // a prepare/install/... job is in flight
+  bool step_running = false;       // that job is a disruptive step: install, restart, rollback
 };
 
 enum class ActionKind {
@@ -104,8 +108,15 @@ class Coordinator {
   // §4.1: live while less than leaseDurationSeconds of local time has passed since
   // its renewTime last changed (first observation counts as a change).
   bool lease_live(const std::string& node, const Entry& e, Mono now) const;
+  // §4.3 rule 2 (amended): holding a live lease, or in upgrading/verifying with a
+  // fresh lastSeen (a fenced step still running), or force-released by an admin
+  // while it held a lease and not heard from since (see observe()).
+  bool disrupted(const std::string& node, const Entry& e, Mono now) const;
+  // Other members disrupted now, entries removed while holding included; `who`
+  // gets one of them for the status text.
+  std::int64_t disrupted_others(const GroupDocument& doc, Mono now, std::string* who = nullptr) const;
   // §4.1: entry exists, lastSeen changed within 3 × heartbeat, not failed/rolledback,
-  // not holding a lease that is no longer live.
+  // not holding a lease that is no longer live, not disrupted.
   bool healthy(const std::string& node, const Entry& e, Mono now) const;
   // Whether we have watched the active rollout long enough to judge health (§4.1).
   bool judging(Mono now) const;
@@ -137,7 +148,14 @@ class Coordinator {
     Mono renew_changed{};
     std::string last_seen;
     Mono last_seen_changed{};
+    State state = State::idle;
+    bool present = true;       // false: a member without an entry (see observe())
+    bool unaccounted = false;  // the entry's shape says an admin ended its lease
+    // Since when the entry (or its absence) has been unaccounted for: its owner may
+    // still be inside a disruptive step (§6 amended). Cleared when the owner writes.
+    std::optional<Mono> released_at;
   };
+  bool fresh_last_seen(const Seen& s, Mono now) const;
 
   Entry base_entry(const Local& local, const Wall& wall, const std::string& write_id) const;
   bool heartbeat_due(const GroupDocument& doc, const Local& local, Mono now) const;

@@ -88,22 +88,42 @@ void Daemon::status(const std::string& text) {
 
 void Daemon::report_management_status(const std::string& st, const std::string& error) {
   if (ps_.policy.empty() || (st == last_mgmt_status_ && error.empty())) return;
-  auto slash = ps_.policy.find('/');
-  std::string name = slash == std::string::npos ? ps_.policy : ps_.policy.substr(slash + 1);
+  last_mgmt_status_ = st;
+  // The latest status is the one that counts; it is kept until it is taken.
+  ps_.report_status = st;
+  ps_.report_policy = ps_.policy;
+  ps_.report_error = error;
+  ps_.report_version = ps_.local.target;
+  persist();
+  send_report();
+}
+
+void Daemon::send_report() {
+  if (ps_.report_status.empty()) return;
+  const std::string& st = ps_.report_status;
   ManagementStatus ms;
   if (scheduled_time_.empty()) scheduled_time_ = format_time(p_.clock.wall());
   ms.scheduled_time = scheduled_time_;
   ms.status = st;
-  ms.error_message = error;
-  ms.software_version = ps_.local.target;
+  ms.error_message = ps_.report_error;
+  ms.software_version = ps_.report_version;
   if (st == "initiated") ms.start_time = format_time(p_.clock.wall());
-  if (st == "successful" || st == "failed" || st == "rollback successful")
+  if (st == "successful" || st == "failed" || st == "rollback successful" || st == "rollback failed")
     ms.end_time = format_time(p_.clock.wall());
-  if (auto r = p_.exchange.put_management_status(name, ms); !r) {
-    p_.log.warn("management-status-failed", {{"policy", ps_.policy}, {"error", r.error().describe()}});
+  if (auto r = p_.status.report(ps_.report_policy, ms); !r) {
+    // Every job ends in a final status, or anax's record and the agbot's group
+    // lock stay active (anax-coexistence.md §3.2): try again, a little later each time.
+    p_.log.warn("management-status-failed",
+                {{"policy", ps_.report_policy}, {"status", st}, {"error", r.error().describe()}});
+    next_report_ = p_.clock.mono() + full_jitter(3, Mono{2000}, Mono{30'000}, rng_) + Mono{1000};
     return;
   }
-  last_mgmt_status_ = st;
+  p_.log.info("management-status", {{"policy", ps_.report_policy}, {"status", st}});
+  ps_.report_status.clear();
+  ps_.report_policy.clear();
+  ps_.report_error.clear();
+  ps_.report_version.clear();
+  persist();
 }
 
 // A policy this node cannot evaluate (a constraint outside the language, an
@@ -121,8 +141,7 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
     ms.scheduled_time = format_time(p_.clock.wall());
     ms.status = "precheck failed";
     ms.error_message = why;
-    std::string name = slash == std::string::npos ? policy : policy.substr(slash + 1);
-    if (auto r = p_.exchange.put_management_status(name, ms); !r) {
+    if (auto r = p_.status.report(policy, ms); !r) {
       p_.log.warn("management-status-failed", {{"policy", policy}, {"error", r.error().describe()}});
       continue;
     }
@@ -131,7 +150,12 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
   }
 }
 
-void Daemon::log_step(const char* step) {
+void Daemon::note_job() {
+  ps_.local.job_running = !job_.idle();
+  ps_.local.step_running = job_.in_step();
+}
+
+void Daemon::log_step(const char* step, const char* phase) {
   auto o = json::object();
   json::set(
       o.get(), "tUs",
@@ -140,6 +164,7 @@ void Daemon::log_step(const char* step) {
   json::set(o.get(), "node", p_.config.node_id);
   json::set(o.get(), "group", ps_.group);
   json::set(o.get(), "step", step);
+  json::set(o.get(), "phase", phase);
   json::set(o.get(), "epoch", ps_.local.epoch);
   json::set(o.get(), "version", ps_.local.target);
   if (auto s = append_line(p_.steps_log, json::print(o.get())); !s)
@@ -169,6 +194,9 @@ std::optional<int> Daemon::start() {
       return exit_state;
     degrade(e.what());
   }
+  // A restart begun by an earlier process has ended: this process is its result
+  // (agentd restarting itself) or outlived it (protocol.md §7 I3 step log).
+  if (ps_.local.progress == Progress::restart_begun) log_step("restart", "end");
   if (auto v = p_.upgrader.running_version()) {
     ps_.local.version = *v;
   } else {
@@ -279,9 +307,10 @@ Mono Daemon::next_wake() const {
     if (p_.notifier.watchdog_interval() > Mono{0}) retry = std::min(retry, next_watchdog_);
     return retry;
   }
-  // A lease holder reads no plan until it releases (tick()); a due one waits.
+  // A lease holder reads no plan until it releases (pass()); a due one waits.
   const bool holding = !ps_.group.empty() && holds_lease(ps_.local.state);
-  Mono w = std::min({next_changes_, next_node_, holding ? Mono::max() : next_plan_});
+  Mono w = p_.anax ? next_node_ : std::min({next_changes_, next_node_, holding ? Mono::max() : next_plan_});
+  if (!ps_.report_status.empty()) w = std::min(w, next_report_);
   // Progress of a running job is shown every second.
   if (!job_.idle()) w = std::min(w, p_.clock.mono() + Mono{1000});
   if (p_.notifier.watchdog_interval() > Mono{0}) w = std::min(w, next_watchdog_);
@@ -307,16 +336,31 @@ void Daemon::pass() {
   // A lease holder renews before any other hub call of the pass (issue 11 #3:
   // renewals never queue behind reads); its target cannot change until it
   // releases, so the plan waits.
-  const bool holding = node_ && !ps_.group.empty() && holds_lease(ps_.local.state);
+  const bool coordinated = !ps_.group.empty() && !(p_.anax && hub_coordinates_ == false);
+  const bool holding = node_ && coordinated && holds_lease(ps_.local.state);
   if (holding) grouped_tick();
-  if (now >= next_changes_) poll_changes();
-  if (now >= next_node_) refresh_node();
+  if (!ps_.report_status.empty() && now >= next_report_) send_report();
+  if (p_.anax) {
+    // Beside anax: the node and its job come from anax's local API (no hub
+    // traffic); anax itself sends the node's heartbeat and polls the changes feed.
+    if (now >= next_node_ && !refresh_from_anax()) return;
+  } else {
+    if (now >= next_changes_) poll_changes();
+    if (now >= next_node_) refresh_node();
+  }
   if (!node_ || holding) return;
-  if (now >= next_plan_) refresh_plan();
-  if (ps_.group.empty())
+  if (!p_.anax && now >= next_plan_) refresh_plan();
+  if (ps_.group.empty()) {
     ungrouped_tick();
-  else
+  } else if (p_.anax && hub_coordinates_ == false) {
+    // A hub without the coordination extension: the agbot's lock serialises the
+    // group and a job is ours once anax reports it downloaded (plan_from_anax).
+    // Its group is looked at again now and then, between jobs.
+    if (now >= next_read_ && job_.idle() && ps_.local.progress == Progress::none) read_group(true);
+    if (hub_coordinates_ == false) ungrouped_tick();
+  } else {
     grouped_tick();
+  }
   // A new target waiting for its policy's startWindow says so, whatever else is quiet.
   if (!plan_.version.empty() && plan_.version != ps_.local.target && p_.clock.wall() < not_before_)
     status("waiting for the startWindow of " + plan_.policy + " until " + format_time(not_before_));
@@ -328,7 +372,7 @@ void Daemon::poll_changes() {
   Mono now = p_.clock.mono();
   next_changes_ = now + p_.config.changes_interval;
   if (change_id_ == 0) {
-    auto max = p_.exchange.max_change_id();
+    auto max = p_.hub.max_change_id();
     if (!max) {
       p_.log.warn("changes-failed", {{"error", max.error().describe()}});
       return;
@@ -336,7 +380,7 @@ void Daemon::poll_changes() {
     change_id_ = *max + 1;
   }
   // POST /changes is also the node heartbeat, as for the real agent (exchange-api.md §3.2).
-  auto r = p_.exchange.changes(change_id_, 1000);
+  auto r = p_.hub.changes(change_id_, 1000);
   if (!r) {
     p_.log.warn("changes-failed", {{"error", r.error().describe()}});
     return;
@@ -361,7 +405,7 @@ void Daemon::refresh_node() {
   // The changes feed tells us when the node record changes (exchange-api.md §6);
   // this read is only the safety net, so it is rare (protocol.md §1 goal 6).
   next_node_ = now + kSafetyReads * p_.config.idle_heartbeat;
-  auto n = p_.exchange.get_node();
+  auto n = p_.hub.get_node();
   if (!n) {
     Level lvl = n.error().transient() ? Level::warn : Level::error;
     p_.log.log(lvl, "node-read-failed", {{"error", n.error().describe()}});
@@ -383,13 +427,13 @@ void Daemon::refresh_node() {
 void Daemon::refresh_plan() {
   Mono now = p_.clock.mono();
   next_plan_ = now + kSafetyReads * p_.config.idle_heartbeat;  // mgmtpolicy/agentfileversion rows say when
-  auto policies = p_.exchange.list_management_policies();
+  auto policies = p_.hub.list_management_policies();
   if (!policies) {
     p_.log.warn("policies-read-failed", {{"error", policies.error().describe()}});
     next_plan_ = now + std::max(p_.config.poll, Mono{1000});
     return;
   }
-  auto published = p_.exchange.agent_software_versions();
+  auto published = p_.hub.agent_software_versions();
   std::vector<std::string> versions = published ? *published : std::vector<std::string>{};
   // The package system may name the running version with a revision or release
   // ("2.0.0-1" for the published "2.0.0"): the plan and our entry use the agent's name.
@@ -401,7 +445,7 @@ void Daemon::refresh_plan() {
   // Policies that select nodes by constraints need the node policy's
   // properties; a failed read keeps the last ones (or none: those policies are
   // then reported as not evaluated, plan.h).
-  if (auto np = p_.exchange.get_node_policy()) {
+  if (auto np = p_.hub.get_node_policy()) {
     node_properties_ = *np ? std::move(*np) : std::optional<Properties>(Properties{});
   } else {
     p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
@@ -418,35 +462,14 @@ void Daemon::refresh_plan() {
   }
   auto plan = choose_target(
       *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
-      [this](const std::string& ref) { return p_.exchange.get_manifest(ref); },
+      [this](const std::string& ref) { return p_.hub.get_manifest(ref); },
       [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); },
       DowngradeRule{*floor_version, p_.config.allow_downgrade});
   if (!plan) {
     p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
     return;
   }
-  if (plan->version != plan_.version || plan->reason != plan_.reason)
-    p_.log.info("plan", {{"target", plan->version}, {"reason", plan->reason}});
-  report_policy_errors(plan->policy_errors);
-  // The startWindow delay is drawn once per target (exchange-api.md §4.1).
-  if (plan->version != plan_.version || plan->policy != plan_.policy) not_before_ = plan->not_before;
-  plan_ = *plan;
-  Wall wall = p_.clock.wall();
-  if (!plan_.version.empty() && plan_.version != ps_.local.target && wall < not_before_) {
-    next_plan_ = std::min(next_plan_, now + std::chrono::duration_cast<Mono>(not_before_ - wall) + Mono{1});
-    return;
-  }
-  // A release in flight keeps its target; a new plan applies from the next cycle.
-  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
-      ps_.local.target != plan_.version) {
-    ps_.local.target = plan_.version;
-    ps_.local.prepared = false;  // what was prepared was for another target
-    ps_.local.verification_failed = false;
-    ps_.policy = plan_.policy;
-    last_mgmt_status_.clear();
-    persist();
-    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
-  }
+  apply_plan(*plan);
 }
 
 bool Daemon::read_group(bool force) {
@@ -459,15 +482,30 @@ bool Daemon::read_group(bool force) {
     const Error& e = r.error();
     next_read_ = now + std::max(p_.config.poll, Mono{500});
     if (e.code == Errc::unsupported) {
-      // A 403 is also what a member removed from the group gets: look at the node first.
-      next_node_ = std::min(next_node_, now + p_.config.poll);
+      // A hub that cannot coordinate stays so for a while: look again with a
+      // growing pause (issue: ~20 requests/min while refusing), up to the idle
+      // heartbeat. The changes feed still tells us at once when the node changes.
+      Mono pause = std::min(p_.config.poll * (Mono::rep{1} << std::min(unsupported_reads_, 10)),
+                            std::max(p_.config.idle_heartbeat, p_.config.poll));
+      ++unsupported_reads_;
+      next_read_ = now + pause;
+      force_read_ = false;
+      // A 403 is also what a member removed from the group gets: look at the node too.
+      next_node_ = std::min(next_node_, now + pause);
       // protocol.md §3: without the extension there is no safe lease; never fall back.
       std::string why =
           "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
+      hub_coordinates_ = false;
+      if (p_.anax)
+        why = "the hub cannot coordinate group " + ps_.group + " (" + e.message +
+              "): the agbot's lock serialises the group; agentd checks health and rolls back, but "
+              "halting the group after a failure, minAvailable and fencing need the hub's coordination "
+              "extension";
       if (why != unsupported_reason_) {
         unsupported_reason_ = why;
-        p_.log.error("unsupported-hub", {{"group", ps_.group}, {"error", e.describe()}});
-        report_management_status("ha node waiting", why);
+        p_.log.log(p_.anax ? Level::warn : Level::error, "unsupported-hub",
+                   {{"group", ps_.group}, {"error", e.describe()}});
+        if (!p_.anax) report_management_status("ha node waiting", why);
       }
       status(why);
     } else if (e.code == Errc::not_found) {
@@ -481,6 +519,9 @@ bool Daemon::read_group(bool force) {
     return false;
   }
   unsupported_reason_.clear();
+  unsupported_reads_ = 0;
+  if (p_.anax && hub_coordinates_ != true) next_node_ = now;  // anax's waiting job may be ready now
+  hub_coordinates_ = true;
   force_read_ = false;
   if (!r->not_modified) doc_ = std::move(r->document);
   if (!doc_) {  // 304 without a cached document cannot happen with a correct hub
@@ -488,7 +529,7 @@ bool Daemon::read_group(bool force) {
     return false;
   }
   coordinator_.observe(*doc_, now);
-  ps_.local.job_running = !job_.idle();
+  note_job();
   next_read_ = now + coordinator_.poll_interval(*doc_, ps_.local, now);
   return true;
 }
@@ -514,6 +555,7 @@ void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
   if (holds_lease(e.state) && !holds_lease(before) && l.progress == Progress::none)
     l.previous_version = l.version;
   bool released = holds_lease(before) && (e.state == State::succeeded || is_halting(e.state));
+  const bool rollback_failed = released && l.progress == Progress::rollback_failed;
   bool failed_prepare = before == State::preparing && e.state == State::failed;
   l.state = e.state;
   l.version = e.version;
@@ -524,7 +566,8 @@ void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
   l.message = e.message;
   l.last_write_id = e.write_id;
   l.last_write = sent;
-  l.last_renew = holds_lease(e.state) ? sent : std::nullopt;
+  l.leaseless = holds_lease(e.state) && !carries_lease(e);
+  l.last_renew = carries_lease(e) ? sent : std::nullopt;
   if (released || failed_prepare) {
     l.progress = Progress::none;
     l.prepared = false;
@@ -537,13 +580,77 @@ void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
   if (failed_prepare) report_management_status("failed", e.message);
   if (released) {
     if (e.state == State::succeeded) {
-      report_management_status("successful");
-      if (auto r = p_.exchange.patch_software_version(e.version); !r)
-        p_.log.warn("software-version-failed", {{"error", r.error().describe()}});
+      report_management_status("successful");  // also the version the hub knows
     }
     if (e.state == State::rolledback) report_management_status("rollback successful", e.message);
-    if (e.state == State::failed) report_management_status("failed", e.message);
+    if (e.state == State::failed)
+      report_management_status(rollback_failed ? "rollback failed" : "failed", e.message);
   }
+}
+
+// The plan's target becomes ours unless an upgrade is in flight (shared by both
+// sources of a plan: the Exchange's policies, or anax's job).
+void Daemon::apply_plan(const Plan& plan) {
+  Mono now = p_.clock.mono();
+  if (plan.version != plan_.version || plan.reason != plan_.reason)
+    p_.log.info("plan", {{"target", plan.version}, {"reason", plan.reason}});
+  report_policy_errors(plan.policy_errors);
+  // The startWindow delay is drawn once per target (exchange-api.md §4.1).
+  if (plan.version != plan_.version || plan.policy != plan_.policy) not_before_ = plan.not_before;
+  plan_ = plan;
+  Wall wall = p_.clock.wall();
+  if (!plan_.version.empty() && plan_.version != ps_.local.target && wall < not_before_) {
+    next_plan_ = std::min(next_plan_, now + std::chrono::duration_cast<Mono>(not_before_ - wall) + Mono{1});
+    return;
+  }
+  // A release in flight keeps its target; a new plan applies from the next cycle.
+  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
+      ps_.local.target != plan_.version) {
+    ps_.local.target = plan_.version;
+    ps_.local.prepared = false;  // what was prepared was for another target
+    ps_.local.verification_failed = false;
+    ps_.policy = plan_.policy;
+    last_mgmt_status_.clear();
+    persist();
+    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
+  }
+}
+
+// Beside anax: the node (its group) and the job, from anax's local API, free of
+// hub traffic (anax-coexistence.md §2). False while anax cannot say.
+bool Daemon::refresh_from_anax() {
+  Mono now = p_.clock.mono();
+  next_node_ = now + p_.config.poll;
+  auto n = p_.anax->node();
+  if (!n) {
+    p_.log.warn("anax-unavailable", {{"error", n.error().describe()}});
+    status("waiting for the agent's local API: " + n.error().describe());
+    return node_.has_value();
+  }
+  NodeRecord rec;
+  rec.id = p_.config.node_id;
+  rec.ha_group = n->ha_group;
+  if (rec.ha_group != ps_.group) {
+    p_.log.info("group-changed", {{"from", ps_.group}, {"to", rec.ha_group}});
+    ps_.group = rec.ha_group;
+    coordinator_.reset();
+    doc_.reset();
+    force_read_ = true;
+    hub_coordinates_.reset();  // until a read says
+    persist();
+  }
+  node_ = std::move(rec);
+  auto jobs = p_.anax->jobs();
+  if (!jobs) {
+    p_.log.warn("anax-jobs-failed", {{"error", jobs.error().describe()}});
+    return true;
+  }
+  // Until a read of the group shows the hub coordinates it, only a job the agbot
+  // let anax run counts.
+  Plan plan = plan_from_anax(*jobs, ps_.policy, hub_coordinates_.value_or(false));
+  if (plan.version != plan_.version) force_read_ = true;  // a new job: look at the group now
+  apply_plan(plan);
+  return true;
 }
 
 // ---- the grouped member ---------------------------------------------------------
@@ -553,7 +660,7 @@ void Daemon::grouped_tick() {
   resolve_pending();
   for (int step = 0; step < 8 && !p_.waiter.stop_requested(); ++step) {
     Mono now = p_.clock.mono();
-    ps_.local.job_running = !job_.idle();
+    note_job();
     Action a = coordinator_.decide(*doc_, ps_.local, now, p_.clock.wall(), new_write_id());
     switch (a.kind) {
       case ActionKind::none:
@@ -611,9 +718,12 @@ Daemon::WriteOutcome Daemon::write(const Action& a) {
   if (!r) {
     const Error& e = r.error();
     if (e.code == Errc::conflict) {
-      ps_.pending_write_id.clear();
-      persist();
-      p_.log.debug("write-conflict", {{"what", a.what}, {"revision", std::to_string(doc_->revision)}});
+      // protocol.md §4.6: a 412 may answer a copy of this write that the HTTP client
+      // re-sent after the connection died, the first copy having landed. It stays
+      // pending: the re-read that follows every conflict judges it by its writeId.
+      p_.log.debug(
+          "write-conflict",
+          {{"what", a.what}, {"writeId", a.entry.write_id}, {"revision", std::to_string(doc_->revision)}});
       return WriteOutcome::conflict;
     }
     if (e.code == Errc::forbidden || e.code == Errc::not_found || e.code == Errc::parse ||
@@ -659,8 +769,30 @@ void Daemon::adopt(const Entry& e) {
   Local& l = ps_.local;
   p_.log.warn("entry-changed",
               {{"state", to_string(e.state)}, {"epoch", std::to_string(e.epoch)}, {"msg", e.message}});
-  bool ours = holds_lease(e.state) && holds_lease(l.state) && e.epoch == l.epoch;
-  if (holds_lease(e.state) && !ours) {
+  // Ours: still our lease (an admin changed something else in it). An entry in a
+  // lease state without a lease is an admin's force-release (protocol.md §6).
+  bool ours = carries_lease(e) && holds_lease(l.state) && e.epoch == l.epoch;
+  if (holds_lease(l.state) && !ours && l.step_running) {
+    // protocol.md §4.4, §6: force-released while a step we began still runs. The
+    // step is not undone; until it ends our entry says upgrading without a lease,
+    // so no peer starts its own (the next pass writes it at once).
+    std::string why = "fenced: " + (e.message.empty() ? std::string("our entry was changed") : e.message);
+    p_.log.warn("fence", {{"reason", why}, {"running", "true"}});
+    l.state = State::upgrading;
+    l.leaseless = true;
+    l.message = why + "; the step begun under the lease is still running";
+    l.last_write_id = e.write_id;
+    l.last_write.reset();
+    persist();
+    return;
+  }
+  if (holds_lease(l.state) && !ours) {
+    // Fenced with no step running: start over; what was begun on this node is kept
+    // in `progress` and finished under the next lease.
+    p_.log.warn("fence", {{"reason", "fenced: " + e.message}});
+    l.state = l.progress != Progress::none ? State::preparing : State::idle;
+    l.leaseless = false;
+  } else if (holds_lease(e.state) && !ours) {
     l.state = State::waiting;  // a lease we did not take is not ours: write waiting next
   } else if (ours) {
     l.state = e.state;
@@ -734,13 +866,14 @@ void Daemon::start_job(ActionKind kind) {
     default: return;
   }
   persist();  // the step is recorded as begun before it begins
-  if (kind == ActionKind::install) log_step("install");
-  if (kind == ActionKind::restart) log_step("restart");
-  if (kind == ActionKind::rollback) log_step("rollback");
+  if (kind == ActionKind::install) log_step("install", "begin");
+  if (kind == ActionKind::restart) log_step("restart", "begin");
+  if (kind == ActionKind::rollback) log_step("rollback", "begin");
   if (kind == ActionKind::install) report_management_status("initiated");
   if (kind == ActionKind::rollback) report_management_status("rollback started");
   p_.log.info("step", {{"step", to_string(kind)}, {"target", l.target}, {"epoch", std::to_string(l.epoch)}});
   l.job_running = true;
+  l.step_running = kind == ActionKind::install || kind == ActionKind::restart || kind == ActionKind::rollback;
   job_target_ = l.target;
   job_.start(kind, std::move(work), [this] { p_.waiter.wake(); });
 }
@@ -751,7 +884,11 @@ void Daemon::finish_job() {
   auto [kind, result] = *done;
   Local& l = ps_.local;
   l.job_running = false;
+  l.step_running = false;
   if (!result && result.error().code == Errc::cancelled) return;  // stopping: the step stays begun
+  if (kind == ActionKind::install) log_step("install", "end");
+  if (kind == ActionKind::restart) log_step("restart", "end");
+  if (kind == ActionKind::rollback) log_step("rollback", "end");
   std::string err = result ? "" : result.error().describe();
   p_.log.log(result ? Level::info : Level::error, "step-done",
              {{"step", to_string(kind)}, {"ok", result ? "true" : "false"}, {"error", err}});
@@ -830,8 +967,15 @@ void Daemon::ungrouped_tick() {
       l.state = State::idle;
       persist();
     }
-    status(halted ? "upgrade to " + l.target + " failed: " + l.message
-                  : "not in an HA group; up to date at " + l.version);
+    std::string why = halted ? "upgrade to " + l.target + " failed: " + l.message
+                             : "not in an HA group; up to date at " + l.version;
+    // In a group on a hub that cannot coordinate it (beside anax): say what is missing.
+    if (!ps_.group.empty() && !unsupported_reason_.empty())
+      why = unsupported_reason_ + "; " +
+            (halted                 ? why
+             : plan_.reason.empty() ? "up to date at " + l.version
+                                    : plan_.reason);
+    status(why);
     return;
   }
   if (l.state == State::idle || l.state == State::succeeded || l.state == State::failed ||
@@ -871,14 +1015,13 @@ void Daemon::ungrouped_tick() {
       l.version = l.target;
       l.message = "upgraded to " + l.target;
       report_management_status("successful");
-      (void)p_.exchange.patch_software_version(l.version);
       break;
     case Progress::rolled_back:
     case Progress::rollback_failed:
       l.state = l.progress == Progress::rolled_back ? State::rolledback : State::failed;
       l.failed_target = l.target;
-      report_management_status(l.progress == Progress::rolled_back ? "rollback successful" : "failed",
-                               l.message);
+      report_management_status(
+          l.progress == Progress::rolled_back ? "rollback successful" : "rollback failed", l.message);
       break;
   }
   l.progress = Progress::none;

@@ -12,12 +12,15 @@
 #include <string>
 #include <thread>
 
+#include "anax.h"
 #include "clock.h"
 #include "config.h"
 #include "coordinator.h"
-#include "exchange.h"
+#include "group_store.h"
 #include "log.h"
+#include "node_source.h"
 #include "service.h"
+#include "status_reporter.h"
 #include "upgrade/plan.h"
 #include "upgrade/state_file.h"
 #include "upgrade/upgrader.h"
@@ -32,6 +35,11 @@ class Job {
   // Idle once the finished job's result has been taken: a job that has ended but
   // not been collected still counts, so its step is never started twice.
   bool idle() const { return !thread_.joinable(); }
+  // A disruptive step (install, restart, rollback) is running or uncollected.
+  bool in_step() const {
+    return !idle() &&
+           (kind_ == ActionKind::install || kind_ == ActionKind::restart || kind_ == ActionKind::rollback);
+  }
   void start(ActionKind kind, std::function<Status()> work, std::function<void()> wake);
   // The finished job's kind and result, once; std::nullopt while running or idle.
   std::optional<std::pair<ActionKind, Status>> take();
@@ -47,8 +55,9 @@ class Job {
 struct DaemonParts {
   const Config& config;
   Clock& clock;
-  Exchange& exchange;
-  GroupStore& store;  // the Exchange's coordination extension, or another CAS store
+  NodeSource& hub;         // the changes feed, the node record, its policies
+  GroupStore& store;       // the Exchange's coordination extension, or another CAS store
+  StatusReporter& status;  // node management status of the upgrade
   Upgrader& upgrader;
   Logger& log;
   StateFile& state_file;
@@ -56,6 +65,9 @@ struct DaemonParts {
   SignalWaiter& waiter;
   std::string steps_log;   // JSON lines of disruptive steps (protocol.md §7 I3)
   std::uint64_t seed = 0;  // for writeIds, jitter and startWindow draws; 0: std::random_device
+  // Beside anax (anax-coexistence.md): its local API gives the node and the job;
+  // null when agentd works alone.
+  AnaxApi* anax = nullptr;
 };
 
 class Daemon {
@@ -96,8 +108,13 @@ class Daemon {
   bool recovered();
   void status(const std::string& text);
   void report_management_status(const std::string& status, const std::string& error = {});
+  void send_report();  // the pending report (PersistedState::report_*), until it is taken
+  bool refresh_from_anax();
+  void apply_plan(const Plan& plan);
   void report_policy_errors(const std::map<std::string, std::string>& errors);
-  void log_step(const char* step);
+  // protocol.md §7 I3: each disruptive step's begin and end, on this node's clock.
+  void log_step(const char* step, const char* phase);
+  void note_job();  // Local.job_running / step_running from the job
   std::string new_write_id();
 
   DaemonParts p_;
@@ -116,6 +133,12 @@ class Daemon {
   std::map<std::string, std::string> reported_policy_errors_;  // policy -> error sent to the hub
   std::string scheduled_time_;
   std::string unsupported_reason_;
+  int unsupported_reads_ = 0;  // group reads in a row refused as unsupported (backoff)
+  // Whether the hub has the coordination extension (protocol.md §3), as the last
+  // group read showed; beside anax a hub without it leaves the agbot's lock.
+  // Unknown until the first read; unknown counts as "no" for anax's jobs.
+  std::optional<bool> hub_coordinates_;
+  Mono next_report_{0};     // when a pending status report is sent again
   std::string job_target_;  // the target the running (or last) job works on
   // Progress text from the running job's thread, shown by the loop.
   std::mutex progress_mu_;

@@ -76,9 +76,10 @@ json::Ptr entry_to_json(const Entry& e) {
   json::set(o.get(), "targetVersion", e.target_version);
   json::set(o.get(), "epoch", e.epoch);
   if (holds_lease(e.state)) {
+    // Without a lease (protocol.md §4.4) only leaseDurationSeconds 0 remains.
     json::set(o.get(), "leaseDurationSeconds", e.lease_duration_seconds);
-    json::set(o.get(), "acquireTime", e.acquire_time);
-    json::set(o.get(), "renewTime", e.renew_time);
+    if (!e.acquire_time.empty()) json::set(o.get(), "acquireTime", e.acquire_time);
+    if (!e.renew_time.empty()) json::set(o.get(), "renewTime", e.renew_time);
   }
   if (!e.waiting_since.empty()) json::set(o.get(), "waitingSince", e.waiting_since);
   json::set(o.get(), "lastSeen", e.last_seen);

@@ -47,6 +47,13 @@ struct Entry {
   bool operator==(const Entry&) const = default;
 };
 
+// protocol.md §4.4: a holder fenced while a step it started still runs keeps its
+// entry in upgrading without a lease (leaseDurationSeconds 0, no renewTime). An
+// entry in a lease state that names a duration or a renewal carries a lease.
+inline bool carries_lease(const Entry& e) {
+  return holds_lease(e.state) && (e.lease_duration_seconds > 0 || !e.renew_time.empty());
+}
+
 // The group's policy (protocol.md §2 `agentUpgradeSettings`, defaults §5).
 struct Settings {
   std::int64_t max_concurrent = 1;

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "agentd/version.h"
+#include "anax.h"
 #include "config.h"
 #include "daemon.h"
 #include "exchange.h"
@@ -17,6 +18,8 @@
 #include "log.h"
 #include "process.h"
 #include "service.h"
+#include "status_reporter.h"
+#include "upgrade/artifact_source.h"
 #include "upgrade/command_upgrader.h"
 #include "upgrade/detached.h"
 #include "upgrade/installer.h"
@@ -127,6 +130,29 @@ int main(int argc, char** argv) {
   job_http_options.cancelled = [&waiter] { return waiter.stop_requested(); };  // the loop pings the watchdog
   auto job_http = make_curl_http_client(job_http_options);
   Exchange job_exchange(*job_http, endpoint, RetryPolicy{}, job_sleeper);
+  CssArtifactSource css(job_exchange, *job_http);
+
+  // Beside anax (AGENTD_ANAX): its local API, on loopback, without the node's
+  // credentials; one client for the loop, one for the job thread.
+  HttpOptions anax_http_options;
+  anax_http_options.connect_timeout = std::chrono::milliseconds{2'000};
+  anax_http_options.total_timeout = std::chrono::milliseconds{15'000};
+  anax_http_options.user_agent = http_options.user_agent;
+  anax_http_options.cancelled = http_options.cancelled;
+  auto anax_http = make_curl_http_client(anax_http_options);
+  auto job_anax_http = make_curl_http_client(anax_http_options);
+  auto anax = make_anax_client(*anax_http, config->anax_url);
+  auto job_anax = make_anax_client(*job_anax_http, config->anax_url);
+  bool beside_anax = config->anax == "on";
+  if (config->anax == "auto") {
+    auto v = anax->version();
+    beside_anax = v.has_value();
+    log->info("anax", {{"url", config->anax_url},
+                       {"mode", beside_anax ? "beside anax" : "alone"},
+                       {"why", v ? "anax " + *v + " answers" : v.error().describe()}});
+  }
+  AnaxArtifactSource from_anax(*job_anax, css);
+  ArtifactSource& artifacts = beside_anax ? static_cast<ArtifactSource&>(from_anax) : css;
   DetachedOptions detached_options;
   detached_options.use_systemd = sd_booted() > 0 && ::geteuid() == 0;
   detached_options.cancelled = [&waiter] { return waiter.stop_requested(); };
@@ -153,6 +179,7 @@ int main(int argc, char** argv) {
     po.package = config->agent_package;
     po.install_root = config->install_root;
     po.agent_unit = config->agent_unit;
+    po.prefer_bundle = beside_anax;
     po.max_download_bytes = config->max_download_bytes;
     po.download_attempts = config->download_attempts;
     po.download_timeout = config->download_timeout;
@@ -162,7 +189,7 @@ int main(int argc, char** argv) {
     po.restart_command = config->restart_command;
     po.health_command = config->health_command;
     po.command_timeout = config->command_timeout;
-    upgrader = make_pipeline_upgrader(po, PipelineParts{job_exchange, *job_http, *installer, units.get(),
+    upgrader = make_pipeline_upgrader(po, PipelineParts{artifacts, job_exchange, *installer, units.get(),
                                                         *runner, *log, clock, job_sleeper});
   }
   UpgradeCommands commands;
@@ -177,7 +204,11 @@ int main(int argc, char** argv) {
   if (!upgrader) upgrader = make_command_upgrader(commands, *runner);
 
   StateFile state_file(config->state_dir + "/state.json");
-  Daemon daemon(DaemonParts{*config, clock, exchange, exchange, *upgrader, *log, state_file, *notifier,
-                            waiter, config->state_dir + "/steps.jsonl"});
+  ExchangeStatusReporter to_exchange(exchange);
+  AnaxStatusReporter to_anax(*anax);
+  StatusReporter& status = beside_anax ? static_cast<StatusReporter&>(to_anax) : to_exchange;
+  Daemon daemon(DaemonParts{*config, clock, exchange, exchange, status, *upgrader, *log, state_file,
+                            *notifier, waiter, config->state_dir + "/steps.jsonl", 0,
+                            beside_anax ? anax.get() : nullptr});
   return daemon.run();
 }

@@ -77,6 +77,7 @@ file(CONFIGURE OUTPUT ${_pkg_out}/changelog.rpm CONTENT
 install(FILES ${_pkg_out}/agentd.service ${_pkg_out}/agentd-rollback.service
         DESTINATION lib/systemd/system)
 install(PROGRAMS ${_unit_src}/rollback.sh DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/agentd RENAME rollback)
+install(PROGRAMS ${_unit_src}/cron-guard.sh DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/agentd RENAME cron-guard)
 # agentd reads /etc/agentd whatever the prefix.
 install(FILES ${_pkg_src}/agentd.conf DESTINATION /etc/agentd)
 install(DIRECTORY DESTINATION /etc/agentd/conf.d)
@@ -144,7 +145,8 @@ else()
   message(STATUS "dpkg-shlibdeps not found: a DEB package would lack its Depends")
 endif()
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
-    ${_pkg_src}/deb/conffiles ${_pkg_src}/deb/postinst ${_pkg_src}/deb/prerm ${_pkg_src}/deb/postrm)
+    ${_pkg_src}/deb/conffiles ${_pkg_src}/deb/postinst ${_pkg_src}/deb/prerm ${_pkg_src}/deb/postrm
+    ${_pkg_src}/deb/triggers)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
 # RPM

@@ -50,7 +50,8 @@ std::string anax_bundle_name(PackageKind kind, const std::string& arch) {
          ".tar.gz";
 }
 
-Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind kind, const std::string& arch) {
+Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind kind, const std::string& arch,
+                                        bool prefer_bundle) {
   std::vector<std::string> names;
   for (const std::string& f : sw.files) {
     if (f == "*") {
@@ -72,6 +73,9 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
     if (match && std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
   }
   std::string what = std::string(to_string(kind)) + " package for " + arch;
+  if (prefer_bundle && kind != PackageKind::tarball &&
+      std::find(names.begin(), names.end(), anax_bundle_name(kind, arch)) != names.end())
+    found.clear();  // beside anax: the file anax downloaded, not a second one
   if (found.empty() && kind != PackageKind::tarball) {
     // What Open Horizon publishes: the agent's packages in one tar.gz per
     // package system and architecture (anax download_worker.go).
@@ -221,7 +225,7 @@ class PipelineUpgrader final : public Upgrader {
     // 1. The manifest, verified before anything in it is used.
     if (t.manifest.empty()) return fail(Errc::config, "no upgrade manifest names version " + t.version);
     say(progress, "reading manifest " + t.manifest);
-    auto m = p_.exchange.get_signed_manifest(t.manifest);
+    auto m = p_.artifacts.manifest(t.manifest);
     if (!m) return std::unexpected(m.error());
     if (auto s = verify_signature(*m); !s) return s;
     const UpgradeSection& sw = m->manifest.software;
@@ -232,15 +236,14 @@ class PipelineUpgrader final : public Upgrader {
     if (auto s = floor_.check(t.version, o_.allow_downgrade); !s) return s;
 
     // 2. The one package for this node.
-    auto name = choose_package_file(sw, p_.installer.kind(), o_.arch);
+    auto name = choose_package_file(sw, p_.installer.kind(), o_.arch, o_.prefer_bundle);
     if (!name) return std::unexpected(name.error());
     auto hash = sw.sha256.find(*name);
     if (hash == sw.sha256.end())
       return fail(Errc::verification, "manifest " + t.manifest + " gives no SHA-256 for " + *name);
-    const std::string type = "agent_software_files-" + t.version;  // exchange-api.md §5.2
-    auto meta = p_.exchange.get_object_metadata("IBM", type, *name);
-    if (!meta) return std::unexpected(meta.error());
-    std::uint64_t size = static_cast<std::uint64_t>(meta->size);
+    auto offered = p_.artifacts.size(t.version, *name);
+    if (!offered) return std::unexpected(offered.error());
+    std::uint64_t size = *offered;
     if (auto s = sw.sizes.find(*name); s != sw.sizes.end() && s->second != size)
       return fail(Errc::verification, *name + ": the hub offers " + std::to_string(size) +
                                           " bytes, the signed manifest says " + std::to_string(s->second));
@@ -249,7 +252,6 @@ class PipelineUpgrader final : public Upgrader {
                                        human_bytes(o_.max_download_bytes) + ")");
 
     // 3. Download, resumable (upgrade/fetch.h).
-    FetchItem item{*name, p_.exchange.object_data_url("IBM", type, *name), size, o_.max_download_bytes};
     FetchOptions fo;
     fo.retry.attempts = o_.download_attempts;
     fo.request_timeout = o_.download_timeout;
@@ -269,7 +271,7 @@ class PipelineUpgrader final : public Upgrader {
     else if (auto m2 = fs::file_size(dir + "/" + *name + ".part", ec); !ec)
       had = m2;
     const auto started = std::chrono::steady_clock::now();
-    if (auto s = fetch_all(p_.http, {item}, dir, fo); !s) return s;
+    if (auto s = p_.artifacts.fetch(t.version, *name, size, o_.max_download_bytes, dir, fo); !s) return s;
     if (had < size) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       char rate[32];
@@ -715,7 +717,7 @@ class PipelineUpgrader final : public Upgrader {
       if (!st) return st.error().message;
       if (*st != "active") return o_.agent_unit + " is " + *st;
     }
-    if (auto n = p_.exchange.get_node(); !n)
+    if (auto n = p_.hub.get_node(); !n)
       return "the hub does not answer with this node's credentials: " + n.error().message;
     if (!o_.health_command.empty()) {
       if (auto s = run_command("health", o_.health_command); !s) return s.error().message;

@@ -32,10 +32,10 @@
 
 #include "agentd/backoff.h"
 #include "agentd/clock.h"
-#include "agentd/exchange.h"
-#include "agentd/http.h"
 #include "agentd/log.h"
+#include "agentd/node_source.h"
 #include "agentd/process.h"
+#include "upgrade/artifact_source.h"
 #include "upgrade/installer.h"
 #include "upgrade/units.h"
 #include "upgrade/upgrader.h"
@@ -49,7 +49,8 @@ struct PipelineOptions {
   std::string arch;                      // Debian architecture name: amd64, arm64, armhf
   std::string package = "horizon";       // the agent's package (for the package cache)
   std::string install_root = "/";
-  std::string agent_unit;  // "" = no unit to restart or watch
+  std::string agent_unit;      // "" = no unit to restart or watch
+  bool prefer_bundle = false;  // beside anax: install from the bundle anax downloaded
   std::uint64_t max_download_bytes = 1024ull * 1024 * 1024;
   int download_attempts = 5;
   std::chrono::milliseconds download_timeout{3'600'000};  // each download request
@@ -67,8 +68,9 @@ struct PipelineOptions {
 };
 
 struct PipelineParts {
-  Exchange& exchange;  // its own HTTP client: the job thread must not share the daemon's
-  HttpClient& http;    // downloads (the same client the Exchange above uses is fine)
+  // Both with their own HTTP client: the job thread must not share the daemon's.
+  ArtifactSource& artifacts;  // the release's manifest and files
+  NodeSource& hub;            // health: the hub answers with the node's credentials
   Installer& installer;
   UnitManager* units;  // null when systemd is not running
   ProcessRunner& runner;
@@ -85,8 +87,10 @@ std::unique_ptr<Upgrader> make_pipeline_upgrader(PipelineOptions options, Pipeli
 // anax_bundle_name); "*" stands for every file the
 // manifest gives a SHA-256 for. Exactly one must match (Errc::verification
 // otherwise, naming the candidates).
+// With `prefer_bundle` (beside anax, which downloads only its bundle) the bundle
+// wins whenever the manifest lists it.
 Result<std::string> choose_package_file(const UpgradeSection& software, PackageKind kind,
-                                        const std::string& arch);
+                                        const std::string& arch, bool prefer_bundle = false);
 
 // The bundle Open Horizon publishes for a package system and architecture
 // (horizon-agent-linux-deb-arm64.tar.gz): chosen when the manifest lists no

@@ -246,4 +246,30 @@ Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementP
                        downgrade);
 }
 
+Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates) {
+  namespace st = anax_status;
+  Plan p;
+  const AnaxJob* pick = nullptr;
+  std::string seen;
+  for (const AnaxJob& j : jobs) {
+    seen += (seen.empty() ? "" : ", ") + j.policy + " " + j.status;
+    if (j.version.empty()) continue;
+    if (j.policy == in_flight && (j.status == st::initiated || j.status == st::rollback_started)) {
+      pick = &j;
+      break;
+    }
+    bool ready = j.status == st::downloaded || (hub_coordinates && j.status == st::ha_node_waiting);
+    if (ready && (!pick || j.scheduled_time < pick->scheduled_time)) pick = &j;
+  }
+  if (!pick) {
+    p.reason = "no job of anax's is ready" + (seen.empty() ? std::string() : " (" + seen + ")");
+    return p;
+  }
+  p.version = pick->version;
+  p.policy = pick->policy;
+  p.manifest = pick->manifest;
+  p.reason = "anax's job " + pick->policy + " is " + pick->status;
+  return p;
+}
+
 }  // namespace agentd

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "agentd/anax.h"
 #include "agentd/clock.h"
 #include "agentd/exchange.h"
 #include "agentd/result.h"
@@ -89,5 +90,14 @@ Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementP
                            const std::vector<std::string>& published_versions, const std::string& running,
                            Wall now, const ManifestFetcher& fetch_manifest,
                            const DowngradeRule& downgrade = {});
+
+// Beside anax (anax-coexistence.md §3): the target is anax's own job. A job in
+// `initiated` or `rollback started` for `in_flight` (the policy of our upgrade in
+// progress) stays ours; otherwise the earliest scheduled job whose files anax has
+// downloaded: `downloaded`, or also `ha node waiting` when the hub coordinates
+// the group (agentd's lease is then the group's lock, and anax's wait for the
+// agbot's must not set the pace). On a hub without the coordination extension
+// only `downloaded` counts: the agbot's lock is the group's lock.
+Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates);
 
 }  // namespace agentd

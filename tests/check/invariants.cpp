@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "agentd/json.h"
@@ -93,6 +94,11 @@ Result<Step> parse_step(const cJSON* o) {
   CHECK_TRY(step, json::get_string(o, "step"));
   CHECK_TRY(epoch, json::get_int(o, "epoch"));
   CHECK_TRY(version, json::opt_string(o, "version"));
+  CHECK_TRY(phase, json::opt_string(o, "phase"));
+  if (!phase->empty() && *phase != "begin" && *phase != "end")
+    return fail(Errc::parse, "phase must be begin or end, not '" + *phase + "'");
+  s.end = *phase == "end";
+  s.phased = !phase->empty();
   s.t_us = *t_us;
   s.node = *node;
   s.group = *group;
@@ -126,7 +132,9 @@ struct GroupHistory {
 };
 
 bool lease_live(const Entry& e, std::int64_t since_us, std::int64_t now_us) {
-  if (!holds_lease(e.state)) return false;
+  // protocol.md §4.4: upgrading with leaseDurationSeconds 0 and no renewTime is a
+  // fenced member whose step still runs: disrupted (I3), but it holds no lease.
+  if (!carries_lease(e)) return false;
   std::int64_t d = e.lease_duration_seconds > 0 ? e.lease_duration_seconds : kDefaultLeaseSeconds;
   return since_us + d * 1'000'000 > now_us;
 }
@@ -168,13 +176,13 @@ struct AcquisitionTrack {
 void check_i2(const GroupHistory& g, const std::map<std::string, Entry>* before, const HubWrite& w,
               AcquisitionTrack& t, std::vector<Violation>& out) {
   for (const auto& [node, e] : w.entries) {
-    if (!holds_lease(e.state)) continue;
+    if (!carries_lease(e)) continue;  // a fenced member without a lease acquires nothing
     const Entry* prev = nullptr;
     if (before) {
       auto it = before->find(node);
       if (it != before->end()) prev = &it->second;
     }
-    if (prev && holds_lease(prev->state) && prev->epoch == e.epoch) continue;  // renewal or verifying
+    if (prev && carries_lease(*prev) && prev->epoch == e.epoch) continue;  // renewal or verifying
     if (t.any && e.epoch <= t.max_epoch) {
       out.push_back({"I2", g.key,
                      at_write(w) + ": " + node + " acquired epoch " + std::to_string(e.epoch) +
@@ -204,7 +212,7 @@ GroupHistory* find_group_for_step(std::vector<GroupHistory>& groups, const Step&
 }
 
 void check_i3(std::vector<GroupHistory>& groups, const Step& s, std::vector<Violation>& out) {
-  if (s.step != "install" && s.step != "restart") return;
+  if (s.end || (s.step != "install" && s.step != "restart")) return;
   if (s.group.empty()) return;  // an ungrouped node upgrades without a lease (protocol.md §3)
   std::string head =
       "step " + s.step + " of " + s.node + " epoch " + std::to_string(s.epoch) + " at " + s.where;
@@ -243,6 +251,78 @@ void check_i3(std::vector<GroupHistory>& groups, const Step& s, std::vector<Viol
     if (other_since != snap->lease_since_us.end() && lease_live(e, other_since->second, s.t_us))
       out.push_back(
           {"I3", g->key, head + ": " + describe_lease(node, e) + " held a live lease with a higher epoch"});
+  }
+}
+
+// I3 (amended): from the members' own logs, at no moment are more than maxConcurrent
+// members of a group inside a disruptive step, lease or not. A step lasts from its
+// begin to the node's next end. A begin without an end (its process died; a
+// detached install may run on) lasts as long as the protocol lets peers assume:
+// until the lease of the node's last write to the hub has run out.
+void check_i3_overlap(std::vector<GroupHistory>& groups, const std::vector<Step>& steps,
+                      std::vector<Violation>& out) {
+  struct Interval {
+    std::int64_t begin, end;
+    std::string node, where;
+  };
+  std::map<GroupHistory*, std::map<std::string, std::vector<const Step*>>> by_group;
+  for (const auto& s : steps) {
+    if (s.group.empty() || !s.phased) continue;  // a node in no group; a log without ends
+    if (GroupHistory* g = find_group_for_step(groups, s)) by_group[g][s.node].push_back(&s);
+  }
+  for (auto& [g, nodes] : by_group) {
+    std::vector<Interval> spans;
+    for (auto& [node, list] : nodes) {
+      std::stable_sort(list.begin(), list.end(),
+                       [](const Step* a, const Step* b) { return a->t_us < b->t_us; });
+      std::optional<Interval> open;
+      for (const Step* s : list) {
+        if (!s->end && !open) open = Interval{s->t_us, 0, node, s->step + " at " + s->where};
+        if (s->end && open) {
+          open->end = s->t_us;
+          spans.push_back(*open);
+          open.reset();
+        }
+      }
+      if (open) {
+        std::int64_t last_us = open->begin, lease_s = kDefaultLeaseSeconds;
+        for (const auto& snap : g->snapshots) {
+          const HubWrite& w = *snap.write;
+          auto it = w.entries.find(node);
+          if (w.op != "write_entry" || w.node != node || it == w.entries.end()) continue;
+          last_us = std::max(last_us, w.t_us);
+          if (it->second.lease_duration_seconds > 0) lease_s = it->second.lease_duration_seconds;
+        }
+        open->end = last_us + lease_s * 1'000'000;
+        spans.push_back(*open);
+      }
+    }
+    // Sweep: ends before begins at the same instant.
+    std::vector<std::pair<std::int64_t, int>> edges;  // (time, +index+1 begin / -(index+1) end)
+    for (std::size_t i = 0; i < spans.size(); ++i) {
+      edges.emplace_back(spans[i].begin, static_cast<int>(i) + 1);
+      edges.emplace_back(spans[i].end, -static_cast<int>(i) - 1);
+    }
+    std::sort(edges.begin(), edges.end());
+    std::set<std::size_t> inside;
+    for (const auto& [t, e] : edges) {
+      if (e < 0) {
+        inside.erase(static_cast<std::size_t>(-e - 1));
+        continue;
+      }
+      inside.insert(static_cast<std::size_t>(e - 1));
+      std::int64_t max_concurrent = 1;
+      for (const auto& snap : g->snapshots)
+        if (snap.write->t_us <= t) max_concurrent = snap.write->settings.max_concurrent;
+      if (static_cast<std::int64_t>(inside.size()) <= max_concurrent) continue;
+      std::string list;
+      for (std::size_t i : inside)
+        list += (list.empty() ? "" : ", ") + spans[i].node + " (" + spans[i].where + ")";
+      out.push_back({"I3", g->key,
+                     std::to_string(inside.size()) +
+                         " members inside a disruptive step at once > maxConcurrent " +
+                         std::to_string(max_concurrent) + ": " + list});
+    }
   }
 }
 
@@ -341,6 +421,7 @@ std::vector<Violation> find_violations(const std::vector<HubWrite>& writes, cons
     check_i1(g, g.snapshots.back(), out);
   }
   for (const auto& s : steps) check_i3(groups, s, out);
+  check_i3_overlap(groups, steps, out);
   if (options.final_state)
     for (const auto& g : groups) check_i4(g, options, out);
   return out;

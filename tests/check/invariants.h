@@ -31,15 +31,18 @@ struct HubWrite {
   std::string where;                     // "file:line", for messages
 };
 
-// One line of a member's steps.jsonl, written before a disruptive step.
+// One line of a member's steps.jsonl, written when a disruptive step begins and
+// when it ends.
 struct Step {
   std::int64_t t_us = 0;  // member wall clock
   std::string node;
   std::string group;
-  std::string step;  // install, restart
+  std::string step;  // install, restart, rollback
   std::int64_t epoch = 0;
   std::string version;
   std::string where;
+  bool end = false;     // "phase":"end"; absent or "begin" is a begin
+  bool phased = false;  // the line names its phase (lines without one take no part in I3 overlap)
 };
 
 struct Violation {

@@ -494,6 +494,8 @@ void Hub::set_faults(const Faults& f) {
   cJSON_AddNumberToObject(b.get(), "errorRate", f.error_rate);
   json::set(b.get(), "errorStatus", f.error_status);
   json::set(b.get(), "dropAfterCommit", f.drop_after_commit);
+  json::set(b.get(), "resetAfterCommit", f.reset_after_commit);
+  json::set(b.get(), "resetPathContains", f.reset_path_contains);
   auto parts = json::array();
   for (const auto& n : f.partitioned) json::append(parts.get(), n);
   json::set(b.get(), "partitioned", std::move(parts));

@@ -138,6 +138,8 @@ struct Faults {
   double error_rate = 0.0;
   int error_status = 503;
   int drop_after_commit = 0;
+  int reset_after_commit = 0;            // commit, then close the connection before any response byte
+  std::string reset_path_contains;       // only writes whose path contains this ("" = all)
   std::vector<std::string> partitioned;  // "org/node"
   std::string corrupt;  // damage successful GET bodies: truncated, malformed, wrong-types, oversized
   BodyFault body;       // break CSS object data mid-body

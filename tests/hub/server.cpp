@@ -1,10 +1,17 @@
 #include "server.h"
 
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <thread>
 
 namespace agentd::standin {
@@ -37,6 +44,37 @@ void drop_connection(httplib::Response& res) {
   res.set_chunked_content_provider("application/json", [](std::size_t, httplib::DataSink&) { return false; });
 }
 
+int port_of(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+  return -1;
+}
+
+// Closes the connection `req` came on before any byte of a response goes out (the
+// resetAfterCommit fault). cpp-httplib hands a handler no socket, so it is found
+// among this process's descriptors by its two ports; shutdown() leaves the
+// descriptor to cpp-httplib, whose write of the response then fails.
+void reset_connection(const httplib::Request& req) {
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(opendir("/proc/self/fd"), &closedir);
+  if (!dir) return;
+  while (const dirent* d = readdir(dir.get())) {
+    char* end = nullptr;
+    long fd = std::strtol(d->d_name, &end, 10);
+    if (end == d->d_name || *end != '\0' || fd == dirfd(dir.get())) continue;
+    struct stat st {};
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t n1 = sizeof local, n2 = sizeof peer;
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &n1) != 0 ||
+        getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &n2) != 0)
+      continue;
+    if (port_of(local) == req.local_port && port_of(peer) == req.remote_port) {
+      ::shutdown(static_cast<int>(fd), SHUT_RDWR);
+      return;
+    }
+  }
+}
+
 // {"code","msg"} as the Exchange answers (exchange-api.md §1.3).
 Reply api(int status, const std::string& code, const std::string& msg) {
   Reply r;
@@ -56,6 +94,8 @@ json::Ptr faults_to_json(const Faults& f) {
   cJSON_AddNumberToObject(o.get(), "errorRate", f.error_rate);
   json::set(o.get(), "errorStatus", f.error_status);
   json::set(o.get(), "dropAfterCommit", f.drop_after_commit);
+  json::set(o.get(), "resetAfterCommit", f.reset_after_commit);
+  json::set(o.get(), "resetPathContains", f.reset_path_contains);
   auto p = json::array();
   for (const auto& id : f.partitioned) json::append(p.get(), id);
   json::set(o.get(), "partitioned", std::move(p));
@@ -112,6 +152,11 @@ Result<Faults> parse_faults(const std::string& body) {
   auto latency = json::opt_int(o, "latencyMs", 0);
   auto status = json::opt_int(o, "errorStatus", 503);
   auto drop = json::opt_int(o, "dropAfterCommit", 0);
+  auto reset = json::opt_int(o, "resetAfterCommit", 0);
+  auto reset_path = json::opt_string(o, "resetPathContains");
+  if (!reset) return std::unexpected(reset.error());
+  if (!reset_path) return std::unexpected(reset_path.error());
+  if (*reset < 0) return fail(Errc::parse, "resetAfterCommit must not be negative");
   auto partitioned = json::opt_string_array(o, "partitioned");
   if (!latency) return std::unexpected(latency.error());
   if (!status) return std::unexpected(status.error());
@@ -157,6 +202,8 @@ Result<Faults> parse_faults(const std::string& body) {
   f.latency_ms = *latency;
   f.error_status = static_cast<int>(*status);
   f.drop_after_commit = *drop;
+  f.reset_after_commit = *reset;
+  f.reset_path_contains = *reset_path;
   f.partitioned = std::move(*partitioned);
   return f;
 }
@@ -347,6 +394,12 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
     std::lock_guard lock(mu_);
     if (faults_.drop_after_commit > 0) {
       --faults_.drop_after_commit;
+      drop_connection(res);
+      return;
+    }
+    if (faults_.reset_after_commit > 0 && call.path.find(faults_.reset_path_contains) != std::string::npos) {
+      --faults_.reset_after_commit;
+      reset_connection(req);
       drop_connection(res);
       return;
     }

@@ -3,6 +3,13 @@
 //   latencyMs        delay before handling
 //   errorRate        fraction of requests answered errorStatus without doing anything
 //   dropAfterCommit  the next N accepted writes commit, then lose their response
+//                    (status line and headers go out, the body breaks)
+//   resetAfterCommit the next N accepted writes commit, then their connection is
+//                    closed before a single byte of the response, as a hub or proxy
+//                    that dies after the commit does; a client that reused the
+//                    connection sends the request again on a fresh one (libcurl:
+//                    "Connection died, retrying a fresh connect"), protocol.md §4.6.
+//                    resetPathContains: only writes whose path contains it ("" = all)
 //   partitioned      "org/node" callers whose requests get no response at all
 //   corrupt          bodies of successful GETs are damaged: "truncated" (first half),
 //                    "malformed" (not JSON), "wrong-types" (numbers become strings),
@@ -60,6 +67,8 @@ struct Faults {
   double error_rate = 0.0;
   int error_status = 503;
   std::int64_t drop_after_commit = 0;
+  std::int64_t reset_after_commit = 0;
+  std::string reset_path_contains;
   std::vector<std::string> partitioned;  // "org/node"
   std::string corrupt;                   // "", truncated, malformed, wrong-types, oversized
   BodyFault body;                        // CSS object data only

@@ -15,12 +15,15 @@ bool someone_succeeded(const GroupDocument& doc) {
   return false;
 }
 
-int drops_left(Hub& hub) {
+int faults_left(Hub& hub, const char* key) {
   auto r = hub.request("GET", "/v1/standin/faults");
   auto root = json::parse(r.body, "faults");
   if (r.status != 200 || !root) return -1;
-  auto n = json::opt_int(root->get(), "dropAfterCommit", -1);
+  auto n = json::opt_int(root->get(), key, -1);
   return n ? static_cast<int>(*n) : -1;
+}
+int drops_left(Hub& hub) {
+  return faults_left(hub, "dropAfterCommit");
 }
 
 }  // namespace
@@ -52,6 +55,50 @@ TEST_SUITE("integration") {
     r.hub().restart();
     CHECK(r.hub().port() == port);
     require_done(r, "2.0.0");
+    check_invariants(r, true);
+  }
+
+  TEST_CASE(
+      "connections closed after the hub committed, before any response: libcurl re-sends, the 412s are "
+      "judged by writeId; one acquisition each, the rollout completes") {
+    // protocol.md §4.6 as a hub (or a proxy) that dies after the commit shows it:
+    // a reused connection that dies makes libcurl send the PUT again, and the copy
+    // gets 412. About twice a second the next accepted entry write is hit.
+    Rollout r;
+    for (auto& m : r.members()) m->install_delay(0.5);
+    r.start_all();
+    Faults f;
+    f.reset_after_commit = 1;
+    f.reset_path_contains = "/agentupgrade/";
+    int rounds = 0;
+    auto next_arm = std::chrono::steady_clock::now();
+    bool done = poll_until(
+        deadline_in(kRolloutTimeout),
+        [&] {
+          if (std::chrono::steady_clock::now() >= next_arm && faults_left(r.hub(), "resetAfterCommit") == 0) {
+            r.hub().set_faults(f);
+            ++rounds;
+            next_arm = std::chrono::steady_clock::now() + 500ms;
+          }
+          return r.rollout_done("2.0.0");
+        },
+        100ms);
+    f.reset_after_commit = 0;
+    r.hub().set_faults(f);
+    REQUIRE_MESSAGE(done, r.diagnostics());
+    MESSAGE(rounds << " connections closed after a commit");
+    CHECK(rounds >= 3);
+    int recovered = 0, adopted = 0;
+    for (auto& m : r.members()) {
+      recovered += static_cast<int>(grep_lines(m->log_path(), "event=write-recovered").size());
+      adopted += static_cast<int>(grep_lines(m->log_path(), "event=entry-changed").size());
+    }
+    CHECK(recovered > 0);
+    CHECK(adopted == 0);  // never its own write taken for an admin's
+    LeaseStats stats = lease_stats(r);
+    CHECK(stats.most_at_once == 1);
+    CHECK(stats.acquisitions == 5);
+    for (auto& m : r.members()) CHECK_MESSAGE(m->agent_calls("install") == 1, m->node());
     check_invariants(r, true);
   }
 

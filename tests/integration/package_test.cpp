@@ -68,7 +68,7 @@ void require_package_done(PackageRollout& p, const std::string& version, const s
 
 // Installs a member logged in its steps log (invariant I3's input).
 int logged_installs(Member& m) {
-  return static_cast<int>(grep_lines(m.steps_path(), "\"step\":\"install\"").size());
+  return static_cast<int>(grep_lines(m.steps_path(), "\"step\":\"install\",\"phase\":\"begin\"").size());
 }
 
 // Stops every agentd with SIGTERM; each must exit by itself with status 0.

@@ -490,6 +490,41 @@ inside rm -rf /run/systemd/system/agentd.service.d /root/publish
 inside systemctl daemon-reload
 rm -f "$root/var/cache/apt/archives/$(deb_file_name "$deb_version")"
 
+# ---- one executor: anax's cron executor stays off beside agentd -------------------
+echo "# the horizon package's cron executor is kept aside while agentd is configured"
+# A stand-in for the horizon package: like the real one, its postinst writes the
+# upgrade cron file on every install and its prerm removes it.
+horizon_deb() {  # horizon_deb VERSION OUT
+  local dir=$work/horizon-pkg
+  rm -rf "$dir"
+  mkdir -p "$dir/DEBIAN" "$dir/usr/horizon/bin"
+  printf '#!/bin/sh\necho anax %s\n' "$1" >"$dir/usr/horizon/bin/anax"
+  chmod 0755 "$dir/usr/horizon/bin/anax"
+  printf 'Package: horizon\nVersion: %s\nArchitecture: all\nMaintainer: test <test@example.org>\nDescription: horizon test package\n' \
+    "$1" >"$dir/DEBIAN/control"
+  printf '#!/bin/sh\nset -e\necho "*/5 * * * * root /usr/horizon/bin/agent-auto-upgrade.sh 2>&1|/usr/bin/logger -t AgentAutoUpgrade" >/etc/cron.d/horizon_agent_upgrade\n' \
+    >"$dir/DEBIAN/postinst"
+  printf '#!/bin/sh\nrm -f /etc/cron.d/horizon_agent_upgrade\n' >"$dir/DEBIAN/prerm"
+  chmod 0755 "$dir/DEBIAN/postinst" "$dir/DEBIAN/prerm"
+  dpkg-deb -b --root-owner-group "$dir" "$2" >/dev/null
+  rm -rf "$dir"
+}
+mkdir -p "$root/etc/cron.d"  # cron's directory (the horizon package expects cron)
+horizon_deb 1.0.0 "$root/root/horizon-1.0.0.deb"
+horizon_deb 1.1.0 "$root/root/horizon-1.1.0.deb"
+cron=$root/etc/cron.d/horizon_agent_upgrade
+aside=$root/var/lib/agentd/horizon-cron/horizon_agent_upgrade
+check "agentd is configured and active" is_active
+check "dpkg -i horizon 1.0.0 succeeds" inside dpkg -i /root/horizon-1.0.0.deb
+check "its cron file was kept aside by agentd's trigger" test ! -e "$cron" -a -f "$aside"
+check "dpkg -i horizon 1.1.0 (postinst rewrites the cron file) succeeds" inside dpkg -i /root/horizon-1.1.0.deb
+check "after the horizon upgrade the cron file is aside again" test ! -e "$cron" -a -f "$aside"
+check "cron-guard status: executor off" inside /usr/libexec/agentd/cron-guard status
+# A cron file that appears by other means is kept aside at agentd's next start.
+cp "$aside" "$cron"
+check "restart agentd" inside systemctl restart agentd.service
+check "agentd.service (ExecStartPre) kept it aside" test ! -e "$cron" -a -f "$aside"
+
 # ---- the state cannot be written, or is corrupt -----------------------------------
 echo "# a state that cannot be written: agentd stays up (degraded) and recovers; a corrupt one: exit 5, no restart, no rollback"
 inside systemctl reset-failed agentd.service 2>/dev/null || true
@@ -540,6 +575,8 @@ check "binaries and units removed" test ! -e "$root/usr/sbin/agentd" -a ! -e "$r
 check "configuration kept" test -f "$root/etc/agentd/agentd.conf" -a -f "$root/etc/agentd/conf.d/test.conf"
 check "state directory kept" test -d "$root/var/lib/agentd"
 check "dpkg status rc" bash -c "test \"\$(chroot '$root' dpkg-query -W -f='\${db:Status-Abbrev}' agentd | tr -d ' ')\" = rc"
+check "removing agentd put anax's cron file back" test -f "$cron" -a ! -e "$aside"
+check "dpkg -r horizon succeeds" inside dpkg -r horizon
 echo "# apt purge"
 check "apt-get purge succeeds" inside apt-get purge -y -q agentd
 check "package unknown to dpkg" bash -c "! chroot '$root' dpkg-query -W agentd"

@@ -71,7 +71,7 @@ struct Member {
       for (const auto& n : alive) {
         auto& e = d.entries[n];
         e.last_seen = "seen-" + std::to_string(clock.mono().count());
-        if (holds_lease(e.state)) e.renew_time = e.last_seen;
+        if (carries_lease(e)) e.renew_time = e.last_seen;
       }
       c.observe(d, clock.mono());
     }
@@ -116,6 +116,79 @@ TEST_SUITE("coordinator") {
     REQUIRE(a.kind == ActionKind::write);
     CHECK(a.what == "acquire");
     CHECK(a.entry.epoch == 11);
+  }
+
+  TEST_CASE("§4.3 rule 2 (amended): upgrading without a lease and a fresh lastSeen counts as disrupted") {
+    Member m;
+    auto d = group({"n1", "n2", "n3"});
+    d.settings.min_available = 1;
+    d.entries["n1"] = m.own();
+    Entry fenced = entry(State::upgrading, "r1", 5);
+    fenced.lease_duration_seconds = 0;  // a force-released holder whose install still runs
+    fenced.renew_time.clear();
+    fenced.acquire_time.clear();
+    d.entries["n2"] = fenced;
+    d.entries["n3"] = entry(State::idle, "b");
+    m.c.observe(d, m.clock.mono());
+    m.run_for(d, 40s, {"n2", "n3"});  // n2 heartbeats: it is still inside its step
+    CHECK_FALSE(m.c.lease_live("n2", d.entries["n2"], m.clock.mono()));
+    CHECK(m.c.disrupted("n2", d.entries["n2"], m.clock.mono()));
+    CHECK_FALSE(m.c.healthy("n2", d.entries["n2"], m.clock.mono()));
+    Action a = m.decide(d);
+    CHECK(a.kind != ActionKind::write);
+    CHECK(a.reason.find("waiting for n2") != std::string::npos);
+    // It stops heartbeating (dead): after 3 × heartbeat it no longer takes a place.
+    m.run_for(d, 40s, {"n3"});
+    CHECK_FALSE(m.c.disrupted("n2", d.entries["n2"], m.clock.mono()));
+    a = m.decide(d);
+    REQUIRE(a.kind == ActionKind::write);
+    CHECK(a.what == "acquire");
+  }
+
+  TEST_CASE("§6 (amended): a holder released to idle by an admin counts as disrupted until it writes again") {
+    Member m;
+    auto d = group({"n1", "n2", "n3"});
+    d.settings.min_available = 1;
+    d.entries["n1"] = m.own();
+    d.entries["n2"] = entry(State::waiting, "w2");
+    d.entries["n3"] = entry(State::idle, "b");
+    m.c.observe(d, m.clock.mono());
+    m.run_for(d, 40s, {"n2", "n3"});
+    // n2 took epoch 9 and was released to idle before we read again: we never saw
+    // its lease, but an idle entry with the group's highest epoch is unaccounted for.
+    Entry released = entry(State::idle, d.entries["n2"].last_seen, 9);
+    released.write_id.clear();
+    released.message = "force-released by o/admin";
+    d.entries["n2"] = released;
+    m.c.observe(d, m.clock.mono());
+    CHECK(m.c.disrupted("n2", d.entries["n2"], m.clock.mono()));
+    CHECK(m.decide(d).kind != ActionKind::write);
+    // Its owner writes again (lastSeen changes): accounted for.
+    m.clock.advance(1s);
+    d.entries["n2"].last_seen = "n2-again";
+    m.c.observe(d, m.clock.mono());
+    CHECK_FALSE(m.c.disrupted("n2", d.entries["n2"], m.clock.mono()));
+
+    SUBCASE("an entry deleted while holding") {
+      d.entries["n2"] = entry(State::upgrading, "r2", 10);
+      m.c.observe(d, m.clock.mono());
+      d.entries.erase("n2");
+      m.c.observe(d, m.clock.mono());
+      CHECK(m.c.disrupted_others(d, m.clock.mono()) == 1);
+      m.clock.advance(31s);  // 3 × heartbeat
+      m.c.observe(d, m.clock.mono());
+      CHECK(m.c.disrupted_others(d, m.clock.mono()) == 0);
+    }
+    SUBCASE("a holder we saw released to idle, not the highest epoch") {
+      d.entries["n3"] = entry(State::upgrading, "r3", 4);  // below n2's 9
+      m.c.observe(d, m.clock.mono());
+      Entry idle3 = entry(State::idle, d.entries["n3"].last_seen, 4);
+      d.entries["n3"] = idle3;
+      m.c.observe(d, m.clock.mono());
+      CHECK(m.c.disrupted("n3", d.entries["n3"], m.clock.mono()));
+      m.clock.advance(31s);
+      CHECK_FALSE(m.c.disrupted("n3", d.entries["n3"], m.clock.mono()));
+    }
   }
 
   TEST_CASE("a renewing holder keeps its lease however long it holds it") {

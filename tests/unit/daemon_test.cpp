@@ -28,9 +28,11 @@
 #include "agentd/http.h"
 #include "agentd/json.h"
 #include "agentd/log.h"
+#include "check/invariants.h"
 #include "hub/hub.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
+#include "support/fake_anax.h"
 #include "temp_dir.h"
 
 using namespace agentd;
@@ -161,6 +163,8 @@ class StandIn {
     return json::opt_string(cJSON_GetObjectItemCaseSensitive(n, "softwareVersions"), "horizon")
         .value_or("<bad>");
   }
+
+  std::string write_log_path() const { return dir_.file("writes.jsonl"); }
 
   // Actors ("o/n1", ...) of every accepted write in the hub's write log.
   std::vector<std::string> write_log_actors() const {
@@ -511,6 +515,36 @@ std::vector<json::Ptr> read_json_lines(const std::string& path) {
   return out;
 }
 
+// The lines of a steps.jsonl that begin a step.
+std::vector<json::Ptr> begun_steps(const std::string& path) {
+  std::vector<json::Ptr> out;
+  for (auto& j : read_json_lines(path))
+    if (json::opt_string(j.get(), "phase").value_or("") == "begin") out.push_back(std::move(j));
+  return out;
+}
+
+// Records every management status report (policy, status), then passes it on.
+class RecordingStatus final : public StatusReporter {
+ public:
+  explicit RecordingStatus(StatusReporter& next) : next_(next) {}
+  Status report(const std::string& policy, const ManagementStatus& ms) override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      reports_.push_back(ms.status);
+    }
+    return next_.report(policy, ms);
+  }
+  std::vector<std::string> reports() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return reports_;
+  }
+
+ private:
+  StatusReporter& next_;
+  mutable std::mutex mu_;
+  std::vector<std::string> reports_;
+};
+
 // ---- one member: a Daemon with all its parts ------------------------------------------
 
 // Shared by every member of a test: one stop-signal waiter (jobs wake it), one clock.
@@ -552,7 +586,7 @@ using HttpWrap = std::function<std::unique_ptr<HttpClient>(std::unique_ptr<HttpC
 
 struct Member {
   Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {},
-         const HttpWrap& wrap = {})
+         testing::FakeAnax* beside = nullptr, const HttpWrap& wrap = {})
       : config(member_config(hub, node, dir.path())),
         http(wrap ? wrap(member_http(config)) : member_http(config)),
         exchange(*http, ExchangeEndpoint{config.exchange_url, config.css_url, config.org, config.node_id},
@@ -560,8 +594,13 @@ struct Member {
         store(exchange, node, env.events),
         state_file(state_path.empty() ? dir.file("state.json") : state_path),
         upgrader(node, kFrom, state_file.path(), env.events),
-        daemon(DaemonParts{config, env.clock, exchange, store, upgrader, log, state_file, notifier,
-                           env.waiter, dir.file("steps.jsonl"), std::hash<std::string>{}(node) | 1}) {}
+        to_hub(exchange),
+        to_anax(beside ? *beside : no_anax),
+        status(beside ? static_cast<StatusReporter&>(to_anax) : to_hub),
+        daemon(DaemonParts{config, env.clock, exchange, store, status, upgrader, log, state_file, notifier,
+                           env.waiter, dir.file("steps.jsonl"), std::hash<std::string>{}(node) | 1, beside}) {
+    if (beside) beside->running_version = [this] { return *upgrader.running_version(); };
+  }
   ~Member() { upgrader.release_all(); }  // a held step must end before the daemon joins it
 
   const Local& local() const { return daemon.state().local; }
@@ -581,6 +620,10 @@ struct Member {
   RecordingNotifier notifier;
   StateFile state_file;
   FakeUpgrader upgrader;
+  ExchangeStatusReporter to_hub;
+  testing::FakeAnax no_anax;
+  AnaxStatusReporter to_anax;
+  RecordingStatus status;  // every report, then on to the hub (or to anax)
   Daemon daemon;
 };
 
@@ -707,7 +750,7 @@ TEST_SUITE("daemon") {
     Env env;
     StandIn hub;
     StuckChangesFeed* feed = nullptr;
-    Member m(env, hub, "n3", {}, [&](std::unique_ptr<HttpClient> inner) {
+    Member m(env, hub, "n3", {}, nullptr, [&](std::unique_ptr<HttpClient> inner) {
       auto f = std::make_unique<StuckChangesFeed>(std::move(inner));
       feed = f.get();
       return f;
@@ -893,8 +936,12 @@ TEST_SUITE("daemon") {
     CHECK(pos("n1:check_health") < pos("n1:write:succeeded"));
     CHECK(pos("n1:write:succeeded") < static_cast<std::ptrdiff_t>(order.size()));
 
-    // protocol.md §7 I3: the member's step log names each disruptive step with its epoch.
-    auto steps = read_json_lines(m.dir.file("steps.jsonl"));
+    // protocol.md §7 I3: the member's step log names each disruptive step with its epoch,
+    // once as it begins and once as it ends.
+    auto all_steps = read_json_lines(m.dir.file("steps.jsonl"));
+    REQUIRE(all_steps.size() == 4);
+    CHECK(json::opt_string(all_steps[1].get(), "phase").value_or("") == "end");
+    auto steps = begun_steps(m.dir.file("steps.jsonl"));
     REQUIRE(steps.size() == 2);
     CHECK(json::opt_string(steps[0].get(), "step").value_or("") == "install");
     CHECK(json::opt_string(steps[1].get(), "step").value_or("") == "restart");
@@ -912,6 +959,11 @@ TEST_SUITE("daemon") {
     CHECK(entry->epoch == epoch);
     CHECK(entry->renew_time.empty());  // lease fields removed on release (§4.5)
     CHECK(hub.mgmt_status("n1").first == "successful");
+    CHECK(hub.horizon_version("n1") == kTo);  // the reporter's `successful` records the version
+    // Every transition reported once, with anax's strings, in order (exchange-api.md §4.3).
+    std::string reported;
+    for (const auto& r : m.status.reports()) reported += r + ";";
+    CHECK(reported == "waiting;download started;downloaded;ha node waiting;initiated;successful;");
     PersistedState f = m.file();
     CHECK(f.group == "g");
     CHECK(f.pending_write_id.empty());
@@ -970,6 +1022,149 @@ TEST_SUITE("daemon") {
     CHECK(entry->version == kTo);
     CHECK(hub.mgmt_status("n1").first == "successful");
     CHECK(hub.horizon_version("n1") == kTo);
+  }
+
+  TEST_CASE(
+      "a committed write whose connection dies before the response: the re-sent copy's 412 is judged by "
+      "writeId, so the member keeps the lease it won and the release it wrote") {
+    // protocol.md §4.6: the hub commits the acquire and the release, then closes the
+    // kept-alive connection before answering; libcurl sends the PUT again on a fresh
+    // connection with the same If-Match and gets 412 for its own committed write.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    std::set<State> reset_once;
+    m.store.before_write = [&](const Entry& e) {
+      bool transition = m.local().state != e.state;
+      if ((e.state == State::upgrading || e.state == State::succeeded) && transition &&
+          reset_once.insert(e.state).second)
+        REQUIRE(hub.call("PUT", "/v1/standin/faults", kRoot,
+                         R"({"resetAfterCommit":1,"resetPathContains":"/agentupgrade/n1"})")
+                    .status == 201);
+    };
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && m.local().progress == Progress::none;
+    }));
+    run_for(env, {&m}, 4'000ms);  // longer than a lease: whatever would follow, follows
+
+    // Both writes came back as 412 although they had landed.
+    int conflicts = 0;
+    for (const auto& w : m.store.writes)
+      if (w.error == Errc::conflict) ++conflicts;
+    CHECK(conflicts == 2);
+    CHECK(m.log.count("write-recovered") == 2);
+    CHECK(m.log.count("entry-changed") == 0);  // never mistaken for an admin's write
+
+    // On the hub: one acquisition, one release, and the member stays at the target.
+    std::vector<Entry> hub_writes;
+    for (const auto& line : read_json_lines(hub.write_log_path())) {
+      const cJSON* au = cJSON_GetObjectItemCaseSensitive(line.get(), "agentUpgrade");
+      auto e = parse_entry(cJSON_GetObjectItemCaseSensitive(au, "n1"));
+      if (e) hub_writes.push_back(*e);
+    }
+    CHECK(describe(transitions(hub_writes)) == describe(kFullCycle));
+    CHECK(lease_epochs(hub_writes).size() == 1);
+    CHECK(m.upgrader.steps() == kSteps);
+    auto entry = hub.entry("g", "n1");
+    REQUIRE(entry);
+    CHECK(entry->state == State::succeeded);
+    CHECK(entry->version == kTo);
+    CHECK(m.local().version == kTo);
+  }
+
+  TEST_CASE(
+      "a holder fenced by an admin during a long install stays disrupted until the install ends; "
+      "no peer installs meanwhile") {
+    // protocol.md §4.4, §6 (amended): a force-release (or the admin DELETE of the
+    // entry) ends the lease, not the install; the next member waits for its end.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1", "n2"});
+    Member m1(env, hub, "n1");
+    Member m2(env, hub, "n2");
+    m1.upgrader.hold("install");
+    m2.upgrader.hold("install");
+    REQUIRE(started(m1));
+    REQUIRE(started(m2));
+    REQUIRE(run_until(env, {&m1, &m2},
+                      [&] { return m1.upgrader.holding("install") || m2.upgrader.holding("install"); }));
+    Member& a = m1.upgrader.holding("install") ? m1 : m2;
+    Member& b = &a == &m1 ? m2 : m1;
+    const std::string holder = a.config.node_id;
+    std::string how;
+    SUBCASE("force-release as agentctl writes it: upgrading without a lease") {
+      how = "agentctl";
+      Entry e = *hub.entry("g", holder);
+      e.lease_duration_seconds = 0;
+      e.acquire_time.clear();
+      e.renew_time.clear();
+      e.write_id.clear();
+      e.message = "force-released by o/admin";
+      hub.put_entry("g", holder, kAdmin, e);
+    }
+    SUBCASE("force-release to idle, as another admin tool may write it") {
+      how = "idle";
+      Entry e = *hub.entry("g", holder);
+      e.state = State::idle;
+      e.target_version.clear();
+      e.lease_duration_seconds = 0;
+      e.acquire_time.clear();
+      e.renew_time.clear();
+      e.write_id.clear();
+      e.message = "force-released by o/admin";
+      hub.put_entry("g", holder, kAdmin, e);
+    }
+    SUBCASE("admin DELETE of the entry") {
+      how = "delete";
+      std::int64_t rev = hub.group("g").revision;
+      REQUIRE(hub.call("DELETE", "/v1/orgs/o/hagroups/g/agentupgrade/" + holder, kAdmin, "",
+                       {{"If-Match", "\"" + std::to_string(rev) + "\""}})
+                  .status == 204);
+    }
+    CAPTURE(how);
+    // For longer than a lease and 3 × heartbeat: the peer never starts its install.
+    bool peer_installed = false;
+    run_for(env, {&m1, &m2}, 5'000ms,
+            [&] { peer_installed = peer_installed || b.upgrader.count("install") > 0; });
+    CHECK_FALSE(peer_installed);
+    auto held = hub.entry("g", holder);
+    REQUIRE(held);
+    CHECK(held->state == State::upgrading);  // disrupted, without a lease
+    CHECK(held->lease_duration_seconds == 0);
+    CHECK(held->renew_time.empty());
+    CHECK(held->message.find("still running") != std::string::npos);
+    CHECK(a.log.count(how == "delete" ? "fenced" : "fence") >= 1);
+
+    // The install ends: the holder queues again, the peer goes first, then the holder
+    // finishes what it began under a new lease (no second install).
+    a.upgrader.release("install");
+    REQUIRE(run_until(env, {&m1, &m2}, [&] { return b.upgrader.holding("install"); }));
+    b.upgrader.release("install");
+    REQUIRE(run_until(env, {&m1, &m2}, [&] {
+      return m1.local().state == State::succeeded && m2.local().state == State::succeeded &&
+             m1.local().progress == Progress::none && m2.local().progress == Progress::none;
+    }));
+    CHECK(a.upgrader.count("install") == 1);
+    CHECK(b.upgrader.count("install") == 1);
+    // I3 as amended, on the members' own step logs (one fake clock): the two
+    // installs never overlap.
+    std::vector<check::Step> steps;
+    for (Member* m : {&m1, &m2}) {
+      auto more = check::read_steps(m->dir.file("steps.jsonl"));
+      REQUIRE(more.has_value());
+      steps.insert(steps.end(), more->begin(), more->end());
+    }
+    auto a_end = std::find_if(steps.begin(), steps.end(), [&](const check::Step& s) {
+      return s.node == holder && s.step == "install" && s.end;
+    });
+    auto b_begin = std::find_if(steps.begin(), steps.end(), [&](const check::Step& s) {
+      return s.node == b.config.node_id && s.step == "install" && !s.end;
+    });
+    REQUIRE(a_end != steps.end());
+    REQUIRE(b_begin != steps.end());
+    CHECK(a_end->t_us <= b_begin->t_us);
   }
 
   TEST_CASE("a write that never reached the hub is retried after a re-read") {
@@ -1181,7 +1376,7 @@ TEST_SUITE("daemon") {
     StandIn hub;
     hub.make_group("g", {"n1"});
     RequestLog* requests = nullptr;
-    Member m(env, hub, "n1", {}, [&](std::unique_ptr<HttpClient> inner) {
+    Member m(env, hub, "n1", {}, nullptr, [&](std::unique_ptr<HttpClient> inner) {
       auto r = std::make_unique<RequestLog>(std::move(inner));
       requests = r.get();
       return r;
@@ -1244,7 +1439,7 @@ TEST_SUITE("daemon") {
     // The admin's entry was never overwritten with the fenced lease.
     for (std::size_t i = writes_before_release; i < m.store.writes.size(); ++i) {
       const auto& w = m.store.writes[i];
-      CHECK_FALSE((w.performed && holds_lease(w.entry.state)));
+      CHECK_FALSE((w.performed && carries_lease(w.entry)));
     }
 
     // Unpaused, it takes a new lease and finishes what it began under it.
@@ -1254,7 +1449,7 @@ TEST_SUITE("daemon") {
     }));
     CHECK(m.upgrader.count("install") == 1);
     CHECK(m.upgrader.count("restart") == 1);
-    auto steps = read_json_lines(m.dir.file("steps.jsonl"));
+    auto steps = begun_steps(m.dir.file("steps.jsonl"));
     REQUIRE(steps.size() == 2);
     CHECK(json::opt_string(steps[0].get(), "step").value_or("") == "install");
     CHECK(json::opt_int(steps[0].get(), "epoch", -1).value_or(-1) == epoch);
@@ -1354,7 +1549,139 @@ TEST_SUITE("daemon") {
       CHECK(err.find("refusing to upgrade") != std::string::npos);
       CHECK(m.local().state == State::idle);
       CHECK(m.local().epoch == 0);
+
+      // Refusing costs the hub little: the group is read again with a growing pause
+      // (poll 500 ms here, doubling up to idleHeartbeat 30 s), not every poll.
+      const int reads_before = m.store.reads;
+      run_for(env, {&m}, 60'000ms);
+      CHECK(m.store.reads - reads_before <= 8);  // 1, 2, 4, 8, 16, 30, 30 s apart
+      CHECK(m.store.reads - reads_before >= 3);  // but it does look again
+      CHECK(m.log.count("unsupported-hub") == 1);
     }
+  }
+
+  TEST_CASE(
+      "beside anax, with the coordination extension: anax's job, agentd's lease, statuses through anax") {
+    // anax-coexistence.md §3: the job anax downloaded is taken from `ha node
+    // waiting` under agentd's own lease (the agbot's pace does not apply), and
+    // its transitions are reported through anax's local API, never to the Exchange.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1", "n2"});
+    std::vector<std::unique_ptr<testing::FakeAnax>> anax;
+    std::vector<std::unique_ptr<Member>> members;
+    for (const char* n : {"n1", "n2"}) {
+      anax.push_back(std::make_unique<testing::FakeAnax>());
+      anax.back()->set_ha_group("g");
+      AnaxJob j;
+      j.policy = "o/p1";
+      j.status = "ha node waiting";
+      j.version = kTo;
+      j.manifest = "o/m1";
+      j.scheduled_time = "2026-12-01T10:00:00Z";
+      anax.back()->set_job(j);
+      members.push_back(std::make_unique<Member>(env, hub, n, "", anax.back().get()));
+    }
+    std::vector<Member*> all{members[0].get(), members[1].get()};
+    for (Member* m : all) REQUIRE(started(*m));
+    REQUIRE(run_until(
+        env, all,
+        [&] {
+          return std::all_of(all.begin(), all.end(), [](Member* m) {
+            return m->local().state == State::succeeded && m->local().progress == Progress::none &&
+                   m->file().report_status.empty();
+          });
+        },
+        60'000ms));
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      CAPTURE(i);
+      CHECK(anax[i]->puts() == std::vector<std::string>{"o/p1:initiated", "o/p1:successful"});
+      CHECK(all[i]->upgrader.steps() == kSteps);
+      // anax writes the Exchange's status, not agentd.
+      CHECK(hub.call("GET", "/v1/orgs/o/nodes/" + all[i]->config.node_id + "/managementStatus/p1", kAdmin)
+                .status == 404);
+    }
+    // One at a time: the second install began after the first member released.
+    std::vector<std::string> order = env.events.list();
+    auto first = [&](const std::string& e) {
+      return std::find(order.begin(), order.end(), e) - order.begin();
+    };
+    bool n1_first = first("n1:install") < first("n2:install");
+    const std::string a = n1_first ? "n1" : "n2", b = n1_first ? "n2" : "n1";
+    CHECK(first(a + ":write:succeeded") < first(b + ":install"));
+  }
+
+  TEST_CASE("beside anax, on a hub without the coordination extension: only a downloaded job is taken") {
+    // The agbot's lock is the group's lock: `ha node waiting` means another member
+    // holds it; anax moves the job to `downloaded` when the agbot says go.
+    Env env;
+    StandIn hub(Mode::no_coordination);
+    hub.make_group("g", {"n1"});
+    testing::FakeAnax anax;
+    anax.set_ha_group("g");
+    AnaxJob j;
+    j.policy = "o/p1";
+    j.status = "ha node waiting";
+    j.version = kTo;
+    j.manifest = "o/m1";
+    anax.set_job(j);
+    Member m(env, hub, "n1", "", &anax);
+    std::string failing;
+    SUBCASE("healthy") {}
+    SUBCASE("the health check fails: rolled back, reported through anax") {
+      failing = "yes";
+      m.upgrader.script("check_health", fail(Errc::process, "agent not answering"));
+    }
+    REQUIRE(started(m));
+    run_for(env, {&m}, 5'000ms);
+    CHECK(m.upgrader.steps().empty());
+    CHECK(anax.puts().empty());
+    CHECK(m.daemon.status_text().find("agbot's lock serialises the group") != std::string::npos);
+
+    anax.set_status("o/p1", "downloaded");
+    REQUIRE(run_until(env, {&m}, [&] {
+      return (m.local().state == State::succeeded || m.local().state == State::rolledback) &&
+             m.local().progress == Progress::none && m.file().report_status.empty();
+    }));
+    CHECK(m.store.writes.empty());  // no group writes on this hub
+    if (failing.empty()) {
+      CHECK(m.upgrader.steps() == kSteps);
+      CHECK(anax.puts() == std::vector<std::string>{"o/p1:initiated", "o/p1:successful"});
+    } else {
+      CHECK(anax.puts() ==
+            std::vector<std::string>{"o/p1:initiated", "o/p1:rollback started", "o/p1:rollback successful"});
+      CHECK(m.local().version == kFrom);
+    }
+  }
+
+  TEST_CASE(
+      "beside anax: a final status anax could not take is sent again until it is, also after a restart") {
+    Env env;
+    StandIn hub;
+    testing::FakeAnax anax;  // in no group: upgrades at once
+    AnaxJob j;
+    j.policy = "o/p1";
+    j.status = "downloaded";
+    j.version = kTo;
+    j.manifest = "o/m1";
+    anax.set_job(j);
+    testing::TempDir state;
+    {
+      Member m(env, hub, "n1", state.file("state.json"), &anax);
+      anax.refuse_puts_after(1);  // takes `initiated`, then is away (the new anax is starting)
+      REQUIRE(started(m));
+      REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+      run_for(env, {&m}, 40'000ms);
+      CHECK(m.file().report_status == "successful");  // kept, not dropped
+      CHECK(m.log.count("management-status-failed") >= 2);
+      m.daemon.stop();
+    }
+    anax.refuse_puts_after(-1);
+    Member again(env, hub, "n1", state.file("state.json"), &anax);
+    again.upgrader.set_version(kTo);
+    REQUIRE(started(again));
+    REQUIRE(run_until(env, {&again}, [&] { return again.file().report_status.empty(); }));
+    CHECK(anax.status_of("o/p1") == "successful");
   }
 
   TEST_CASE("an unusable state directory: start() returns exit_state") {

@@ -21,6 +21,7 @@ struct E {
   std::string version = "1.0.0";
   std::string target;
   std::string message;
+  std::int64_t lease_seconds = 3;  // in upgrading/verifying; 0: no lease (protocol.md §4.4)
 };
 
 // Builds a log of hub writes; each write states the full entries after it, as the stand-in logs them.
@@ -77,8 +78,8 @@ class HubLog {
       entry.version = e.version;
       entry.target_version = e.target;
       entry.message = e.message;
-      if (holds_lease(e.state)) {
-        entry.lease_duration_seconds = 3;
+      if (holds_lease(e.state) && e.lease_seconds > 0) {
+        entry.lease_duration_seconds = e.lease_seconds;
         entry.acquire_time = entry.renew_time = "2026-11-25T20:00:00.000000Z";
       }
       json::set(au.get(), n.c_str(), entry_to_json(entry));
@@ -245,6 +246,55 @@ TEST_SUITE("invariants") {
     Step s = step(300, "n4", "install", 0);
     s.group = "";
     CHECK(find_violations(clean_rollout().parsed(), {s}, {}).empty());
+  }
+
+  TEST_CASE("I3 (amended): two members inside a disruptive step at once, lease or not, are caught") {
+    auto phased = [](std::int64_t ms, const std::string& node, const std::string& what, std::int64_t epoch,
+                     bool end) {
+      Step s = step(ms, node, what, epoch);
+      s.phased = true;
+      s.end = end;
+      return s;
+    };
+    // n1's install (begun under its lease at 300) runs on until 1700, past a
+    // force-release; n2 begins its install at 1650 under its own lease.
+    HubLog log;
+    log.write(0, "n1", upgrading(1)).write(1000, "n1", waiting(1)).write(1600, "n2", upgrading(2));
+    std::vector<Step> overlapping{
+        phased(300, "n1", "install", 1, false), phased(1700, "n1", "install", 1, true),
+        phased(1650, "n2", "install", 2, false), phased(2000, "n2", "install", 2, true)};
+    auto vs = find_violations(log.parsed(), overlapping, {});
+    REQUIRE(names(vs) == std::vector<std::string>{"I3"});
+    CHECK(vs[0].text.find("2 members inside a disruptive step") != std::string::npos);
+    // The same steps one after the other pass.
+    std::vector<Step> serial{phased(300, "n1", "install", 1, false), phased(1500, "n1", "install", 1, true),
+                             phased(1650, "n2", "install", 2, false), phased(2000, "n2", "install", 2, true)};
+    CHECK(find_violations(log.parsed(), serial, {}).empty());
+    // A begin without an end (its process died mid-step) lasts until the lease of the
+    // node's last write has run out (3 s here: n1 last wrote at 1000).
+    std::vector<Step> unended{phased(300, "n1", "install", 1, false), phased(1650, "n2", "install", 2, false),
+                              phased(2000, "n2", "install", 2, true)};
+    CHECK(names(find_violations(log.parsed(), unended, {})) == std::vector<std::string>{"I3"});
+    std::vector<Step> after_lease{phased(300, "n1", "install", 1, false),
+                                  phased(4100, "n2", "install", 2, false),
+                                  phased(4200, "n2", "install", 2, true)};
+    HubLog later;
+    later.write(0, "n1", upgrading(1)).write(1000, "n1", upgrading(1)).write(4050, "n2", upgrading(2));
+    CHECK(find_violations(later.parsed(), after_lease, {}).empty());
+    // A phase other than begin/end is malformed.
+    auto bad = parse_steps(R"({"tUs":1,"node":"n1","group":"g","step":"install","epoch":1,"phase":"middle"})"
+                           "\n",
+                           "steps.jsonl");
+    CHECK_FALSE(bad.has_value());
+  }
+
+  TEST_CASE(
+      "I1/I2: upgrading without a lease (a fenced step still running) holds no lease and acquires nothing") {
+    HubLog log;
+    E leaseless = upgrading(1);
+    leaseless.lease_seconds = 0;
+    log.write(0, "n1", upgrading(1)).write(100, "n1", leaseless).write(200, "n2", upgrading(2));
+    CHECK(find_violations(log.parsed(), {}, {}).empty());
   }
 
   TEST_CASE("I4: a member stuck upgrading at the end is caught") {

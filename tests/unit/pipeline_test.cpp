@@ -108,6 +108,7 @@ struct Fixture {
   FakeInstaller installer;
   std::unique_ptr<HttpClient> http;
   std::unique_ptr<Exchange> exchange;
+  std::unique_ptr<CssArtifactSource> artifacts;
   std::unique_ptr<ProcessRunner> runner = make_process_runner([] { return false; });
   PipelineOptions options;
 
@@ -215,8 +216,9 @@ struct Fixture {
   }
 
   std::unique_ptr<Upgrader> upgrader() {
+    artifacts = std::make_unique<CssArtifactSource>(*exchange, *http);
     return make_pipeline_upgrader(
-        options, PipelineParts{*exchange, *http, installer, nullptr, *runner, log, clock, sleeper});
+        options, PipelineParts{*artifacts, *exchange, installer, nullptr, *runner, log, clock, sleeper});
   }
 
   // current/horizon/ as agentd leaves it after installing `version` itself.
