@@ -834,14 +834,17 @@ void Daemon::start_job(ActionKind kind) {
   Local& l = ps_.local;
   Target t{l.target, l.previous_version, plan_.manifest};
   std::function<Status()> work;
+  {
+    // A job's progress text is its own: a fast prepare's last words must not
+    // become the message of a later step (a rollback's release said "running
+    // the prepare command" instead of why the health check failed).
+    std::lock_guard lock(progress_mu_);
+    job_progress_.clear();
+  }
+  shown_progress_.clear();
   switch (kind) {
     case ActionKind::prepare: {
-      {
-        std::lock_guard lock(progress_mu_);
-        job_progress_.clear();
-      }
       reported_percent_ = -1;
-      shown_progress_.clear();
       work = [this, t] {
         return p_.upgrader.prepare(t, [this](const std::string& text) {
           std::lock_guard lock(progress_mu_);

@@ -1480,6 +1480,26 @@ TEST_SUITE("daemon") {
     CHECK(hub.mgmt_status("n1").first == "successful");
   }
 
+  TEST_CASE(
+      "a step's message is its own: a fast prepare's progress text does not replace a rollback's reason") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    m.upgrader.progress("running the prepare command for 2.0.0");  // never shown: prepare ends at once
+    m.upgrader.script("check_health", fail(Errc::process, "health command exited with 3"));
+    m.upgrader.hold("rollback");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.upgrader.holding("rollback"); }));
+    run_for(env, {&m}, 1'000ms);  // passes while the rollback runs
+    m.upgrader.release("rollback");
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::rolledback; }));
+    auto e = hub.entry("g", "n1");
+    REQUIRE(e);
+    CHECK_MESSAGE(e->message.find("health command exited with 3") != std::string::npos, e->message);
+    CHECK(e->message.find("prepare command") == std::string::npos);
+  }
+
   TEST_CASE("a failed health check rolls back, releases rolledback with the reason, and halts the group") {
     Env env;
     StandIn hub;
