@@ -4,10 +4,13 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 
 #include "files.h"
 #include "json.h"
+#include "upgrade/pipeline.h"
+#include "upgrade/version_floor.h"
 
 namespace agentd {
 
@@ -44,12 +47,13 @@ namespace {
 Timing timing_from(const Config& c) {
   return Timing{c.lease_duration, c.heartbeat, c.idle_heartbeat, c.fast_poll, c.poll};
 }
-// Raised only when the state file cannot be written: no transition may proceed
-// unrecorded (protocol.md §4.2), so the loop ends and agentd exits with exit_state.
 // Node record and policies are re-read without a change notice only this many
 // idle heartbeats apart.
 constexpr int kSafetyReads = 6;
 
+// Raised only when the state file cannot be written: no transition may proceed
+// unrecorded (protocol.md §4.2), so the pass ends and agentd is degraded until
+// the file can be written again.
 struct PersistError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -182,8 +186,13 @@ std::optional<int> Daemon::start() {
   }
   try {
     persist();  // proves the state directory is writable before anything else happens
-  } catch (const PersistError&) {
-    return exit_state;
+  } catch (const PersistError& e) {
+    // No directory is the operator's to fix; a full one is retried in place:
+    // exiting would restart into the same failure, a crash loop.
+    std::error_code ec;
+    if (!std::filesystem::is_directory(std::filesystem::path(p_.state_file.path()).parent_path(), ec))
+      return exit_state;
+    degrade(e.what());
   }
   // A restart begun by an earlier process has ended: this process is its result
   // (agentd restarting itself) or outlived it (protocol.md §7 I3 step log).
@@ -217,18 +226,53 @@ int Daemon::stop() {
 
 int Daemon::run() {
   if (auto failed = start()) return *failed;
-  try {
-    while (!p_.waiter.stop_requested()) {
-      tick();
-      // A floor keeps a due time that a pass could not move from spinning the CPU.
-      p_.waiter.sleep_for(std::max(next_wake() - p_.clock.mono(), Mono{10}));
-    }
-  } catch (const PersistError& e) {
-    p_.log.error("fatal", {{"error", e.what()}});
-    job_.join();
-    return exit_state;
+  while (!p_.waiter.stop_requested()) {
+    tick();
+    // A floor keeps a due time that a pass could not move from spinning the CPU.
+    p_.waiter.sleep_for(std::max(next_wake() - p_.clock.mono(), Mono{10}));
   }
   return stop();
+}
+
+// issue 11 #4: a state that cannot be written must not end agentd (systemd would
+// restart it into the same failure, and a crash loop rolls agentd back). Nothing
+// proceeds unrecorded meanwhile; a running job goes on and is taken afterwards.
+void Daemon::tick() {
+  Mono now = p_.clock.mono();
+  if (p_.notifier.watchdog_interval() > Mono{0} && now >= next_watchdog_) {
+    p_.notifier.notify("WATCHDOG=1");
+    next_watchdog_ = now + p_.notifier.watchdog_interval();
+  }
+  if (!degraded_.empty() && !recovered()) return;
+  try {
+    pass();
+  } catch (const PersistError& e) {
+    degrade(e.what());
+  }
+}
+
+void Daemon::degrade(const std::string& why) {
+  const std::uint64_t freed = free_own_space(p_.config.state_dir, ps_.local.target, job_.idle());
+  retry_persist_ = p_.clock.mono() + persist_backoff_;
+  if (why != degraded_)
+    p_.log.error("degraded", {{"error", why},
+                              {"freedBytes", std::to_string(freed)},
+                              {"retryInMs", std::to_string(persist_backoff_.count())}});
+  persist_backoff_ = std::min(persist_backoff_ * 2, Mono{60'000});
+  degraded_ = why;
+  status("degraded: " + why + "; nothing proceeds until the state can be written (retrying)");
+}
+
+bool Daemon::recovered() {
+  if (p_.clock.mono() < retry_persist_) return false;
+  if (auto s = p_.state_file.save(ps_); !s) {
+    degrade("cannot persist state: " + s.error().describe());
+    return false;
+  }
+  p_.log.info("persist-recovered", {{"path", p_.state_file.path()}, {"after", degraded_}});
+  degraded_.clear();
+  persist_backoff_ = Mono{1000};
+  return true;
 }
 
 // A running prepare's progress goes into our entry's message (sent with the
@@ -258,7 +302,14 @@ void Daemon::show_progress() {
 }
 
 Mono Daemon::next_wake() const {
-  Mono w = p_.anax ? next_node_ : std::min({next_changes_, next_node_, next_plan_});
+  if (!degraded_.empty()) {
+    Mono retry = retry_persist_;
+    if (p_.notifier.watchdog_interval() > Mono{0}) retry = std::min(retry, next_watchdog_);
+    return retry;
+  }
+  // A lease holder reads no plan until it releases (pass()); a due one waits.
+  const bool holding = !ps_.group.empty() && holds_lease(ps_.local.state);
+  Mono w = p_.anax ? next_node_ : std::min({next_changes_, next_node_, holding ? Mono::max() : next_plan_});
   if (!ps_.report_status.empty()) w = std::min(w, next_report_);
   // Progress of a running job is shown every second.
   if (!job_.idle()) w = std::min(w, p_.clock.mono() + Mono{1000});
@@ -278,14 +329,16 @@ Mono Daemon::next_wake() const {
   return w;
 }
 
-void Daemon::tick() {
+void Daemon::pass() {
   Mono now = p_.clock.mono();
-  if (p_.notifier.watchdog_interval() > Mono{0} && now >= next_watchdog_) {
-    p_.notifier.notify("WATCHDOG=1");
-    next_watchdog_ = now + p_.notifier.watchdog_interval();
-  }
   finish_job();
   show_progress();
+  // A lease holder renews before any other hub call of the pass (issue 11 #3:
+  // renewals never queue behind reads); its target cannot change until it
+  // releases, so the plan waits.
+  const bool coordinated = !ps_.group.empty() && !(p_.anax && hub_coordinates_ == false);
+  const bool holding = node_ && coordinated && holds_lease(ps_.local.state);
+  if (holding) grouped_tick();
   if (!ps_.report_status.empty() && now >= next_report_) send_report();
   if (p_.anax) {
     // Beside anax: the node and its job come from anax's local API (no hub
@@ -295,7 +348,7 @@ void Daemon::tick() {
     if (now >= next_changes_) poll_changes();
     if (now >= next_node_) refresh_node();
   }
-  if (!node_) return;
+  if (!node_ || holding) return;
   if (!p_.anax && now >= next_plan_) refresh_plan();
   if (ps_.group.empty()) {
     ungrouped_tick();
@@ -340,8 +393,11 @@ void Daemon::poll_changes() {
     if (c.resource == "agentupgrade" && c.id == p_.config.node_id)
       next_read_ = now;  // protocol.md §3 notices
   }
+  const std::int64_t before = change_id_;
   change_id_ = std::max(change_id_, r->most_recent_change_id + 1);
-  if (r->hit_max_records) next_changes_ = now;  // more rows are waiting
+  // More rows are waiting: fetch them at once, but only while the feed moves
+  // forward; a hub repeating hitMaxRecords at one id waits for the interval.
+  if (r->hit_max_records && change_id_ > before) next_changes_ = now;
 }
 
 void Daemon::refresh_node() {
@@ -394,10 +450,21 @@ void Daemon::refresh_plan() {
   } else {
     p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
   }
+  // Anti-rollback: what runs raises the floor; a damaged floor plans nothing.
+  const VersionFloor floor(version_floor_path(p_.config.state_dir, p_.config.agent_package));
+  if (auto s = floor.raise(ps_.local.version); !s)
+    p_.log.warn("version-floor-failed", {{"error", s.error().describe()}});
+  auto floor_version = floor.load();
+  if (!floor_version) {
+    p_.log.error("version-floor-unreadable", {{"error", floor_version.error().describe()}});
+    status("no upgrade planned: " + floor_version.error().message);
+    return;
+  }
   auto plan = choose_target(
       *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
       [this](const std::string& ref) { return p_.hub.get_manifest(ref); },
-      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); });
+      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); },
+      DowngradeRule{*floor_version, p_.config.allow_downgrade});
   if (!plan) {
     p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
     return;
@@ -780,14 +847,17 @@ void Daemon::start_job(ActionKind kind) {
   Local& l = ps_.local;
   Target t{l.target, l.previous_version, plan_.manifest};
   std::function<Status()> work;
+  {
+    // A job's progress text is its own: a fast prepare's last words must not
+    // become the message of a later step (a rollback's release said "running
+    // the prepare command" instead of why the health check failed).
+    std::lock_guard lock(progress_mu_);
+    job_progress_.clear();
+  }
+  shown_progress_.clear();
   switch (kind) {
     case ActionKind::prepare: {
-      {
-        std::lock_guard lock(progress_mu_);
-        job_progress_.clear();
-      }
       reported_percent_ = -1;
-      shown_progress_.clear();
       work = [this, t] {
         return p_.upgrader.prepare(t, [this](const std::string& text) {
           std::lock_guard lock(progress_mu_);

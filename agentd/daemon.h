@@ -78,6 +78,8 @@ class Daemon {
   // run() in parts, for tests that drive the loop with a FakeClock: start() loads
   // the state and reports READY (exit status on failure), tick() is one pass of
   // the loop, next_wake() when the next pass is due, stop() what run() does last.
+  // While the state file cannot be written (a full disk) agentd is degraded:
+  // a pass only retries the write, after freeing what agentd itself filled.
   std::optional<int> start();
   void tick();
   Mono next_wake() const;
@@ -101,6 +103,9 @@ class Daemon {
   bool begin_step(ActionKind kind, bool fenced);
   void start_job(ActionKind kind);
   void persist();
+  void pass();
+  void degrade(const std::string& why);
+  bool recovered();
   void status(const std::string& text);
   void report_management_status(const std::string& status, const std::string& error = {});
   void send_report();  // the pending report (PersistedState::report_*), until it is taken
@@ -148,6 +153,9 @@ class Daemon {
   Mono next_changes_{0}, next_node_{0}, next_plan_{0}, next_read_{0}, next_watchdog_{0}, retry_prepare_{0};
   bool force_read_ = true;
   int conflicts_ = 0;
+  // Why the state file cannot be written ("" = it can), and when to try again.
+  std::string degraded_;
+  Mono retry_persist_{0}, persist_backoff_{1000};
 };
 
 }  // namespace agentd

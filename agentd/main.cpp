@@ -1,5 +1,6 @@
 // agentd: parse flags, load config, build the objects, run. Nothing else.
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "exchange.h"
+#include "files.h"
 #include "http.h"
 #include "log.h"
 #include "process.h"
@@ -69,17 +71,31 @@ int main(int argc, char** argv) {
     return exit_token;
   }
   if (flags->check_config) {
+    for (const std::string& w : config->warnings) std::printf("agentd: warning: %s\n", w.c_str());
     std::printf("agentd: configuration is valid (%zu files read)\n", config->sources.size());
     return exit_ok;
   }
+  auto log = make_logger(config->log_level, stderr_is_journal());
+  for (const std::string& w : config->warnings) log->warn("insecure-setting", {{"why", w}});
+  // The packaged unit's sandbox is for the package method; the operator's
+  // commands need the looser drop-in (agentd(8)).
+  if (struct statvfs usr{};
+      config->upgrade_method == "commands" && ::statvfs("/usr", &usr) == 0 && (usr.f_flag & ST_RDONLY) != 0)
+    log->warn("sandbox-too-strict",
+              {{"why",
+                "AGENTD_UPGRADE_METHOD=commands but /usr is read-only here: install "
+                "/usr/share/doc/agentd/examples/commands-method.conf as a drop-in of agentd.service"}});
   if (!make_dirs(config->state_dir)) {
     std::fprintf(stderr, "agentd: state directory %s: %s\n", config->state_dir.c_str(), std::strerror(errno));
+    return exit_state;
+  }
+  if (auto s = check_private_dir(config->state_dir); !s) {
+    std::fprintf(stderr, "agentd: state directory: %s\n", s.error().message.c_str());
     return exit_state;
   }
 
   // Signals are blocked before any thread starts, so every thread inherits the mask.
   SignalWaiter waiter;
-  auto log = make_logger(config->log_level, stderr_is_journal());
   SystemClock clock;
 
   HttpOptions http_options;
@@ -87,6 +103,7 @@ int main(int argc, char** argv) {
   http_options.total_timeout = config->http_timeout;
   http_options.max_response_bytes = config->max_response_bytes;
   http_options.ca_file = config->ca_file;
+  http_options.ca_file_adds_system = config->trust_system_cas;
   http_options.user_agent = std::string("agentd/") + AGENTD_VERSION;
   http_options.basic_user = config->org + "/" + config->node_id;
   http_options.basic_password = *token;
@@ -99,7 +116,10 @@ int main(int argc, char** argv) {
   auto http = make_curl_http_client(http_options);
 
   ExchangeEndpoint endpoint{config->exchange_url, config->css_url, config->org, config->node_id};
-  Exchange exchange(*http, endpoint, RetryPolicy{}, waiter);
+  // A slow hub must not hold the loop past a heartbeat or a lease renewal.
+  RetryPolicy loop_retry;
+  loop_retry.budget = hub_call_budget(*config);
+  Exchange exchange(*http, endpoint, loop_retry, waiter);
 
   auto runner = make_process_runner([&waiter] { return waiter.stop_requested(); });
 
@@ -162,6 +182,8 @@ int main(int argc, char** argv) {
     po.prefer_bundle = beside_anax;
     po.max_download_bytes = config->max_download_bytes;
     po.download_attempts = config->download_attempts;
+    po.download_timeout = config->download_timeout;
+    po.allow_downgrade = config->allow_downgrade;
     po.health_timeout = config->health_timeout;
     po.version_command = config->version_command;
     po.restart_command = config->restart_command;

@@ -86,6 +86,8 @@ install(DIRECTORY DESTINATION /etc/agentd/conf.d)
 install(DIRECTORY DESTINATION /etc/agentd/trusted.d DIRECTORY_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
 install(FILES ${_pkg_out}/agentd.8.gz ${_pkg_out}/agentctl.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
 install(FILES ${_pkg_src}/copyright ${_pkg_out}/changelog.Debian.gz DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/agentd)
+# The looser sandbox the commands method needs, as a drop-in to copy (agentd(8)).
+install(FILES ${_unit_src}/commands-method.conf DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/agentd/examples)
 install(FILES ${_pkg_src}/lintian-overrides DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides RENAME agentd)
 
 # ---- CPack ---------------------------------------------------------------------

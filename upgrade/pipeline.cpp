@@ -18,6 +18,8 @@
 #include "upgrade/fetch.h"
 #include "upgrade/plan.h"
 #include "upgrade/verify.h"
+#include "upgrade/version_floor.h"
+#include "upgrade/version_range.h"
 
 namespace agentd {
 
@@ -98,6 +100,19 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
 namespace {
 
 namespace fs = std::filesystem;
+
+// A signed manifest names the version it installs: exactly, as a range, or
+// "latest" (then the package's own version, checked against the target, and its
+// signed SHA-256 bind it).
+Status binds_version(const std::string& manifest_version, const std::string& target) {
+  if (manifest_version == target || manifest_version == "latest") return {};
+  if (is_version_range_expression(manifest_version)) {
+    auto range = parse_version_range(manifest_version);
+    if (range && range->contains(target)) return {};
+  }
+  return fail(Errc::verification,
+              "it is signed for version '" + manifest_version.substr(0, 64) + "', not " + target);
+}
 
 constexpr std::size_t kMaxRecordBytes = 64 * 1024;
 
@@ -184,7 +199,10 @@ std::string dir_name_of(const std::string& version) {
 class PipelineUpgrader final : public Upgrader {
  public:
   PipelineUpgrader(PipelineOptions o, PipelineParts p)
-      : o_(std::move(o)), p_(p), rng_(std::random_device{}()) {}
+      : o_(std::move(o)),
+        p_(p),
+        floor_(version_floor_path(o_.state_dir, o_.package)),
+        rng_(std::random_device{}()) {}
 
   // The installed package's version, named as the plan names it when agentd
   // installed that package itself (an rpm reports 2.0.0-1 for agent version 2.0.0).
@@ -211,6 +229,11 @@ class PipelineUpgrader final : public Upgrader {
     if (!m) return std::unexpected(m.error());
     if (auto s = verify_signature(*m); !s) return s;
     const UpgradeSection& sw = m->manifest.software;
+    // The signature covers the version the manifest installs: a manifest signed
+    // for another version is not a licence for this one (anti-rollback).
+    if (auto s = binds_version(sw.version, t.version); !s)
+      return fail(Errc::verification, "manifest " + t.manifest + ": " + s.error().message);
+    if (auto s = floor_.check(t.version, o_.allow_downgrade); !s) return s;
 
     // 2. The one package for this node.
     auto name = choose_package_file(sw, p_.installer.kind(), o_.arch, o_.prefer_bundle);
@@ -231,6 +254,7 @@ class PipelineUpgrader final : public Upgrader {
     // 3. Download, resumable (upgrade/fetch.h).
     FetchOptions fo;
     fo.retry.attempts = o_.download_attempts;
+    fo.request_timeout = o_.download_timeout;
     fo.sleeper = &p_.sleeper;
     fo.progress = [&](const FetchProgress& fp) {
       std::string text = "downloading " + fp.name + ": " + human_bytes(fp.done);
@@ -298,6 +322,8 @@ class PipelineUpgrader final : public Upgrader {
   Status install(const Target& t) override {
     auto r = prepared(t);
     if (!r) return std::unexpected(r.error());
+    // Checked again: the floor may have risen since prepare.
+    if (auto s = floor_.check(r->agent_version, o_.allow_downgrade); !s) return s;
     const std::string file = download_dir(t.version) + "/" + r->file;
     // Checked again: the file sat on disk since prepare.
     if (auto s = verify_sha256(file, r->sha256, o_.max_download_bytes); !s) return s;
@@ -310,6 +336,8 @@ class PipelineUpgrader final : public Upgrader {
     if (*v != r->package_version)
       return fail(Errc::process, "after installing " + r->file + " the package system reports version " + *v +
                                      ", expected " + r->package_version);
+    if (auto raised = floor_.raise(r->agent_version); !raised)
+      p_.log.warn("version-floor-failed", {{"error", raised.error().describe()}});
     return {};
   }
 
@@ -439,6 +467,20 @@ class PipelineUpgrader final : public Upgrader {
     if (!x) return std::unexpected(x.error());
     if (x->exit_code != 0)
       return fail(Errc::io, "extracting " + plain + " from " + bundle + ": " + output_tail(x->output, 300));
+    // Only a plain file may stand for the package: a symlink or hard link
+    // member would make us hash and install some other file.
+    const std::string extracted = dir + "/" + plain;
+    struct stat st {};
+    if (::lstat(extracted.c_str(), &st) != 0)
+      return fail(Errc::io, "cannot stat " + extracted + ": " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+      (void)::unlink(extracted.c_str());
+      return fail(Errc::verification, bundle + ": member " + member + " is not a regular file (" +
+                                          (S_ISLNK(st.st_mode)   ? "a symlink"
+                                           : S_ISREG(st.st_mode) ? "a hard link"
+                                                                 : "not a file") +
+                                          "); refusing it");
+    }
     return plain;
   }
 
@@ -697,10 +739,47 @@ class PipelineUpgrader final : public Upgrader {
 
   PipelineOptions o_;
   PipelineParts p_;
+  VersionFloor floor_;
   std::mt19937_64 rng_;
 };
 
 }  // namespace
+
+std::uint64_t free_own_space(const std::string& state_dir, const std::string& keep_version,
+                             bool drop_partial) {
+  std::uint64_t freed = 0;
+  std::error_code ec;
+  auto size_of = [&](const fs::path& p) {
+    std::uint64_t n = 0;
+    std::error_code e;
+    if (fs::is_regular_file(fs::symlink_status(p, e))) return static_cast<std::uint64_t>(fs::file_size(p, e));
+    for (const auto& f : fs::recursive_directory_iterator(p, e))
+      if (f.is_regular_file(e) && !f.is_symlink(e)) n += f.file_size(e);
+    return n;
+  };
+  auto drop = [&](const fs::path& p) {
+    const std::uint64_t n = size_of(p);
+    std::error_code e;
+    if (fs::remove_all(p, e) > 0 && !e) freed += n;
+  };
+  const std::string keep = keep_version.empty() ? std::string() : dir_name_of(keep_version);
+  for (const auto& d : fs::directory_iterator(state_dir + "/downloads", ec)) {
+    if (d.path().filename() != keep) {
+      drop(d.path());
+      continue;
+    }
+    if (!drop_partial) continue;
+    std::error_code e;
+    for (const auto& f : fs::directory_iterator(d.path(), e))
+      if (f.path().extension() == ".part") drop(f.path());
+  }
+  std::vector<std::pair<fs::file_time_type, fs::path>> runs;
+  for (const auto& r : fs::directory_iterator(state_dir + "/runs", ec))
+    runs.emplace_back(fs::last_write_time(r.path(), ec), r.path());
+  std::sort(runs.begin(), runs.end(), std::greater<>());
+  for (std::size_t i = 2; i < runs.size(); ++i) drop(runs[i].second);
+  return freed;
+}
 
 std::unique_ptr<Upgrader> make_pipeline_upgrader(PipelineOptions options, PipelineParts parts) {
   return std::make_unique<PipelineUpgrader>(std::move(options), parts);

@@ -53,6 +53,8 @@ struct PipelineOptions {
   bool prefer_bundle = false;  // beside anax: install from the bundle anax downloaded
   std::uint64_t max_download_bytes = 1024ull * 1024 * 1024;
   int download_attempts = 5;
+  std::chrono::milliseconds download_timeout{3'600'000};  // each download request
+  bool allow_downgrade = false;                           // AGENTD_ALLOW_DOWNGRADE: below the version floor
   std::chrono::milliseconds health_timeout{300'000};
   std::chrono::milliseconds restart_timeout{120'000};
   std::chrono::milliseconds health_retry{2'000};  // between health checks until the deadline
@@ -97,6 +99,14 @@ std::string anax_bundle_name(PackageKind kind, const std::string& arch);
 
 // rpm's name for a Debian architecture (amd64 -> x86_64, arm64 -> aarch64, armhf -> armv7hl).
 std::string rpm_arch(const std::string& debian_arch);
+
+// Frees what agentd itself put in `state_dir` and can make again, for a full
+// disk: the downloads of versions other than `keep_version`, its partial
+// downloads (*.part) when `drop_partial` (no download is running), and the
+// output of runs but the newest two. The kept packages (current/, previous/)
+// stay. Returns the bytes freed.
+std::uint64_t free_own_space(const std::string& state_dir, const std::string& keep_version,
+                             bool drop_partial);
 
 // The Debian architecture this agentd was built for.
 const char* build_arch();

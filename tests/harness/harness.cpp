@@ -1028,8 +1028,11 @@ std::string Rollout::diagnostics(std::size_t tail_lines) {
 }
 
 CommandResult Rollout::agentctl(const std::vector<std::string>& args) {
-  std::vector<std::string> argv{AGENTCTL_BIN, "--exchange-url", hub_->exchange_url(), "--org",
-                                options_.org, "--user-auth",    "admin:adminpw"};
+  // The password in a 0600 file, as an operator should give it (not on the command line).
+  const std::string auth = dir_.file("admin-auth");
+  if (!file_exists(auth)) write_file(auth, "admin:adminpw\n", 0600);
+  std::vector<std::string> argv{
+      AGENTCTL_BIN, "--exchange-url", hub_->exchange_url(), "--org", options_.org, "--user-auth-file", auth};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(std::move(argv), {}, dir_.file("agentctl." + std::to_string(++agentctl_runs_) + ".out"));
 }

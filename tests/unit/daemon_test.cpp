@@ -8,6 +8,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -580,11 +581,14 @@ std::unique_ptr<HttpClient> member_http(const Config& c) {
   return make_curl_http_client(o);
 }
 
+// Wraps a member's HTTP client (a test's fault between the daemon and the hub).
+using HttpWrap = std::function<std::unique_ptr<HttpClient>(std::unique_ptr<HttpClient>)>;
+
 struct Member {
   Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {},
-         testing::FakeAnax* beside = nullptr)
+         testing::FakeAnax* beside = nullptr, const HttpWrap& wrap = {})
       : config(member_config(hub, node, dir.path())),
-        http(member_http(config)),
+        http(wrap ? wrap(member_http(config)) : member_http(config)),
         exchange(*http, ExchangeEndpoint{config.exchange_url, config.css_url, config.org, config.node_id},
                  RetryPolicy{2, 20ms, 100ms}, env.waiter),
         store(exchange, node, env.events),
@@ -691,9 +695,75 @@ const std::vector<State> kFullCycle{State::idle,      State::preparing, State::w
                                     State::upgrading, State::verifying, State::succeeded};
 const std::vector<std::string> kSteps{"prepare", "install", "restart", "check_health"};
 
+// Every request "METHOD URL" a member made, passed on to the hub unchanged.
+class RequestLog final : public HttpClient {
+ public:
+  explicit RequestLog(std::unique_ptr<HttpClient> inner) : inner_(std::move(inner)) {}
+  Result<HttpResponse> perform(const HttpRequest& req) override {
+    {
+      std::lock_guard lock(mu_);
+      lines_.push_back(req.method + " " + req.url);
+    }
+    return inner_->perform(req);
+  }
+  void clear() {
+    std::lock_guard lock(mu_);
+    lines_.clear();
+  }
+  // Requests of `method` whose URL contains `part`.
+  int count(const std::string& method, const std::string& part) const {
+    std::lock_guard lock(mu_);
+    return static_cast<int>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
+      return l.starts_with(method + " ") && l.find(part) != std::string::npos;
+    }));
+  }
+
+ private:
+  std::unique_ptr<HttpClient> inner_;
+  mutable std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// A changes feed stuck at one id that keeps saying more rows are waiting
+// (hitMaxRecords) without moving forward; everything else goes to the hub.
+class StuckChangesFeed final : public HttpClient {
+ public:
+  explicit StuckChangesFeed(std::unique_ptr<HttpClient> inner) : inner_(std::move(inner)) {}
+  Result<HttpResponse> perform(const HttpRequest& req) override {
+    if (req.method == "POST" && req.url.ends_with("/orgs/o/changes")) {
+      ++posts;
+      return HttpResponse{201, R"({"changes":[],"mostRecentChangeId":0,"hitMaxRecords":true})", {}};
+    }
+    return inner_->perform(req);
+  }
+  std::atomic<int> posts{0};
+
+ private:
+  std::unique_ptr<HttpClient> inner_;
+};
+
 }  // namespace
 
 TEST_SUITE("daemon") {
+  TEST_CASE(
+      "a changes feed saying hitMaxRecords without progress is polled at its interval, not in a tight loop") {
+    Env env;
+    StandIn hub;
+    StuckChangesFeed* feed = nullptr;
+    Member m(env, hub, "n3", {}, nullptr, [&](std::unique_ptr<HttpClient> inner) {
+      auto f = std::make_unique<StuckChangesFeed>(std::move(inner));
+      feed = f.get();
+      return f;
+    });
+    REQUIRE(started(m));
+    for (int i = 0; i < 20; ++i) m.daemon.tick();  // no time passes
+    CHECK(feed->posts.load() == 1);
+    CHECK(m.daemon.next_wake() > env.clock.mono());
+    env.clock.advance(m.config.changes_interval);
+    for (int i = 0; i < 20; ++i) m.daemon.tick();
+    CHECK(feed->posts.load() == 2);
+  }
+
   TEST_CASE("a node in no HA group upgrades at once: prepare, install, restart, health; no group writes") {
     Env env;
     StandIn hub;
@@ -726,6 +796,33 @@ TEST_SUITE("daemon") {
     run_for(env, {&m}, 2'000ms);
     CHECK(m.daemon.status_text() == "not in an HA group; up to date at " + kTo);
     CHECK(m.upgrader.steps() == kSteps);  // nothing runs again
+  }
+
+  TEST_CASE("anti-rollback: a policy allowing a downgrade does not move the node back without its consent") {
+    Env env;
+    StandIn hub;
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"upgrade","enabled":true,"start":"now",)"
+                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":true}})")
+                .status == 201);
+    SUBCASE("refused: nothing runs, and the floor records what ran") {
+      Member m(env, hub, "n3");
+      m.upgrader.set_version("3.0.0");  // the hub's manifest names 2.0.0
+      REQUIRE(started(m));
+      run_for(env, {&m}, 3'000ms);
+      CHECK(m.upgrader.steps().empty());
+      CHECK(read_text(m.dir.file("version-floor-horizon")) == "3.0.0\n");
+      CHECK(m.local().version == "3.0.0");
+    }
+    SUBCASE("the node's own AGENTD_ALLOW_DOWNGRADE lets it go back") {
+      Member m(env, hub, "n3");
+      m.upgrader.set_version("3.0.0");
+      m.config.allow_downgrade = true;
+      REQUIRE(started(m));
+      REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+      CHECK(m.upgrader.steps() == kSteps);
+      CHECK(m.local().version == kTo);
+    }
   }
 
   TEST_CASE("a policy whose constraint agentd cannot evaluate: precheck failed in its status, nothing runs") {
@@ -1274,6 +1371,36 @@ TEST_SUITE("daemon") {
     CHECK(hub.entry("g", "n1")->state == State::succeeded);
   }
 
+  TEST_CASE("a lease holder's renewals never queue behind reads: no policy read while it holds the lease") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    RequestLog* requests = nullptr;
+    Member m(env, hub, "n1", {}, nullptr, [&](std::unique_ptr<HttpClient> inner) {
+      auto r = std::make_unique<RequestLog>(std::move(inner));
+      requests = r.get();
+      return r;
+    });
+    m.upgrader.hold("install");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.upgrader.holding("install"); }));
+    requests->clear();
+    // The policy changes meanwhile: the changes feed says so.
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"upgrade","enabled":true,"start":"now","description":"edited",)"
+                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})")
+                .status == 201);
+    run_for(env, {&m}, 3'000ms);
+    CHECK(requests->count("POST", "/orgs/o/changes") >= 1);  // the notice came in
+    CHECK(requests->count("GET", "/managementpolicies") == 0);
+    CHECK(requests->count("PUT", "/agentupgrade/n1") >= 2);  // renewals went on
+    m.upgrader.release("install");
+    // After the release the changed policy is read.
+    CHECK(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && requests->count("GET", "/managementpolicies") >= 1;
+    }));
+  }
+
   TEST_CASE(
       "fenced: a force-release during install stops the holder before restart; it goes back to waiting") {
     Env env;
@@ -1351,6 +1478,26 @@ TEST_SUITE("daemon") {
     n1.upgrader.release("prepare");
     REQUIRE(run_until(env, {&n1}, [&] { return n1.local().state == State::succeeded; }));
     CHECK(hub.mgmt_status("n1").first == "successful");
+  }
+
+  TEST_CASE(
+      "a step's message is its own: a fast prepare's progress text does not replace a rollback's reason") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    m.upgrader.progress("running the prepare command for 2.0.0");  // never shown: prepare ends at once
+    m.upgrader.script("check_health", fail(Errc::process, "health command exited with 3"));
+    m.upgrader.hold("rollback");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.upgrader.holding("rollback"); }));
+    run_for(env, {&m}, 1'000ms);  // passes while the rollback runs
+    m.upgrader.release("rollback");
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::rolledback; }));
+    auto e = hub.entry("g", "n1");
+    REQUIRE(e);
+    CHECK_MESSAGE(e->message.find("health command exited with 3") != std::string::npos, e->message);
+    CHECK(e->message.find("prepare command") == std::string::npos);
   }
 
   TEST_CASE("a failed health check rolls back, releases rolledback with the reason, and halts the group") {
@@ -1571,6 +1718,35 @@ TEST_SUITE("daemon") {
       CHECK(m.notifier.sent().empty());  // never READY
       CHECK_FALSE(std::filesystem::exists(path));
     }
+  }
+
+  TEST_CASE(
+      "a state file that cannot be written degrades agentd instead of ending it; it frees its own files") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    // Every write of the state fails (the temporary file's name is taken by a
+    // directory), as on a full disk; agentd's old downloads fill the disk.
+    const std::string blocker = m.state_file.path() + ".tmp";
+    std::filesystem::create_directories(blocker);
+    std::filesystem::create_directories(m.dir.file("downloads/0.9.0"));
+    REQUIRE(write_file_atomic(m.dir.file("downloads/0.9.0/horizon_0.9.0_amd64.deb.part"),
+                              std::string(100000, 'x')));
+    REQUIRE(started(m));  // not exit_state: restarting would only fail again
+    auto sent = m.notifier.sent();
+    CHECK(std::find(sent.begin(), sent.end(), "READY=1") != sent.end());
+    run_for(env, {&m}, 5'000ms);
+    CHECK(m.daemon.status_text().starts_with("degraded: cannot persist state"));
+    CHECK(m.upgrader.steps().empty());  // nothing proceeds unrecorded
+    CHECK(m.store.writes.empty());
+    CHECK_FALSE(std::filesystem::exists(m.dir.file("downloads/0.9.0")));
+    CHECK(m.log.count("degraded") == 1);  // said once, retried quietly
+
+    std::filesystem::remove_all(blocker);  // space again
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+    CHECK(m.log.count("persist-recovered") == 1);
+    CHECK(m.file().local.state == State::succeeded);
   }
 
   TEST_CASE("a corrupt state file: start() returns exit_state and leaves the file untouched") {
