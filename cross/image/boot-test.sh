@@ -159,7 +159,8 @@ mcopy -o -i "$bootfs" "$work/agentd-provision.txt" ::agentd-provision.txt
 # ---- The kernel command line: run guest-test.sh, then power off -------------------------
 cmdline=$(sed -n 's/^cmdline=//p' "$info")
 run="systemd.run=\"/bin/sh -c 'mkdir -p /run/agentd-test && mount -o ro LABEL=AGENTDTEST /run/agentd-test && exec /bin/bash /run/agentd-test/guest-test.sh'\""
-test_cmdline="$cmdline $run systemd.run_success_action=poweroff systemd.run_failure_action=poweroff"
+# systemd.run= makes its own default target: the normal boot is pulled in too.
+test_cmdline="$cmdline $run systemd.wants=multi-user.target systemd.run_success_action=poweroff systemd.run_failure_action=poweroff"
 qemu=()
 case "$arch" in
   arm64)

@@ -204,11 +204,12 @@ chmod 0755 "$root/usr/local/sbin/"*
 # The provisioning unit looks at the boot partition of this layout.
 sed -i "s|@BOOTDIR@|$bootdir|g" "$root/etc/systemd/system/agentd-provision.service" \
   "$root/usr/local/sbin/agentd-provision" "$root/usr/local/sbin/agentd-image-boot-files"
-systemctl --root="$root" enable agentd-provision.service agentd-growroot.service \
+systemctl --root="$root" enable agentd-provision.service agentd-growroot.service agentd-image-ssh-keys.service \
   systemd-networkd.service systemd-timesyncd.service >/dev/null 2>&1
 # No waiting for the network at boot: agentd retries the hub by itself, and a
 # board without a cable would wait two minutes and report a failed unit.
 systemctl --root="$root" disable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+systemctl --root="$root" set-default multi-user.target >/dev/null 2>&1
 systemctl --root="$root" is-enabled agentd.service >/dev/null
 mkdir -p "$root$bootdir"
 cat >"$root/etc/fstab" <<EOF

@@ -14,7 +14,7 @@ t_dir=$(cd "$(dirname "$0")" && pwd)
 . "$t_dir/test.env"  # TOKEN ORG NODE PORT ARCH ROOT_MIB BOOTDIR FOOTPRINT VERSIONS
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-say() { echo "AGENTD-TEST: $*" >/dev/console; echo "AGENTD-TEST: $*"; }
+say() { echo "AGENTD-TEST: $*" >/dev/console; }
 passed=0
 failed=0
 check() {  # check DESCRIPTION COMMAND...
