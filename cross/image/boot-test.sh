@@ -88,7 +88,7 @@ cp --sparse=always "$image" "$work/disk.img"
 root_mib=$(sed -n 's/^root_partition=ext4 \([0-9]*\) MiB.*/\1/p' "$info")
 truncate -s +1G "$work/disk.img"
 part_start() {  # part_start N: byte offset of partition N
-  sfdisk -d "$work/disk.img" | sed -n "s|^$work/disk.img$1 *: *start= *\([0-9]*\),.*|\1|p" | awk '{print $1 * 512}'
+  sfdisk -d "$work/disk.img" 2>/dev/null | sed -n "s|^$work/disk.img$1 *: *start= *\([0-9]*\),.*|\1|p" | awk '{print $1 * 512}'
 }
 boot_off=$(part_start 1)
 [ -n "$boot_off" ] || { echo "no partition 1 in $image" >&2; exit 1; }
@@ -159,14 +159,17 @@ mcopy -o -i "$bootfs" "$work/agentd-provision.txt" ::agentd-provision.txt
 # ---- The kernel command line: run guest-test.sh, then power off -------------------------
 cmdline=$(sed -n 's/^cmdline=//p' "$info")
 run="systemd.run=\"/bin/sh -c 'mkdir -p /run/agentd-test && mount -o ro LABEL=AGENTDTEST /run/agentd-test && exec /bin/bash /run/agentd-test/guest-test.sh'\""
-# systemd.run= makes its own default target: the normal boot is pulled in too.
-test_cmdline="$cmdline $run systemd.wants=multi-user.target systemd.run_success_action=poweroff systemd.run_failure_action=poweroff"
+# systemd.run= links default.target to its own target in the generator
+# directory, which the image's /etc/systemd/system/default.target (multi-user)
+# outranks: the boot is the normal one and the command is wanted beside it.
+test_cmdline="$cmdline $run systemd.wants=kernel-command-line.service systemd.run_success_action=poweroff systemd.run_failure_action=poweroff"
 qemu=()
 case "$arch" in
   arm64)
     entry=$work/agentd.conf
     mcopy -o -i "$bootfs" ::loader/entries/agentd.conf "$entry"
-    sed -i "s|^options .*|options $test_cmdline|" "$entry"
+    { grep -v '^options ' "$entry"; printf 'options %s\n' "$test_cmdline"; } >"$entry.new"
+    mv "$entry.new" "$entry"
     mcopy -o -i "$bootfs" "$entry" ::loader/entries/agentd.conf
     qemu=(qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024
       -bios /usr/share/qemu-efi-aarch64/QEMU_EFI.fd

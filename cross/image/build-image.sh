@@ -180,8 +180,11 @@ sources=("deb $mirror bookworm $components" "deb $mirror bookworm-updates $compo
 
 log "mmdebstrap (this runs the $arch maintainer scripts under qemu-user)"
 cp "$deb" "$work/agentd.deb"
-# The initrd: a generic one (MODULES=most), zstd. The build host's devices
-# mean nothing to the board.
+# The initrd: a generic one for local storage (MODULES=most without the
+# network, frame buffer and legacy bus drivers: cross/image/initramfs-modules),
+# zstd; the build host's devices mean nothing to the board. Made once at the end: under qemu-user each run takes
+# minutes, and the kernel's postinst and later packages' triggers would each
+# make it again.
 # Documentation is left out (copyright files stay), as on Debian's cloud images.
 nice -n 10 mmdebstrap --mode=root --variant=minbase --architectures="$arch" \
   --include="$(IFS=,; echo "${packages[*]}")" \
@@ -190,11 +193,18 @@ nice -n 10 mmdebstrap --mode=root --variant=minbase --architectures="$arch" \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
   --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" &&
-    printf "MODULES=most\nCOMPRESS=zstd\n" >"$1/etc/initramfs-tools/conf.d/agentd-image.conf" &&
-    printf "do_symlinks=no\n" >"$1/etc/kernel-img.conf"' \
+    printf "MODULES=list\nCOMPRESS=zstd\n" >"$1/etc/initramfs-tools/conf.d/agentd-image.conf" &&
+    mkdir -p "$1/etc/initramfs-tools/hooks" &&
+    cp "'"$here"'/initramfs-modules" "$1/etc/initramfs-tools/hooks/agentd-image-modules" &&
+    chmod 0755 "$1/etc/initramfs-tools/hooks/agentd-image-modules" &&
+    printf "do_symlinks=no\n" >"$1/etc/kernel-img.conf" &&
+    chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs &&
+    printf "#!/bin/sh\nexit 0\n" >"$1/usr/sbin/update-initramfs" && chmod 0755 "$1/usr/sbin/update-initramfs"' \
   --customize-hook="copy-in $work/agentd.deb /tmp" \
   --customize-hook='chroot "$1" apt-get install -y -q --no-install-recommends /tmp/agentd.deb' \
-  --customize-hook='rm -f "$1/tmp/agentd.deb"' \
+  --customize-hook='rm -f "$1/tmp/agentd.deb" "$1/usr/sbin/update-initramfs" &&
+    chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs &&
+    chroot "$1" update-initramfs -c -k all' \
   bookworm "$root" "${sources[@]}"
 
 # ---- The image's own files -----------------------------------------------------
