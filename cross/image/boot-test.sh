@@ -158,11 +158,12 @@ mcopy -o -i "$bootfs" "$work/agentd-provision.txt" ::agentd-provision.txt
 
 # ---- The kernel command line: run guest-test.sh, then power off -------------------------
 cmdline=$(sed -n 's/^cmdline=//p' "$info")
-run="systemd.run=\"/bin/sh -c 'mkdir -p /run/agentd-test && mount -o ro LABEL=AGENTDTEST /run/agentd-test && exec /bin/bash /run/agentd-test/guest-test.sh'\""
-# systemd.run= links default.target to its own target in the generator
-# directory, which the image's /etc/systemd/system/default.target (multi-user)
-# outranks: the boot is the normal one and the command is wanted beside it.
-test_cmdline="$cmdline $run systemd.wants=kernel-command-line.service systemd.run_success_action=poweroff systemd.run_failure_action=poweroff"
+# kernel-command-line.service (systemd.run=) is wanted by the default target,
+# which waits for it: it only mounts the test disk and starts guest-test.sh as
+# its own unit, so the boot goes on to multi-user.target as it would without
+# the test; guest-test.sh powers the guest off when it is done.
+run="systemd.run=\"/bin/sh -c 'mkdir -p /run/agentd-test && mount -o ro LABEL=AGENTDTEST /run/agentd-test && exec systemd-run --no-block --unit=agentd-image-test /bin/bash /run/agentd-test/guest-test.sh'\""
+test_cmdline="$cmdline $run systemd.wants=kernel-command-line.service systemd.run_success_action=none systemd.run_failure_action=poweroff"
 qemu=()
 case "$arch" in
   arm64)

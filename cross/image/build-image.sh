@@ -178,13 +178,19 @@ fi
 sources=("deb $mirror bookworm $components" "deb $mirror bookworm-updates $components")
 [ "$security_mirror" = none ] || sources+=("deb $security_mirror bookworm-security $components")
 
+# fstab goes in before the initrd is made: its fsck hook looks at the root's type.
+cat >"$work/fstab" <<EOF
+# <file system>                 <mount point>  <type>  <options>  <dump>  <pass>
+PARTUUID=$root_partuuid  /  ext4  defaults,noatime,commit=30  0  1
+PARTUUID=$( [ "$label" = gpt ] && echo "$boot_part_uuid" || echo "${mbr_id#0x}-01")  $bootdir  vfat  umask=0077,nofail  0  2
+EOF
 log "mmdebstrap (this runs the $arch maintainer scripts under qemu-user)"
 cp "$deb" "$work/agentd.deb"
 # The initrd: a generic one for local storage (MODULES=most without the
 # network, frame buffer and legacy bus drivers: cross/image/initramfs-modules),
-# zstd; the build host's devices mean nothing to the board. Made once at the end: under qemu-user each run takes
-# minutes, and the kernel's postinst and later packages' triggers would each
-# make it again.
+# zstd; the build host's devices mean nothing to the board. Made once at the
+# end: under qemu-user each run takes minutes, and the kernel's postinst and
+# later packages' triggers would each make it again.
 # Documentation is left out (copyright files stay), as on Debian's cloud images.
 nice -n 10 mmdebstrap --mode=root --variant=minbase --architectures="$arch" \
   --include="$(IFS=,; echo "${packages[*]}")" \
@@ -202,6 +208,7 @@ nice -n 10 mmdebstrap --mode=root --variant=minbase --architectures="$arch" \
     printf "#!/bin/sh\nexit 0\n" >"$1/usr/sbin/update-initramfs" && chmod 0755 "$1/usr/sbin/update-initramfs"' \
   --customize-hook="copy-in $work/agentd.deb /tmp" \
   --customize-hook='chroot "$1" apt-get install -y -q --no-install-recommends /tmp/agentd.deb' \
+  --customize-hook="upload $work/fstab /etc/fstab" \
   --customize-hook='rm -f "$1/tmp/agentd.deb" "$1/usr/sbin/update-initramfs" &&
     chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs &&
     chroot "$1" update-initramfs -c -k all' \
@@ -222,11 +229,6 @@ systemctl --root="$root" disable systemd-networkd-wait-online.service >/dev/null
 systemctl --root="$root" set-default multi-user.target >/dev/null 2>&1
 systemctl --root="$root" is-enabled agentd.service >/dev/null
 mkdir -p "$root$bootdir"
-cat >"$root/etc/fstab" <<EOF
-# <file system>                 <mount point>  <type>  <options>  <dump>  <pass>
-PARTUUID=$root_partuuid  /  ext4  defaults,noatime,commit=30  0  1
-PARTUUID=$( [ "$label" = gpt ] && echo "$boot_part_uuid" || echo "${mbr_id#0x}-01")  $bootdir  vfat  umask=0077,nofail,x-systemd.device-timeout=30s  0  2
-EOF
 echo "agentd-node" >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tagentd-node\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 echo "$cmdline" >"$root/etc/kernel/cmdline"
