@@ -150,7 +150,9 @@ if [ "$label" = gpt ]; then
 else
   root_partuuid=${mbr_id#0x}-02
 fi
-cmdline="root=PARTUUID=$root_partuuid rootwait rw console=tty0 console=$console,115200"
+# ro: systemd-fsck-root checks the root before systemd-remount-fs makes it
+# read-write (the initrd has no fsck for a root it cannot see at build time).
+cmdline="root=PARTUUID=$root_partuuid rootwait ro console=tty0 console=$console,115200"
 
 mkdir -p "$out"
 work=$(mktemp -d "$out/.work.XXXXXX")
