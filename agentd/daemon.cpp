@@ -322,7 +322,7 @@ Mono Daemon::next_wake() const {
   if (l.last_write && doc_) {
     const Timing& t = coordinator_.timing();
     Mono hb = holds_lease(l.state)                 ? std::min(t.renew_period(), t.heartbeat)
-              : Coordinator::rollout_active(*doc_) ? t.heartbeat
+              : Coordinator::rollout_active(*doc_) ? Coordinator::jittered(t.heartbeat, l)
                                                    : t.idle_heartbeat;
     w = std::min(w, *l.last_write + hb);
   }
@@ -518,6 +518,7 @@ bool Daemon::read_group(bool force) {
     doc_.reset();
     return false;
   }
+  doc_read_at_ = now;
   unsupported_reason_.clear();
   unsupported_reads_ = 0;
   if (p_.anax && hub_coordinates_ != true) next_node_ = now;  // anax's waiting job may be ready now
@@ -566,6 +567,7 @@ void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
   l.message = e.message;
   l.last_write_id = e.write_id;
   l.last_write = sent;
+  l.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(rng_);
   l.leaseless = holds_lease(e.state) && !carries_lease(e);
   l.last_renew = carries_lease(e) ? sent : std::nullopt;
   if (released || failed_prepare) {
@@ -658,6 +660,8 @@ bool Daemon::refresh_from_anax() {
 void Daemon::grouped_tick() {
   if (!read_group(false)) return;
   resolve_pending();
+  const Mono pass = p_.clock.mono();
+  bool reread = false;
   for (int step = 0; step < 8 && !p_.waiter.stop_requested(); ++step) {
     Mono now = p_.clock.mono();
     note_job();
@@ -670,6 +674,15 @@ void Daemon::grouped_tick() {
         return;
       case ActionKind::adopt: adopt(a.entry); continue;
       case ActionKind::write: {
+        // Every write is conditioned on the group's revision (protocol.md §3): a
+        // copy read a poll ago is stale whenever any peer wrote since, and its
+        // write would only earn a 412. Look again first (304 when nothing changed).
+        if ((doc_read_at_ < pass) && !reread) {
+          reread = true;
+          if (!read_group(true)) return;
+          resolve_pending();
+          continue;
+        }
         WriteOutcome w = write(a);
         if (w == WriteOutcome::landed) continue;
         if (w == WriteOutcome::conflict) {

@@ -139,6 +139,7 @@ class Daemon {
   // Unknown until the first read; unknown counts as "no" for anax's jobs.
   std::optional<bool> hub_coordinates_;
   Mono next_report_{0};     // when a pending status report is sent again
+  Mono doc_read_at_{-1};    // when doc_ was last read from the hub
   std::string job_target_;  // the target the running (or last) job works on
   // Progress text from the running job's thread, shown by the loop.
   std::mutex progress_mu_;
