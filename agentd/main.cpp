@@ -146,12 +146,7 @@ int main(int argc, char** argv) {
   auto job_anax = make_anax_client(*job_anax_http, config->anax_url);
   bool beside_anax = config->anax == "on";
   if (config->anax == "auto") {
-    // Asked before READY=1, so without the watchdog pings of the loop's client
-    // (sd_notify order: READY=1 comes first).
-    HttpOptions probe_options = anax_http_options;
-    probe_options.cancelled = [&waiter] { return waiter.stop_requested(); };
-    auto probe_http = make_curl_http_client(probe_options);
-    auto v = make_anax_client(*probe_http, config->anax_url)->version();
+    auto v = anax->version();
     beside_anax = v.has_value();
     log->info("anax", {{"url", config->anax_url},
                        {"mode", beside_anax ? "beside anax" : "alone"},
