@@ -194,7 +194,7 @@ qemu_pid=$!
 t_ready=
 deadline=$((SECONDS + timeout))
 while kill -0 "$qemu_pid" 2>/dev/null; do
-  if [ -z "$t_ready" ] && grep -qa 'Started agentd.service' "$work/console.log" 2>/dev/null; then
+  if [ -z "$t_ready" ] && grep -qaE 'Started .*agentd\.service' "$work/console.log" 2>/dev/null; then
     t_ready=$((($(date +%s%N) - t0) / 1000000))
   fi
   if [ "$SECONDS" -ge "$deadline" ]; then
