@@ -81,7 +81,7 @@ done
 case "$board" in generic | rpi) ;; *) echo "--board: generic or rpi" >&2; exit 2 ;; esac
 [ "$(id -u)" -eq 0 ] || { echo "build-image.sh: run as root (mmdebstrap --mode=root)" >&2; exit 1; }
 out=${out:-$src/build/image-$arch}
-log() { echo "=== image($arch): $*"; }
+log() { echo "=== image($arch) $((SECONDS - t0)) s: $*"; }
 t0=$SECONDS
 
 case "$arch" in
@@ -304,7 +304,8 @@ E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/ctime.cmds" "$root_i
   { cat "$work/debugfs.err" >&2; exit 1; }
 grep -v '^debugfs ' "$work/debugfs.err" >&2 || true
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fy "$root_img" >/dev/null 2>&1 || true
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fn "$root_img" >/dev/null
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fn "$root_img" >"$work/e2fsck.out" 2>&1 ||
+  { cat "$work/e2fsck.out" >&2; exit 1; }
 
 # ---- The disk --------------------------------------------------------------------
 log "disk ($label)"
