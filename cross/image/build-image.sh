@@ -45,7 +45,7 @@
 # time stamp, the file system and partition ids are derived from the image name,
 # and the same .deb and the same archive state give the same bytes
 # (cross/image/README.md says how to check). Needs root on Debian 12 and the
-# Debian archive; installs mmdebstrap, qemu-user-static, binfmt-support,
+# Debian archive; installs mmdebstrap, arch-test, qemu-user-static, binfmt-support,
 # dosfstools, mtools, fdisk, e2fsprogs, zstd and bmap-tools when missing.
 set -euo pipefail
 
@@ -98,7 +98,7 @@ fi
 # ---- Host tools --------------------------------------------------------------
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in mmdebstrap qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs zstd bmap-tools; do
+for p in mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs zstd bmap-tools; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
