@@ -156,7 +156,14 @@ cmdline="root=PARTUUID=$root_partuuid rootwait ro console=tty0 console=$console,
 
 mkdir -p "$out"
 work=$(mktemp -d "$out/.work.XXXXXX")
-cleanup() { rm -rf "$work"; }
+cleanup() {
+  # An interrupted mmdebstrap leaves its mounts (proc, sys, dev/pts) in the root.
+  local m
+  for m in $(awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r); do
+    umount -l "$m" || true
+  done
+  rm -rf --one-file-system "$work"
+}
 trap cleanup EXIT
 root=$work/root
 
