@@ -302,15 +302,17 @@ root_img=$work/root.img
 truncate -s "${root_mib}M" "$root_img"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -L agentd-root -U "$root_fs_uuid" \
   -E "hash_seed=$hash_seed,root_owner=0:0" -d "$root" "$root_img"
-# mke2fs -d copies each inode's change time from the build host (now); set it
-# to SOURCE_DATE_EPOCH like the others. lost+found is created by mke2fs itself.
+# mke2fs -d copies each inode's change and access times from the build host
+# (now); set them to SOURCE_DATE_EPOCH like the others, and the superblock's
+# times too. lost+found is made by mke2fs itself (fake time).
 ctime=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S)
 (cd "$root" && find . -xdev -mindepth 1 -printf '%P\n' | grep -v '"' |
-  sed "s|.*|sif \"/&\" ctime $ctime|"; echo "sif / ctime $ctime") >"$work/ctime.cmds"
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/ctime.cmds" "$root_img" >/dev/null 2>"$work/debugfs.err" ||
+  sed "s|.*|sif \"/&\" ctime $ctime\nsif \"/&\" atime $ctime|"
+  printf 'sif / ctime %s\nsif / atime %s\n' "$ctime" "$ctime"
+  printf 'ssv mtime %s\nssv wtime %s\nssv lastcheck %s\n' "$ctime" "$ctime" "$ctime") >"$work/times.cmds"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/times.cmds" "$root_img" >/dev/null 2>"$work/debugfs.err" ||
   { cat "$work/debugfs.err" >&2; exit 1; }
 grep -v '^debugfs ' "$work/debugfs.err" >&2 || true
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fy "$root_img" >/dev/null 2>&1 || true
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fn "$root_img" >"$work/e2fsck.out" 2>&1 ||
   { cat "$work/e2fsck.out" >&2; exit 1; }
 
