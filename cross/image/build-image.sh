@@ -45,7 +45,7 @@
 # time stamp, the file system and partition ids are derived from the image name,
 # and the same .deb and the same archive state give the same bytes
 # (cross/image/README.md says how to check). Needs root on Debian 12 and the
-# Debian archive; installs mmdebstrap, qemu-user-static, binfmt-support,
+# Debian archive; installs mmdebstrap, arch-test, qemu-user-static, binfmt-support,
 # dosfstools, mtools, fdisk, e2fsprogs, zstd and bmap-tools when missing.
 set -euo pipefail
 
@@ -81,7 +81,7 @@ done
 case "$board" in generic | rpi) ;; *) echo "--board: generic or rpi" >&2; exit 2 ;; esac
 [ "$(id -u)" -eq 0 ] || { echo "build-image.sh: run as root (mmdebstrap --mode=root)" >&2; exit 1; }
 out=${out:-$src/build/image-$arch}
-log() { echo "=== image($arch): $*"; }
+log() { echo "=== image($arch) $((SECONDS - t0)) s: $*"; }
 t0=$SECONDS
 
 case "$arch" in
@@ -98,7 +98,7 @@ fi
 # ---- Host tools --------------------------------------------------------------
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in mmdebstrap qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs zstd bmap-tools; do
+for p in mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs zstd bmap-tools; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -156,7 +156,14 @@ cmdline="root=PARTUUID=$root_partuuid rootwait ro console=tty0 console=$console,
 
 mkdir -p "$out"
 work=$(mktemp -d "$out/.work.XXXXXX")
-cleanup() { rm -rf "$work"; }
+cleanup() {
+  # An interrupted mmdebstrap leaves its mounts (proc, sys, dev/pts) in the root.
+  local m
+  for m in $(awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r); do
+    umount -l "$m" || true
+  done
+  rm -rf --one-file-system "$work"
+}
 trap cleanup EXIT
 root=$work/root
 
@@ -295,16 +302,19 @@ root_img=$work/root.img
 truncate -s "${root_mib}M" "$root_img"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -L agentd-root -U "$root_fs_uuid" \
   -E "hash_seed=$hash_seed,root_owner=0:0" -d "$root" "$root_img"
-# mke2fs -d copies each inode's change time from the build host (now); set it
-# to SOURCE_DATE_EPOCH like the others. lost+found is created by mke2fs itself.
+# mke2fs -d copies each inode's change and access times from the build host
+# (now); set them to SOURCE_DATE_EPOCH like the others, and the superblock's
+# times too. lost+found is made by mke2fs itself (fake time).
 ctime=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S)
 (cd "$root" && find . -xdev -mindepth 1 -printf '%P\n' | grep -v '"' |
-  sed "s|.*|sif \"/&\" ctime $ctime|"; echo "sif / ctime $ctime") >"$work/ctime.cmds"
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/ctime.cmds" "$root_img" >/dev/null 2>"$work/debugfs.err" ||
+  sed "s|.*|sif \"/&\" ctime $ctime\nsif \"/&\" atime $ctime|"
+  printf 'sif / ctime %s\nsif / atime %s\n' "$ctime" "$ctime"
+  printf 'ssv mtime %s\nssv wtime %s\nssv lastcheck %s\n' "$ctime" "$ctime" "$ctime") >"$work/times.cmds"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/times.cmds" "$root_img" >/dev/null 2>"$work/debugfs.err" ||
   { cat "$work/debugfs.err" >&2; exit 1; }
 grep -v '^debugfs ' "$work/debugfs.err" >&2 || true
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fy "$root_img" >/dev/null 2>&1 || true
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fn "$root_img" >/dev/null
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fn "$root_img" >"$work/e2fsck.out" 2>&1 ||
+  { cat "$work/e2fsck.out" >&2; exit 1; }
 
 # ---- The disk --------------------------------------------------------------------
 log "disk ($label)"

@@ -201,13 +201,19 @@ check "agentd.service still active" is_active
 
 # ---- Footprint -----------------------------------------------------------------------
 if [ "${FOOTPRINT:-0}" = 1 ]; then
+  # agentd's default intervals, not the test's fast ones: a fresh agentd on the
+  # upgraded node, as a board runs it.
+  sed -i '/^AGENTD_\(POLL\|CHANGES\|IDLE_HEARTBEAT\)_SECONDS=/d; s/^AGENTD_LOG_LEVEL=debug$/AGENTD_LOG_LEVEL=info/' \
+    /etc/agentd/conf.d/50-provision.conf
+  systemctl restart agentd.service
+  check "agentd active with its default intervals" is_active
   pid=$(prop agentd.service MainPID)
   ticks=$(getconf CLK_TCK)
   cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   requests() { wc -l </run/standin.log 2>/dev/null || echo 0; }
   c0=$(cpu "$pid")
   r0=$(requests)
-  say "# footprint: agentd (pid $pid) idle for 300 s (the upgrade is done, the hub is polled)"
+  say "# footprint: agentd (pid $pid, default intervals, log level info) idle for 300 s on the upgraded node, the hub polled"
   sleep 300
   c1=$(cpu "$pid")
   rss=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup")
