@@ -17,6 +17,7 @@
 #include "coordinator.h"
 #include "exchange.h"
 #include "log.h"
+#include "member.h"
 #include "service.h"
 #include "upgrade/plan.h"
 #include "upgrade/state_file.h"
@@ -87,8 +88,7 @@ class Daemon {
   void ungrouped_tick();
   bool read_group(bool force);
   void resolve_pending();
-  void landed(const Entry& e, std::optional<Mono> sent);
-  enum class WriteOutcome { landed, conflict, unknown, refused };
+  void report(const Landed& effects);
   WriteOutcome write(const Action& a);
   void adopt(const Entry& e);
   bool begin_step(ActionKind kind, bool fenced);
