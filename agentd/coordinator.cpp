@@ -330,7 +330,11 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
   if (mine->write_id != local.last_write_id)
     return {ActionKind::adopt, *mine, "adopt", "our entry was written by someone else: " + mine->message};
 
-  const bool has_target = !local.target.empty() && local.target != local.version;
+  // An upgrade begun on this node is finished, verified or rolled back, never
+  // forgotten (§4.2): after a fence or a restart the node may already run the
+  // target while its health check or release is still to come.
+  const bool has_target =
+      !local.target.empty() && (local.target != local.version || local.progress != Progress::none);
   switch (local.state) {
     case State::idle:
     case State::succeeded: {

@@ -65,6 +65,9 @@ struct Local {
   std::optional<Mono> last_write;  // when our last write of any kind landed
   bool job_running = false;        // a prepare/install/... job is in flight
   bool step_running = false;       // that job is a disruptive step: install, restart, rollback
+  // An install or rollback recorded as begun by an earlier process may still run
+  // (outside agentd, upgrade/detached.h) until then: see process_started (member.h).
+  std::optional<Mono> begun_step_until;
 };
 
 enum class ActionKind {

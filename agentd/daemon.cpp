@@ -128,8 +128,7 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
 }
 
 void Daemon::note_job() {
-  ps_.local.job_running = !job_.idle();
-  ps_.local.step_running = job_.in_step();
+  agentd::note_job(ps_.local, !job_.idle(), job_.in_step(), p_.clock.mono());
 }
 
 void Daemon::log_step(const char* step, const char* phase) {
@@ -166,6 +165,8 @@ std::optional<int> Daemon::start() {
   } catch (const PersistError&) {
     return exit_state;
   }
+  // An install or rollback that an earlier process began may still run outside us.
+  process_started(ps_.local, p_.clock.mono(), std::max(p_.config.install_timeout, p_.config.command_timeout));
   // A restart begun by an earlier process has ended: this process is its result
   // (agentd restarting itself) or outlived it (protocol.md §7 I3 step log).
   if (ps_.local.progress == Progress::restart_begun) log_step("restart", "end");

@@ -116,6 +116,18 @@ Adopted adopt_entry(Local& l, const Entry& e) {
   return out;
 }
 
+void process_started(Local& l, Mono now, Mono step_timeout) {
+  l.begun_step_until.reset();
+  if (l.progress == Progress::install_begun || l.progress == Progress::rollback_begun)
+    l.begun_step_until = now + step_timeout;
+}
+
+void note_job(Local& l, bool job_running, bool job_in_step, Mono now) {
+  if (job_running) l.begun_step_until.reset();  // the step is ours again (resumed), or done
+  l.job_running = job_running;
+  l.step_running = job_in_step || (l.begun_step_until && now < *l.begun_step_until);
+}
+
 WriteOutcome classify_write_error(Errc code) {
   switch (code) {
     case Errc::conflict: return WriteOutcome::conflict;

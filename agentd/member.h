@@ -57,6 +57,16 @@ struct Adopted {
 };
 Adopted adopt_entry(Local& l, const Entry& e);
 
+// protocol.md §4.2, §4.4: a process that starts with an install or rollback
+// recorded as begun cannot tell whether that step, run outside agentd by an
+// earlier process, still runs. It counts as inside it (Local.step_running: a fence
+// keeps its entry upgrading without a lease) until it resumes the step itself or
+// `step_timeout`, after which the step's run has surely been ended, has passed.
+void process_started(Local& l, Mono now, Mono step_timeout);
+
+// Local.job_running / step_running from the job this process runs now.
+void note_job(Local& l, bool job_running, bool job_in_step, Mono now);
+
 // How a write that did not come back with a new revision is judged.
 enum class WriteOutcome {
   landed,    // answered with the new revision

@@ -23,6 +23,8 @@ namespace {
 // protocol.md §5 scaled down: the ratios matter, not the seconds.
 constexpr Timing kTiming{Mono{30'000}, Mono{5'000}, Mono{60'000}, Mono{1'000}, Mono{3'000}};
 constexpr std::int64_t kLeaseSeconds = 30;
+// The timeout of a detached install or rollback (upgrade/detached.h): no run lasts longer.
+constexpr Mono kStepTimeout{60'000};
 const std::string kGroup = "g";
 const std::string kFirst = "1.0.0";
 const Wall kWallOrigin{std::chrono::seconds{1'795'000'000}};
@@ -112,6 +114,7 @@ struct Node {
   std::unique_ptr<Proc> proc;  // null while killed
   Mono restart_at{0};
   Mono partitioned_until{0};
+  Mono last_contact{0};                 // when its last request reached the hub (answers are never older)
   Mono plan_at{0};                      // when this member's refresh_plan sees the current release
   std::map<std::string, Run> runs;      // by "install 2.0.0": what the run directory holds
   std::map<std::string, bool> failing;  // "install 2.0.0" -> the step fails (drawn once)
@@ -212,6 +215,15 @@ class Sim {
   std::string release_;  // the version the plan names now
   Mono faults_until_{0};
   bool healed_ = false;
+  // maxConcurrent as the invariants judge it: an admin who lowers it does not end
+  // the leases and steps already under way (protocol.md §6), so the old value holds
+  // until they have surely ended.
+  std::int64_t allowed_ = 1;
+  Mono allowed_until_{0};
+  std::int64_t allowed() const {
+    return now_ < allowed_until_ ? std::max(allowed_, hub_.doc.settings.max_concurrent)
+                                 : hub_.doc.settings.max_concurrent;
+  }
   std::int64_t max_epoch_ = 0;
   bool any_acquisition_ = false;
 };
@@ -292,10 +304,17 @@ std::optional<GroupDocument> Sim::hub_read(Node& n) {
     fault("read-5xx", n.id, "read fails");
     return std::nullopt;
   }
+  Mono asked = n.last_contact;
+  n.last_contact = now_;
   if (hub_.history.size() > 1 && chance(f_.stale_read)) {
-    // The answer left the hub a while ago: a write committed since is not in it.
-    std::size_t k = static_cast<std::size_t>(between(0, static_cast<std::int64_t>(hub_.history.size()) - 1));
-    if (hub_.history[k].t >= now_ - Mono{2'000}) return hub_.history[k].doc;
+    // The answer left the hub a while ago (latency): a write committed since is
+    // not in it. It was asked after this member's previous exchange with the hub,
+    // so it shows at least what that exchange did.
+    std::size_t k = static_cast<std::size_t>(between(0, static_cast<std::int64_t>(hub_.history.size()) - 2));
+    if (hub_.history[k + 1].t > asked && hub_.history[k + 1].t > now_ - Mono{2'000}) {
+      fault("stale-read", n.id, "answer from revision " + std::to_string(hub_.history[k].doc.revision));
+      return hub_.history[k].doc;
+    }
   }
   return hub_.doc;
 }
@@ -303,6 +322,7 @@ std::optional<GroupDocument> Sim::hub_read(Node& n) {
 agentd::Result<std::int64_t> Sim::hub_write(std::size_t i, const Entry& e, std::int64_t if_revision) {
   Node& n = nodes_[i];
   if (!reachable(n)) return fail(Errc::transport, "unreachable");
+  n.last_contact = now_;
   if (chance(f_.write_lost)) {
     fault("write-lost", n.id, "not committed");
     return fail(Errc::http, "503", 503);
@@ -349,7 +369,9 @@ void Sim::start_proc(std::size_t i) {
   } else {
     p.ps.group = kGroup;
   }
-  // Daemon::start: the running version comes from the machine.
+  // Daemon::start: a step an earlier process began may still run; the running
+  // version comes from the machine.
+  process_started(p.ps.local, now_, kStepTimeout);
   p.ps.local.version = n.running;
   persist(n);
   ++n.wake_gen;
@@ -392,8 +414,7 @@ bool Sim::read_group(Node& n, bool force) {
   p.force_read = false;
   p.doc = std::move(*d);
   p.coord.observe(*p.doc, now_);
-  p.ps.local.job_running = p.job.has_value();
-  p.ps.local.step_running = p.job && is_step(p.job->kind);
+  note_job(p.ps.local, p.job.has_value(), p.job && is_step(p.job->kind), now_);
   p.next_read = now_ + p.coord.poll_interval(*p.doc, p.ps.local, now_);
   return true;
 }
@@ -420,8 +441,7 @@ void Sim::grouped_tick(std::size_t i) {
   }
   for (int step = 0; step < 8; ++step) {
     Local& l = p.ps.local;
-    l.job_running = p.job.has_value();
-    l.step_running = p.job && is_step(p.job->kind);
+    note_job(l, p.job.has_value(), p.job && is_step(p.job->kind), now_);
     char wid[33];
     std::snprintf(wid, sizeof wid, "%016" PRIx64 "%016" PRIx64, static_cast<std::uint64_t>(p.rng()),
                   static_cast<std::uint64_t>(p.rng()));
@@ -791,6 +811,8 @@ void Sim::admin_action() {
       break;
     }
     case 5: {  // settings: maxConcurrent between 1 and 2
+      allowed_ = std::max(allowed(), hub_.doc.settings.max_concurrent);
+      allowed_until_ = now_ + kStepTimeout + Mono{2 * kLeaseSeconds * 1000};
       hub_.doc.settings.max_concurrent = hub_.doc.settings.max_concurrent == 1 ? 2 : 1;
       fault("settings", "admin", "maxConcurrent " + std::to_string(hub_.doc.settings.max_concurrent));
       commit("settings", "admin", "");
@@ -824,7 +846,7 @@ void Sim::check_i1_i2(const std::map<std::string, Entry>& before) {
       who += " " + id + "(epoch " + std::to_string(e.epoch) + ")";
     }
   }
-  if (live > hub_.doc.settings.max_concurrent)
+  if (live > allowed())
     violate("I1", "revision " + std::to_string(hub_.doc.revision) + ": " + std::to_string(live) +
                       " live leases > maxConcurrent " + std::to_string(hub_.doc.settings.max_concurrent) +
                       ":" + who);
@@ -885,7 +907,7 @@ void Sim::check_step_begin(std::size_t i, ActionKind kind) {
       who += ", " + o.id + " (" + key + " since " + secs(r.begin) + ")";
     }
   }
-  if (inside > hub_.doc.settings.max_concurrent)
+  if (inside > allowed())
     violate("I3", std::to_string(inside) + " members inside a disruptive step > maxConcurrent " +
                       std::to_string(hub_.doc.settings.max_concurrent) + ": " + who);
 }
@@ -932,6 +954,8 @@ void Sim::final_checks() {
     return;
   }
   // The hub's log through the checker the soak uses (tests/check): I1, I2, I4.
+  // It judges I1 by the maxConcurrent of each revision, so not after a change.
+  if (allowed_until_ > Mono{0}) return;
   check::Options o;
   o.target = release_;
   o.final_state = true;
