@@ -70,11 +70,11 @@ int main(int argc, char** argv) {
     if (r.converged) ++converged;
     if (r.halted) ++halted;
     if (one) {
+      std::string end = r.converged ? "converged"
+                        : r.halted  ? "halted (" + r.halt_reason + ")"
+                                    : "not converged";
       std::printf("seed %llu: %s, %s at t=%.3fs\n", static_cast<unsigned long long>(seed),
-                  r.ok ? "invariants hold" : r.violation.c_str(),
-                  r.converged ? "converged"
-                  : r.halted  ? "halted with a reason"
-                              : "not converged",
+                  r.ok ? "invariants hold" : r.violation.c_str(), end.c_str(),
                   static_cast<double>(r.end_ms) / 1000);
     }
     if (!r.ok) {

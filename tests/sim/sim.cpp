@@ -83,6 +83,8 @@ struct Run {
   Mono begin{0}, end{0};
   bool ok = true;
   std::int64_t epoch = 0;
+  ActionKind kind = ActionKind::none;
+  std::string target, previous;
 };
 
 struct Proc {
@@ -108,7 +110,9 @@ struct Proc {
 struct Node {
   std::string id;
   std::string installed = kFirst, running = kFirst;
-  std::string persisted;  // the state file
+  // What the state file holds: written at each persist (the struct; the JSON
+  // text only when a process reads it back, which is what a restart sees).
+  std::optional<PersistedState> persisted;
   Mono wall_offset{0};
   bool member = true;          // false once removed: no longer part of the group's invariants
   std::unique_ptr<Proc> proc;  // null while killed
@@ -131,7 +135,7 @@ struct Event {
   bool operator>(const Event& o) const { return t != o.t ? t > o.t : seq > o.seq; }
 };
 
-enum EventKind { ev_wake, ev_fault, ev_restart };
+enum EventKind { ev_wake, ev_fault, ev_restart, ev_run_end };
 
 class Sim {
  public:
@@ -180,7 +184,7 @@ class Sim {
   // ---- a member process: Daemon::tick's grouped part, same order
   void start_proc(std::size_t i);
   void kill(std::size_t i, const std::string& why);
-  void persist(Node& n) { n.persisted = state_to_json(n.proc->ps); }
+  void persist(Node& n) { n.persisted = n.proc->ps; }
   void tick(std::size_t i);
   void refresh_plan(Node& n);
   bool read_group(Node& n, bool force);
@@ -244,7 +248,7 @@ void Sim::draw_faults() {
   f_.resend_412 = level(0.3);
   f_.http5xx_after = level(0.1);
   f_.kill_in_write = level(0.05);
-  f_.kill_at_step = level(0.2);
+  f_.kill_at_step = level(0.05);
   f_.install_fails = level(0.04);
   f_.health_fails = level(0.04);
   f_.rollback_fails = level(0.2);
@@ -359,8 +363,8 @@ void Sim::start_proc(std::size_t i) {
   Node& n = nodes_[i];
   n.proc = std::make_unique<Proc>(n.id, rng_());
   Proc& p = *n.proc;
-  if (!n.persisted.empty()) {
-    auto loaded = state_from_json(n.persisted);
+  if (n.persisted) {
+    auto loaded = state_from_json(state_to_json(*n.persisted));
     if (!loaded) {
       violate("state", n.id + ": state file unreadable: " + loaded.error().describe());
       return;
@@ -585,7 +589,11 @@ void Sim::start_job(std::size_t i, ActionKind kind) {
              : kind == ActionKind::rollback ? !failing(f_.rollback_fails)
                                             : true;
       r.epoch = l.epoch;
+      r.kind = kind;
+      r.target = l.target;
+      r.previous = l.previous_version;
       check_step_begin(i, kind);
+      schedule(r.end, ev_run_end, i);
       it = n.runs.emplace(job.key, r).first;
       trace(n.id,
             "STEP " + job.key + " begins, epoch " + std::to_string(l.epoch) + ", ends at " + secs(r.end));
@@ -610,13 +618,7 @@ void Sim::finish_job(std::size_t i) {
   Local& l = p.ps.local;
   l.job_running = false;
   l.step_running = false;
-  if (is_step(job.kind)) {
-    // What the step did to the machine (at its end; a killed member's run did it too).
-    if (job.ok && job.kind == ActionKind::install) n.installed = job.target;
-    if (job.ok && job.kind == ActionKind::restart) n.running = n.installed;
-    if (job.ok && job.kind == ActionKind::rollback) n.installed = n.running = l.previous_version;
-    n.runs.erase(job.key);
-  }
+  if (is_step(job.kind)) n.runs.erase(job.key);  // its result is taken: the run directory is done
   trace(n.id, std::string("job ") + to_string(job.kind) + (job.ok ? " ok" : " failed"));
   if (job.kind == ActionKind::prepare && job.target != l.target) return;
   // Daemon::finish_job, same transitions.
@@ -942,6 +944,7 @@ void Sim::final_checks() {
     result_.converged = true;
   } else if (auto why = halted()) {
     result_.halted = true;
+    result_.halt_reason = *why;
   } else {
     std::string state;
     for (const auto& n : nodes_) {
@@ -1012,6 +1015,16 @@ Result Sim::run() {
         if (node->member && !node->proc && now_ >= node->restart_at) start_proc(ev.node);
         break;
       case ev_fault: random_fault(); break;
+      case ev_run_end:
+        // What a step did to the machine, at its end, whether or not the member
+        // that began it still runs.
+        for (const auto& [key, r] : node->runs) {
+          if (r.end != now_ || !r.ok) continue;
+          if (r.kind == ActionKind::install) node->installed = r.target;
+          if (r.kind == ActionKind::restart) node->running = node->installed;
+          if (r.kind == ActionKind::rollback) node->installed = node->running = r.previous;
+        }
+        break;
     }
     if (healed_ && (converged() || halted())) break;
   }

@@ -17,6 +17,7 @@ struct Result {
   std::string violation;                       // "I3 t=123.456s: ..." when !ok
   bool converged = false;                      // every member at the final target
   bool halted = false;                         // halted for the final target with a reason
+  std::string halt_reason;                     // who halted it and why
   std::int64_t end_ms = 0;                     // virtual time at the end
   std::map<std::string, std::int64_t> faults;  // injected, by kind
 };
