@@ -8,6 +8,7 @@
 #include <optional>
 #include <queue>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "agentd/backoff.h"
@@ -123,7 +124,7 @@ struct Node {
   std::map<std::string, Run> runs;      // by "install 2.0.0": what the run directory holds
   std::map<std::string, bool> failing;  // "install 2.0.0" -> the step fails (drawn once)
   std::uint64_t wake_gen = 0;
-  std::int64_t last_epoch_step = 0;
+  std::set<std::string> sent;  // every writeId its members' processes sent (protocol.md §4.6)
 };
 
 struct Event {
@@ -453,6 +454,11 @@ void Sim::grouped_tick(std::size_t i) {
     switch (a.kind) {
       case ActionKind::none: return;
       case ActionKind::adopt: {
+        // protocol.md §4.6: an entry that carries a writeId we sent is our own write.
+        if (n.sent.contains(a.entry.write_id))
+          violate("§4.6", n.id + " takes its own write " + a.entry.write_id + " (" +
+                              to_string(a.entry.state) + " epoch " + std::to_string(a.entry.epoch) +
+                              ") for someone else's");
         Adopted ad = adopt_entry(l, a.entry);
         trace(n.id, "adopt " + std::string(to_string(a.entry.state)) +
                         (ad.fenced ? " (fenced: " + ad.reason + ")" : ""));
@@ -494,6 +500,7 @@ WriteOutcome Sim::write(std::size_t i, const Action& a) {
   Proc& p = *n.proc;
   Mono sent = now_;
   p.ps.pending_write_id = a.entry.write_id;
+  n.sent.insert(a.entry.write_id);
   persist(n);  // protocol.md §4.2: persist before every write
   if (chance(f_.kill_in_write / 2)) {
     fault("kill-before-send", n.id, a.what + " persisted, never sent");
