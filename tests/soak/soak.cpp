@@ -100,6 +100,8 @@ class Run {
   std::optional<Clock::time_point> partition_end_, disk_free_at_;
   std::size_t disk_member_ = 0;
   std::string mount_;
+  std::string halt_reason_;
+  int shifted_ = 0;  // step log lines written under faketime, shifted back
 };
 
 std::size_t file_size_or_0(const std::string& path) {
@@ -291,7 +293,10 @@ bool Run::halted(Rollout& r) {
     GroupDocument doc = r.group();
     if (!lease_holders(doc).empty()) return false;
     for (const auto& [node, e] : doc.entries)
-      if (is_halting(e.state) && e.target_version == kTarget && !e.message.empty()) return true;
+      if (is_halting(e.state) && e.target_version == kTarget && !e.message.empty()) {
+        halt_reason_ = node + " " + to_string(e.state) + ": " + e.message;
+        return true;
+      }
   } catch (const std::runtime_error&) {
   }
   return false;
@@ -317,8 +322,11 @@ std::vector<check::Violation> Run::check(Rollout& r) {
     }
     for (auto& s : *parsed) {
       std::size_t at = k < starts.size() ? starts[k] : 0;
-      for (const auto& sh : shifts_[i])
-        if (at >= sh.from && at < sh.to) s.t_us -= sh.offset_us;
+      for (const auto& sh : shifts_[i]) {
+        if (at < sh.from || at >= sh.to) continue;
+        s.t_us -= sh.offset_us;
+        ++shifted_;
+      }
       ++k;
     }
     steps.insert(steps.end(), parsed->begin(), parsed->end());
@@ -353,8 +361,14 @@ bool Run::go(bool keep) {
   } unmount{mount_};
   for (std::size_t i = 0; i < r.size(); ++i) {
     r.member(i).install_delay(static_cast<double>(between(200, 2500)) / 1000);
-    if (chance(0.04)) r.member(i).fail_health(true);
-    if (chance(0.04)) r.member(i).fail_install(true);
+    if (chance(0.02)) {
+      r.member(i).fail_health(true);
+      fault("fail-health", r.member(i).node());
+    }
+    if (chance(0.02)) {
+      r.member(i).fail_install(true);
+      fault("fail-install", r.member(i).node());
+    }
   }
   r.start_all();
   // Faults for a while, then the world heals and the rollout must finish.
@@ -388,11 +402,12 @@ bool Run::go(bool keep) {
   if (was_halted) ++totals_.halted;
   if (!converged && !was_halted) ++totals_.stuck;
   if (!violations.empty()) ++totals_.violated;
+  std::string end = converged    ? "converged"
+                    : was_halted ? "halted (" + halt_reason_ + ")"
+                                 : "NEITHER converged nor halted";
   std::printf("run %d seed %llu: %s in %.1fs%s\n", totals_.runs, static_cast<unsigned long long>(seed_),
-              converged    ? "converged"
-              : was_halted ? "halted with a reason"
-                           : "NEITHER converged nor halted",
-              elapsed(), violations.empty() ? "" : ", VIOLATIONS:");
+              end.c_str(), elapsed(), violations.empty() ? "" : ", VIOLATIONS:");
+  if (shifted_ > 0) std::printf("  %d step log lines written under faketime, shifted back\n", shifted_);
   for (const auto& v : violations) std::printf("    %s\n", check::to_string(v).c_str());
   if (!ok) {
     std::printf("%s\n", r.diagnostics(30).c_str());
