@@ -885,6 +885,7 @@ void Sim::check_step_begin(std::size_t i, ActionKind kind) {
   // race every lease has (the answer was in flight); only a member's own is not.
   bool admin_race =
       hub_.by_admin.contains(n.id) && hub_.by_admin[n.id] && now_ - hub_.written_at[n.id] <= Mono{2'000};
+  if (admin_race) ++result_.faults["race:step-after-admin-write"];  // counted, to see how often
   if (!mine) {
     if (!admin_race) violate("I3", head + ": the hub has no entry for it");
   } else if (!admin_race) {
