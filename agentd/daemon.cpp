@@ -166,7 +166,11 @@ std::optional<int> Daemon::start() {
     return exit_state;
   }
   // An install or rollback that an earlier process began may still run outside us.
-  process_started(ps_.local, p_.clock.mono(), std::max(p_.config.install_timeout, p_.config.command_timeout));
+  // The longest such a step can run: the timeout its detached run is killed after.
+  const Config& c = p_.config;
+  Mono step_timeout =
+      c.upgrade_method == "packages" ? std::max(c.install_timeout, c.command_timeout) : c.command_timeout;
+  process_started(ps_.local, p_.clock.mono(), step_timeout);
   // A restart begun by an earlier process has ended: this process is its result
   // (agentd restarting itself) or outlived it (protocol.md §7 I3 step log).
   if (ps_.local.progress == Progress::restart_begun) log_step("restart", "end");
