@@ -13,6 +13,7 @@
 
 #include "agentd/version.h"
 #include "clock.h"
+#include "config.h"
 #include "exchange.h"
 #include "group.h"
 #include "http.h"
@@ -46,8 +47,11 @@ Options:
   --exchange-url URL    Exchange API URL including /v1
                         (default: $HZN_EXCHANGE_URL)
   --org ORG             organization (default: $HZN_ORG_ID)
-  --user-auth USER:PW   user credentials (default: $HZN_EXCHANGE_USER_AUTH);
+  --user-auth-file FILE user credentials USER:PW, one line in FILE (mode 0600,
+                        owned by root or you); default: $HZN_EXCHANGE_USER_AUTH;
                         a USER without "org/" is taken in ORG
+  --user-auth USER:PW   the same on the command line, where every user of the
+                        machine sees it (ps): warned about; prefer the above
   --ca-file FILE        CA certificate of the hub (default: $HZN_MGMT_HUB_CERT_PATH)
   --force               resume / force-release: write the entry even when it is
                         not failed / does not hold a lease
@@ -118,17 +122,30 @@ Result<Options> parse_args(int argc, char** argv) {
       if (i + 1 >= argc) return fail(Errc::config, name + " needs a value");
       return std::string(argv[++i]);
     };
-    if (name == "--exchange-url" || name == "--org" || name == "--user-auth" || name == "--ca-file") {
+    if (name == "--exchange-url" || name == "--org" || name == "--user-auth" || name == "--user-auth-file" ||
+        name == "--ca-file") {
       auto v = take();
       if (!v) return std::unexpected(v.error());
-      if (name == "--exchange-url")
+      if (name == "--exchange-url") {
         o.exchange_url = *v;
-      else if (name == "--org")
+      } else if (name == "--org") {
         o.org = *v;
-      else if (name == "--user-auth")
+      } else if (name == "--user-auth") {
         o.user_auth = *v;
-      else
+        // The password is in /proc/PID/cmdline for everyone: say so, and blank
+        // our copy at once (ps shows the blanks from now on).
+        std::cerr << "agentctl: warning: --user-auth shows the password to every user of this machine "
+                     "(ps); use --user-auth-file FILE or HZN_EXCHANGE_USER_AUTH\n";
+        char* arg = argv[i];
+        if (has_value) arg += name.size() + 1;
+        for (; *arg != '\0'; ++arg) *arg = 'x';
+      } else if (name == "--user-auth-file") {
+        auto text = read_token_file(*v);  // the token file's rules: 0600, one line, ours
+        if (!text) return fail(Errc::config, "--user-auth-file: " + text.error().message);
+        o.user_auth = *text;
+      } else {
         o.ca_file = *v;
+      }
       continue;
     }
     if (name == "--max-concurrent" || name == "--min-available") {
@@ -431,7 +448,8 @@ int run(int argc, char** argv) {
   if (o.org.empty()) return usage("no organization: give --org or set HZN_ORG_ID");
   auto colon = o.user_auth.find(':');
   if (o.user_auth.empty() || colon == std::string::npos || colon == 0)
-    return usage("no user credentials: give --user-auth USER:PASSWORD or set HZN_EXCHANGE_USER_AUTH");
+    return usage(
+        "no user credentials: give --user-auth-file FILE (USER:PASSWORD) or set HZN_EXCHANGE_USER_AUTH");
   std::string user = o.user_auth.substr(0, colon);
   if (user.find('/') == std::string::npos) user = o.org + "/" + user;  // as hzn does
 

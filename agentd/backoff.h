@@ -12,6 +12,10 @@ struct RetryPolicy {
   int attempts = 4;  // total tries, including the first
   std::chrono::milliseconds base{200};
   std::chrono::milliseconds cap{10'000};
+  // All tries of one call, backoff included, end within this (each try's
+  // HTTP timeout is cut to what is left): a slow hub cannot hold the daemon's
+  // loop past a heartbeat or a lease renewal. 0: no limit.
+  std::chrono::milliseconds budget{0};
 };
 
 // Full jitter (protocol.md §4.3): uniform in [0, min(cap, base * 2^attempt)].

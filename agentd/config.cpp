@@ -222,6 +222,17 @@ Problem set_upgrade_method(Config& c, std::string_view v) {
   c.upgrade_method = std::string(v);
   return std::nullopt;
 }
+Problem set_anax(Config& c, std::string_view v) {
+  if (v != "auto" && v != "on" && v != "off") return "'" + std::string(v) + "' must be auto, on or off";
+  c.anax = std::string(v);
+  return std::nullopt;
+}
+Problem set_agent_port(Config& c, std::string_view v) {
+  std::uint64_t port = 0;
+  if (Problem p = check_count(v, 5, 1, 65535, "port", "8510", "1 and 65535", port)) return p;
+  c.anax_url = "http://localhost:" + std::to_string(port);
+  return std::nullopt;
+}
 Problem set_package_system(Config& c, std::string_view v) {
   if (v != "auto" && v != "deb" && v != "rpm" && v != "tarball")
     return "'" + std::string(v) + "' must be one of auto, deb, rpm, tarball";
@@ -259,11 +270,12 @@ Problem set_install_root(Config& c, std::string_view v) {
 Problem set_trusted_keys_dir(Config& c, std::string_view v) {
   return check_absolute_path(v, c.trusted_keys_dir);
 }
-Problem set_allow_unsigned(Config& c, std::string_view v) {
+template <auto Member>
+Problem set_bool(Config& c, std::string_view v) {
   if (v == "true" || v == "yes" || v == "1") {
-    c.allow_unsigned_manifest = true;
+    c.*Member = true;
   } else if (v == "false" || v == "no" || v == "0") {
-    c.allow_unsigned_manifest = false;
+    c.*Member = false;
   } else {
     return "'" + std::string(v) + "' must be true or false";
   }
@@ -293,6 +305,7 @@ constexpr KeySpec kKeys[] = {
     {"HZN_ORG_ID", &set_org, true},
     {"HZN_DEVICE_ID", &set_node, true},
     {"HZN_MGMT_HUB_CERT_PATH", &set_ca_file, false},
+    {"HZN_AGENT_PORT", &set_agent_port, false},
     {"AGENTD_TOKEN_FILE", &set_token_file, true},
     {"AGENTD_STATE_DIR", &set_state_dir, false},
     {"AGENTD_LEASE_DURATION_SECONDS", &set_duration<&Config::lease_duration>, false},
@@ -304,15 +317,20 @@ constexpr KeySpec kKeys[] = {
     {"AGENTD_CONNECT_TIMEOUT_SECONDS", &set_duration<&Config::connect_timeout>, false},
     {"AGENTD_HTTP_TIMEOUT_SECONDS", &set_duration<&Config::http_timeout>, false},
     {"AGENTD_MAX_RESPONSE_BYTES", &set_max_response, false},
+    {"AGENTD_ALLOW_INSECURE_HTTP", &set_bool<&Config::allow_insecure_http>, false},
+    {"AGENTD_TRUST_SYSTEM_CAS", &set_bool<&Config::trust_system_cas>, false},
     {"AGENTD_LOG_LEVEL", &set_log_level, false},
     {"AGENTD_UPGRADE_METHOD", &set_upgrade_method, false},
+    {"AGENTD_ANAX", &set_anax, false},
     {"AGENTD_PACKAGE_SYSTEM", &set_package_system, false},
     {"AGENTD_AGENT_PACKAGE", &set_package_name, false},
     {"AGENTD_AGENT_UNIT", &set_agent_unit, false},
     {"AGENTD_INSTALL_ROOT", &set_install_root, false},
     {"AGENTD_ARCH", &set_arch, false},
     {"AGENTD_TRUSTED_KEYS_DIR", &set_trusted_keys_dir, false},
-    {"AGENTD_ALLOW_UNSIGNED_MANIFEST", &set_allow_unsigned, false},
+    {"AGENTD_ALLOW_UNSIGNED_MANIFEST", &set_bool<&Config::allow_unsigned_manifest>, false},
+    {"AGENTD_ALLOW_DOWNGRADE", &set_bool<&Config::allow_downgrade>, false},
+    {"AGENTD_DOWNLOAD_TIMEOUT_SECONDS", &set_duration<&Config::download_timeout>, false},
     {"AGENTD_MAX_DOWNLOAD_BYTES", &set_max_download, false},
     {"AGENTD_DOWNLOAD_ATTEMPTS", &set_download_attempts, false},
     {"AGENTD_HEALTH_TIMEOUT_SECONDS", &set_duration<&Config::health_timeout>, false},
@@ -698,6 +716,32 @@ Result<Config> load_config(const Flags& flags, const std::map<std::string, std::
               ms_text(cfg.lease_duration) + ", from " + origin_of("AGENTD_LEASE_DURATION_SECONDS") + ")");
   }
 
+  // exchange-api.md §1.5: the node token goes out with every request, so plain
+  // http:// is only for the same machine unless the operator says otherwise.
+  for (auto [key, url] :
+       {std::pair<std::string_view, const std::string*>{"HZN_EXCHANGE_URL", &cfg.exchange_url},
+        {"HZN_FSS_CSSURL", &cfg.css_url}}) {
+    if (!valid[key] || !url->starts_with("http://") || is_loopback_url(*url)) continue;
+    if (!cfg.allow_insecure_http) {
+      blame(key,
+            "'" + *url +
+                "' is plain http:// to another machine: the node token would cross the network in clear; "
+                "use https:// (or set AGENTD_ALLOW_INSECURE_HTTP=true)");
+    } else {
+      cfg.warnings.push_back(
+          std::string(key) + "=" + *url +
+          ": plain http:// to another machine, allowed by AGENTD_ALLOW_INSECURE_HTTP (from " +
+          origin_of("AGENTD_ALLOW_INSECURE_HTTP") + "): the node token crosses the network in clear");
+    }
+  }
+  if (cfg.allow_downgrade)
+    cfg.warnings.push_back("AGENTD_ALLOW_DOWNGRADE=true (from " + origin_of("AGENTD_ALLOW_DOWNGRADE") +
+                           "): a hub may move this node to a version older than it ever ran");
+  if (cfg.allow_unsigned_manifest)
+    cfg.warnings.push_back("AGENTD_ALLOW_UNSIGNED_MANIFEST=true (from " +
+                           origin_of("AGENTD_ALLOW_UNSIGNED_MANIFEST") +
+                           "): an upgrade manifest without a signature is accepted");
+
   // The commands method runs only the operator's commands: it needs the two
   // that have no default.
   if (cfg.upgrade_method == "commands") {
@@ -743,6 +787,11 @@ Result<std::string> read_token_file(const std::string& path) {
                 path + ": mode " + mode +
                     " lets group or others read the token; it must be 0600 or stricter: chmod 600 " + path);
   }
+  // Anyone else owning the file could replace the token (or chmod it open later).
+  if (st.st_uid != 0 && st.st_uid != ::geteuid())
+    return fail(Errc::config, path + ": owned by uid " + std::to_string(st.st_uid) +
+                                  ", neither root nor the user agentd runs as (uid " +
+                                  std::to_string(::geteuid()) + "): chown it");
   std::string token;
   char buf[4096];
   for (;;) {
@@ -775,6 +824,36 @@ std::map<std::string, std::string> environment_map(char** envp) {
                 std::string(entry.substr(eq + 1)));  // first wins, as getenv
   }
   return out;
+}
+
+std::chrono::milliseconds hub_call_budget(const Config& c) {
+  const milliseconds afford = std::min(c.heartbeat, c.lease_duration / 3) / 2;
+  return std::min(c.http_timeout, std::max(afford, milliseconds{1000}));
+}
+
+bool is_loopback_url(std::string_view url) {
+  std::size_t scheme = url.find("://");
+  if (scheme == std::string_view::npos) return false;
+  std::string_view host = url.substr(scheme + 3);
+  host = host.substr(0, host.find_first_of("/?#"));
+  if (auto at = host.rfind('@'); at != std::string_view::npos) host = host.substr(at + 1);
+  if (host.starts_with('[')) return host == "[::1]" || host.starts_with("[::1]:");
+  host = host.substr(0, host.find(':'));
+  if (host == "localhost") return true;
+  // 127.0.0.0/8 in dotted decimal, four parts of 0..255.
+  if (!host.starts_with("127.")) return false;
+  int parts = 0;
+  for (std::size_t i = 0; i <= host.size();) {
+    std::size_t dot = std::min(host.find('.', i), host.size());
+    std::string_view p = host.substr(i, dot - i);
+    if (p.empty() || p.size() > 3 ||
+        !std::all_of(p.begin(), p.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+        std::stoi(std::string(p)) > 255)
+      return false;
+    ++parts;
+    i = dot + 1;
+  }
+  return parts == 4;
 }
 
 const char* help_text() {
@@ -840,7 +919,9 @@ OPTIONS
     --check-config
         Load and validate the configuration and the token file, print every
         problem on stderr, and exit: 0 when valid, else 3 (configuration) or
-        4 (token file).
+        4 (token file). Settings that weaken security on purpose
+        (AGENTD_ALLOW_INSECURE_HTTP, AGENTD_ALLOW_DOWNGRADE,
+        AGENTD_ALLOW_UNSIGNED_MANIFEST) are printed as warnings.
     -h, --help
         Print this text and exit.
     -V, --version
@@ -871,26 +952,42 @@ CONFIGURATION
 
   The hub (normally in /etc/default/horizon, shared with the agent)
     HZN_EXCHANGE_URL (required)
-        The Exchange API, http:// or https://, ending in /v1 (a trailing slash
-        is allowed and dropped), e.g. https://exchange.example.com/api/v1.
+        The Exchange API, ending in /v1 (a trailing slash is allowed and
+        dropped), e.g. https://exchange.example.com/api/v1. https://, or
+        http:// to this machine (localhost, 127.0.0.0/8, [::1]) only: see
+        AGENTD_ALLOW_INSECURE_HTTP.
     HZN_ORG_ID (required)
         The node's organization.
     HZN_DEVICE_ID (required)
         The node id. agentd authenticates as ORG/ID with the node token.
     HZN_FSS_CSSURL (optional)
-        The object service (CSS) that holds upgrade manifests and agent files.
+        The object service (CSS) that holds upgrade manifests and agent files;
+        https:// or loopback http:// as HZN_EXCHANGE_URL.
     HZN_MGMT_HUB_CERT_PATH (optional)
         CA certificate (PEM) for a hub with a private CA; must be a readable
-        file.
+        file. When set, it is the only CA trusted for the hub (the system's
+        CAs are not, unless AGENTD_TRUST_SYSTEM_CAS=true); when absent, the
+        system's CAs are. TLS 1.2 is the oldest version accepted.
+    AGENTD_ALLOW_INSECURE_HTTP (default false)
+        true accepts http:// hub and object service URLs to other machines.
+        The node token then crosses the network in clear: agentd warns at
+        every start and --check-config shows it.
+    AGENTD_TRUST_SYSTEM_CAS (default false)
+        true trusts the system's CAs besides HZN_MGMT_HUB_CERT_PATH.
+    HZN_AGENT_PORT (default 8510)
+        The port of the anax agent's local API on localhost (see AGENTD_ANAX).
 
   agentd (normally in /etc/agentd/agentd.conf and conf.d/*.conf)
     AGENTD_TOKEN_FILE (required)
         Absolute path of the file holding the node token (one line; a trailing
         newline is ignored). It must be a regular file of mode 0600 or
-        stricter: agentd refuses a token that group or others can read.
+        stricter, owned by root or the user agentd runs as: agentd refuses a
+        token that group or others can read or replace.
     AGENTD_STATE_DIR (default /var/lib/agentd)
         Absolute path of the directory for the member's state file and the
-        step log steps.jsonl.
+        step log steps.jsonl. It must be owned by the user agentd runs as and
+        not be writable by group or others (agentd creates it with mode 0700);
+        otherwise agentd exits with status 5.
     AGENTD_LEASE_DURATION_SECONDS (default 120)
         Lease duration written into the entry on acquire. A lease not renewed
         for this long (by local observation) is dead. Must be longer than the
@@ -915,7 +1012,11 @@ CONFIGURATION
     AGENTD_CONNECT_TIMEOUT_SECONDS (default 10)
         Connection timeout of each request to the hub.
     AGENTD_HTTP_TIMEOUT_SECONDS (default 30)
-        Whole-request timeout of each request to the hub.
+        Whole-request timeout of each request to the hub. The daemon's own
+        calls, retries included, also end within half of the shorter of the
+        heartbeat and the renew period (lease / 3), at least 1 second, so a
+        slow hub cannot delay a heartbeat or a lease renewal; a lease holder
+        renews before it makes any other call.
     AGENTD_MAX_RESPONSE_BYTES (default 4194304)
         Largest response body accepted from the hub, 1024 to 1073741824.
     AGENTD_LOG_LEVEL (default info)
@@ -923,6 +1024,20 @@ CONFIGURATION
     AGENTD_UPGRADE_METHOD (default packages)
         packages: the verified package pipeline described above. commands:
         the AGENTD_*_COMMAND commands do every step.
+    AGENTD_ANAX (default auto)
+        Beside the Open Horizon agent (anax). on: agentd works from anax's own
+        record of the node management policy job (its local API on
+        localhost:HZN_AGENT_PORT): it takes a job once anax has downloaded its
+        files, verifies and installs the bundle anax downloaded (no second
+        download), and reports initiated, successful, failed and the rollback
+        statuses through anax, which writes the Exchange and records its new
+        version; it reads its node and its jobs from anax instead of polling
+        the Exchange's changes feed. On a hub without the coordination
+        extension the agbot's group lock serialises the group (agentd acts
+        only on a job anax reports downloaded) and agentd still checks health
+        and rolls back, but the group is not halted after a failure and
+        minAvailable and fencing do not apply. off: agentd works alone. auto:
+        on when anax's local API answers at start.
 
   The package pipeline (AGENTD_UPGRADE_METHOD=packages)
     AGENTD_PACKAGE_SYSTEM (default auto)
@@ -949,6 +1064,17 @@ CONFIGURATION
         true accepts a manifest that carries no signature at all, with a
         warning in the log every time. A wrong signature is refused anyway,
         and every file's SHA-256 is still checked against the manifest.
+    AGENTD_ALLOW_DOWNGRADE (default false)
+        agentd keeps a floor in AGENTD_STATE_DIR/version-floor-PACKAGE: the
+        highest version of AGENTD_AGENT_PACKAGE this node ever installed or
+        ran. A target below it is
+        refused, whatever the hub's policy (allowDowngrade) says, unless this
+        is true (shown by --check-config, warned at every start). Rolling
+        back to the kept previous package after a failed upgrade is always
+        allowed.
+    AGENTD_DOWNLOAD_TIMEOUT_SECONDS (default 3600)
+        Longest time one download request may take, besides the low-speed
+        limit (a hub trickling bytes cannot hold a download forever).
     AGENTD_MAX_DOWNLOAD_BYTES (default 1073741824)
         Largest package accepted, 1024 bytes to 1 TiB.
     AGENTD_DOWNLOAD_ATTEMPTS (default 5)
@@ -1011,6 +1137,9 @@ FILES
     AGENTD_STATE_DIR/current/PACKAGE/
                                   the package agentd installed last
     AGENTD_STATE_DIR/runs/        output and exit status of each install
+    AGENTD_STATE_DIR/version-floor-PACKAGE
+                                  the highest version of the package this
+                                  node installed or ran (anti-rollback)
     /etc/agentd/trusted.d/*.pem   keys that may sign upgrade manifests
 
 ENVIRONMENT
@@ -1027,7 +1156,9 @@ EXIT STATUS
     2   bad command line
     3   invalid or unreadable configuration
     4   token file missing, unreadable, empty or readable by others
-    5   state directory or state file unusable
+    5   state directory unusable (missing, not agentd's own, writable by
+        others) or state file corrupt; a state file that cannot be written
+        (a full disk) is not an exit: agentd stays up, degraded, and retries
 
 SIGNALS
     SIGTERM, SIGINT

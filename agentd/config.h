@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "log.h"
@@ -33,6 +34,7 @@ struct Config {
   std::string org;           // HZN_ORG_ID
   std::string node_id;       // HZN_DEVICE_ID
   std::string ca_file;       // HZN_MGMT_HUB_CERT_PATH (optional)
+  std::string anax_url = "http://localhost:8510";  // from HZN_AGENT_PORT: anax's local API
 
   // agentd's own settings (AGENTD_*)
   std::string token_file;                              // AGENTD_TOKEN_FILE (required)
@@ -46,20 +48,32 @@ struct Config {
   std::chrono::milliseconds connect_timeout{10'000};   // AGENTD_CONNECT_TIMEOUT_SECONDS
   std::chrono::milliseconds http_timeout{30'000};      // AGENTD_HTTP_TIMEOUT_SECONDS
   std::size_t max_response_bytes = 4 * 1024 * 1024;    // AGENTD_MAX_RESPONSE_BYTES
-  Level log_level = Level::info;                       // AGENTD_LOG_LEVEL
+  // http:// to a host other than loopback sends the token in clear: refused
+  // unless this is set, and then warned about at every start.
+  bool allow_insecure_http = false;  // AGENTD_ALLOW_INSECURE_HTTP
+  // With HZN_MGMT_HUB_CERT_PATH only that CA is trusted; this adds the system's.
+  bool trust_system_cas = false;  // AGENTD_TRUST_SYSTEM_CAS
+  Level log_level = Level::info;  // AGENTD_LOG_LEVEL
 
   // How the agent is upgraded (AGENTD_UPGRADE_METHOD): "packages", the pipeline of
   // upgrade/pipeline.h (signed manifest, verified download, the node's package
   // system, health check, rollback to the kept package), or "commands", the
   // operator's own commands below (upgrade/command_upgrader.h).
   std::string upgrade_method = "packages";
-  std::string package_system = "auto";                       // AGENTD_PACKAGE_SYSTEM: auto|deb|rpm|tarball
-  std::string agent_package = "horizon";                     // AGENTD_AGENT_PACKAGE
-  std::string agent_unit = "horizon.service";                // AGENTD_AGENT_UNIT ("" = none to restart)
-  std::string install_root = "/";                            // AGENTD_INSTALL_ROOT
-  std::string arch;                                          // AGENTD_ARCH (default: this build's)
-  std::string trusted_keys_dir = "/etc/agentd/trusted.d";    // AGENTD_TRUSTED_KEYS_DIR
-  bool allow_unsigned_manifest = false;                      // AGENTD_ALLOW_UNSIGNED_MANIFEST
+  // AGENTD_ANAX: beside the anax agent (anax-coexistence.md): "on", "off", or
+  // "auto" = on when anax's local API answers at anax_url when agentd starts.
+  std::string anax = "auto";
+  std::string package_system = "auto";                     // AGENTD_PACKAGE_SYSTEM: auto|deb|rpm|tarball
+  std::string agent_package = "horizon";                   // AGENTD_AGENT_PACKAGE
+  std::string agent_unit = "horizon.service";              // AGENTD_AGENT_UNIT ("" = none to restart)
+  std::string install_root = "/";                          // AGENTD_INSTALL_ROOT
+  std::string arch;                                        // AGENTD_ARCH (default: this build's)
+  std::string trusted_keys_dir = "/etc/agentd/trusted.d";  // AGENTD_TRUSTED_KEYS_DIR
+  bool allow_unsigned_manifest = false;                    // AGENTD_ALLOW_UNSIGNED_MANIFEST
+  // A version below the highest this node ever installed or ran is refused,
+  // whatever the hub's policy says, unless this is set (anti-rollback).
+  bool allow_downgrade = false;                              // AGENTD_ALLOW_DOWNGRADE
+  std::chrono::milliseconds download_timeout{3'600'000};     // AGENTD_DOWNLOAD_TIMEOUT_SECONDS
   std::uint64_t max_download_bytes = 1024ull * 1024 * 1024;  // AGENTD_MAX_DOWNLOAD_BYTES
   int download_attempts = 5;                                 // AGENTD_DOWNLOAD_ATTEMPTS
   std::chrono::milliseconds health_timeout{300'000};         // AGENTD_HEALTH_TIMEOUT_SECONDS
@@ -78,6 +92,9 @@ struct Config {
 
   // Where each file came from, for messages.
   std::vector<std::string> sources;
+  // Settings that weaken security on purpose: printed by --check-config and
+  // logged as warnings at every start.
+  std::vector<std::string> warnings;
 };
 
 struct Flags {
@@ -99,10 +116,19 @@ Result<Flags> parse_flags(int argc, const char* const* argv);
 Result<Config> load_config(const Flags& flags, const std::map<std::string, std::string>& env);
 
 // Reads the node token; Errc::config for unreadable/empty, and refuses a file that
-// group or others can read (mode must be 0600 or stricter) or that is not a regular file.
+// group or others can read (mode must be 0600 or stricter), that is not a regular
+// file, or that is owned by someone other than root or the user agentd runs as.
 Result<std::string> read_token_file(const std::string& path);
 
 std::map<std::string, std::string> environment_map(char** envp);
+
+// How long one hub call of the daemon's loop may take, retries included: half
+// of the shorter of the heartbeat and the renew period (lease / 3), so that a
+// read and the write after it fit in either; within [1 s, AGENTD_HTTP_TIMEOUT_SECONDS].
+std::chrono::milliseconds hub_call_budget(const Config& config);
+
+// True when an http(s) URL names a loopback host: localhost, 127.0.0.0/8 or [::1].
+bool is_loopback_url(std::string_view url);
 const char* help_text();  // man-page quality --help
 
 }  // namespace agentd

@@ -110,6 +110,7 @@ void Coordinator::observe(const GroupDocument& doc, Mono now) {
       s.released_at.reset();
     s.unaccounted = unaccounted;
     if (fresh || s.last_seen != e.last_seen) {
+      if (!fresh) s.changed_since_first = true;
       s.last_seen = e.last_seen;
       s.last_seen_changed = now;
     }
@@ -214,20 +215,26 @@ Verdict Coordinator::may_acquire(const GroupDocument& doc, const Local& local, M
   // rule 3; with nobody required there is nothing to observe.
   std::int64_t need = doc.min_available();
   if (need > 0) {
-    if (!judging(now)) {
-      Mono left = active_since_ ? 3 * timing_.heartbeat - (now - *active_since_) : 3 * timing_.heartbeat;
-      return {false, "observing peers' health before acquiring (" + seconds_text(left) + " left)"};
-    }
+    // §4.1: before 3 × heartbeat of watching, a peer counts as healthy only once
+    // its lastSeen has been seen to change (a first sighting proves nothing): a
+    // group whose members are seen alive need not wait out the whole window.
+    const bool watched = judging(now);
     std::int64_t ok = 0;
     std::string down;
     for (const auto& m : doc.members) {
       if (m == self_) continue;
       const Entry* e = doc.entry(m);
-      if (e && healthy(m, *e, now)) {
+      auto it = seen_.find(m);
+      bool proven = watched || (it != seen_.end() && it->second.changed_since_first);
+      if (e && proven && healthy(m, *e, now)) {
         ++ok;
       } else {
         down += (down.empty() ? "" : ",") + m;
       }
+    }
+    if (ok < need && !watched) {
+      Mono left = active_since_ ? 3 * timing_.heartbeat - (now - *active_since_) : 3 * timing_.heartbeat;
+      return {false, "observing peers' health before acquiring (" + seconds_text(left) + " left at most)"};
     }
     if (ok < need)
       return {false, std::to_string(ok) + " other members healthy, need " + std::to_string(need) +
@@ -246,6 +253,19 @@ Verdict Coordinator::may_acquire(const GroupDocument& doc, const Local& local, M
   if (waiters.empty() || waiters.front().second != self_)
     return {false, "waiting behind " + (waiters.empty() ? std::string("?") : waiters.front().second)};
   return {true, "free"};
+}
+
+bool Coordinator::heads_queue(const GroupDocument& doc, const Local& local, Mono now) const {
+  // §4.3 rule 4's order, whatever else blocks: the member that acquires next
+  // watches at the fast poll, so a short step's handoff is not a slow poll long.
+  std::optional<std::pair<Wall, std::string>> first;
+  for (const auto& [node, e] : doc.entries) {
+    if (e.state != State::waiting || e.target_version != local.target || !doc.is_member(node)) continue;
+    if (node != self_ && !healthy(node, e, now)) continue;
+    std::pair<Wall, std::string> key{waiting_key(e), node};
+    if (!first || key < *first) first = key;
+  }
+  return first && first->second == self_;
 }
 
 Verdict Coordinator::fence(const GroupDocument& doc, const Local& local, Mono now) const {
@@ -289,9 +309,13 @@ Entry Coordinator::base_entry(const Local& local, const Wall& wall, const std::s
 bool Coordinator::heartbeat_due(const GroupDocument& doc, const Local& local, Mono now) const {
   if (!local.last_write) return true;
   bool active = rollout_active(doc);
-  // A rollout that began after our last write: show we are alive at once (§4.1).
-  if (active && active_since_ && *local.last_write < *active_since_) return true;
-  return now - *local.last_write >= (active ? timing_.heartbeat : timing_.idle_heartbeat);
+  // A rollout that began after our last write: show we are alive soon (§4.1),
+  // within this member's jitter of the heartbeat, not all members at one instant.
+  if (active && active_since_ && *local.last_write < *active_since_)
+    return now - *active_since_ >= timing_.heartbeat - jittered(timing_.heartbeat, local);
+  // Jittered during a rollout only: a quiet group writes too rarely to collide,
+  // and an idle member's cost is its idle heartbeat (protocol.md §1 goal 6).
+  return now - *local.last_write >= (active ? jittered(timing_.heartbeat, local) : timing_.idle_heartbeat);
 }
 
 Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
@@ -503,11 +527,7 @@ Mono Coordinator::poll_interval(const GroupDocument& doc, const Local& local, Mo
   // §5: fast while waiting at the head or holding; slower in an active rollout;
   // a quiet group is read on a change notice or every idleHeartbeatSeconds.
   if (holds_lease(local.state)) return timing_.fast_poll;
-  if (local.state == State::waiting) {
-    Verdict v = may_acquire(doc, local, now);
-    bool head = v.ok || v.reason.rfind("waiting behind", 0) != 0;
-    return head ? timing_.fast_poll : timing_.poll;
-  }
+  if (local.state == State::waiting) return heads_queue(doc, local, now) ? timing_.fast_poll : timing_.poll;
   if (rollout_active(doc)) return timing_.poll;
   return timing_.idle_heartbeat;
 }

@@ -68,6 +68,10 @@ struct Local {
   // An install or rollback recorded as begun by an earlier process may still run
   // (outside agentd, upgrade/detached.h) until then: see process_started (member.h).
   std::optional<Mono> begun_step_until;
+  // Each heartbeat of a rollout comes this much (per mille of its interval, 0..249) early,
+  // drawn anew after every write: members that all wrote at once (a rollout
+  // begins) drift apart instead of invalidating each other's next write.
+  int heartbeat_jitter_permille = 0;
 };
 
 enum class ActionKind {
@@ -142,6 +146,10 @@ class Coordinator {
   Action decide(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
                 const std::string& new_write_id) const;
 
+  // First among the healthy waiters for our target (§4.3 rule 4's order).
+  bool heads_queue(const GroupDocument& doc, const Local& local, Mono now) const;
+  // The heartbeat interval `d` less this member's jitter.
+  static Mono jittered(Mono d, const Local& local) { return d - d * local.heartbeat_jitter_permille / 1000; }
   // How long to wait before the next conditional read (§5 pollSeconds).
   Mono poll_interval(const GroupDocument& doc, const Local& local, Mono now) const;
 
@@ -152,8 +160,9 @@ class Coordinator {
     std::string last_seen;
     Mono last_seen_changed{};
     State state = State::idle;
-    bool present = true;       // false: a member without an entry (see observe())
-    bool unaccounted = false;  // the entry's shape says an admin ended its lease
+    bool changed_since_first = false;  // lastSeen changed after the first sighting: alive
+    bool present = true;               // false: a member without an entry (see observe())
+    bool unaccounted = false;          // the entry's shape says an admin ended its lease
     // Since when the entry (or its absence) has been unaccounted for: its owner may
     // still be inside a disruptive step (§6 amended). Cleared when the owner writes.
     std::optional<Mono> released_at;

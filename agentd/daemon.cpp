@@ -4,10 +4,13 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 
 #include "files.h"
 #include "json.h"
+#include "upgrade/pipeline.h"
+#include "upgrade/version_floor.h"
 
 namespace agentd {
 
@@ -44,12 +47,13 @@ namespace {
 Timing timing_from(const Config& c) {
   return Timing{c.lease_duration, c.heartbeat, c.idle_heartbeat, c.fast_poll, c.poll};
 }
-// Raised only when the state file cannot be written: no transition may proceed
-// unrecorded (protocol.md §4.2), so the loop ends and agentd exits with exit_state.
 // Node record and policies are re-read without a change notice only this many
 // idle heartbeats apart.
 constexpr int kSafetyReads = 6;
 
+// Raised only when the state file cannot be written: no transition may proceed
+// unrecorded (protocol.md §4.2), so the pass ends and agentd is degraded until
+// the file can be written again.
 struct PersistError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -84,22 +88,42 @@ void Daemon::status(const std::string& text) {
 
 void Daemon::report_management_status(const std::string& st, const std::string& error) {
   if (ps_.policy.empty() || (st == last_mgmt_status_ && error.empty())) return;
-  auto slash = ps_.policy.find('/');
-  std::string name = slash == std::string::npos ? ps_.policy : ps_.policy.substr(slash + 1);
+  last_mgmt_status_ = st;
+  // The latest status is the one that counts; it is kept until it is taken.
+  ps_.report_status = st;
+  ps_.report_policy = ps_.policy;
+  ps_.report_error = error;
+  ps_.report_version = ps_.local.target;
+  persist();
+  send_report();
+}
+
+void Daemon::send_report() {
+  if (ps_.report_status.empty()) return;
+  const std::string& st = ps_.report_status;
   ManagementStatus ms;
   if (scheduled_time_.empty()) scheduled_time_ = format_time(p_.clock.wall());
   ms.scheduled_time = scheduled_time_;
   ms.status = st;
-  ms.error_message = error;
-  ms.software_version = ps_.local.target;
+  ms.error_message = ps_.report_error;
+  ms.software_version = ps_.report_version;
   if (st == "initiated") ms.start_time = format_time(p_.clock.wall());
-  if (st == "successful" || st == "failed" || st == "rollback successful")
+  if (st == "successful" || st == "failed" || st == "rollback successful" || st == "rollback failed")
     ms.end_time = format_time(p_.clock.wall());
-  if (auto r = p_.exchange.put_management_status(name, ms); !r) {
-    p_.log.warn("management-status-failed", {{"policy", ps_.policy}, {"error", r.error().describe()}});
+  if (auto r = p_.status.report(ps_.report_policy, ms); !r) {
+    // Every job ends in a final status, or anax's record and the agbot's group
+    // lock stay active (anax-coexistence.md §3.2): try again, a little later each time.
+    p_.log.warn("management-status-failed",
+                {{"policy", ps_.report_policy}, {"status", st}, {"error", r.error().describe()}});
+    next_report_ = p_.clock.mono() + full_jitter(3, Mono{2000}, Mono{30'000}, rng_) + Mono{1000};
     return;
   }
-  last_mgmt_status_ = st;
+  p_.log.info("management-status", {{"policy", ps_.report_policy}, {"status", st}});
+  ps_.report_status.clear();
+  ps_.report_policy.clear();
+  ps_.report_error.clear();
+  ps_.report_version.clear();
+  persist();
 }
 
 // A policy this node cannot evaluate (a constraint outside the language, an
@@ -117,8 +141,7 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
     ms.scheduled_time = format_time(p_.clock.wall());
     ms.status = "precheck failed";
     ms.error_message = why;
-    std::string name = slash == std::string::npos ? policy : policy.substr(slash + 1);
-    if (auto r = p_.exchange.put_management_status(name, ms); !r) {
+    if (auto r = p_.status.report(policy, ms); !r) {
       p_.log.warn("management-status-failed", {{"policy", policy}, {"error", r.error().describe()}});
       continue;
     }
@@ -162,8 +185,13 @@ std::optional<int> Daemon::start() {
   }
   try {
     persist();  // proves the state directory is writable before anything else happens
-  } catch (const PersistError&) {
-    return exit_state;
+  } catch (const PersistError& e) {
+    // No directory is the operator's to fix; a full one is retried in place:
+    // exiting would restart into the same failure, a crash loop.
+    std::error_code ec;
+    if (!std::filesystem::is_directory(std::filesystem::path(p_.state_file.path()).parent_path(), ec))
+      return exit_state;
+    degrade(e.what());
   }
   // An install or rollback that an earlier process began may still run outside us.
   // The longest such a step can run: the timeout its detached run is killed after.
@@ -203,18 +231,53 @@ int Daemon::stop() {
 
 int Daemon::run() {
   if (auto failed = start()) return *failed;
-  try {
-    while (!p_.waiter.stop_requested()) {
-      tick();
-      // A floor keeps a due time that a pass could not move from spinning the CPU.
-      p_.waiter.sleep_for(std::max(next_wake() - p_.clock.mono(), Mono{10}));
-    }
-  } catch (const PersistError& e) {
-    p_.log.error("fatal", {{"error", e.what()}});
-    job_.join();
-    return exit_state;
+  while (!p_.waiter.stop_requested()) {
+    tick();
+    // A floor keeps a due time that a pass could not move from spinning the CPU.
+    p_.waiter.sleep_for(std::max(next_wake() - p_.clock.mono(), Mono{10}));
   }
   return stop();
+}
+
+// issue 11 #4: a state that cannot be written must not end agentd (systemd would
+// restart it into the same failure, and a crash loop rolls agentd back). Nothing
+// proceeds unrecorded meanwhile; a running job goes on and is taken afterwards.
+void Daemon::tick() {
+  Mono now = p_.clock.mono();
+  if (p_.notifier.watchdog_interval() > Mono{0} && now >= next_watchdog_) {
+    p_.notifier.notify("WATCHDOG=1");
+    next_watchdog_ = now + p_.notifier.watchdog_interval();
+  }
+  if (!degraded_.empty() && !recovered()) return;
+  try {
+    pass();
+  } catch (const PersistError& e) {
+    degrade(e.what());
+  }
+}
+
+void Daemon::degrade(const std::string& why) {
+  const std::uint64_t freed = free_own_space(p_.config.state_dir, ps_.local.target, job_.idle());
+  retry_persist_ = p_.clock.mono() + persist_backoff_;
+  if (why != degraded_)
+    p_.log.error("degraded", {{"error", why},
+                              {"freedBytes", std::to_string(freed)},
+                              {"retryInMs", std::to_string(persist_backoff_.count())}});
+  persist_backoff_ = std::min(persist_backoff_ * 2, Mono{60'000});
+  degraded_ = why;
+  status("degraded: " + why + "; nothing proceeds until the state can be written (retrying)");
+}
+
+bool Daemon::recovered() {
+  if (p_.clock.mono() < retry_persist_) return false;
+  if (auto s = p_.state_file.save(ps_); !s) {
+    degrade("cannot persist state: " + s.error().describe());
+    return false;
+  }
+  p_.log.info("persist-recovered", {{"path", p_.state_file.path()}, {"after", degraded_}});
+  degraded_.clear();
+  persist_backoff_ = Mono{1000};
+  return true;
 }
 
 // A running prepare's progress goes into our entry's message (sent with the
@@ -244,7 +307,15 @@ void Daemon::show_progress() {
 }
 
 Mono Daemon::next_wake() const {
-  Mono w = std::min({next_changes_, next_node_, next_plan_});
+  if (!degraded_.empty()) {
+    Mono retry = retry_persist_;
+    if (p_.notifier.watchdog_interval() > Mono{0}) retry = std::min(retry, next_watchdog_);
+    return retry;
+  }
+  // A lease holder reads no plan until it releases (pass()); a due one waits.
+  const bool holding = !ps_.group.empty() && holds_lease(ps_.local.state);
+  Mono w = p_.anax ? next_node_ : std::min({next_changes_, next_node_, holding ? Mono::max() : next_plan_});
+  if (!ps_.report_status.empty()) w = std::min(w, next_report_);
   // Progress of a running job is shown every second.
   if (!job_.idle()) w = std::min(w, p_.clock.mono() + Mono{1000});
   if (p_.notifier.watchdog_interval() > Mono{0}) w = std::min(w, next_watchdog_);
@@ -256,29 +327,45 @@ Mono Daemon::next_wake() const {
   if (l.last_write && doc_) {
     const Timing& t = coordinator_.timing();
     Mono hb = holds_lease(l.state)                 ? std::min(t.renew_period(), t.heartbeat)
-              : Coordinator::rollout_active(*doc_) ? t.heartbeat
+              : Coordinator::rollout_active(*doc_) ? Coordinator::jittered(t.heartbeat, l)
                                                    : t.idle_heartbeat;
     w = std::min(w, *l.last_write + hb);
   }
   return w;
 }
 
-void Daemon::tick() {
+void Daemon::pass() {
   Mono now = p_.clock.mono();
-  if (p_.notifier.watchdog_interval() > Mono{0} && now >= next_watchdog_) {
-    p_.notifier.notify("WATCHDOG=1");
-    next_watchdog_ = now + p_.notifier.watchdog_interval();
-  }
   finish_job();
   show_progress();
-  if (now >= next_changes_) poll_changes();
-  if (now >= next_node_) refresh_node();
-  if (!node_) return;
-  if (now >= next_plan_) refresh_plan();
-  if (ps_.group.empty())
+  // A lease holder renews before any other hub call of the pass (issue 11 #3:
+  // renewals never queue behind reads); its target cannot change until it
+  // releases, so the plan waits.
+  const bool coordinated = !ps_.group.empty() && !(p_.anax && hub_coordinates_ == false);
+  const bool holding = node_ && coordinated && holds_lease(ps_.local.state);
+  if (holding) grouped_tick();
+  if (!ps_.report_status.empty() && now >= next_report_) send_report();
+  if (p_.anax) {
+    // Beside anax: the node and its job come from anax's local API (no hub
+    // traffic); anax itself sends the node's heartbeat and polls the changes feed.
+    if (now >= next_node_ && !refresh_from_anax()) return;
+  } else {
+    if (now >= next_changes_) poll_changes();
+    if (now >= next_node_) refresh_node();
+  }
+  if (!node_ || holding) return;
+  if (!p_.anax && now >= next_plan_) refresh_plan();
+  if (ps_.group.empty()) {
     ungrouped_tick();
-  else
+  } else if (p_.anax && hub_coordinates_ == false) {
+    // A hub without the coordination extension: the agbot's lock serialises the
+    // group and a job is ours once anax reports it downloaded (plan_from_anax).
+    // Its group is looked at again now and then, between jobs.
+    if (now >= next_read_ && job_.idle() && ps_.local.progress == Progress::none) read_group(true);
+    if (hub_coordinates_ == false) ungrouped_tick();
+  } else {
     grouped_tick();
+  }
   // A new target waiting for its policy's startWindow says so, whatever else is quiet.
   if (!plan_.version.empty() && plan_.version != ps_.local.target && p_.clock.wall() < not_before_)
     status("waiting for the startWindow of " + plan_.policy + " until " + format_time(not_before_));
@@ -290,7 +377,7 @@ void Daemon::poll_changes() {
   Mono now = p_.clock.mono();
   next_changes_ = now + p_.config.changes_interval;
   if (change_id_ == 0) {
-    auto max = p_.exchange.max_change_id();
+    auto max = p_.hub.max_change_id();
     if (!max) {
       p_.log.warn("changes-failed", {{"error", max.error().describe()}});
       return;
@@ -298,7 +385,7 @@ void Daemon::poll_changes() {
     change_id_ = *max + 1;
   }
   // POST /changes is also the node heartbeat, as for the real agent (exchange-api.md §3.2).
-  auto r = p_.exchange.changes(change_id_, 1000);
+  auto r = p_.hub.changes(change_id_, 1000);
   if (!r) {
     p_.log.warn("changes-failed", {{"error", r.error().describe()}});
     return;
@@ -311,8 +398,11 @@ void Daemon::poll_changes() {
     if (c.resource == "agentupgrade" && c.id == p_.config.node_id)
       next_read_ = now;  // protocol.md §3 notices
   }
+  const std::int64_t before = change_id_;
   change_id_ = std::max(change_id_, r->most_recent_change_id + 1);
-  if (r->hit_max_records) next_changes_ = now;  // more rows are waiting
+  // More rows are waiting: fetch them at once, but only while the feed moves
+  // forward; a hub repeating hitMaxRecords at one id waits for the interval.
+  if (r->hit_max_records && change_id_ > before) next_changes_ = now;
 }
 
 void Daemon::refresh_node() {
@@ -320,7 +410,7 @@ void Daemon::refresh_node() {
   // The changes feed tells us when the node record changes (exchange-api.md §6);
   // this read is only the safety net, so it is rare (protocol.md §1 goal 6).
   next_node_ = now + kSafetyReads * p_.config.idle_heartbeat;
-  auto n = p_.exchange.get_node();
+  auto n = p_.hub.get_node();
   if (!n) {
     Level lvl = n.error().transient() ? Level::warn : Level::error;
     p_.log.log(lvl, "node-read-failed", {{"error", n.error().describe()}});
@@ -342,13 +432,13 @@ void Daemon::refresh_node() {
 void Daemon::refresh_plan() {
   Mono now = p_.clock.mono();
   next_plan_ = now + kSafetyReads * p_.config.idle_heartbeat;  // mgmtpolicy/agentfileversion rows say when
-  auto policies = p_.exchange.list_management_policies();
+  auto policies = p_.hub.list_management_policies();
   if (!policies) {
     p_.log.warn("policies-read-failed", {{"error", policies.error().describe()}});
     next_plan_ = now + std::max(p_.config.poll, Mono{1000});
     return;
   }
-  auto published = p_.exchange.agent_software_versions();
+  auto published = p_.hub.agent_software_versions();
   std::vector<std::string> versions = published ? *published : std::vector<std::string>{};
   // The package system may name the running version with a revision or release
   // ("2.0.0-1" for the published "2.0.0"): the plan and our entry use the agent's name.
@@ -360,41 +450,31 @@ void Daemon::refresh_plan() {
   // Policies that select nodes by constraints need the node policy's
   // properties; a failed read keeps the last ones (or none: those policies are
   // then reported as not evaluated, plan.h).
-  if (auto np = p_.exchange.get_node_policy()) {
+  if (auto np = p_.hub.get_node_policy()) {
     node_properties_ = *np ? std::move(*np) : std::optional<Properties>(Properties{});
   } else {
     p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
   }
+  // Anti-rollback: what runs raises the floor; a damaged floor plans nothing.
+  const VersionFloor floor(version_floor_path(p_.config.state_dir, p_.config.agent_package));
+  if (auto s = floor.raise(ps_.local.version); !s)
+    p_.log.warn("version-floor-failed", {{"error", s.error().describe()}});
+  auto floor_version = floor.load();
+  if (!floor_version) {
+    p_.log.error("version-floor-unreadable", {{"error", floor_version.error().describe()}});
+    status("no upgrade planned: " + floor_version.error().message);
+    return;
+  }
   auto plan = choose_target(
       *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
-      [this](const std::string& ref) { return p_.exchange.get_manifest(ref); },
-      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); });
+      [this](const std::string& ref) { return p_.hub.get_manifest(ref); },
+      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); },
+      DowngradeRule{*floor_version, p_.config.allow_downgrade});
   if (!plan) {
     p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
     return;
   }
-  if (plan->version != plan_.version || plan->reason != plan_.reason)
-    p_.log.info("plan", {{"target", plan->version}, {"reason", plan->reason}});
-  report_policy_errors(plan->policy_errors);
-  // The startWindow delay is drawn once per target (exchange-api.md §4.1).
-  if (plan->version != plan_.version || plan->policy != plan_.policy) not_before_ = plan->not_before;
-  plan_ = *plan;
-  Wall wall = p_.clock.wall();
-  if (!plan_.version.empty() && plan_.version != ps_.local.target && wall < not_before_) {
-    next_plan_ = std::min(next_plan_, now + std::chrono::duration_cast<Mono>(not_before_ - wall) + Mono{1});
-    return;
-  }
-  // A release in flight keeps its target; a new plan applies from the next cycle.
-  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
-      ps_.local.target != plan_.version) {
-    ps_.local.target = plan_.version;
-    ps_.local.prepared = false;  // what was prepared was for another target
-    ps_.local.verification_failed = false;
-    ps_.policy = plan_.policy;
-    last_mgmt_status_.clear();
-    persist();
-    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
-  }
+  apply_plan(*plan);
 }
 
 bool Daemon::read_group(bool force) {
@@ -407,15 +487,30 @@ bool Daemon::read_group(bool force) {
     const Error& e = r.error();
     next_read_ = now + std::max(p_.config.poll, Mono{500});
     if (e.code == Errc::unsupported) {
-      // A 403 is also what a member removed from the group gets: look at the node first.
-      next_node_ = std::min(next_node_, now + p_.config.poll);
+      // A hub that cannot coordinate stays so for a while: look again with a
+      // growing pause (issue: ~20 requests/min while refusing), up to the idle
+      // heartbeat. The changes feed still tells us at once when the node changes.
+      Mono pause = std::min(p_.config.poll * (Mono::rep{1} << std::min(unsupported_reads_, 10)),
+                            std::max(p_.config.idle_heartbeat, p_.config.poll));
+      ++unsupported_reads_;
+      next_read_ = now + pause;
+      force_read_ = false;
+      // A 403 is also what a member removed from the group gets: look at the node too.
+      next_node_ = std::min(next_node_, now + pause);
       // protocol.md §3: without the extension there is no safe lease; never fall back.
       std::string why =
           "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
+      hub_coordinates_ = false;
+      if (p_.anax)
+        why = "the hub cannot coordinate group " + ps_.group + " (" + e.message +
+              "): the agbot's lock serialises the group; agentd checks health and rolls back, but "
+              "halting the group after a failure, minAvailable and fencing need the hub's coordination "
+              "extension";
       if (why != unsupported_reason_) {
         unsupported_reason_ = why;
-        p_.log.error("unsupported-hub", {{"group", ps_.group}, {"error", e.describe()}});
-        report_management_status("ha node waiting", why);
+        p_.log.log(p_.anax ? Level::warn : Level::error, "unsupported-hub",
+                   {{"group", ps_.group}, {"error", e.describe()}});
+        if (!p_.anax) report_management_status("ha node waiting", why);
       }
       status(why);
     } else if (e.code == Errc::not_found) {
@@ -428,7 +523,11 @@ bool Daemon::read_group(bool force) {
     doc_.reset();
     return false;
   }
+  doc_read_at_ = now;
   unsupported_reason_.clear();
+  unsupported_reads_ = 0;
+  if (p_.anax && hub_coordinates_ != true) next_node_ = now;  // anax's waiting job may be ready now
+  hub_coordinates_ = true;
   force_read_ = false;
   if (!r->not_modified) doc_ = std::move(r->document);
   if (!doc_) {  // 304 without a cached document cannot happen with a correct hub
@@ -452,13 +551,76 @@ void Daemon::resolve_pending() {
   persist();
 }
 
-// What a landed write of ours calls for (agentd/member.h does the bookkeeping).
+// What a landed write of ours calls for (agentd/member.h does the bookkeeping):
+// the management status, and the next heartbeat's jitter (drawn after every write).
 void Daemon::report(const Landed& effects) {
+  ps_.local.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(rng_);
   for (const auto& r : effects.reports) report_management_status(r.status, r.error);
-  if (effects.software_version) {
-    if (auto r = p_.exchange.patch_software_version(*effects.software_version); !r)
-      p_.log.warn("software-version-failed", {{"error", r.error().describe()}});
+}
+
+// The plan's target becomes ours unless an upgrade is in flight (shared by both
+// sources of a plan: the Exchange's policies, or anax's job).
+void Daemon::apply_plan(const Plan& plan) {
+  Mono now = p_.clock.mono();
+  if (plan.version != plan_.version || plan.reason != plan_.reason)
+    p_.log.info("plan", {{"target", plan.version}, {"reason", plan.reason}});
+  report_policy_errors(plan.policy_errors);
+  // The startWindow delay is drawn once per target (exchange-api.md §4.1).
+  if (plan.version != plan_.version || plan.policy != plan_.policy) not_before_ = plan.not_before;
+  plan_ = plan;
+  Wall wall = p_.clock.wall();
+  if (!plan_.version.empty() && plan_.version != ps_.local.target && wall < not_before_) {
+    next_plan_ = std::min(next_plan_, now + std::chrono::duration_cast<Mono>(not_before_ - wall) + Mono{1});
+    return;
   }
+  // A release in flight keeps its target; a new plan applies from the next cycle.
+  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
+      ps_.local.target != plan_.version) {
+    ps_.local.target = plan_.version;
+    ps_.local.prepared = false;  // what was prepared was for another target
+    ps_.local.verification_failed = false;
+    ps_.policy = plan_.policy;
+    last_mgmt_status_.clear();
+    persist();
+    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
+  }
+}
+
+// Beside anax: the node (its group) and the job, from anax's local API, free of
+// hub traffic (anax-coexistence.md §2). False while anax cannot say.
+bool Daemon::refresh_from_anax() {
+  Mono now = p_.clock.mono();
+  next_node_ = now + p_.config.poll;
+  auto n = p_.anax->node();
+  if (!n) {
+    p_.log.warn("anax-unavailable", {{"error", n.error().describe()}});
+    status("waiting for the agent's local API: " + n.error().describe());
+    return node_.has_value();
+  }
+  NodeRecord rec;
+  rec.id = p_.config.node_id;
+  rec.ha_group = n->ha_group;
+  if (rec.ha_group != ps_.group) {
+    p_.log.info("group-changed", {{"from", ps_.group}, {"to", rec.ha_group}});
+    ps_.group = rec.ha_group;
+    coordinator_.reset();
+    doc_.reset();
+    force_read_ = true;
+    hub_coordinates_.reset();  // until a read says
+    persist();
+  }
+  node_ = std::move(rec);
+  auto jobs = p_.anax->jobs();
+  if (!jobs) {
+    p_.log.warn("anax-jobs-failed", {{"error", jobs.error().describe()}});
+    return true;
+  }
+  // Until a read of the group shows the hub coordinates it, only a job the agbot
+  // let anax run counts.
+  Plan plan = plan_from_anax(*jobs, ps_.policy, hub_coordinates_.value_or(false));
+  if (plan.version != plan_.version) force_read_ = true;  // a new job: look at the group now
+  apply_plan(plan);
+  return true;
 }
 
 // ---- the grouped member ---------------------------------------------------------
@@ -466,6 +628,8 @@ void Daemon::report(const Landed& effects) {
 void Daemon::grouped_tick() {
   if (!read_group(false)) return;
   resolve_pending();
+  const Mono pass = p_.clock.mono();
+  bool reread = false;
   for (int step = 0; step < 8 && !p_.waiter.stop_requested(); ++step) {
     Mono now = p_.clock.mono();
     note_job();
@@ -478,6 +642,15 @@ void Daemon::grouped_tick() {
         return;
       case ActionKind::adopt: adopt(a.entry); continue;
       case ActionKind::write: {
+        // Every write is conditioned on the group's revision (protocol.md §3): a
+        // copy read a poll ago is stale whenever any peer wrote since, and its
+        // write would only earn a 412. Look again first (304 when nothing changed).
+        if ((doc_read_at_ < pass) && !reread) {
+          reread = true;
+          if (!read_group(true)) return;
+          resolve_pending();
+          continue;
+        }
         WriteOutcome w = write(a);
         if (w == WriteOutcome::landed) continue;
         if (w == WriteOutcome::conflict) {
@@ -597,14 +770,17 @@ void Daemon::start_job(ActionKind kind) {
   Local& l = ps_.local;
   Target t{l.target, l.previous_version, plan_.manifest};
   std::function<Status()> work;
+  {
+    // A job's progress text is its own: a fast prepare's last words must not
+    // become the message of a later step (a rollback's release said "running
+    // the prepare command" instead of why the health check failed).
+    std::lock_guard lock(progress_mu_);
+    job_progress_.clear();
+  }
+  shown_progress_.clear();
   switch (kind) {
     case ActionKind::prepare: {
-      {
-        std::lock_guard lock(progress_mu_);
-        job_progress_.clear();
-      }
       reported_percent_ = -1;
-      shown_progress_.clear();
       work = [this, t] {
         return p_.upgrader.prepare(t, [this](const std::string& text) {
           std::lock_guard lock(progress_mu_);
@@ -730,8 +906,15 @@ void Daemon::ungrouped_tick() {
       l.state = State::idle;
       persist();
     }
-    status(halted ? "upgrade to " + l.target + " failed: " + l.message
-                  : "not in an HA group; up to date at " + l.version);
+    std::string why = halted ? "upgrade to " + l.target + " failed: " + l.message
+                             : "not in an HA group; up to date at " + l.version;
+    // In a group on a hub that cannot coordinate it (beside anax): say what is missing.
+    if (!ps_.group.empty() && !unsupported_reason_.empty())
+      why = unsupported_reason_ + "; " +
+            (halted                 ? why
+             : plan_.reason.empty() ? "up to date at " + l.version
+                                    : plan_.reason);
+    status(why);
     return;
   }
   if (l.state == State::idle || l.state == State::succeeded || l.state == State::failed ||
@@ -771,14 +954,13 @@ void Daemon::ungrouped_tick() {
       l.version = l.target;
       l.message = "upgraded to " + l.target;
       report_management_status("successful");
-      (void)p_.exchange.patch_software_version(l.version);
       break;
     case Progress::rolled_back:
     case Progress::rollback_failed:
       l.state = l.progress == Progress::rolled_back ? State::rolledback : State::failed;
       l.failed_target = l.target;
-      report_management_status(l.progress == Progress::rolled_back ? "rollback successful" : "failed",
-                               l.message);
+      report_management_status(
+          l.progress == Progress::rolled_back ? "rollback successful" : "rollback failed", l.message);
       break;
   }
   l.progress = Progress::none;

@@ -12,13 +12,16 @@
 #include <string>
 #include <thread>
 
+#include "anax.h"
 #include "clock.h"
 #include "config.h"
 #include "coordinator.h"
-#include "exchange.h"
+#include "group_store.h"
 #include "log.h"
 #include "member.h"
+#include "node_source.h"
 #include "service.h"
+#include "status_reporter.h"
 #include "upgrade/plan.h"
 #include "upgrade/state_file.h"
 #include "upgrade/upgrader.h"
@@ -53,8 +56,9 @@ class Job {
 struct DaemonParts {
   const Config& config;
   Clock& clock;
-  Exchange& exchange;
-  GroupStore& store;  // the Exchange's coordination extension, or another CAS store
+  NodeSource& hub;         // the changes feed, the node record, its policies
+  GroupStore& store;       // the Exchange's coordination extension, or another CAS store
+  StatusReporter& status;  // node management status of the upgrade
   Upgrader& upgrader;
   Logger& log;
   StateFile& state_file;
@@ -62,6 +66,9 @@ struct DaemonParts {
   SignalWaiter& waiter;
   std::string steps_log;   // JSON lines of disruptive steps (protocol.md §7 I3)
   std::uint64_t seed = 0;  // for writeIds, jitter and startWindow draws; 0: std::random_device
+  // Beside anax (anax-coexistence.md): its local API gives the node and the job;
+  // null when agentd works alone.
+  AnaxApi* anax = nullptr;
 };
 
 class Daemon {
@@ -72,6 +79,8 @@ class Daemon {
   // run() in parts, for tests that drive the loop with a FakeClock: start() loads
   // the state and reports READY (exit status on failure), tick() is one pass of
   // the loop, next_wake() when the next pass is due, stop() what run() does last.
+  // While the state file cannot be written (a full disk) agentd is degraded:
+  // a pass only retries the write, after freeing what agentd itself filled.
   std::optional<int> start();
   void tick();
   Mono next_wake() const;
@@ -94,8 +103,14 @@ class Daemon {
   bool begin_step(ActionKind kind, bool fenced);
   void start_job(ActionKind kind);
   void persist();
+  void pass();
+  void degrade(const std::string& why);
+  bool recovered();
   void status(const std::string& text);
   void report_management_status(const std::string& status, const std::string& error = {});
+  void send_report();  // the pending report (PersistedState::report_*), until it is taken
+  bool refresh_from_anax();
+  void apply_plan(const Plan& plan);
   void report_policy_errors(const std::map<std::string, std::string>& errors);
   // protocol.md §7 I3: each disruptive step's begin and end, on this node's clock.
   void log_step(const char* step, const char* phase);
@@ -118,6 +133,13 @@ class Daemon {
   std::map<std::string, std::string> reported_policy_errors_;  // policy -> error sent to the hub
   std::string scheduled_time_;
   std::string unsupported_reason_;
+  int unsupported_reads_ = 0;  // group reads in a row refused as unsupported (backoff)
+  // Whether the hub has the coordination extension (protocol.md §3), as the last
+  // group read showed; beside anax a hub without it leaves the agbot's lock.
+  // Unknown until the first read; unknown counts as "no" for anax's jobs.
+  std::optional<bool> hub_coordinates_;
+  Mono next_report_{0};     // when a pending status report is sent again
+  Mono doc_read_at_{-1};    // when doc_ was last read from the hub
   std::string job_target_;  // the target the running (or last) job works on
   // Progress text from the running job's thread, shown by the loop.
   std::mutex progress_mu_;
@@ -131,6 +153,9 @@ class Daemon {
   Mono next_changes_{0}, next_node_{0}, next_plan_{0}, next_read_{0}, next_watchdog_{0}, retry_prepare_{0};
   bool force_read_ = true;
   int conflicts_ = 0;
+  // Why the state file cannot be written ("" = it can), and when to try again.
+  std::string degraded_;
+  Mono retry_persist_{0}, persist_backoff_{1000};
 };
 
 }  // namespace agentd

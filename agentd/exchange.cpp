@@ -42,21 +42,30 @@ std::unexpected<Error> in(const std::string& what, Error e) {
   return std::unexpected(std::move(e));
 }
 
+// What of the hub's own words goes into an error (and so into the log): a
+// hostile hub's megabyte-long msg must not become a megabyte of log per request.
+constexpr std::size_t kMaxHubText = 200;
+
+std::string excerpt(std::string_view text) {
+  std::string out(text.substr(0, kMaxHubText));
+  for (char& ch : out)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';
+  if (text.size() > kMaxHubText) out += "... (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+
 // The hub's {"code","msg"} (exchange-api.md §1.3), or a short excerpt of another body.
 std::string hub_text(const HttpResponse& r) {
   if (r.body.empty()) return {};
   if (auto j = json::parse(r.body, "error body"); j && cJSON_IsObject(j->get())) {
     auto code = json::opt_string(j->get(), "code");
     auto msg = json::opt_string(j->get(), "msg");
-    std::string c = code ? *code : "", m = msg ? *msg : "";
+    std::string c = code ? excerpt(*code) : "", m = msg ? excerpt(*msg) : "";
     if (!c.empty() && !m.empty()) return c + ": " + m;
     if (!c.empty() || !m.empty()) return c + m;
     return {};  // a JSON body without {"code","msg"} (e.g. {"nodeGroups":[]}) adds nothing
   }
-  std::string excerpt = r.body.substr(0, 200);
-  for (char& ch : excerpt)
-    if (static_cast<unsigned char>(ch) < 0x20) ch = ' ';
-  return excerpt;
+  return excerpt(r.body);
 }
 
 // "myorg/nmp1" or "nmp1" -> "nmp1": the status route takes the bare name in the node's org.
@@ -269,12 +278,20 @@ std::string Exchange::url(const std::string& path) const {
 // Reads retry transient failures (transport, 5xx, 408, 429) with full jitter; writes
 // never do (protocol.md §4.6: the caller re-reads before writing again).
 Result<HttpResponse> Exchange::call(HttpRequest req, bool retry) {
+  using std::chrono::milliseconds;
+  using Steady = std::chrono::steady_clock;
   const int attempts = retry ? std::max(1, retry_.attempts) : 1;
+  const bool bounded = retry_.budget > milliseconds{0};
+  const Steady::time_point deadline = bounded ? Steady::now() + retry_.budget : Steady::time_point::max();
+  auto left = [&] { return std::chrono::duration_cast<milliseconds>(deadline - Steady::now()); };
   for (int attempt = 0;; ++attempt) {
+    if (bounded) req.timeout = std::max(left(), milliseconds{1});
     auto r = http_.perform(req);
     const bool transient = r ? transient_status(r->status) : r.error().transient();
     if (!transient || attempt + 1 >= attempts) return r;
-    if (!sleeper_.sleep_for(full_jitter(attempt, retry_.base, retry_.cap, rng_)))
+    const milliseconds backoff = full_jitter(attempt, retry_.base, retry_.cap, rng_);
+    if (bounded && left() <= backoff) return r;  // no time for another try: the last answer stands
+    if (!sleeper_.sleep_for(backoff))
       return fail(Errc::cancelled, req.method + " " + req.url + ": stop requested while retrying");
   }
 }

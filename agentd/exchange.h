@@ -14,102 +14,13 @@
 #include <vector>
 
 #include "backoff.h"
+#include "exchange_types.h"
 #include "group_store.h"
 #include "http.h"
+#include "node_source.h"
 #include "result.h"
-#include "upgrade/constraints.h"
 
 namespace agentd {
-
-struct NodeRecord {
-  std::string id;  // bare node id
-  std::string name;
-  std::string owner;
-  std::string node_type;
-  std::string pattern;  // "org/pattern" or ""
-  std::string arch;
-  std::string ha_group;  // "" when the node is in no group (null on the wire)
-  std::map<std::string, std::string> software_versions;
-};
-
-struct AgentUpgradePolicy {
-  std::string manifest;  // "org/id" or "id"
-  bool allow_downgrade = false;
-};
-
-struct ManagementPolicy {
-  std::string id;  // "org/name", the map key
-  std::string label;
-  std::string description;
-  std::vector<std::string> constraints;
-  std::vector<std::string> patterns;
-  bool enabled = false;
-  std::string start = "now";
-  std::int64_t start_window = 0;
-  AgentUpgradePolicy agent_upgrade;
-  std::string last_updated;
-};
-
-struct UpgradeSection {
-  std::vector<std::string> files;
-  std::string version;
-  // agentd's additions to the manifest (anax ignores unknown fields): each
-  // file's SHA-256 (64 hex digits) and size in bytes, covered by the manifest's
-  // signature. {"softwareUpgrade":{"files":[..],"version":"..",
-  //  "sha256":{"<file>":"<hex>"},"sizes":{"<file>":123}}}
-  std::map<std::string, std::string> sha256;
-  std::map<std::string, std::uint64_t> sizes;
-};
-
-struct Manifest {
-  UpgradeSection software;
-  UpgradeSection certificate;
-  UpgradeSection configuration;
-};
-
-// CSS object metadata (edge-sync-service common.MetaData; exchange-api.md §5.2).
-struct ObjectMetadata {
-  std::string object_id;       // objectID
-  std::string object_type;     // objectType
-  std::int64_t size = 0;       // objectSize
-  std::string description;     // description
-  std::string hash_algorithm;  // hashAlgorithm ("SHA256" or "")
-  std::string signature;       // signature, base64 ("" when the object is unsigned)
-};
-
-// A manifest as served, with what its signature covers: the data bytes exactly
-// as received, and the detached signature from the object's metadata.
-struct SignedManifest {
-  std::string org;  // where it lives (exchange-api.md §5.1)
-  std::string id;
-  std::string bytes;      // the object's data
-  std::string signature;  // base64 from the metadata's "signature"; "" = unsigned
-  Manifest manifest;      // bytes, parsed
-};
-
-// PUT .../managementStatus/{nmp}: the real status strings (exchange-api.md §4.3).
-struct ManagementStatus {
-  std::string scheduled_time;  // required by the Exchange
-  std::string start_time;
-  std::string end_time;
-  std::string software_version;
-  std::string status;  // "waiting", "ha node waiting", "initiated", "successful", "failed", ...
-  std::string error_message;
-};
-
-struct Change {
-  std::string org;
-  std::string resource;  // "node", "mgmtpolicy", "agentupgrade", "nodemgmtpolstatus", ...
-  std::string id;
-  std::string operation;
-};
-
-struct Changes {
-  std::vector<Change> changes;
-  std::int64_t most_recent_change_id = 0;
-  bool hit_max_records = false;
-  std::string exchange_version;
-};
 
 struct ExchangeEndpoint {
   std::string exchange_url;  // HZN_EXCHANGE_URL, ends in /v1 (trailing slash optional)
@@ -118,16 +29,16 @@ struct ExchangeEndpoint {
   std::string node_id;       // HZN_DEVICE_ID (the caller for node routes)
 };
 
-class Exchange final : public GroupStore {
+class Exchange final : public GroupStore, public NodeSource {
  public:
   Exchange(HttpClient& http, ExchangeEndpoint endpoint, RetryPolicy retry, Sleeper& sleeper);
 
   // GET /orgs/{org}/nodes/{node}
-  Result<NodeRecord> get_node();
+  Result<NodeRecord> get_node() override;
   // GET /orgs/{org}/managementpolicies (map form, keyed "org/name"; 404 = none)
-  Result<std::vector<ManagementPolicy>> list_management_policies();
+  Result<std::vector<ManagementPolicy>> list_management_policies() override;
   // GET {css}/api/v1/objects/{org}/agent_upgrade_manifests/{id}/data
-  Result<Manifest> get_manifest(const std::string& manifest_ref);
+  Result<Manifest> get_manifest(const std::string& manifest_ref) override;
   // GET {css}/api/v1/objects/{org}/agent_upgrade_manifests/{id} (metadata) and
   // .../data (exchange-api.md §5.1), for verification before use.
   Result<SignedManifest> get_signed_manifest(const std::string& manifest_ref);
@@ -139,17 +50,17 @@ class Exchange final : public GroupStore {
   // GET /orgs/{org}/nodes/{node}/policy: the node's management properties (the
   // top-level "properties" merged with "management.properties", as anax
   // NodePolicy.GetManagementPolicy); std::nullopt when the node has no policy (404).
-  Result<std::optional<Properties>> get_node_policy();
+  Result<std::optional<Properties>> get_node_policy() override;
   // GET /orgs/IBM/AgentFileVersion -> agentSoftwareVersions (404 = none published)
-  Result<std::vector<std::string>> agent_software_versions();
+  Result<std::vector<std::string>> agent_software_versions() override;
   // PUT /orgs/{org}/nodes/{node}/managementStatus/{nmp}
   Status put_management_status(const std::string& nmp_name, const ManagementStatus& status);
   // PATCH /orgs/{org}/nodes/{node} {"softwareVersions":{"horizon":v,...}}
   Status patch_software_version(const std::string& version);
   // GET /changes/maxchangeid
-  Result<std::int64_t> max_change_id();
+  Result<std::int64_t> max_change_id() override;
   // POST /orgs/{org}/changes {"changeId":since,"maxRecords":max}: also the node heartbeat
-  Result<Changes> changes(std::int64_t since, int max_records);
+  Result<Changes> changes(std::int64_t since, int max_records) override;
 
   // GroupStore (protocol.md §3)
   Result<GroupRead> read(const std::string& group, std::optional<std::int64_t> if_none_match) override;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "fd.h"
@@ -32,7 +33,9 @@ Status write_all(int fd, const char* data, std::size_t size) {
 
 Status write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
   std::string tmp = path + ".tmp";
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  // A leftover from a crash (or a planted symlink: unlink does not follow it) goes first.
+  if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) return io_error("cannot remove", tmp);
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
   if (fd.get() < 0) return io_error("cannot create", tmp);
   if (auto w = write_all(fd.get(), content.data(), content.size()); !w) {
     ::unlink(tmp.c_str());
@@ -81,6 +84,23 @@ Result<std::string> read_file(const std::string& path, std::size_t max_bytes) {
     out.append(buf, static_cast<std::size_t>(n));
   }
   return out;
+}
+
+Status check_private_dir(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return io_error("cannot stat", path);
+  if (!S_ISDIR(st.st_mode)) return fail(Errc::io, path + " is not a directory");
+  if (st.st_uid != ::geteuid())
+    return fail(Errc::io, path + " is owned by uid " + std::to_string(st.st_uid) +
+                              ", not by agentd's user (uid " + std::to_string(::geteuid()) + "): chown it");
+  if ((st.st_mode & 022) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return fail(Errc::io, path + " has mode " + mode +
+                              ": group or others could change agentd's state and packages; chmod 700 " +
+                              path);
+  }
+  return {};
 }
 
 Status append_line(const std::string& path, const std::string& line) {

@@ -147,7 +147,11 @@ Result<GroupDocument> parse_group_document(const std::string& body, std::int64_t
         e.error().message = "agentUpgrade." + std::string(item->string) + ": " + e.error().message;
         return std::unexpected(e.error());
       }
-      doc.entries.emplace(item->string, std::move(*e));
+      // JSON lets a key repeat; which copy counts would be up to the parser, and
+      // a second entry could hide a live lease from us.
+      if (!doc.entries.emplace(item->string, std::move(*e)).second)
+        return fail(Errc::parse,
+                    "agentUpgrade has more than one entry for '" + std::string(item->string) + "'");
     }
   }
   return doc;

@@ -24,6 +24,15 @@ std::string HttpResponse::header(const std::string& lower_name) const {
   return {};
 }
 
+TlsPolicy tls_policy(const HttpOptions& o) {
+  TlsPolicy p;
+  p.ca_file = o.ca_file;
+  // HZN_MGMT_HUB_CERT_PATH means "trust this CA": libcurl would keep its
+  // built-in CA directory (/etc/ssl/certs on Debian) beside CURLOPT_CAINFO.
+  p.system_cas = o.ca_file.empty() || o.ca_file_adds_system;
+  return p;
+}
+
 namespace {
 
 // libcurl requires curl_global_init once per process before any handle exists,
@@ -339,7 +348,8 @@ class CurlHttpClient final : public HttpClient {
     }
     if (!ok) return fail(Errc::internal, "out of memory");
 
-    CURLcode set = set_common(h, req.url, headers.get(), errbuf, true);
+    CURLcode set = set_common(h, req.url, headers.get(), errbuf,
+                              req.timeout.count() > 0 ? req.timeout : options_.total_timeout);
     auto opt = [&](CURLoption o, auto v) {
       if (set == CURLE_OK) set = curl_easy_setopt(h, o, v);
     };
@@ -391,7 +401,7 @@ class CurlHttpClient final : public HttpClient {
     if (options_.cancelled && options_.cancelled()) return fail(Errc::cancelled, "stop requested");
     const std::string what = "GET " + req.url;
 
-    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (fd.get() < 0) return fail(Errc::io, "cannot open " + path + ": " + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0)
@@ -425,7 +435,7 @@ class CurlHttpClient final : public HttpClient {
 
     CURL* h = easy_.get();
     curl_easy_reset(h);
-    CURLcode set = set_common(h, req.url, headers.get(), errbuf, false);
+    CURLcode set = set_common(h, req.url, headers.get(), errbuf, req.timeout);
     auto opt = [&](CURLoption o, auto v) {
       if (set == CURLE_OK) set = curl_easy_setopt(h, o, v);
     };
@@ -480,7 +490,7 @@ class CurlHttpClient final : public HttpClient {
   // Options both kinds of request share: target, timeouts, TLS, credentials,
   // extra headers and the cancellation poll.
   CURLcode set_common(CURL* h, const std::string& url, curl_slist* headers, char* errbuf,
-                      bool total_timeout) {
+                      std::chrono::milliseconds timeout) {
     CURLcode set = CURLE_OK;
     auto opt = [&](CURLoption o, auto v) {
       if (set == CURLE_OK) set = curl_easy_setopt(h, o, v);
@@ -491,13 +501,15 @@ class CurlHttpClient final : public HttpClient {
     opt(CURLOPT_ERRORBUFFER, errbuf);
     opt(CURLOPT_USERAGENT, options_.user_agent.c_str());
     opt(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout.count()));
-    if (total_timeout) opt(CURLOPT_TIMEOUT_MS, static_cast<long>(options_.total_timeout.count()));
+    if (timeout.count() > 0) opt(CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
     opt(CURLOPT_LOW_SPEED_LIMIT, options_.low_speed_limit_bytes);
     opt(CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.low_speed_time.count()));
     // TLS is always verified (exchange-api.md §1.5); only the trust anchors vary.
     opt(CURLOPT_SSL_VERIFYPEER, 1L);
     opt(CURLOPT_SSL_VERIFYHOST, 2L);
-    if (!options_.ca_file.empty()) opt(CURLOPT_CAINFO, options_.ca_file.c_str());
+    opt(CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
+    if (!tls_.ca_file.empty()) opt(CURLOPT_CAINFO, tls_.ca_file.c_str());
+    if (!tls_.system_cas) opt(CURLOPT_CAPATH, static_cast<const char*>(nullptr));
     if (!options_.basic_user.empty()) {
       opt(CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
       opt(CURLOPT_USERNAME, options_.basic_user.c_str());
@@ -509,6 +521,7 @@ class CurlHttpClient final : public HttpClient {
   }
 
   HttpOptions options_;
+  TlsPolicy tls_ = tls_policy(options_);
   EasyPtr easy_;
 };
 

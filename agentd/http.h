@@ -19,6 +19,10 @@ struct HttpRequest {
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers, e.g. If-Match
   std::string body;  // sent with Content-Type: application/json when non-empty
+  // Limit for this whole request (a download too); 0 = HttpOptions::total_timeout
+  // for perform(), none for download(). A caller bounds a request by what its
+  // loop can afford.
+  std::chrono::milliseconds timeout{0};
 };
 
 struct HttpResponse {
@@ -34,7 +38,8 @@ struct HttpOptions {
   long low_speed_limit_bytes = 100;         // abort when slower than this...
   std::chrono::seconds low_speed_time{20};  // ...for this long
   std::size_t max_response_bytes = 4 * 1024 * 1024;
-  std::string ca_file;  // HZN_MGMT_HUB_CERT_PATH; empty: system store
+  std::string ca_file;               // HZN_MGMT_HUB_CERT_PATH; empty: the system's CAs
+  bool ca_file_adds_system = false;  // with ca_file: trust the system's CAs too
   std::string user_agent = "agentd";
   std::string basic_user;      // "org/node"
   std::string basic_password;  // node token
@@ -58,8 +63,9 @@ class HttpClient {
   // `max_bytes` is Errc::too_large (writing stops there); a 416 is Errc::http.
   // The file is fsynced once the body is complete. `progress(done, total)`
   // (bytes in the file; total 0 when unknown) is called a few times a second at
-  // most, and once at the end. The low-speed limit, the connect timeout and
-  // cancellation apply; the total timeout does not (a large file may take long).
+  // most, and once at the end. The low-speed limit, the connect timeout,
+  // cancellation and req.timeout apply; HttpOptions::total_timeout does not (a
+  // large file may take long).
   // Other statuses are successful Results as with perform(): the file is left
   // as it was and `body` holds the start of the error text; after a 2xx `body`
   // is empty.
@@ -70,6 +76,15 @@ class HttpClient {
     return fail(Errc::unsupported, "this HTTP client cannot download to a file");
   }
 };
+
+// What every request requires of TLS and which CAs it trusts, as the client
+// applies it (pure, so tests can see it without a TLS server).
+struct TlsPolicy {
+  const char* min_version = "1.2";  // TLS 1.0 and 1.1 are refused
+  std::string ca_file;              // "": the system's CAs
+  bool system_cas = true;           // false: ca_file alone is trusted (pinned)
+};
+TlsPolicy tls_policy(const HttpOptions& options);
 
 // One easy handle per client, so connections are reused (architecture.md).
 std::unique_ptr<HttpClient> make_curl_http_client(HttpOptions options);

@@ -13,6 +13,7 @@ Landed land_write(PersistedState& ps, const Entry& e, std::optional<Mono> sent) 
   if (holds_lease(e.state) && !holds_lease(before) && l.progress == Progress::none)
     l.previous_version = l.version;
   bool released = holds_lease(before) && (e.state == State::succeeded || is_halting(e.state));
+  const bool rollback_failed = released && l.progress == Progress::rollback_failed;
   bool failed_prepare = before == State::preparing && e.state == State::failed;
   l.state = e.state;
   l.version = e.version;
@@ -37,12 +38,11 @@ Landed land_write(PersistedState& ps, const Entry& e, std::optional<Mono> sent) 
   if (e.state == State::waiting && before == State::preparing) out.reports.push_back({"ha node waiting", ""});
   if (failed_prepare) out.reports.push_back({"failed", e.message});
   if (released) {
-    if (e.state == State::succeeded) {
-      out.reports.push_back({"successful", ""});
-      out.software_version = e.version;
-    }
+    if (e.state == State::succeeded)
+      out.reports.push_back({"successful", ""});  // also the version the hub knows
     if (e.state == State::rolledback) out.reports.push_back({"rollback successful", e.message});
-    if (e.state == State::failed) out.reports.push_back({"failed", e.message});
+    if (e.state == State::failed)
+      out.reports.push_back({rollback_failed ? "rollback failed" : "failed", e.message});
   }
   return out;
 }

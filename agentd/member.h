@@ -26,10 +26,10 @@ struct StatusReport {
   bool operator==(const StatusReport&) const = default;
 };
 
-// What the caller does about a write of ours that landed.
+// What the caller does about a write of ours that landed (it also draws the next
+// heartbeat's jitter, Local.heartbeat_jitter_permille).
 struct Landed {
-  std::vector<StatusReport> reports;            // in this order
-  std::optional<std::string> software_version;  // set: a release at this version (patch the node)
+  std::vector<StatusReport> reports;  // in this order
 };
 
 // Our write of `e` is on the hub (its response came back at `sent`, or it was

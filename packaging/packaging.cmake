@@ -77,6 +77,7 @@ file(CONFIGURE OUTPUT ${_pkg_out}/changelog.rpm CONTENT
 install(FILES ${_pkg_out}/agentd.service ${_pkg_out}/agentd-rollback.service
         DESTINATION lib/systemd/system)
 install(PROGRAMS ${_unit_src}/rollback.sh DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/agentd RENAME rollback)
+install(PROGRAMS ${_unit_src}/cron-guard.sh DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/agentd RENAME cron-guard)
 # agentd reads /etc/agentd whatever the prefix.
 install(FILES ${_pkg_src}/agentd.conf DESTINATION /etc/agentd)
 install(DIRECTORY DESTINATION /etc/agentd/conf.d)
@@ -85,6 +86,8 @@ install(DIRECTORY DESTINATION /etc/agentd/conf.d)
 install(DIRECTORY DESTINATION /etc/agentd/trusted.d DIRECTORY_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
 install(FILES ${_pkg_out}/agentd.8.gz ${_pkg_out}/agentctl.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
 install(FILES ${_pkg_src}/copyright ${_pkg_out}/changelog.Debian.gz DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/agentd)
+# The looser sandbox the commands method needs, as a drop-in to copy (agentd(8)).
+install(FILES ${_unit_src}/commands-method.conf DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/agentd/examples)
 install(FILES ${_pkg_src}/lintian-overrides DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides RENAME agentd)
 
 # ---- CPack ---------------------------------------------------------------------
@@ -142,7 +145,8 @@ else()
   message(STATUS "dpkg-shlibdeps not found: a DEB package would lack its Depends")
 endif()
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
-    ${_pkg_src}/deb/conffiles ${_pkg_src}/deb/postinst ${_pkg_src}/deb/prerm ${_pkg_src}/deb/postrm)
+    ${_pkg_src}/deb/conffiles ${_pkg_src}/deb/postinst ${_pkg_src}/deb/prerm ${_pkg_src}/deb/postrm
+    ${_pkg_src}/deb/triggers)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
 # RPM

@@ -95,6 +95,26 @@ start_limit_hit() {
   return 0
 }
 
+# agentd's own exits for problems a previous agentd would not fix: usage 2,
+# configuration 3, token file 4, state directory or state file 5. They are
+# never a broken build, even when they repeated until the start limit.
+# systemd gives the last run's exit to OnFailure= units ($MONITOR_EXIT_CODE,
+# $MONITOR_EXIT_STATUS; older ones: ask it).
+exit_code=${MONITOR_EXIT_CODE:-}
+exit_status=${MONITOR_EXIT_STATUS:-}
+if [ -z "$exit_code" ] && systemd_running; then
+  [ "$(systemctl show --property=ExecMainCode --value "$unit" 2>/dev/null)" = 1 ] && exit_code=exited
+  exit_status=$(systemctl show --property=ExecMainStatus --value "$unit" 2>/dev/null || true)
+fi
+if [ "$force" -eq 0 ] && [ "$exit_code" = exited ]; then
+  case $exit_status in
+    2 | 3 | 4 | 5)
+      log 5 "event=rollback-skipped unit=$unit exit=$exit_status reason=\"agentd exited $exit_status: a usage, configuration, token or state problem, not a broken build (use --force to roll back anyway)\""
+      exit 0
+      ;;
+  esac
+fi
+
 if [ "$force" -eq 0 ] && ! start_limit_hit; then
   # OnFailure= also fires for a failure that is not a crash loop (a bad
   # configuration, exit status 3, is not restarted); a previous package would

@@ -174,7 +174,8 @@ Status fetch_all(HttpClient& http, const std::vector<FetchItem>& items, const st
       if (item.size > 0 && offset == item.size) break;
 
       Error err;
-      auto r = http.download(HttpRequest{"GET", item.url, {}, ""}, job.part_path, offset, job.cap, report);
+      HttpRequest req{"GET", item.url, {}, "", options.request_timeout};
+      auto r = http.download(req, job.part_path, offset, job.cap, report);
       if (r && r->status >= 200 && r->status <= 299) {
         auto got = size_of(job.part_path);
         if (!got) return std::unexpected(got.error());

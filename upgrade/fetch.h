@@ -40,6 +40,9 @@ struct FetchOptions {
   Sleeper* sleeper = nullptr;  // backoff waits; null: retry at once
   std::function<void(const FetchProgress&)> progress;
   std::uint64_t min_free_bytes = 64ull * 1024 * 1024;  // left free after the files
+  // Limit of each download request (AGENTD_DOWNLOAD_TIMEOUT_SECONDS): a hub
+  // trickling bytes just above the low-speed limit cannot hold it forever.
+  std::chrono::milliseconds request_timeout{3'600'000};
 };
 
 // Only [A-Za-z0-9._+-], 1..128 characters, no leading dot, not ending in

@@ -18,6 +18,8 @@
 #include "upgrade/fetch.h"
 #include "upgrade/plan.h"
 #include "upgrade/verify.h"
+#include "upgrade/version_floor.h"
+#include "upgrade/version_range.h"
 
 namespace agentd {
 
@@ -48,7 +50,8 @@ std::string anax_bundle_name(PackageKind kind, const std::string& arch) {
          ".tar.gz";
 }
 
-Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind kind, const std::string& arch) {
+Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind kind, const std::string& arch,
+                                        bool prefer_bundle) {
   std::vector<std::string> names;
   for (const std::string& f : sw.files) {
     if (f == "*") {
@@ -70,6 +73,9 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
     if (match && std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
   }
   std::string what = std::string(to_string(kind)) + " package for " + arch;
+  if (prefer_bundle && kind != PackageKind::tarball &&
+      std::find(names.begin(), names.end(), anax_bundle_name(kind, arch)) != names.end())
+    found.clear();  // beside anax: the file anax downloaded, not a second one
   if (found.empty() && kind != PackageKind::tarball) {
     // What Open Horizon publishes: the agent's packages in one tar.gz per
     // package system and architecture (anax download_worker.go).
@@ -94,6 +100,19 @@ Result<std::string> choose_package_file(const UpgradeSection& sw, PackageKind ki
 namespace {
 
 namespace fs = std::filesystem;
+
+// A signed manifest names the version it installs: exactly, as a range, or
+// "latest" (then the package's own version, checked against the target, and its
+// signed SHA-256 bind it).
+Status binds_version(const std::string& manifest_version, const std::string& target) {
+  if (manifest_version == target || manifest_version == "latest") return {};
+  if (is_version_range_expression(manifest_version)) {
+    auto range = parse_version_range(manifest_version);
+    if (range && range->contains(target)) return {};
+  }
+  return fail(Errc::verification,
+              "it is signed for version '" + manifest_version.substr(0, 64) + "', not " + target);
+}
 
 constexpr std::size_t kMaxRecordBytes = 64 * 1024;
 
@@ -180,7 +199,10 @@ std::string dir_name_of(const std::string& version) {
 class PipelineUpgrader final : public Upgrader {
  public:
   PipelineUpgrader(PipelineOptions o, PipelineParts p)
-      : o_(std::move(o)), p_(p), rng_(std::random_device{}()) {}
+      : o_(std::move(o)),
+        p_(p),
+        floor_(version_floor_path(o_.state_dir, o_.package)),
+        rng_(std::random_device{}()) {}
 
   // The installed package's version, named as the plan names it when agentd
   // installed that package itself (an rpm reports 2.0.0-1 for agent version 2.0.0).
@@ -203,21 +225,25 @@ class PipelineUpgrader final : public Upgrader {
     // 1. The manifest, verified before anything in it is used.
     if (t.manifest.empty()) return fail(Errc::config, "no upgrade manifest names version " + t.version);
     say(progress, "reading manifest " + t.manifest);
-    auto m = p_.exchange.get_signed_manifest(t.manifest);
+    auto m = p_.artifacts.manifest(t.manifest);
     if (!m) return std::unexpected(m.error());
     if (auto s = verify_signature(*m); !s) return s;
     const UpgradeSection& sw = m->manifest.software;
+    // The signature covers the version the manifest installs: a manifest signed
+    // for another version is not a licence for this one (anti-rollback).
+    if (auto s = binds_version(sw.version, t.version); !s)
+      return fail(Errc::verification, "manifest " + t.manifest + ": " + s.error().message);
+    if (auto s = floor_.check(t.version, o_.allow_downgrade); !s) return s;
 
     // 2. The one package for this node.
-    auto name = choose_package_file(sw, p_.installer.kind(), o_.arch);
+    auto name = choose_package_file(sw, p_.installer.kind(), o_.arch, o_.prefer_bundle);
     if (!name) return std::unexpected(name.error());
     auto hash = sw.sha256.find(*name);
     if (hash == sw.sha256.end())
       return fail(Errc::verification, "manifest " + t.manifest + " gives no SHA-256 for " + *name);
-    const std::string type = "agent_software_files-" + t.version;  // exchange-api.md §5.2
-    auto meta = p_.exchange.get_object_metadata("IBM", type, *name);
-    if (!meta) return std::unexpected(meta.error());
-    std::uint64_t size = static_cast<std::uint64_t>(meta->size);
+    auto offered = p_.artifacts.size(t.version, *name);
+    if (!offered) return std::unexpected(offered.error());
+    std::uint64_t size = *offered;
     if (auto s = sw.sizes.find(*name); s != sw.sizes.end() && s->second != size)
       return fail(Errc::verification, *name + ": the hub offers " + std::to_string(size) +
                                           " bytes, the signed manifest says " + std::to_string(s->second));
@@ -226,9 +252,9 @@ class PipelineUpgrader final : public Upgrader {
                                        human_bytes(o_.max_download_bytes) + ")");
 
     // 3. Download, resumable (upgrade/fetch.h).
-    FetchItem item{*name, p_.exchange.object_data_url("IBM", type, *name), size, o_.max_download_bytes};
     FetchOptions fo;
     fo.retry.attempts = o_.download_attempts;
+    fo.request_timeout = o_.download_timeout;
     fo.sleeper = &p_.sleeper;
     fo.progress = [&](const FetchProgress& fp) {
       std::string text = "downloading " + fp.name + ": " + human_bytes(fp.done);
@@ -245,7 +271,7 @@ class PipelineUpgrader final : public Upgrader {
     else if (auto m2 = fs::file_size(dir + "/" + *name + ".part", ec); !ec)
       had = m2;
     const auto started = std::chrono::steady_clock::now();
-    if (auto s = fetch_all(p_.http, {item}, dir, fo); !s) return s;
+    if (auto s = p_.artifacts.fetch(t.version, *name, size, o_.max_download_bytes, dir, fo); !s) return s;
     if (had < size) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       char rate[32];
@@ -296,6 +322,8 @@ class PipelineUpgrader final : public Upgrader {
   Status install(const Target& t) override {
     auto r = prepared(t);
     if (!r) return std::unexpected(r.error());
+    // Checked again: the floor may have risen since prepare.
+    if (auto s = floor_.check(r->agent_version, o_.allow_downgrade); !s) return s;
     const std::string file = download_dir(t.version) + "/" + r->file;
     // Checked again: the file sat on disk since prepare.
     if (auto s = verify_sha256(file, r->sha256, o_.max_download_bytes); !s) return s;
@@ -308,6 +336,8 @@ class PipelineUpgrader final : public Upgrader {
     if (*v != r->package_version)
       return fail(Errc::process, "after installing " + r->file + " the package system reports version " + *v +
                                      ", expected " + r->package_version);
+    if (auto raised = floor_.raise(r->agent_version); !raised)
+      p_.log.warn("version-floor-failed", {{"error", raised.error().describe()}});
     return {};
   }
 
@@ -437,6 +467,20 @@ class PipelineUpgrader final : public Upgrader {
     if (!x) return std::unexpected(x.error());
     if (x->exit_code != 0)
       return fail(Errc::io, "extracting " + plain + " from " + bundle + ": " + output_tail(x->output, 300));
+    // Only a plain file may stand for the package: a symlink or hard link
+    // member would make us hash and install some other file.
+    const std::string extracted = dir + "/" + plain;
+    struct stat st {};
+    if (::lstat(extracted.c_str(), &st) != 0)
+      return fail(Errc::io, "cannot stat " + extracted + ": " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+      (void)::unlink(extracted.c_str());
+      return fail(Errc::verification, bundle + ": member " + member + " is not a regular file (" +
+                                          (S_ISLNK(st.st_mode)   ? "a symlink"
+                                           : S_ISREG(st.st_mode) ? "a hard link"
+                                                                 : "not a file") +
+                                          "); refusing it");
+    }
     return plain;
   }
 
@@ -673,7 +717,7 @@ class PipelineUpgrader final : public Upgrader {
       if (!st) return st.error().message;
       if (*st != "active") return o_.agent_unit + " is " + *st;
     }
-    if (auto n = p_.exchange.get_node(); !n)
+    if (auto n = p_.hub.get_node(); !n)
       return "the hub does not answer with this node's credentials: " + n.error().message;
     if (!o_.health_command.empty()) {
       if (auto s = run_command("health", o_.health_command); !s) return s.error().message;
@@ -695,10 +739,47 @@ class PipelineUpgrader final : public Upgrader {
 
   PipelineOptions o_;
   PipelineParts p_;
+  VersionFloor floor_;
   std::mt19937_64 rng_;
 };
 
 }  // namespace
+
+std::uint64_t free_own_space(const std::string& state_dir, const std::string& keep_version,
+                             bool drop_partial) {
+  std::uint64_t freed = 0;
+  std::error_code ec;
+  auto size_of = [&](const fs::path& p) {
+    std::uint64_t n = 0;
+    std::error_code e;
+    if (fs::is_regular_file(fs::symlink_status(p, e))) return static_cast<std::uint64_t>(fs::file_size(p, e));
+    for (const auto& f : fs::recursive_directory_iterator(p, e))
+      if (f.is_regular_file(e) && !f.is_symlink(e)) n += f.file_size(e);
+    return n;
+  };
+  auto drop = [&](const fs::path& p) {
+    const std::uint64_t n = size_of(p);
+    std::error_code e;
+    if (fs::remove_all(p, e) > 0 && !e) freed += n;
+  };
+  const std::string keep = keep_version.empty() ? std::string() : dir_name_of(keep_version);
+  for (const auto& d : fs::directory_iterator(state_dir + "/downloads", ec)) {
+    if (d.path().filename() != keep) {
+      drop(d.path());
+      continue;
+    }
+    if (!drop_partial) continue;
+    std::error_code e;
+    for (const auto& f : fs::directory_iterator(d.path(), e))
+      if (f.path().extension() == ".part") drop(f.path());
+  }
+  std::vector<std::pair<fs::file_time_type, fs::path>> runs;
+  for (const auto& r : fs::directory_iterator(state_dir + "/runs", ec))
+    runs.emplace_back(fs::last_write_time(r.path(), ec), r.path());
+  std::sort(runs.begin(), runs.end(), std::greater<>());
+  for (std::size_t i = 2; i < runs.size(); ++i) drop(runs[i].second);
+  return freed;
+}
 
 std::unique_ptr<Upgrader> make_pipeline_upgrader(PipelineOptions options, PipelineParts parts) {
   return std::make_unique<PipelineUpgrader>(std::move(options), parts);

@@ -32,10 +32,10 @@
 
 #include "agentd/backoff.h"
 #include "agentd/clock.h"
-#include "agentd/exchange.h"
-#include "agentd/http.h"
 #include "agentd/log.h"
+#include "agentd/node_source.h"
 #include "agentd/process.h"
+#include "upgrade/artifact_source.h"
 #include "upgrade/installer.h"
 #include "upgrade/units.h"
 #include "upgrade/upgrader.h"
@@ -49,9 +49,12 @@ struct PipelineOptions {
   std::string arch;                      // Debian architecture name: amd64, arm64, armhf
   std::string package = "horizon";       // the agent's package (for the package cache)
   std::string install_root = "/";
-  std::string agent_unit;  // "" = no unit to restart or watch
+  std::string agent_unit;      // "" = no unit to restart or watch
+  bool prefer_bundle = false;  // beside anax: install from the bundle anax downloaded
   std::uint64_t max_download_bytes = 1024ull * 1024 * 1024;
   int download_attempts = 5;
+  std::chrono::milliseconds download_timeout{3'600'000};  // each download request
+  bool allow_downgrade = false;                           // AGENTD_ALLOW_DOWNGRADE: below the version floor
   std::chrono::milliseconds health_timeout{300'000};
   std::chrono::milliseconds restart_timeout{120'000};
   std::chrono::milliseconds health_retry{2'000};  // between health checks until the deadline
@@ -65,8 +68,9 @@ struct PipelineOptions {
 };
 
 struct PipelineParts {
-  Exchange& exchange;  // its own HTTP client: the job thread must not share the daemon's
-  HttpClient& http;    // downloads (the same client the Exchange above uses is fine)
+  // Both with their own HTTP client: the job thread must not share the daemon's.
+  ArtifactSource& artifacts;  // the release's manifest and files
+  NodeSource& hub;            // health: the hub answers with the node's credentials
   Installer& installer;
   UnitManager* units;  // null when systemd is not running
   ProcessRunner& runner;
@@ -83,8 +87,10 @@ std::unique_ptr<Upgrader> make_pipeline_upgrader(PipelineOptions options, Pipeli
 // anax_bundle_name); "*" stands for every file the
 // manifest gives a SHA-256 for. Exactly one must match (Errc::verification
 // otherwise, naming the candidates).
+// With `prefer_bundle` (beside anax, which downloads only its bundle) the bundle
+// wins whenever the manifest lists it.
 Result<std::string> choose_package_file(const UpgradeSection& software, PackageKind kind,
-                                        const std::string& arch);
+                                        const std::string& arch, bool prefer_bundle = false);
 
 // The bundle Open Horizon publishes for a package system and architecture
 // (horizon-agent-linux-deb-arm64.tar.gz): chosen when the manifest lists no
@@ -93,6 +99,14 @@ std::string anax_bundle_name(PackageKind kind, const std::string& arch);
 
 // rpm's name for a Debian architecture (amd64 -> x86_64, arm64 -> aarch64, armhf -> armv7hl).
 std::string rpm_arch(const std::string& debian_arch);
+
+// Frees what agentd itself put in `state_dir` and can make again, for a full
+// disk: the downloads of versions other than `keep_version`, its partial
+// downloads (*.part) when `drop_partial` (no download is running), and the
+// output of runs but the newest two. The kept packages (current/, previous/)
+// stay. Returns the bytes freed.
+std::uint64_t free_own_space(const std::string& state_dir, const std::string& keep_version,
+                             bool drop_partial);
 
 // The Debian architecture this agentd was built for.
 const char* build_arch();

@@ -123,7 +123,8 @@ int compare_versions(const std::string& a, const std::string& b) {
 Result<Plan> choose_target(const NodeRecord& node, const std::optional<Properties>& node_properties,
                            const std::vector<ManagementPolicy>& policies,
                            const std::vector<std::string>& published, const std::string& running, Wall now,
-                           const ManifestFetcher& fetch_manifest, const RandomBelow& random_below) {
+                           const ManifestFetcher& fetch_manifest, const RandomBelow& random_below,
+                           const DowngradeRule& downgrade) {
   Plan best;
   const ManagementPolicy* chosen = nullptr;
   std::vector<std::string> skipped;
@@ -201,8 +202,17 @@ Result<Plan> choose_target(const NodeRecord& node, const std::optional<Propertie
       continue;
     }
     int cmp = running.empty() ? 1 : compare_versions(v, running);
-    if (cmp < 0 && !p.agent_upgrade.allow_downgrade) {
+    const bool below_floor = !downgrade.floor.empty() && compare_versions(v, downgrade.floor) < 0;
+    if ((cmp < 0 || below_floor) && !p.agent_upgrade.allow_downgrade) {
       skipped.push_back(p.id + ": " + v + " would be a downgrade");
+      continue;
+    }
+    // The hub's allowDowngrade alone cannot move the node back: an old signed
+    // manifest would otherwise be a rollback attack.
+    if ((cmp < 0 || below_floor) && !downgrade.allowed_locally) {
+      skipped.push_back(p.id + ": " + v + " is below " + (below_floor ? downgrade.floor : running) +
+                        ", the highest version this node installed or ran; this node does not allow "
+                        "downgrades (AGENTD_ALLOW_DOWNGRADE)");
       continue;
     }
     if (best.version.empty() || compare_versions(v, best.version) > 0) {
@@ -231,8 +241,35 @@ Result<Plan> choose_target(const NodeRecord& node, const std::optional<Propertie
 
 Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementPolicy>& policies,
                            const std::vector<std::string>& published, const std::string& running, Wall now,
-                           const ManifestFetcher& fetch_manifest) {
-  return choose_target(node, std::nullopt, policies, published, running, now, fetch_manifest, RandomBelow{});
+                           const ManifestFetcher& fetch_manifest, const DowngradeRule& downgrade) {
+  return choose_target(node, std::nullopt, policies, published, running, now, fetch_manifest, RandomBelow{},
+                       downgrade);
+}
+
+Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates) {
+  namespace st = anax_status;
+  Plan p;
+  const AnaxJob* pick = nullptr;
+  std::string seen;
+  for (const AnaxJob& j : jobs) {
+    seen += (seen.empty() ? "" : ", ") + j.policy + " " + j.status;
+    if (j.version.empty()) continue;
+    if (j.policy == in_flight && (j.status == st::initiated || j.status == st::rollback_started)) {
+      pick = &j;
+      break;
+    }
+    bool ready = j.status == st::downloaded || (hub_coordinates && j.status == st::ha_node_waiting);
+    if (ready && (!pick || j.scheduled_time < pick->scheduled_time)) pick = &j;
+  }
+  if (!pick) {
+    p.reason = "no job of anax's is ready" + (seen.empty() ? std::string() : " (" + seen + ")");
+    return p;
+  }
+  p.version = pick->version;
+  p.policy = pick->policy;
+  p.manifest = pick->manifest;
+  p.reason = "anax's job " + pick->policy + " is " + pick->status;
+  return p;
 }
 
 }  // namespace agentd

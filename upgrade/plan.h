@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "agentd/anax.h"
 #include "agentd/clock.h"
 #include "agentd/exchange.h"
 #include "agentd/result.h"
@@ -53,6 +54,13 @@ bool package_version_matches(const std::string& package_version, const std::stri
 // published version it matches (package_version_matches), else unchanged.
 std::string agent_version_of(const std::string& installed, const std::vector<std::string>& published);
 
+// Anti-rollback (upgrade/version_floor.h): a version below what runs or below
+// the floor needs both the policy's allowDowngrade and the node's own consent.
+struct DowngradeRule {
+  std::string floor;             // the highest version this node installed or ran; "" = none known
+  bool allowed_locally = false;  // AGENTD_ALLOW_DOWNGRADE
+};
+
 using ManifestFetcher = std::function<Result<Manifest>(const std::string& manifest_ref)>;
 
 // A uniform random integer in [0, n) for n > 0 (the startWindow delay).
@@ -60,7 +68,8 @@ using RandomBelow = std::function<std::int64_t(std::int64_t n)>;
 
 // Chooses the highest target among applicable policies; a policy whose manifest
 // cannot be read or names a version that cannot be resolved is skipped with its
-// reason in Plan::reason. Downgrades only with allowDowngrade. Pure: time and
+// reason in Plan::reason. Downgrades (below `running` or below the rule's
+// floor) only with allowDowngrade and the rule's local consent. Pure: time and
 // randomness come in as arguments.
 // node_properties: the node policy's management properties (top level merged
 // with "management", anax NodePolicy.GetManagementPolicy, which carries the
@@ -72,12 +81,23 @@ using RandomBelow = std::function<std::int64_t(std::int64_t n)>;
 Result<Plan> choose_target(const NodeRecord& node, const std::optional<Properties>& node_properties,
                            const std::vector<ManagementPolicy>& policies,
                            const std::vector<std::string>& published_versions, const std::string& running,
-                           Wall now, const ManifestFetcher& fetch_manifest, const RandomBelow& random_below);
+                           Wall now, const ManifestFetcher& fetch_manifest, const RandomBelow& random_below,
+                           const DowngradeRule& downgrade = {});
 
 // As above without node properties and without a startWindow delay
 // (not_before = the start).
 Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementPolicy>& policies,
                            const std::vector<std::string>& published_versions, const std::string& running,
-                           Wall now, const ManifestFetcher& fetch_manifest);
+                           Wall now, const ManifestFetcher& fetch_manifest,
+                           const DowngradeRule& downgrade = {});
+
+// Beside anax (anax-coexistence.md §3): the target is anax's own job. A job in
+// `initiated` or `rollback started` for `in_flight` (the policy of our upgrade in
+// progress) stays ours; otherwise the earliest scheduled job whose files anax has
+// downloaded: `downloaded`, or also `ha node waiting` when the hub coordinates
+// the group (agentd's lease is then the group's lock, and anax's wait for the
+// agbot's must not set the pace). On a hub without the coordination extension
+// only `downloaded` counts: the agbot's lock is the group's lock.
+Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates);
 
 }  // namespace agentd

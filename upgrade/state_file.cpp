@@ -17,6 +17,10 @@ std::string state_to_json(const PersistedState& s) {
   json::set(o.get(), "group", s.group);
   json::set(o.get(), "policy", s.policy);
   json::set(o.get(), "pendingWriteId", s.pending_write_id);
+  json::set(o.get(), "reportStatus", s.report_status);
+  json::set(o.get(), "reportPolicy", s.report_policy);
+  json::set(o.get(), "reportError", s.report_error);
+  json::set(o.get(), "reportVersion", s.report_version);
   json::set(o.get(), "state", to_string(l.state));
   json::set(o.get(), "version", l.version);
   json::set(o.get(), "targetVersion", l.target);
@@ -52,6 +56,10 @@ Result<PersistedState> state_from_json(const std::string& text) {
   } strings[] = {{"group", &s.group},
                  {"policy", &s.policy},
                  {"pendingWriteId", &s.pending_write_id},
+                 {"reportStatus", &s.report_status},
+                 {"reportPolicy", &s.report_policy},
+                 {"reportError", &s.report_error},
+                 {"reportVersion", &s.report_version},
                  {"state", &state},
                  {"version", &l.version},
                  {"targetVersion", &l.target},

@@ -16,7 +16,13 @@ struct PersistedState {
   std::string group;             // group the coordination state belongs to ("" = none)
   std::string policy;            // node management policy that named the target
   std::string pending_write_id;  // writeId of a write sent but not yet confirmed (§4.6)
-  Local local;                   // the persisted fields of Local (not the process-local ones)
+  // A management status report not yet accepted (the hub or anax was away): sent
+  // again until it is, so every job ends in a final status (anax-coexistence.md §3.2).
+  std::string report_status;  // "" = nothing pending
+  std::string report_policy;
+  std::string report_error;
+  std::string report_version;
+  Local local;  // the persisted fields of Local (not the process-local ones)
 };
 
 class StateFile {

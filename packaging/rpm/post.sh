@@ -17,4 +17,14 @@ if [ -d /run/systemd/system ]; then
     fi
   fi
 fi
+# One executor (anax-coexistence.md §3.1): while agentd is configured, anax's
+# cron executor is kept aside (cron-guard; also by agentd.service at each start).
+/usr/libexec/agentd/cron-guard disable >/dev/null 2>&1 || :
+exit 0
+
+# The horizon package's %post rewrites its cron file on every install: keep it
+# aside again afterwards. (CPack puts this file into %post; the line below opens
+# a section of its own.)
+%triggerin -- horizon
+/usr/libexec/agentd/cron-guard disable >/dev/null 2>&1 || :
 exit 0

@@ -2,6 +2,8 @@
 # On removal stop and disable agentd; the configuration (%config(noreplace):
 # an edited file is kept as .rpmsave) and /var/lib/agentd stay.
 if [ "$1" -eq 0 ]; then
+  # Without agentd, anax's own upgrade executor is back in charge.
+  /usr/libexec/agentd/cron-guard restore >/dev/null 2>&1 || :
   if [ -d /run/systemd/system ]; then
     systemctl stop agentd.service agentd-rollback.service >/dev/null 2>&1 || :
   fi

@@ -44,6 +44,7 @@ struct Args {
   int timeout_seconds = 0;  // 0: scaled with the group size
   bool quiet = false;
   double idle_minutes = 0;  // > 0: measure a quiet group instead of rolling out
+  bool beside_anax = false;  // --idle: each member beside an anax stand-in
 };
 
 const char* kUsage =
@@ -51,7 +52,7 @@ const char* kUsage =
     "                   [--heartbeat S]\n"
     "                   [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S] [--timeout S] "
     "[--quiet]\n"
-    "       agentd-demo --idle MINUTES [--members N] [interval options]\n"
+    "       agentd-demo --idle MINUTES [--members N] [--beside-anax] [interval options]\n"
     "\n"
     "Rolls agent version 1.0.0 -> 2.0.0 across an HA group of N members (default 5), each\n"
     "member a real agentd process with its own state directory and its own dpkg root,\n"
@@ -67,7 +68,9 @@ const char* kUsage =
     "\n"
     "With --idle, nothing is published: the members sit in a quiet group for MINUTES\n"
     "(agentd's default intervals unless given) and the demo reports the hub requests per\n"
-    "member per minute, the share answered 304, and each agentd's peak RSS.\n";
+    "member per minute, the share answered 304, and each agentd's peak RSS. With\n"
+    "--beside-anax each member runs beside an anax stand-in (agentd reads its node and\n"
+    "jobs from anax's local API); anax's own hub requests are reported apart.\n";
 
 bool parse_args(int argc, char** argv, Args* a) {
   for (int i = 1; i < argc; ++i) {
@@ -83,6 +86,8 @@ bool parse_args(int argc, char** argv, Args* a) {
       std::exit(0);
     } else if (k == "--quiet") {
       a->quiet = true;
+    } else if (k == "--beside-anax") {
+      a->beside_anax = true;
     } else if (!value(&v)) {
       return false;
     } else if (k == "--members") {
@@ -251,10 +256,11 @@ double median(std::vector<double> v) {
 
 // Requests per member from the stand-in's counters: (members, total, not modified).
 struct RequestCounts {
-  long long members = 0, total = 0, not_modified = 0, group_reads = 0;
+  long long members = 0, total = 0, not_modified = 0, group_reads = 0, conflicts = 0;
 };
 
-RequestCounts request_counts(Hub& hub, const std::string& prefix) {
+// Callers named "o/n1#anax" are the anax stand-ins (counted apart: `anax`).
+RequestCounts request_counts(Hub& hub, const std::string& prefix, bool anax = false) {
   RequestCounts c;
   auto stats = hub.request("GET", "/v1/standin/stats");
   if (stats.status != 200) return c;
@@ -262,11 +268,13 @@ RequestCounts request_counts(Hub& hub, const std::string& prefix) {
   const cJSON* req = j ? cJSON_GetObjectItem(j->get(), "requests") : nullptr;
   const cJSON* item = nullptr;
   cJSON_ArrayForEach(item, req) {
-    if (std::string(item->string).rfind(prefix, 0) != 0) continue;
+    std::string caller = item->string;
+    if (caller.rfind(prefix, 0) != 0 || caller.ends_with("#anax") != anax) continue;
     ++c.members;
     c.total += json::opt_int(item, "total", 0).value_or(0);
     c.not_modified += json::opt_int(item, "notModified", 0).value_or(0);
     c.group_reads += json::opt_int(item, "groupReads", 0).value_or(0);
+    c.conflicts += json::opt_int(item, "conflicts", 0).value_or(0);
   }
   return c;
 }
@@ -315,6 +323,14 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
   ro.member.http_timeout_seconds = "30";
   ro.member.connect_timeout_seconds = "10";
   ro.member.log_level = "info";
+  if (args.beside_anax) {
+    // anax polls the hub itself (its NMP worker, every 60 s here as in anax);
+    // agentd learns of jobs from anax's local API.
+    ro.anax = true;
+    ro.anax_options.interval_seconds = "60";
+    ro.anax_options.cron_file = false;
+    ro.member.extra.push_back({"AGENTD_ANAX", "on"});
+  }
   Rollout r(ro);
   r.start_all();
   if (!r.wait_group([&](const GroupDocument& d) { return d.entries.size() == r.size(); },
@@ -323,6 +339,7 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
     return 1;
   }
   RequestCounts before = request_counts(r.hub(), "o/n");
+  RequestCounts anax_before = request_counts(r.hub(), "o/n", true);
   std::vector<double> cpu_before;
   for (auto& m : r.members()) cpu_before.push_back(cpu_seconds(m->process()->pid()));
   auto t0 = Clock::now();
@@ -331,6 +348,7 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
               ro.member.idle_heartbeat_seconds.c_str());
   std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<long long>(args.idle_minutes * 60'000)));
   RequestCounts after = request_counts(r.hub(), "o/n");
+  RequestCounts anax_after = request_counts(r.hub(), "o/n", true);
   double minutes = std::chrono::duration<double>(Clock::now() - t0).count() / 60.0;
   long rss_max = 0;
   double cpu_max = 0;
@@ -344,7 +362,12 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
                                           static_cast<double>(after.members) / minutes
                                     : 0.0;
   long long reads = after.group_reads - before.group_reads;
-  std::printf("  hub requests per idle member per minute: %.2f\n", per_member);
+  std::printf("  hub requests per idle member per minute: %.2f%s\n", per_member,
+              args.beside_anax ? " (agentd, beside anax)" : "");
+  if (args.beside_anax && anax_after.members > 0)
+    std::printf("  hub requests per idle anax stand-in per minute: %.2f (anax's own, for comparison)\n",
+                static_cast<double>(anax_after.total - anax_before.total) / static_cast<double>(anax_after.members) /
+                    minutes);
   std::printf("  group reads in the window: %lld, answered 304: %lld\n", reads,
               after.not_modified - before.not_modified);
   std::printf("  peak RSS of one idle agentd (VmHWM, largest of %d): %ld KiB\n", args.members, rss_max);
@@ -505,8 +528,15 @@ int main(int argc, char** argv) {
               "  handoff gap (release -> next acquire): median %.3fs, max %.3fs over %zu handoffs\n",
               median(gaps), *std::max_element(gaps.begin(), gaps.end()), gaps.size());
     }
-    if (!upgrade_s.empty())
-      appendf(&summary, "  time under the lease per member: median %.2fs\n", median(upgrade_s));
+    if (!upgrade_s.empty()) {
+      double under = std::accumulate(upgrade_s.begin(), upgrade_s.end(), 0.0);
+      appendf(&summary, "  time under the lease per member: median %.2fs; makespan / sum of it: %.2f\n",
+              median(upgrade_s), under > 0 ? makespan / under : 0.0);
+    }
+    if (!leases.empty())
+      appendf(&summary, "  412s per acquisition: %.2f (%lld answered 412, %zu acquisitions)\n",
+              static_cast<double>(requests.conflicts) / static_cast<double>(leases.size()),
+              requests.conflicts, leases.size());
     appendf(&summary, "  most members upgrading at once: %d\n", tl.max_concurrent);
     if (requests.members > 0)
       appendf(&summary, "  hub requests per member: %.1f (%lld group reads, %lld answered 304)\n",

@@ -269,6 +269,9 @@ Hub::~Hub() = default;
 std::string Hub::exchange_url() const {
   return "http://127.0.0.1:" + std::to_string(port_) + "/v1";
 }
+std::string Hub::agbot_url() const {
+  return "http://127.0.0.1:" + std::to_string(port_);
+}
 std::string Hub::css_url() const {
   return "http://127.0.0.1:" + std::to_string(port_) + "/css";
 }
@@ -276,41 +279,52 @@ std::string Hub::output_path() const {
   return dir_ + "/hub." + std::to_string(runs_) + ".out";
 }
 
-void Hub::start(int port) {
-  // On a restart the old port may be briefly unavailable: try again until the deadline.
-  // A first start (port 0) that fails is reported at once.
+namespace {
+
+// Starts a stand-in that prints "listening port=N" and returns N. `spawn` starts
+// one run on the port it is given. On a restart the old port may be briefly
+// unavailable: tries again until the deadline; a first start (port 0) that fails
+// is reported at once.
+int start_listening(const std::string& what, int port, const std::function<Process&(int)>& spawn) {
   auto deadline = deadline_in(15s);
   std::string last_output;
   for (;;) {
-    ++runs_;
-    process_ = std::make_unique<Process>(
-        std::vector<std::string>{STANDIN_BIN, "--port", std::to_string(port), "--bind", "127.0.0.1",
-                                 "--state", state_path(), "--log", write_log_path(), "--root-password",
-                                 options_.root_password, "--mode", options_.mode},
-        std::vector<std::pair<std::string, std::string>>{}, output_path());
+    Process& process = spawn(port);
     int found = 0;
     poll_until(
         deadline,
         [&] {
-          std::string out = process_->output();
+          std::string out = process.output();
           auto at = out.find("listening port=");
           if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
             found = std::atoi(out.c_str() + at + std::strlen("listening port="));
             return true;
           }
-          return !process_->running();
+          return !process.running();
         },
         20ms);
-    if (found > 0) {
-      port_ = found;
-      return;
-    }
-    last_output = process_->output();
-    process_->kill9();
+    if (found > 0) return found;
+    last_output = process.output();
+    process.kill9();
     if (port == 0 || std::chrono::steady_clock::now() >= deadline)
-      die("exchange-standin did not start (port " + std::to_string(port) + "): " + last_output);
+      die(what + " did not start (port " + std::to_string(port) + "): " + last_output);
     std::this_thread::sleep_for(200ms);  // the port is still taken: back off before the next try
   }
+}
+
+}  // namespace
+
+void Hub::start(int port) {
+  port_ = start_listening("exchange-standin", port, [this](int p) -> Process& {
+    ++runs_;
+    process_ = std::make_unique<Process>(
+        std::vector<std::string>{STANDIN_BIN, "--port", std::to_string(p), "--bind", "127.0.0.1", "--state",
+                                 state_path(), "--log", write_log_path(), "--root-password",
+                                 options_.root_password, "--mode", options_.mode, "--agbot-log",
+                                 agbot_log_path(), "--agbot-interval", options_.agbot_interval_seconds},
+        std::vector<std::pair<std::string, std::string>>{}, output_path());
+    return *process_;
+  });
 }
 
 void Hub::stop() {
@@ -328,15 +342,17 @@ void Hub::restart() {
   start(port_);
 }
 
-HttpResult Hub::request(const std::string& method, const std::string& path, const std::string& body,
-                        std::optional<Credentials> auth,
+namespace {
+
+// One request to a stand-in on 127.0.0.1:`port`; `auth` nullopt sends no credentials.
+HttpResult http_request(int port, const std::string& method, const std::string& path, const std::string& body,
+                        const std::optional<Credentials>& auth,
                         const std::vector<std::pair<std::string, std::string>>& headers) {
-  httplib::Client cli("127.0.0.1", port_);
+  httplib::Client cli("127.0.0.1", port);
   cli.set_connection_timeout(2, 0);
   cli.set_read_timeout(10, 0);
   cli.set_keep_alive(false);
-  Credentials c = auth ? *auth : root();
-  cli.set_basic_auth(c.user, c.password);
+  if (auth) cli.set_basic_auth(auth->user, auth->password);
   httplib::Headers h{{"Accept", "application/json"}};
   for (const auto& [k, v] : headers) h.emplace(k, v);
   const char* type = "application/json";
@@ -355,6 +371,14 @@ HttpResult Hub::request(const std::string& method, const std::string& path, cons
   out.body = r->body;
   for (const auto& [k, v] : r->headers) out.headers[k] = v;
   return out;
+}
+
+}  // namespace
+
+HttpResult Hub::request(const std::string& method, const std::string& path, const std::string& body,
+                        std::optional<Credentials> auth,
+                        const std::vector<std::pair<std::string, std::string>>& headers) {
+  return http_request(port_, method, path, body, auth ? *auth : root(), headers);
 }
 
 void Hub::expect(const HttpResult& r, std::initializer_list<int> ok, const std::string& what) {
@@ -523,6 +547,42 @@ GroupDocument Hub::get_group(const std::string& org, const std::string& group) {
   return *doc;
 }
 
+std::vector<AgbotLock> Hub::agbot_locks() {
+  auto r = request("GET", "/ha/upgradingnode");
+  expect(r, {200}, "list the agbot's locks");
+  auto root = json::parse(r.body, "agbot locks");
+  if (!root) die(root.error().message);
+  std::vector<AgbotLock> out;
+  const cJSON* row = nullptr;
+  cJSON_ArrayForEach(row, root->get()) {
+    auto field = [row](const char* key) { return json::opt_string(row, key).value_or(""); };
+    out.push_back({field("orgId"), field("groupName"), field("nodeId"), field("nmpName")});
+  }
+  return out;
+}
+
+std::vector<AgbotLockEvent> Hub::agbot_lock_events() const {
+  std::vector<AgbotLockEvent> out;
+  std::istringstream in(read_file(agbot_log_path()));
+  for (std::string line; std::getline(in, line);) {
+    auto root = json::parse(line, "agbot lock log line");
+    if (!root) die(agbot_log_path() + ": " + root.error().message);
+    const cJSON* o = root->get();
+    auto field = [o](const char* key) { return json::opt_string(o, key).value_or(""); };
+    AgbotLockEvent e;
+    e.seq = json::opt_int(o, "seq", 0).value_or(0);
+    e.t_us = json::opt_int(o, "tUs", 0).value_or(0);
+    e.op = field("op");
+    e.org = field("org");
+    e.group = field("group");
+    e.node = field("node");
+    e.nmp = field("nmp");
+    e.reason = field("reason");
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 std::optional<ManagementStatus> Hub::get_management_status(const std::string& org, const std::string& node,
                                                            const std::string& nmp) {
   auto r = request("GET", "/v1/orgs/" + org + "/nodes/" + node + "/managementStatus/" + nmp);
@@ -576,8 +636,14 @@ Member::Member(std::string dir, const Hub& hub, std::string org, std::string nod
 Member::~Member() = default;
 
 void Member::write_horizon() {
+  std::string agent_port = options_.agent_port.empty() ? "" : "HZN_AGENT_PORT=" + options_.agent_port + "\n";
   write_file(horizon_path(), "HZN_EXCHANGE_URL=" + exchange_url_ + "\nHZN_FSS_CSSURL=" + css_url_ +
-                                 "\nHZN_ORG_ID=" + org_ + "\nHZN_DEVICE_ID=" + node_ + "\n");
+                                 "\nHZN_ORG_ID=" + org_ + "\nHZN_DEVICE_ID=" + node_ + "\n" + agent_port);
+}
+
+void Member::use_anax(const Anax& anax) {
+  options_.agent_port = std::to_string(anax.port());
+  write_horizon();
 }
 
 void Member::write_config() {
@@ -703,6 +769,142 @@ std::optional<ExitStatus> Member::wait_exit(Deadline deadline) {
   return process_->wait(deadline);
 }
 
+// ---------------------------------------------------------------- anax
+
+Anax::Anax(std::string dir, const Hub& hub, const Member& member, std::string org, AnaxOptions options)
+    : dir_(std::move(dir)) {
+  fs::create_directories(dir_);
+  std::string install = options.install_command;
+  if (install.empty())
+    install = "AGENTD_TARGET_VERSION=\"$ANAX_VERSION\" " + member.dir() + "/agent.sh install";
+  argv_ = {ANAX_STANDIN_BIN,
+           "--bind",
+           "127.0.0.1",
+           "--state",
+           state_path(),
+           "--exchange-url",
+           hub.exchange_url(),
+           "--css-url",
+           hub.css_url(),
+           "--agbot-url",
+           hub.agbot_url(),
+           "--org",
+           std::move(org),
+           "--node",
+           member.node(),
+           "--token-file",
+           member.token_path(),
+           "--work-dir",
+           work_dir(),
+           "--version-file",
+           member.version_path(),
+           "--initial-version",
+           member.version(),
+           "--package-type",
+           options.package_type,
+           "--arch",
+           options.arch,
+           "--interval",
+           options.interval_seconds,
+           "--cron-file",
+           cron_path(),
+           "--cron-interval",
+           options.cron_interval_seconds,
+           "--install-command",
+           install,
+           "--executor-log",
+           executor_log_path(),
+           "--download-log",
+           download_log_path()};
+  set_cron_file(options.cron_file);
+  start(0);
+}
+
+Anax::~Anax() = default;
+
+std::string Anax::url() const {
+  return "http://127.0.0.1:" + std::to_string(port_);
+}
+
+std::string Anax::output_path() const {
+  return dir_ + "/anax." + std::to_string(runs_) + ".out";
+}
+
+void Anax::start(int port) {
+  port_ = start_listening("anax-standin", port, [this](int p) -> Process& {
+    ++runs_;
+    std::vector<std::string> argv = argv_;
+    argv.insert(argv.end(), {"--port", std::to_string(p)});
+    process_ = std::make_unique<Process>(std::move(argv), std::vector<std::pair<std::string, std::string>>{},
+                                         output_path());
+    return *process_;
+  });
+}
+
+void Anax::stop() {
+  if (!process_) return;
+  process_->signal(SIGTERM);
+  if (!process_->wait(deadline_in(10s))) process_->kill9();
+}
+
+ExitStatus Anax::kill9() {
+  if (!process_) die("the anax stand-in was never started");
+  return process_->kill9();
+}
+
+void Anax::restart() {
+  if (process_ && process_->running()) stop();
+  start(port_);
+}
+
+void Anax::set_cron_file(bool present) {
+  if (present) {
+    write_file(cron_path(), "*/1 * * * * root /usr/horizon/bin/agent-auto-upgrade.sh\n");
+  } else {
+    std::error_code ec;
+    fs::remove(cron_path(), ec);
+  }
+}
+
+int Anax::executor_runs() const {
+  return static_cast<int>(grep_lines(executor_log_path(), R"("event":"run")").size());
+}
+
+int Anax::downloads(const std::string& version) const {
+  return static_cast<int>(grep_lines(download_log_path(), "\"version\":\"" + version).size());
+}
+
+HttpResult Anax::request(const std::string& method, const std::string& path, const std::string& body) {
+  return http_request(port_, method, path, body, std::nullopt, {});
+}
+
+std::map<std::string, std::string> Anax::statuses() {
+  auto r = request("GET", "/nodemanagement/status");
+  if (r.status != 200) die("anax stand-in: GET /nodemanagement/status answered " + std::to_string(r.status));
+  auto root = json::parse(r.body, "anax statuses");
+  if (!root) die(root.error().message);
+  std::map<std::string, std::string> out;
+  const cJSON* rec = nullptr;
+  cJSON_ArrayForEach(rec, root->get()) {
+    const cJSON* st = cJSON_GetObjectItemCaseSensitive(rec, "agentUpgradePolicyStatus");
+    out[rec->string] = json::opt_string(st, "status").value_or("");
+  }
+  return out;
+}
+
+std::optional<std::string> Anax::status(const std::string& key) {
+  auto all = statuses();
+  auto it = all.find(key);
+  if (it == all.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string Anax::recorded_version() const {
+  auto root = json::parse(read_file(state_path()), "anax state");
+  if (!root) return "";
+  return json::opt_string(root->get(), "recordedVersion").value_or("");
+}
+
 // ---------------------------------------------------------------- rollout
 
 Rollout::Rollout(RolloutOptions options) : options_(std::move(options)), dir_("agentd-rollout") {
@@ -736,7 +938,18 @@ Member& Rollout::add_node(const std::string& node) {
   mo.initial_version = options_.from_version;
   hub_->create_node(options_.org, node, "tok-" + node, admin(), options_.from_version);
   members_.push_back(std::make_unique<Member>(dir_.file(node), *hub_, options_.org, node, "tok-" + node, mo));
+  if (options_.anax) {
+    anaxes_.push_back(std::make_unique<Anax>(dir_.file(node + "/anax"), *hub_, *members_.back(), options_.org,
+                                             options_.anax_options));
+    members_.back()->use_anax(*anaxes_.back());
+  }
   return *members_.back();
+}
+
+Anax& Rollout::anax(const std::string& node) {
+  for (std::size_t i = 0; i < members_.size() && i < anaxes_.size(); ++i)
+    if (members_[i]->node() == node) return *anaxes_[i];
+  die("no anax stand-in beside " + node);
 }
 
 void Rollout::publish(const std::string& version) {
@@ -815,8 +1028,11 @@ std::string Rollout::diagnostics(std::size_t tail_lines) {
 }
 
 CommandResult Rollout::agentctl(const std::vector<std::string>& args) {
-  std::vector<std::string> argv{AGENTCTL_BIN, "--exchange-url", hub_->exchange_url(), "--org",
-                                options_.org, "--user-auth",    "admin:adminpw"};
+  // The password in a 0600 file, as an operator should give it (not on the command line).
+  const std::string auth = dir_.file("admin-auth");
+  if (!file_exists(auth)) write_file(auth, "admin:adminpw\n", 0600);
+  std::vector<std::string> argv{
+      AGENTCTL_BIN, "--exchange-url", hub_->exchange_url(), "--org", options_.org, "--user-auth-file", auth};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(std::move(argv), {}, dir_.file("agentctl." + std::to_string(++agentctl_runs_) + ".out"));
 }

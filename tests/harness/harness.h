@@ -148,6 +148,23 @@ struct Faults {
 struct HubOptions {
   std::string mode = "full";  // full | no-etag | no-coordination
   std::string root_password = "rootpw";
+  // The agbot lock monitor's period (exchange-api.md §7.3; the real agbot: 60 s): a
+  // lock goes half a period to a period after its holder's status stops being active.
+  std::string agbot_interval_seconds = "1";
+};
+
+// A row of the agbot's lock table (GET /ha/upgradingnode).
+struct AgbotLock {
+  std::string org, group, node, nmp;
+};
+
+// A line of the agbot lock log (tests/hub/hub.h HubOptions::agbot_log_path).
+struct AgbotLockEvent {
+  long long seq = 0;
+  long long t_us = 0;
+  std::string op;  // grant | release
+  std::string org, group, node, nmp;
+  std::string reason;  // release: "status successful", "node left the group", "admin o/admin"
 };
 
 // The stand-in hub (exchange-standin) on 127.0.0.1 with its state and write log in `dir`.
@@ -160,6 +177,8 @@ class Hub {
   std::string exchange_url() const;  // http://127.0.0.1:PORT/v1
   std::string css_url() const;       // http://127.0.0.1:PORT/css
   std::string write_log_path() const { return dir_ + "/hub-writes.jsonl"; }
+  std::string agbot_log_path() const { return dir_ + "/agbot-locks.jsonl"; }
+  std::string agbot_url() const;  // http://127.0.0.1:PORT (the agbot's secure API, same process)
   std::string state_path() const { return dir_ + "/hub-state.json"; }
   std::string output_path() const;  // stdout+stderr of the current run
   Credentials root() const { return {"root/root", options_.root_password}; }
@@ -207,6 +226,11 @@ class Hub {
   void update_nmp(const std::string& org, const std::string& name, const std::string& manifest_ref);
   void set_faults(const Faults& faults);
 
+  // The agbot's lock rows now (GET /ha/upgradingnode as root), and every grant and
+  // release so far (its log), oldest first.
+  std::vector<AgbotLock> agbot_locks();
+  std::vector<AgbotLockEvent> agbot_lock_events() const;
+
   // GET /orgs/{org}/hagroups/{g} as root, parsed (revision from the ETag, 0 without one).
   GroupDocument get_group(const std::string& org, const std::string& group);
   // GET /orgs/{org}/nodes/{node}/managementStatus/{nmp}; nullopt when there is none.
@@ -224,6 +248,8 @@ class Hub {
   std::unique_ptr<Process> process_;
 };
 
+class Anax;
+
 // Settings written into a member's agentd.conf (durations in seconds, as text so
 // fractions pass through unchanged). Fast by default, for tests.
 struct MemberOptions {
@@ -239,6 +265,9 @@ struct MemberOptions {
   std::string log_level = "debug";
   std::string initial_version = "1.0.0";
   std::vector<std::pair<std::string, std::string>> extra;  // more KEY=VALUE lines (later ones win)
+  // HZN_AGENT_PORT in the member's horizon file: where anax's local API listens
+  // (Member::use_anax sets it); "" writes none.
+  std::string agent_port;
 };
 
 // One edge node: its directory holds `horizon`, `agentd.conf`, the 0600 `token`, the
@@ -262,12 +291,16 @@ class Member {
   std::string steps_path() const { return state_dir() + "/steps.jsonl"; }
   std::string log_path() const { return dir_ + "/agentd.log"; }  // agentd's stdout+stderr, all runs
   std::string agent_calls_path() const { return dir_ + "/agent-calls.log"; }
+  std::string version_path() const { return dir_ + "/version"; }  // the fake agent's version
   std::string log() const { return read_file(log_path()); }
 
   // Rewrites agentd.conf / horizon / token (e.g. to break them on purpose).
   void write_config();
   void write_horizon();
   void write_token(const std::string& token, unsigned mode = 0600);
+  // Points the member at `anax` (HZN_AGENT_PORT in its horizon file; takes effect at
+  // agentd's next start).
+  void use_anax(const Anax& anax);
 
   // The fake agent's state and switches.
   std::string version() const;  // content of `version`, trimmed
@@ -300,6 +333,68 @@ class Member {
   std::unique_ptr<Process> process_;
 };
 
+// The anax stand-in (tests/anax/anax.h) beside one member: anax's local API, its
+// NMP worker (which writes the Exchange as the node and asks the agbot for the
+// group's lock) and its cron executor, fast for tests.
+struct AnaxOptions {
+  std::string interval_seconds = "0.5";       // the NMP worker's period (anax: 60 s)
+  std::string cron_interval_seconds = "0.5";  // the cron executor's period (cron: 60 s)
+  // Whether the cron file exists at start: the `horizon` package writes it, so the
+  // executor is armed unless something (agentd's package) takes it away.
+  bool cron_file = true;
+  // What the executor runs for a `downloaded` job ($ANAX_VERSION, $ANAX_NMP,
+  // $ANAX_WORK_DIR set); "" = the member's fake agent: `agent.sh install` of $ANAX_VERSION.
+  std::string install_command;
+  std::string package_type = "deb";  // the bundle horizon-agent-linux-{deb|rpm}-{arch}.tar.gz
+  std::string arch = "amd64";
+};
+
+// One anax stand-in process for `member`, in `dir`; its version is the member's
+// fake agent's version file, its token the member's token file. Started on port 0.
+class Anax {
+ public:
+  Anax(std::string dir, const Hub& hub, const Member& member, std::string org, AnaxOptions options = {});
+  ~Anax();
+
+  int port() const { return port_; }
+  std::string url() const;  // http://127.0.0.1:PORT
+  std::string state_path() const { return dir_ + "/anax-state.json"; }
+  std::string work_dir() const { return dir_ + "/nmp"; }  // a job's files: <work_dir>/<org>/<nmp>/
+  std::string cron_path() const { return dir_ + "/horizon_agent_upgrade"; }
+  std::string executor_log_path() const { return dir_ + "/executor.jsonl"; }
+  std::string download_log_path() const { return dir_ + "/downloads.jsonl"; }
+  std::string output_path() const;  // stdout+stderr of the current run
+  bool running() { return process_ && process_->running(); }
+
+  void stop();  // SIGTERM, then wait for it to exit
+  ExitStatus kill9();
+  void restart();  // same port, same state file
+
+  // The `horizon` package's cron file: present = the executor runs.
+  void set_cron_file(bool present);
+  // Executor runs so far (its "run" lines).
+  int executor_runs() const;
+  // Release files the NMP worker downloaded so far (of `version`; "" = any).
+  int downloads(const std::string& version = "") const;
+
+  // Any request to the local API (no credentials).
+  HttpResult request(const std::string& method, const std::string& path, const std::string& body = "");
+  // GET /nodemanagement/status: "org/nmp" -> status.
+  std::map<std::string, std::string> statuses();
+  // The status of one record, nullopt without one.
+  std::optional<std::string> status(const std::string& key);
+  // The version anax has recorded for itself (the state file's), "" before its first start.
+  std::string recorded_version() const;
+
+ private:
+  void start(int port);
+  std::string dir_;
+  std::vector<std::string> argv_;  // without --port
+  int port_ = 0;
+  int runs_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
 struct RolloutOptions {
   int members = 5;
   std::string org = "o";
@@ -310,6 +405,8 @@ struct RolloutOptions {
   bool publish = true;  // publish the target (AgentFileVersion + manifest + NMP) at set-up
   HubOptions hub;
   MemberOptions member;
+  bool anax = false;  // an anax stand-in beside each member (Member::use_anax)
+  AnaxOptions anax_options;
 };
 
 // A hub with org, admin user, N nodes (n1..nN, tokens "tok-n1"...), the group, and
@@ -327,6 +424,9 @@ class Rollout {
   Member& member(std::size_t i) { return *members_.at(i); }
   Member& member(const std::string& node);
   std::vector<std::unique_ptr<Member>>& members() { return members_; }
+  // The anax stand-in of member i / of `node` (options.anax).
+  Anax& anax(std::size_t i) { return *anaxes_.at(i); }
+  Anax& anax(const std::string& node);
 
   // Creates node `node` in the hub and its Member (not started, not in the group).
   Member& add_node(const std::string& node);
@@ -363,6 +463,7 @@ class Rollout {
   TempDir dir_;
   std::unique_ptr<Hub> hub_;
   std::vector<std::unique_ptr<Member>> members_;
+  std::vector<std::unique_ptr<Anax>> anaxes_;  // destroyed before the members (declared after)
   bool nmp_created_ = false;
   int agentctl_runs_ = 0;
 };

@@ -5,12 +5,15 @@
 // here under one mutex.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -33,6 +36,15 @@ struct HubOptions {
   std::string root_password = "rootpw";
   std::string exchange_version = "2.154.0";
   Mode mode = Mode::full;
+  // The agbot's HA-upgrade lock (exchange-api.md §7), served by this process too:
+  // every grant and release as a JSON line {"seq","tUs","op":"grant"|"release",
+  // "org","group","node","nmp","reason"}; empty: none.
+  std::string agbot_log_path;
+  // The period of the agbot's monitor, which frees locks whose holder's status is
+  // no longer active (§7.3; the real agbot: 60 s). The stand-in frees a lock half
+  // an interval to an interval after that status was written, never at once.
+  // 0: no monitor of its own; a test calls Hub::monitor_agbot_locks().
+  std::chrono::milliseconds agbot_monitor_interval{60'000};
 };
 
 struct Call {
@@ -91,6 +103,9 @@ struct Identity {
   bool is_user() const { return kind == Kind::user; }
 };
 
+// The non-empty segments of a URL path: "/v1/orgs/o" -> {"v1", "orgs", "o"}.
+std::vector<std::string> split_path(const std::string& path);
+
 // "org/id" from a Basic Authorization header, without checking the secret; "" if none.
 std::string basic_user(const std::string& authorization);
 
@@ -112,6 +127,12 @@ class Hub {
 
   const HubOptions& options() const { return options_; }
 
+  // One pass of the agbot's monitor (exchange-api.md §7.3): frees each lock whose
+  // holder left the group or whose holder's status for the NMP is not active
+  // (and was written at least half an interval ago); a node or status it cannot
+  // read keeps the lock. A thread of the hub's own runs it every half interval.
+  void monitor_agbot_locks();
+
  private:
   explicit Hub(HubOptions options, HubState state);
 
@@ -119,6 +140,15 @@ class Hub {
   Reply route(const Call& call, const std::vector<std::string>& segs, const std::optional<Identity>& who);
   Reply route_org(const Call& call, const std::vector<std::string>& segs, const Identity& who);
   Reply route_css(const Call& call, const std::vector<std::string>& segs, const Identity& who);
+
+  // The agbot's lock (exchange-api.md §7): its secure API route and the admin routes.
+  Reply post_agbot_lock(const std::string& org, const std::string& group, const std::string& node,
+                        const std::string& nmp, const std::optional<Identity>& who);
+  Reply upgrading_node(const Call& call, const std::vector<std::string>& segs,
+                       const std::optional<Identity>& who);
+  void agbot_log(const char* op, const std::string& key, const AgbotLock& lock, const std::string& reason);
+  void release_agbot_lock(const std::string& key, const std::string& reason);
+  void run_agbot_monitor();
 
   // Orgs, users, nodes.
   Reply get_org(const std::string& org, const Identity& who);
@@ -199,6 +229,10 @@ class Hub {
   std::optional<Reply> node_access(const std::string& org, const std::string& node, const Identity& who,
                                    bool write, NodeRef* found);
   bool coordination() const { return options_.mode != Mode::no_coordination; }
+  // Every change of state starts with the time and ends by saving the state and
+  // appending the log lines (replacing `r` when the save fails).
+  void begin_locked();
+  void commit_locked(Reply* r);
 
   HubOptions options_;
   std::mutex mu_;
@@ -208,6 +242,12 @@ class Hub {
   bool dirty_ = false;                    // save before answering
   bool heartbeat_dirty_ = false;          // only lastHeartbeat changed: saved with the next write or flush()
   std::vector<std::string> pending_log_;  // write-log lines of this request, appended after the save
+  std::vector<std::string> pending_agbot_log_;  // agbot lock log lines, the same way
+
+  std::mutex monitor_mu_;  // guards stopping_
+  std::condition_variable monitor_cv_;
+  bool stopping_ = false;
+  std::thread monitor_;
 };
 
 }  // namespace agentd::standin

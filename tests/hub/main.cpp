@@ -1,7 +1,5 @@
 // exchange-standin: the Exchange stand-in hub for tests and the demo
 // (architecture.md "The Exchange stand-in").
-#include <signal.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <thread>
 
 #include "hub.h"
+#include "serve.h"
 #include "server.h"
 
 namespace {
@@ -17,7 +16,11 @@ namespace {
 constexpr const char* kUsage =
     "usage: exchange-standin [--port N (default 0)] [--bind 127.0.0.1] --state FILE [--log FILE]\n"
     "                        [--root-password PW (default rootpw)] [--exchange-version 2.154.0]\n"
-    "                        [--mode full|no-etag|no-coordination]\n";
+    "                        [--mode full|no-etag|no-coordination]\n"
+    "                        [--agbot-log FILE] [--agbot-interval SECONDS (default 60)]\n"
+    "The agbot's HA-upgrade lock (POST /org/{org}/hagroup/{group}/nodemanagement/{node}/{nmp},\n"
+    "GET|DELETE /ha/upgradingnode[/{org}/{group}]) is served too; its monitor frees a lock\n"
+    "every --agbot-interval once the holder's status is no longer active.\n";
 
 int usage_error(const std::string& msg) {
   std::fprintf(stderr, "exchange-standin: %s\n%s", msg.c_str(), kUsage);
@@ -37,8 +40,9 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    static const std::string kKnown[] = {
-        "--port", "--bind", "--state", "--log", "--root-password", "--exchange-version", "--mode"};
+    static const std::string kKnown[] = {"--port", "--bind",          "--state",
+                                         "--log",  "--root-password", "--exchange-version",
+                                         "--mode", "--agbot-log",     "--agbot-interval"};
     std::string name = arg.substr(0, arg.find('='));
     if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown))
       return usage_error("unknown option " + arg);
@@ -71,39 +75,26 @@ int main(int argc, char** argv) {
       auto mode = mode_from_string(value);
       if (!mode) return usage_error("bad --mode '" + value + "'");
       options.mode = *mode;
+    } else if (arg == "--agbot-log") {
+      options.agbot_log_path = value;
+    } else if (arg == "--agbot-interval") {
+      char* end = nullptr;
+      double seconds = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || !(seconds > 0) || seconds > 86400)
+        return usage_error("bad --agbot-interval '" + value + "'");
+      options.agbot_monitor_interval = std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
     }
   }
   if (options.state_path.empty()) return usage_error("--state is required");
 
-  // SIGTERM/SIGINT are taken by sigwait below; every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
+  sigset_t stop_signals = block_stop_signals();
   auto hub = Hub::open(options);
   if (!hub) {
     std::fprintf(stderr, "exchange-standin: %s\n", hub.error().describe().c_str());
     return 1;
   }
   Server server(**hub);
-  auto bound = server.bind(bind, port);
-  if (!bound) {
-    std::fprintf(stderr, "exchange-standin: %s\n", bound.error().describe().c_str());
-    return 1;
-  }
-  std::printf("listening port=%d\n", *bound);
-  std::fflush(stdout);
-
-  std::thread serving([&server] { server.run(); });
-  // stop() does nothing until the accept loop runs; a signal meanwhile stays pending.
-  for (int i = 0; i < 5000 && !server.is_running(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  server.stop();
-  serving.join();
+  if (int rc = serve_until_stopped(server, bind, port, stop_signals, "exchange-standin"); rc != 0) return rc;
   if (auto st = (*hub)->flush(); !st) {
     std::fprintf(stderr, "exchange-standin: %s\n", st.error().describe().c_str());
     return 1;

@@ -28,13 +28,6 @@ void add_exchange_headers(httplib::Response& res) {
   res.set_header("X-XSS-Protection", "1; mode=block");
 }
 
-void write_reply(const Reply& r, const std::string& path, httplib::Response& res) {
-  res.status = r.status;
-  if (path.rfind("/v1/", 0) == 0) add_exchange_headers(res);
-  for (const auto& [k, v] : r.headers) res.set_header(k, v);
-  if (!r.body.empty()) res.set_content(r.body, r.content_type);
-}
-
 // Closes the connection without a complete response: the status line and headers go
 // out, then the chunked body aborts, so every HTTP client sees a transport error
 // (curl: "transfer closed with outstanding read data remaining"). cpp-httplib offers
@@ -87,6 +80,30 @@ Reply api(int status, const std::string& code, const std::string& msg) {
 }
 
 }  // namespace
+
+void write_reply(const Reply& r, const std::string& path, httplib::Response& res) {
+  res.status = r.status;
+  if (path.rfind("/v1/", 0) == 0) add_exchange_headers(res);
+  for (const auto& [k, v] : r.headers) res.set_header(k, v);
+  if (!r.body.empty()) res.set_content(r.body, r.content_type);
+}
+
+Call to_call(const httplib::Request& req) {
+  Call call;
+  call.method = req.method == "HEAD" ? "GET" : req.method;
+  call.path = req.path;
+  for (const auto& [k, v] : req.params) call.params.emplace(k, v);
+  for (const auto& [k, v] : req.headers) {
+    std::string lower = k;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    call.headers.emplace(lower, v);
+  }
+  // Moved, not copied: object data may be hundreds of MiB (the request is not read again).
+  // cpp-httplib's Request is a non-const object handed to handlers as const.
+  call.body = std::move(const_cast<httplib::Request&>(req).body);
+  return call;
+}
 
 json::Ptr faults_to_json(const Faults& f) {
   auto o = json::object();
@@ -231,15 +248,19 @@ Server::~Server() {
   stop();
 }
 
-Result<int> Server::bind(const std::string& host, int port) {
+Result<int> bind_http(httplib::Server& http, const std::string& host, int port) {
   if (port == 0) {
-    int p = http_.bind_to_any_port(host);
+    int p = http.bind_to_any_port(host);
     if (p <= 0) return fail(Errc::io, "cannot bind " + host + ":0");
     return p;
   }
-  if (!http_.bind_to_port(host, port))
+  if (!http.bind_to_port(host, port))
     return fail(Errc::io, "cannot bind " + host + ":" + std::to_string(port));
   return port;
+}
+
+Result<int> Server::bind(const std::string& host, int port) {
+  return bind_http(http_, host, port);
 }
 
 void Server::run() {
@@ -291,6 +312,7 @@ void Server::count(const std::string& caller, const Call& call, const Reply& r) 
   Counts& c = stats_[caller];
   ++c.total;
   if (r.status == 304) ++c.not_modified;
+  if (r.status == 412) ++c.conflicts;
   if (group_read) ++c.group_reads;
   if (r.write && r.status >= 200 && r.status < 300) ++c.writes;
 }
@@ -313,6 +335,7 @@ Reply Server::standin(const Call& call) {
       json::set(o.get(), "total", c.total);
       json::set(o.get(), "notModified", c.not_modified);
       json::set(o.get(), "groupReads", c.group_reads);
+      json::set(o.get(), "conflicts", c.conflicts);
       json::set(o.get(), "writes", c.writes);
       json::set(requests.get(), caller.c_str(), std::move(o));
     }
@@ -336,18 +359,7 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
   // cpp-httplib would otherwise cut every reply to the requested range once more,
   // even a 200 or an error. Its Request is a non-const object handed to us as const.
   const_cast<httplib::Request&>(req).ranges.clear();
-  Call call;
-  call.method = req.method == "HEAD" ? "GET" : req.method;
-  call.path = req.path;
-  for (const auto& [k, v] : req.params) call.params.emplace(k, v);
-  for (const auto& [k, v] : req.headers) {
-    std::string lower = k;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return std::tolower(c); });
-    call.headers.emplace(lower, v);
-  }
-  // Moved, not copied: object data may be hundreds of MiB (the request is not read again).
-  call.body = std::move(const_cast<httplib::Request&>(req).body);
+  Call call = to_call(req);
 
   if (call.path.rfind("/v1/standin/", 0) == 0) {
     write_reply(standin(call), call.path, res);
@@ -384,7 +396,10 @@ void Server::serve(const httplib::Request& req, httplib::Response& res) {
   }
 
   Reply r = hub_.handle(call);
-  count(basic_user(authorization), call, r);
+  // The anax stand-in (tests/anax) uses the node's credentials too: counted apart.
+  std::string caller = basic_user(authorization);
+  if (!caller.empty() && call.header("user-agent").rfind("anax-standin", 0) == 0) caller += "#anax";
+  count(caller, call, r);
   if (!root && call.method == "GET" && r.status == 200) {
     std::string how = faults().corrupt;
     if (!how.empty()) r.body = corrupt_body(r.body, how);

@@ -32,7 +32,8 @@
 // Faults spare root and the /v1/standin routes, so a test can always steer the hub.
 // GET /v1/standin/stats (root only) counts the requests of every caller, for the
 // demo and the benchmarks: {"requests":{"o/n1":{"total":N,"notModified":N,
-// "groupReads":N,"writes":N}}}.
+// "groupReads":N,"writes":N,"conflicts":N}}}; requests of the anax stand-in
+// (User-Agent anax-standin) are counted under "o/n1#anax".
 #pragma once
 
 #include <httplib.h>
@@ -77,6 +78,14 @@ struct Faults {
 // Damages a successful GET's JSON body as the `corrupt` fault says.
 std::string corrupt_body(const std::string& body, const std::string& how);
 
+// A cpp-httplib request as the hub's Call (its body is moved out), and a Reply as
+// the response; also used by the anax stand-in (tests/anax).
+Call to_call(const httplib::Request& req);
+void write_reply(const Reply& r, const std::string& path, httplib::Response& res);
+
+// Binds `http` to `host:port` (0: a port chosen by the OS) and returns the port.
+Result<int> bind_http(httplib::Server& http, const std::string& host, int port);
+
 json::Ptr faults_to_json(const Faults& f);
 // Absent fields take their defaults; wrong types and out-of-range values are errors.
 Result<Faults> parse_faults(const std::string& body);
@@ -103,6 +112,7 @@ class Server {
     std::int64_t not_modified = 0;  // answered 304
     std::int64_t group_reads = 0;   // GET .../hagroups/{g}
     std::int64_t writes = 0;        // accepted state-changing requests
+    std::int64_t conflicts = 0;     // answered 412 (a stale If-Match)
   };
   std::map<std::string, Counts> stats() const;
 

@@ -243,6 +243,16 @@ json::Ptr state_to_json(const HubState& s) {
     json::set(css.get(), key.c_str(), std::move(c));
   }
   json::set(o.get(), "css", std::move(css));
+  auto locks = json::object();
+  for (const auto& [key, l] : s.agbot_locks) {
+    auto r = json::object();
+    json::set(r.get(), "nodeId", l.node);
+    json::set(r.get(), "nmpName", l.nmp);
+    json::set(r.get(), "updated", l.updated);
+    json::set(locks.get(), key.c_str(), std::move(r));
+  }
+  json::set(o.get(), "agbotLocks", std::move(locks));
+  json::set(o.get(), "agbotLogSeq", s.agbot_log_seq);
   return o;
 }
 
@@ -281,6 +291,10 @@ Result<HubState> state_from_json(const cJSON* root) {
     }
     s.css[c->string] = std::move(obj);
   });
+  each(root, "agbotLocks", [&](const cJSON* l) {
+    s.agbot_locks[l->string] = AgbotLock{str(l, "nodeId"), str(l, "nmpName"), str(l, "updated")};
+  });
+  s.agbot_log_seq = num(root, "agbotLogSeq");
   return s;
 }
 

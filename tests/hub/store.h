@@ -97,6 +97,14 @@ struct CssObject {
   std::string signature;       // base64
 };
 
+// The agbot's HA-upgrade lock (exchange-api.md §7.1): at most one row per org+group,
+// naming the node allowed to run its NMP job.
+struct AgbotLock {
+  std::string node;  // bare node id
+  std::string nmp;   // bare NMP name
+  std::string updated;
+};
+
 struct HubState {
   std::map<std::string, Org> orgs;
   std::int64_t revision_counter = 0;     // hub-wide, so a group revision never repeats
@@ -105,6 +113,8 @@ struct HubState {
   std::string agent_file_version;        // JSON text of GET /orgs/IBM/AgentFileVersion; "" when never PUT
   std::deque<ChangeRow> changes;         // oldest first
   std::map<std::string, CssObject> css;  // "org/type/id"
+  std::map<std::string, AgbotLock> agbot_locks;  // "org/group"
+  std::int64_t agbot_log_seq = 0;                // last line number of the agbot lock log
 };
 
 // Rows kept in the changes table; older ones are pruned like the Exchange's TTL does.

@@ -90,3 +90,44 @@ TEST_SUITE("integration") {
     check_invariants(r, true);
   }
 }
+
+TEST_SUITE("integration") {
+  TEST_CASE(
+      "plain http:// to another machine: refused, or with the insecure setting warned by --check-config "
+      "and at start; a state directory others can write: exit 5") {
+    TempDir dir;
+    write_file(dir.file("token"), "tok\n", 0600);
+    write_file(dir.file("horizon"),
+               "HZN_EXCHANGE_URL=http://hub.example.com/v1\nHZN_ORG_ID=o\nHZN_DEVICE_ID=n1\n");
+    write_file(dir.file("agentd.conf"), "AGENTD_TOKEN_FILE=" + dir.file("token") + "\n");
+    const std::vector<std::string> base{AGENTD_BIN, "--config", dir.file("agentd.conf"), "--horizon-file",
+                                        dir.file("horizon")};
+    auto with = [&](std::vector<std::string> extra) {
+      std::vector<std::string> argv = base;
+      argv.insert(argv.end(), extra.begin(), extra.end());
+      return argv;
+    };
+    auto refused = run_command(with({"--check-config"}), {}, dir.file("refused.out"));
+    CHECK(refused.status.code == 3);
+    CHECK_MESSAGE(refused.output.find("is plain http:// to another machine") != std::string::npos,
+                  refused.output);
+
+    write_file(dir.file("agentd.conf"),
+               "AGENTD_TOKEN_FILE=" + dir.file("token") + "\nAGENTD_ALLOW_INSECURE_HTTP=true\n");
+    auto warned = run_command(with({"--check-config"}), {}, dir.file("warned.out"));
+    CHECK(warned.status.code == 0);
+    CHECK_MESSAGE(
+        warned.output.find("agentd: warning: HZN_EXCHANGE_URL=http://hub.example.com/v1: plain http://") !=
+            std::string::npos,
+        warned.output);
+
+    // The same warning at start, before the state directory is refused.
+    const std::string state = dir.file("state");
+    std::filesystem::create_directory(state);
+    std::filesystem::permissions(state, std::filesystem::perms::all);
+    auto open_dir = run_command(with({"--state-dir", state}), {}, dir.file("open-dir.out"));
+    CHECK(open_dir.status.code == 5);
+    CHECK_MESSAGE(open_dir.output.find("has mode 0777") != std::string::npos, open_dir.output);
+    CHECK_MESSAGE(open_dir.output.find("event=insecure-setting") != std::string::npos, open_dir.output);
+  }
+}

@@ -95,6 +95,7 @@ struct Proc {
   PersistedState ps;
   std::optional<GroupDocument> doc;
   Mono next_read{0};
+  Mono doc_read_at{-1};
   bool force_read = true;
   int conflicts = 0;
   Mono retry_prepare{0};
@@ -189,6 +190,7 @@ class Sim {
   void tick(std::size_t i);
   void refresh_plan(Node& n);
   bool read_group(Node& n, bool force);
+  void resolve(Node& n);
   void grouped_tick(std::size_t i);
   WriteOutcome write(std::size_t i, const Action& a);
   bool begin_step(std::size_t i, ActionKind kind);
@@ -417,6 +419,7 @@ bool Sim::read_group(Node& n, bool force) {
     return false;
   }
   p.force_read = false;
+  p.doc_read_at = now_;
   p.doc = std::move(*d);
   p.coord.observe(*p.doc, now_);
   note_job(p.ps.local, p.job.has_value(), p.job && is_step(p.job->kind), now_);
@@ -433,17 +436,25 @@ void Sim::tick(std::size_t i) {
   if (n.proc) wake(i, next_wake(n));
 }
 
+void Sim::resolve(Node& n) {
+  Proc& p = *n.proc;
+  if (p.ps.pending_write_id.empty() || !p.doc) return;
+  Landed effects;
+  if (auto e = resolve_pending(p.ps, *p.doc, n.id, &effects)) {
+    p.ps.local.heartbeat_jitter_permille =
+        std::uniform_int_distribution<int>(0, 249)(p.rng);  // Daemon::report
+    trace(n.id, "write-recovered " + std::string(to_string(e->state)) + " epoch " + std::to_string(e->epoch));
+  }
+  persist(n);
+}
+
 void Sim::grouped_tick(std::size_t i) {
   Node& n = nodes_[i];
   Proc& p = *n.proc;
+  const Mono pass = now_;
+  bool reread = false;
   if (!read_group(n, false)) return;
-  if (!p.ps.pending_write_id.empty()) {
-    Landed effects;
-    if (auto e = resolve_pending(p.ps, *p.doc, n.id, &effects))
-      trace(n.id,
-            "write-recovered " + std::string(to_string(e->state)) + " epoch " + std::to_string(e->epoch));
-    persist(n);
-  }
+  resolve(n);
   for (int step = 0; step < 8; ++step) {
     Local& l = p.ps.local;
     note_job(l, p.job.has_value(), p.job && is_step(p.job->kind), now_);
@@ -466,6 +477,13 @@ void Sim::grouped_tick(std::size_t i) {
         continue;
       }
       case ActionKind::write: {
+        // Daemon::grouped_tick: a copy read before this pass is read again first.
+        if (p.doc_read_at < pass && !reread) {
+          reread = true;
+          if (!read_group(n, true)) return;
+          resolve(n);
+          continue;
+        }
         WriteOutcome w = write(i, a);
         if (!n.proc) return;
         if (w == WriteOutcome::landed) continue;
@@ -526,6 +544,7 @@ WriteOutcome Sim::write(std::size_t i, const Action& a) {
   }
   p.conflicts = 0;
   (void)land_answered_write(p.ps, *p.doc, n.id, a.entry, *r, sent);
+  p.ps.local.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(p.rng);  // Daemon::report
   persist(n);
   p.coord.observe(*p.doc, sent);
   if (a.what != "heartbeat" && a.what != "renew")
@@ -681,7 +700,7 @@ Mono Sim::next_wake(const Node& n) const {
   const Local& l = p.ps.local;
   if (l.last_write && p.doc) {
     Mono hb = holds_lease(l.state)                  ? std::min(kTiming.renew_period(), kTiming.heartbeat)
-              : Coordinator::rollout_active(*p.doc) ? kTiming.heartbeat
+              : Coordinator::rollout_active(*p.doc) ? Coordinator::jittered(kTiming.heartbeat, l)
                                                     : kTiming.idle_heartbeat;
     w = std::min(w, *l.last_write + hb);
   }

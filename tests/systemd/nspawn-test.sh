@@ -6,7 +6,9 @@
 # (published on the hub with a signed manifest and a management policy) and
 # runs the new version; a newer build that crash-loops is rolled back by
 # agentd-rollback.service and agentd then reports that upgrade as failed or
-# rolled back without installing it again; `apt remove` then `apt purge` leave
+# rolled back without installing it again; a state file that cannot be written
+# leaves agentd up and degraded until it can, and a corrupt one ends it with
+# status 5 without a restart or a rollback; `apt remove` then `apt purge` leave
 # the system clean. Prints the time from the start of agentd to READY=1 with the
 # hub reachable, and how long the upgrade and the rollback took.
 #
@@ -208,6 +210,11 @@ AGENTD_ROLLBACK_COMMAND=echo "\$AGENTD_PREVIOUS_VERSION" >/var/lib/agentd-test/v
 EOF
 }
 write_conf 'cat /var/lib/agentd-test/version'
+# The commands method needs the looser sandbox (agentd(8)); the package method
+# below runs in the unit's own, strict one.
+inside mkdir -p /etc/systemd/system/agentd.service.d
+inside cp /usr/share/doc/agentd/examples/commands-method.conf /etc/systemd/system/agentd.service.d/
+inside systemctl daemon-reload
 check "configured: agentd --check-config passes" inside agentd --check-config
 
 
@@ -358,7 +365,13 @@ publish() {  # publish VERSION DEB: the package, its signed manifest, the publis
 }
 published=()
 
-# agentd upgrades its own package: the package pipeline with agentd as the agent.
+# agentd upgrades its own package: the package pipeline with agentd as the agent,
+# in the unit's strict sandbox.
+inside rm -rf /etc/systemd/system/agentd.service.d
+inside systemctl daemon-reload
+score=$(inside systemd-analyze security --no-pager agentd.service | sed -n 's/.*Overall exposure level for agentd.service: \([0-9.]*\).*/\1/p')
+check "systemd-analyze security agentd.service: ${score:-?} (goal: 3.5 or less)" \
+  awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 3.5) }'
 cat >"$root/etc/agentd/conf.d/test.conf" <<EOF
 AGENTD_TOKEN_FILE=/etc/agentd/token
 AGENTD_LOG_LEVEL=debug
@@ -477,6 +490,78 @@ inside rm -rf /run/systemd/system/agentd.service.d /root/publish
 inside systemctl daemon-reload
 rm -f "$root/var/cache/apt/archives/$(deb_file_name "$deb_version")"
 
+# ---- one executor: anax's cron executor stays off beside agentd -------------------
+echo "# the horizon package's cron executor is kept aside while agentd is configured"
+# A stand-in for the horizon package: like the real one, its postinst writes the
+# upgrade cron file on every install and its prerm removes it.
+horizon_deb() {  # horizon_deb VERSION OUT
+  local dir=$work/horizon-pkg
+  rm -rf "$dir"
+  mkdir -p "$dir/DEBIAN" "$dir/usr/horizon/bin"
+  printf '#!/bin/sh\necho anax %s\n' "$1" >"$dir/usr/horizon/bin/anax"
+  chmod 0755 "$dir/usr/horizon/bin/anax"
+  printf 'Package: horizon\nVersion: %s\nArchitecture: all\nMaintainer: test <test@example.org>\nDescription: horizon test package\n' \
+    "$1" >"$dir/DEBIAN/control"
+  printf '#!/bin/sh\nset -e\necho "*/5 * * * * root /usr/horizon/bin/agent-auto-upgrade.sh 2>&1|/usr/bin/logger -t AgentAutoUpgrade" >/etc/cron.d/horizon_agent_upgrade\n' \
+    >"$dir/DEBIAN/postinst"
+  printf '#!/bin/sh\nrm -f /etc/cron.d/horizon_agent_upgrade\n' >"$dir/DEBIAN/prerm"
+  chmod 0755 "$dir/DEBIAN/postinst" "$dir/DEBIAN/prerm"
+  dpkg-deb -b --root-owner-group "$dir" "$2" >/dev/null
+  rm -rf "$dir"
+}
+mkdir -p "$root/etc/cron.d"  # cron's directory (the horizon package expects cron)
+horizon_deb 1.0.0 "$root/root/horizon-1.0.0.deb"
+horizon_deb 1.1.0 "$root/root/horizon-1.1.0.deb"
+cron=$root/etc/cron.d/horizon_agent_upgrade
+aside=$root/var/lib/agentd/horizon-cron/horizon_agent_upgrade
+check "agentd is configured and active" is_active
+check "dpkg -i horizon 1.0.0 succeeds" inside dpkg -i /root/horizon-1.0.0.deb
+check "its cron file was kept aside by agentd's trigger" test ! -e "$cron" -a -f "$aside"
+check "dpkg -i horizon 1.1.0 (postinst rewrites the cron file) succeeds" inside dpkg -i /root/horizon-1.1.0.deb
+check "after the horizon upgrade the cron file is aside again" test ! -e "$cron" -a -f "$aside"
+check "cron-guard status: executor off" inside /usr/libexec/agentd/cron-guard status
+# A cron file that appears by other means is kept aside at agentd's next start.
+cp "$aside" "$cron"
+check "restart agentd" inside systemctl restart agentd.service
+check "agentd.service (ExecStartPre) kept it aside" test ! -e "$cron" -a -f "$aside"
+
+# ---- the state cannot be written, or is corrupt -----------------------------------
+echo "# a state that cannot be written: agentd stays up (degraded) and recovers; a corrupt one: exit 5, no restart, no rollback"
+inside systemctl reset-failed agentd.service 2>/dev/null || true
+# Every write of the state fails (the temporary file's name is taken by a
+# directory), as on a full disk.
+mkdir -p "$root/var/lib/agentd/state.json.tmp/x"
+inside systemctl restart agentd.service
+degraded() { prop agentd.service StatusText | grep -q '^degraded: '; }
+check "with an unwritable state agentd degrades (STATUS says why) instead of exiting" poll 60 degraded
+check "... and is active (READY=1)" is_active
+pid_degraded=$(prop agentd.service MainPID)
+restarts_degraded=$(prop agentd.service NRestarts)
+# Alive: nothing restarts it for a while.
+sleep 5
+check "... the same process for 5 s, no restart" \
+  test "$(prop agentd.service MainPID)" = "$pid_degraded" -a "$(prop agentd.service NRestarts)" = "$restarts_degraded"
+rm -rf "$root/var/lib/agentd/state.json.tmp"
+check "space again: agentd recovers in place (no longer degraded)" poll 90 not degraded
+check "... the same process" test "$(prop agentd.service MainPID)" = "$pid_degraded"
+inside systemctl stop agentd.service
+cp "$root/var/lib/agentd/state.json" "$work/state.json.good"
+version_before=$(installed_version)
+kept_before=$(ls "$root/var/lib/agentd/rolled-back" 2>/dev/null | wc -l)
+echo '{"format":1,"state":"upgr' >"$root/var/lib/agentd/state.json"
+inside systemctl start agentd.service || true
+exited_5() { [ "$(prop agentd.service ExecMainStatus)" = 5 ] && [ "$(prop agentd.service ActiveState)" = failed ]; }
+check "a corrupt state file: agentd exits 5 and is not restarted" poll 30 exited_5
+check "... NRestarts stays 0 (RestartPreventExitStatus)" test "$(prop agentd.service NRestarts)" = 0
+check "... the rollback unit ran and skipped: exit 5 is not a broken build" \
+  poll 30 journal_has agentd-rollback.service 'event=rollback-skipped unit=agentd.service exit=5'
+check "... nothing was rolled back ($version_before still installed)" \
+  test "$(installed_version)" = "$version_before" -a "$(ls "$root/var/lib/agentd/rolled-back" 2>/dev/null | wc -l)" = "$kept_before"
+cp "$work/state.json.good" "$root/var/lib/agentd/state.json"
+inside systemctl reset-failed agentd.service agentd-rollback.service 2>/dev/null || true
+inside systemctl start agentd.service
+check "state restored: agentd active again" poll 30 is_active
+
 # ---- remove, purge ------------------------------------------------------------
 echo "# apt remove"
 new_pid=$(prop agentd.service MainPID)
@@ -490,6 +575,8 @@ check "binaries and units removed" test ! -e "$root/usr/sbin/agentd" -a ! -e "$r
 check "configuration kept" test -f "$root/etc/agentd/agentd.conf" -a -f "$root/etc/agentd/conf.d/test.conf"
 check "state directory kept" test -d "$root/var/lib/agentd"
 check "dpkg status rc" bash -c "test \"\$(chroot '$root' dpkg-query -W -f='\${db:Status-Abbrev}' agentd | tr -d ' ')\" = rc"
+check "removing agentd put anax's cron file back" test -f "$cron" -a ! -e "$aside"
+check "dpkg -r horizon succeeds" inside dpkg -r horizon
 echo "# apt purge"
 check "apt-get purge succeeds" inside apt-get purge -y -q agentd
 check "package unknown to dpkg" bash -c "! chroot '$root' dpkg-query -W agentd"

@@ -372,6 +372,93 @@ TEST_SUITE("config") {
     }
   }
 
+  TEST_CASE("plain http:// to another machine is refused unless AGENTD_ALLOW_INSECURE_HTTP, then warned") {
+    for (const char* url :
+         {"http://hub.example.com/v1", "http://10.0.0.5:3090/v1", "http://127.0.0.1.evil.com/v1",
+          "http://localhost.evil.com/v1", "http://[::2]/v1", "http://u@128.0.0.1/v1"}) {
+      CAPTURE(url);
+      Etc etc;
+      std::string conf = etc.minimal(std::string("HZN_EXCHANGE_URL=") + url + "\n");
+      std::string message = error_of(etc.load());
+      CHECK(message.starts_with(conf + ":4: HZN_EXCHANGE_URL: '" + url +
+                                "' is plain http:// to another machine"));
+      CHECK(message.find("AGENTD_ALLOW_INSECURE_HTTP=true") != std::string::npos);
+    }
+    {
+      Etc etc;
+      std::string conf = etc.minimal("HZN_FSS_CSSURL=http://css.example.com/\n");
+      CHECK(error_of(etc.load()).starts_with(conf + ":4: HZN_FSS_CSSURL: 'http://css.example.com'"));
+    }
+    for (const char* url : {"http://127.0.0.1:3090/v1", "http://localhost/v1", "http://[::1]:80/v1",
+                            "http://127.1.2.3/v1", "https://hub.example.com/v1"}) {
+      CAPTURE(url);
+      Etc etc;
+      etc.minimal(std::string("HZN_EXCHANGE_URL=") + url + "\n");
+      auto r = etc.load();
+      REQUIRE_MESSAGE(r.has_value(), r.error().message);
+      CHECK(r->warnings.empty());
+    }
+    Etc etc;
+    etc.minimal("HZN_EXCHANGE_URL=http://hub.example.com/v1\nAGENTD_ALLOW_INSECURE_HTTP=true\n");
+    auto r = etc.load();
+    REQUIRE_MESSAGE(r.has_value(), r.error().message);
+    CHECK(r->allow_insecure_http);
+    REQUIRE(r->warnings.size() == 1);
+    CHECK(r->warnings[0].starts_with("HZN_EXCHANGE_URL=http://hub.example.com/v1: plain http://"));
+    CHECK(r->warnings[0].find("in clear") != std::string::npos);
+  }
+
+  TEST_CASE("security settings: defaults, and the ones that weaken it are warnings") {
+    Etc etc;
+    etc.minimal();
+    auto d = etc.load();
+    REQUIRE(d.has_value());
+    CHECK_FALSE(d->allow_insecure_http);
+    CHECK_FALSE(d->trust_system_cas);
+    CHECK_FALSE(d->allow_downgrade);
+    CHECK(d->download_timeout == 3600s);
+    CHECK(d->warnings.empty());
+    etc.minimal(
+        "AGENTD_ALLOW_DOWNGRADE=yes\nAGENTD_TRUST_SYSTEM_CAS=true\nAGENTD_DOWNLOAD_TIMEOUT_SECONDS=60\n"
+        "AGENTD_ALLOW_UNSIGNED_MANIFEST=1\n");
+    auto r = etc.load();
+    REQUIRE_MESSAGE(r.has_value(), r.error().message);
+    CHECK(r->allow_downgrade);
+    CHECK(r->trust_system_cas);
+    CHECK(r->download_timeout == 60s);
+    REQUIRE(r->warnings.size() == 2);
+    CHECK(r->warnings[0].starts_with("AGENTD_ALLOW_DOWNGRADE=true (from " + etc.flags.config_file + ":4)"));
+    CHECK(r->warnings[1].starts_with("AGENTD_ALLOW_UNSIGNED_MANIFEST=true"));
+    etc.minimal("AGENTD_ALLOW_DOWNGRADE=maybe\n");
+    CHECK(error_of(etc.load()).find("AGENTD_ALLOW_DOWNGRADE: 'maybe' must be true or false") !=
+          std::string::npos);
+  }
+
+  TEST_CASE("hub_call_budget: a read and a write fit in a heartbeat and in a renew period") {
+    Config c;
+    CHECK(hub_call_budget(c) == 10s);  // min(20 s heartbeat, 120 s / 3) / 2
+    c.heartbeat = 60s;
+    c.lease_duration = 90s;
+    CHECK(hub_call_budget(c) == 15s);  // the renew period is the shorter
+    c.http_timeout = 5s;
+    CHECK(hub_call_budget(c) == 5s);  // never above the whole-request timeout
+    c.heartbeat = 500ms;
+    CHECK(hub_call_budget(c) == 1s);  // at least a second, even with test timings
+  }
+
+  TEST_CASE("is_loopback_url") {
+    CHECK(is_loopback_url("http://127.0.0.1:3090/v1"));
+    CHECK(is_loopback_url("http://localhost"));
+    CHECK(is_loopback_url("http://[::1]/x"));
+    CHECK(is_loopback_url("http://user:pw@127.0.0.9/x"));
+    CHECK_FALSE(is_loopback_url("http://127.0.0.256/"));
+    CHECK_FALSE(is_loopback_url("http://127.0.0/"));
+    CHECK_FALSE(is_loopback_url("http://127.0.0.1.nip.io/"));
+    CHECK_FALSE(is_loopback_url("http://evil/?h=127.0.0.1"));
+    CHECK_FALSE(is_loopback_url("http://[::1].evil/"));
+    CHECK_FALSE(is_loopback_url("localhost"));
+  }
+
   TEST_CASE("org and node ids, CA file, absolute paths") {
     Etc etc;
     std::string ca = etc.dir.write("ca.pem", "-----BEGIN CERTIFICATE-----\n");
@@ -587,6 +674,16 @@ TEST_SUITE("config") {
           dir.file("dir") + ": the token file is not a regular file");
 
     CHECK(read_token_file("").error().code == Errc::config);
+
+    // Owned by someone else, the file could be rewritten (or opened up) behind agentd's back.
+    if (::geteuid() == 0) {
+      std::string foreign = token("foreign", "s3cret\n", 0600);
+      REQUIRE(::chown(foreign.c_str(), 4242, 4242) == 0);
+      auto f = read_token_file(foreign);
+      REQUIRE_FALSE(f.has_value());
+      CHECK(f.error().message.find("owned by uid 4242, neither root nor the user agentd runs as") !=
+            std::string::npos);
+    }
 
     std::string unreadable = token("unreadable", "s3cret\n", 0000);
     if (::geteuid() != 0) {

@@ -576,6 +576,46 @@ TEST_SUITE("coordinator") {
     CHECK(m.decide_as_is(d).what == "heartbeat");
   }
 
+  TEST_CASE("§4.1: peers seen alive (lastSeen changed since first sighting) shorten the observation window") {
+    Member m;
+    auto d = group({"n1", "n2", "n3"});
+    d.entries["n1"] = m.own();
+    d.entries["n2"] = entry(State::idle, "a");
+    d.entries["n3"] = entry(State::idle, "b");
+    m.c.observe(d, m.clock.mono());
+    // First sightings only: nothing proves n2 and n3 alive yet.
+    m.clock.advance(1s);
+    Action a = m.decide(d);
+    CHECK(a.kind != ActionKind::write);
+    CHECK(a.reason.find("observing peers' health") != std::string::npos);
+    // n2 heartbeats (a rollout began: peers show they are alive at once); n3 not yet.
+    m.clock.advance(1s);
+    d.entries["n2"].last_seen = "a2";
+    m.c.observe(d, m.clock.mono());
+    CHECK(m.decide(d).kind != ActionKind::write);
+    d.entries["n3"].last_seen = "b2";
+    m.c.observe(d, m.clock.mono());
+    a = m.decide(d);
+    REQUIRE(a.kind == ActionKind::write);  // 2 s in, not 3 × heartbeat (30 s)
+    CHECK(a.what == "acquire");
+  }
+
+  TEST_CASE("poll interval: the head of the queue polls fast even while a lease is held; the rest slowly") {
+    Member m;
+    auto d = group({"n1", "n2", "n3"});
+    d.entries["n1"] = m.own();
+    d.entries["n2"] = entry(State::upgrading, "r", 5);
+    Entry behind = entry(State::waiting, "w3");
+    behind.waiting_since = "2026-11-25T21:00:00.000000Z";  // after ours
+    d.entries["n3"] = behind;
+    m.c.observe(d, m.clock.mono());
+    CHECK(m.c.heads_queue(d, m.local, m.clock.mono()));
+    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);
+    d.entries["n3"].waiting_since = "2026-11-25T19:00:00.000000Z";  // before ours
+    CHECK_FALSE(m.c.heads_queue(d, m.local, m.clock.mono()));
+    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.poll);
+  }
+
   TEST_CASE("poll interval: fast at the head or holding, slow when quiet") {
     Member m;
     auto d = group({"n1", "n2"});

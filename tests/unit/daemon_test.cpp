@@ -8,6 +8,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -31,6 +32,7 @@
 #include "hub/hub.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
+#include "support/fake_anax.h"
 #include "temp_dir.h"
 
 using namespace agentd;
@@ -521,6 +523,28 @@ std::vector<json::Ptr> begun_steps(const std::string& path) {
   return out;
 }
 
+// Records every management status report (policy, status), then passes it on.
+class RecordingStatus final : public StatusReporter {
+ public:
+  explicit RecordingStatus(StatusReporter& next) : next_(next) {}
+  Status report(const std::string& policy, const ManagementStatus& ms) override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      reports_.push_back(ms.status);
+    }
+    return next_.report(policy, ms);
+  }
+  std::vector<std::string> reports() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return reports_;
+  }
+
+ private:
+  StatusReporter& next_;
+  mutable std::mutex mu_;
+  std::vector<std::string> reports_;
+};
+
 // ---- one member: a Daemon with all its parts ------------------------------------------
 
 // Shared by every member of a test: one stop-signal waiter (jobs wake it), one clock.
@@ -557,17 +581,26 @@ std::unique_ptr<HttpClient> member_http(const Config& c) {
   return make_curl_http_client(o);
 }
 
+// Wraps a member's HTTP client (a test's fault between the daemon and the hub).
+using HttpWrap = std::function<std::unique_ptr<HttpClient>(std::unique_ptr<HttpClient>)>;
+
 struct Member {
-  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {})
+  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {},
+         testing::FakeAnax* beside = nullptr, const HttpWrap& wrap = {})
       : config(member_config(hub, node, dir.path())),
-        http(member_http(config)),
+        http(wrap ? wrap(member_http(config)) : member_http(config)),
         exchange(*http, ExchangeEndpoint{config.exchange_url, config.css_url, config.org, config.node_id},
                  RetryPolicy{2, 20ms, 100ms}, env.waiter),
         store(exchange, node, env.events),
         state_file(state_path.empty() ? dir.file("state.json") : state_path),
         upgrader(node, kFrom, state_file.path(), env.events),
-        daemon(DaemonParts{config, env.clock, exchange, store, upgrader, log, state_file, notifier,
-                           env.waiter, dir.file("steps.jsonl"), std::hash<std::string>{}(node) | 1}) {}
+        to_hub(exchange),
+        to_anax(beside ? *beside : no_anax),
+        status(beside ? static_cast<StatusReporter&>(to_anax) : to_hub),
+        daemon(DaemonParts{config, env.clock, exchange, store, status, upgrader, log, state_file, notifier,
+                           env.waiter, dir.file("steps.jsonl"), std::hash<std::string>{}(node) | 1, beside}) {
+    if (beside) beside->running_version = [this] { return *upgrader.running_version(); };
+  }
   ~Member() { upgrader.release_all(); }  // a held step must end before the daemon joins it
 
   const Local& local() const { return daemon.state().local; }
@@ -587,6 +620,10 @@ struct Member {
   RecordingNotifier notifier;
   StateFile state_file;
   FakeUpgrader upgrader;
+  ExchangeStatusReporter to_hub;
+  testing::FakeAnax no_anax;
+  AnaxStatusReporter to_anax;
+  RecordingStatus status;  // every report, then on to the hub (or to anax)
   Daemon daemon;
 };
 
@@ -658,9 +695,75 @@ const std::vector<State> kFullCycle{State::idle,      State::preparing, State::w
                                     State::upgrading, State::verifying, State::succeeded};
 const std::vector<std::string> kSteps{"prepare", "install", "restart", "check_health"};
 
+// Every request "METHOD URL" a member made, passed on to the hub unchanged.
+class RequestLog final : public HttpClient {
+ public:
+  explicit RequestLog(std::unique_ptr<HttpClient> inner) : inner_(std::move(inner)) {}
+  Result<HttpResponse> perform(const HttpRequest& req) override {
+    {
+      std::lock_guard lock(mu_);
+      lines_.push_back(req.method + " " + req.url);
+    }
+    return inner_->perform(req);
+  }
+  void clear() {
+    std::lock_guard lock(mu_);
+    lines_.clear();
+  }
+  // Requests of `method` whose URL contains `part`.
+  int count(const std::string& method, const std::string& part) const {
+    std::lock_guard lock(mu_);
+    return static_cast<int>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
+      return l.starts_with(method + " ") && l.find(part) != std::string::npos;
+    }));
+  }
+
+ private:
+  std::unique_ptr<HttpClient> inner_;
+  mutable std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// A changes feed stuck at one id that keeps saying more rows are waiting
+// (hitMaxRecords) without moving forward; everything else goes to the hub.
+class StuckChangesFeed final : public HttpClient {
+ public:
+  explicit StuckChangesFeed(std::unique_ptr<HttpClient> inner) : inner_(std::move(inner)) {}
+  Result<HttpResponse> perform(const HttpRequest& req) override {
+    if (req.method == "POST" && req.url.ends_with("/orgs/o/changes")) {
+      ++posts;
+      return HttpResponse{201, R"({"changes":[],"mostRecentChangeId":0,"hitMaxRecords":true})", {}};
+    }
+    return inner_->perform(req);
+  }
+  std::atomic<int> posts{0};
+
+ private:
+  std::unique_ptr<HttpClient> inner_;
+};
+
 }  // namespace
 
 TEST_SUITE("daemon") {
+  TEST_CASE(
+      "a changes feed saying hitMaxRecords without progress is polled at its interval, not in a tight loop") {
+    Env env;
+    StandIn hub;
+    StuckChangesFeed* feed = nullptr;
+    Member m(env, hub, "n3", {}, nullptr, [&](std::unique_ptr<HttpClient> inner) {
+      auto f = std::make_unique<StuckChangesFeed>(std::move(inner));
+      feed = f.get();
+      return f;
+    });
+    REQUIRE(started(m));
+    for (int i = 0; i < 20; ++i) m.daemon.tick();  // no time passes
+    CHECK(feed->posts.load() == 1);
+    CHECK(m.daemon.next_wake() > env.clock.mono());
+    env.clock.advance(m.config.changes_interval);
+    for (int i = 0; i < 20; ++i) m.daemon.tick();
+    CHECK(feed->posts.load() == 2);
+  }
+
   TEST_CASE("a node in no HA group upgrades at once: prepare, install, restart, health; no group writes") {
     Env env;
     StandIn hub;
@@ -693,6 +796,33 @@ TEST_SUITE("daemon") {
     run_for(env, {&m}, 2'000ms);
     CHECK(m.daemon.status_text() == "not in an HA group; up to date at " + kTo);
     CHECK(m.upgrader.steps() == kSteps);  // nothing runs again
+  }
+
+  TEST_CASE("anti-rollback: a policy allowing a downgrade does not move the node back without its consent") {
+    Env env;
+    StandIn hub;
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"upgrade","enabled":true,"start":"now",)"
+                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":true}})")
+                .status == 201);
+    SUBCASE("refused: nothing runs, and the floor records what ran") {
+      Member m(env, hub, "n3");
+      m.upgrader.set_version("3.0.0");  // the hub's manifest names 2.0.0
+      REQUIRE(started(m));
+      run_for(env, {&m}, 3'000ms);
+      CHECK(m.upgrader.steps().empty());
+      CHECK(read_text(m.dir.file("version-floor-horizon")) == "3.0.0\n");
+      CHECK(m.local().version == "3.0.0");
+    }
+    SUBCASE("the node's own AGENTD_ALLOW_DOWNGRADE lets it go back") {
+      Member m(env, hub, "n3");
+      m.upgrader.set_version("3.0.0");
+      m.config.allow_downgrade = true;
+      REQUIRE(started(m));
+      REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+      CHECK(m.upgrader.steps() == kSteps);
+      CHECK(m.local().version == kTo);
+    }
   }
 
   TEST_CASE("a policy whose constraint agentd cannot evaluate: precheck failed in its status, nothing runs") {
@@ -829,6 +959,11 @@ TEST_SUITE("daemon") {
     CHECK(entry->epoch == epoch);
     CHECK(entry->renew_time.empty());  // lease fields removed on release (§4.5)
     CHECK(hub.mgmt_status("n1").first == "successful");
+    CHECK(hub.horizon_version("n1") == kTo);  // the reporter's `successful` records the version
+    // Every transition reported once, with anax's strings, in order (exchange-api.md §4.3).
+    std::string reported;
+    for (const auto& r : m.status.reports()) reported += r + ";";
+    CHECK(reported == "waiting;download started;downloaded;ha node waiting;initiated;successful;");
     PersistedState f = m.file();
     CHECK(f.group == "g");
     CHECK(f.pending_write_id.empty());
@@ -1236,6 +1371,36 @@ TEST_SUITE("daemon") {
     CHECK(hub.entry("g", "n1")->state == State::succeeded);
   }
 
+  TEST_CASE("a lease holder's renewals never queue behind reads: no policy read while it holds the lease") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    RequestLog* requests = nullptr;
+    Member m(env, hub, "n1", {}, nullptr, [&](std::unique_ptr<HttpClient> inner) {
+      auto r = std::make_unique<RequestLog>(std::move(inner));
+      requests = r.get();
+      return r;
+    });
+    m.upgrader.hold("install");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.upgrader.holding("install"); }));
+    requests->clear();
+    // The policy changes meanwhile: the changes feed says so.
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"upgrade","enabled":true,"start":"now","description":"edited",)"
+                     R"("agentUpgradePolicy":{"manifest":"o/m1","allowDowngrade":false}})")
+                .status == 201);
+    run_for(env, {&m}, 3'000ms);
+    CHECK(requests->count("POST", "/orgs/o/changes") >= 1);  // the notice came in
+    CHECK(requests->count("GET", "/managementpolicies") == 0);
+    CHECK(requests->count("PUT", "/agentupgrade/n1") >= 2);  // renewals went on
+    m.upgrader.release("install");
+    // After the release the changed policy is read.
+    CHECK(run_until(env, {&m}, [&] {
+      return m.local().state == State::succeeded && requests->count("GET", "/managementpolicies") >= 1;
+    }));
+  }
+
   TEST_CASE(
       "fenced: a force-release during install stops the holder before restart; it goes back to waiting") {
     Env env;
@@ -1315,6 +1480,26 @@ TEST_SUITE("daemon") {
     CHECK(hub.mgmt_status("n1").first == "successful");
   }
 
+  TEST_CASE(
+      "a step's message is its own: a fast prepare's progress text does not replace a rollback's reason") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    m.upgrader.progress("running the prepare command for 2.0.0");  // never shown: prepare ends at once
+    m.upgrader.script("check_health", fail(Errc::process, "health command exited with 3"));
+    m.upgrader.hold("rollback");
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return m.upgrader.holding("rollback"); }));
+    run_for(env, {&m}, 1'000ms);  // passes while the rollback runs
+    m.upgrader.release("rollback");
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::rolledback; }));
+    auto e = hub.entry("g", "n1");
+    REQUIRE(e);
+    CHECK_MESSAGE(e->message.find("health command exited with 3") != std::string::npos, e->message);
+    CHECK(e->message.find("prepare command") == std::string::npos);
+  }
+
   TEST_CASE("a failed health check rolls back, releases rolledback with the reason, and halts the group") {
     Env env;
     StandIn hub;
@@ -1384,7 +1569,139 @@ TEST_SUITE("daemon") {
       CHECK(err.find("refusing to upgrade") != std::string::npos);
       CHECK(m.local().state == State::idle);
       CHECK(m.local().epoch == 0);
+
+      // Refusing costs the hub little: the group is read again with a growing pause
+      // (poll 500 ms here, doubling up to idleHeartbeat 30 s), not every poll.
+      const int reads_before = m.store.reads;
+      run_for(env, {&m}, 60'000ms);
+      CHECK(m.store.reads - reads_before <= 8);  // 1, 2, 4, 8, 16, 30, 30 s apart
+      CHECK(m.store.reads - reads_before >= 3);  // but it does look again
+      CHECK(m.log.count("unsupported-hub") == 1);
     }
+  }
+
+  TEST_CASE(
+      "beside anax, with the coordination extension: anax's job, agentd's lease, statuses through anax") {
+    // anax-coexistence.md §3: the job anax downloaded is taken from `ha node
+    // waiting` under agentd's own lease (the agbot's pace does not apply), and
+    // its transitions are reported through anax's local API, never to the Exchange.
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1", "n2"});
+    std::vector<std::unique_ptr<testing::FakeAnax>> anax;
+    std::vector<std::unique_ptr<Member>> members;
+    for (const char* n : {"n1", "n2"}) {
+      anax.push_back(std::make_unique<testing::FakeAnax>());
+      anax.back()->set_ha_group("g");
+      AnaxJob j;
+      j.policy = "o/p1";
+      j.status = "ha node waiting";
+      j.version = kTo;
+      j.manifest = "o/m1";
+      j.scheduled_time = "2026-12-01T10:00:00Z";
+      anax.back()->set_job(j);
+      members.push_back(std::make_unique<Member>(env, hub, n, "", anax.back().get()));
+    }
+    std::vector<Member*> all{members[0].get(), members[1].get()};
+    for (Member* m : all) REQUIRE(started(*m));
+    REQUIRE(run_until(
+        env, all,
+        [&] {
+          return std::all_of(all.begin(), all.end(), [](Member* m) {
+            return m->local().state == State::succeeded && m->local().progress == Progress::none &&
+                   m->file().report_status.empty();
+          });
+        },
+        60'000ms));
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      CAPTURE(i);
+      CHECK(anax[i]->puts() == std::vector<std::string>{"o/p1:initiated", "o/p1:successful"});
+      CHECK(all[i]->upgrader.steps() == kSteps);
+      // anax writes the Exchange's status, not agentd.
+      CHECK(hub.call("GET", "/v1/orgs/o/nodes/" + all[i]->config.node_id + "/managementStatus/p1", kAdmin)
+                .status == 404);
+    }
+    // One at a time: the second install began after the first member released.
+    std::vector<std::string> order = env.events.list();
+    auto first = [&](const std::string& e) {
+      return std::find(order.begin(), order.end(), e) - order.begin();
+    };
+    bool n1_first = first("n1:install") < first("n2:install");
+    const std::string a = n1_first ? "n1" : "n2", b = n1_first ? "n2" : "n1";
+    CHECK(first(a + ":write:succeeded") < first(b + ":install"));
+  }
+
+  TEST_CASE("beside anax, on a hub without the coordination extension: only a downloaded job is taken") {
+    // The agbot's lock is the group's lock: `ha node waiting` means another member
+    // holds it; anax moves the job to `downloaded` when the agbot says go.
+    Env env;
+    StandIn hub(Mode::no_coordination);
+    hub.make_group("g", {"n1"});
+    testing::FakeAnax anax;
+    anax.set_ha_group("g");
+    AnaxJob j;
+    j.policy = "o/p1";
+    j.status = "ha node waiting";
+    j.version = kTo;
+    j.manifest = "o/m1";
+    anax.set_job(j);
+    Member m(env, hub, "n1", "", &anax);
+    std::string failing;
+    SUBCASE("healthy") {}
+    SUBCASE("the health check fails: rolled back, reported through anax") {
+      failing = "yes";
+      m.upgrader.script("check_health", fail(Errc::process, "agent not answering"));
+    }
+    REQUIRE(started(m));
+    run_for(env, {&m}, 5'000ms);
+    CHECK(m.upgrader.steps().empty());
+    CHECK(anax.puts().empty());
+    CHECK(m.daemon.status_text().find("agbot's lock serialises the group") != std::string::npos);
+
+    anax.set_status("o/p1", "downloaded");
+    REQUIRE(run_until(env, {&m}, [&] {
+      return (m.local().state == State::succeeded || m.local().state == State::rolledback) &&
+             m.local().progress == Progress::none && m.file().report_status.empty();
+    }));
+    CHECK(m.store.writes.empty());  // no group writes on this hub
+    if (failing.empty()) {
+      CHECK(m.upgrader.steps() == kSteps);
+      CHECK(anax.puts() == std::vector<std::string>{"o/p1:initiated", "o/p1:successful"});
+    } else {
+      CHECK(anax.puts() ==
+            std::vector<std::string>{"o/p1:initiated", "o/p1:rollback started", "o/p1:rollback successful"});
+      CHECK(m.local().version == kFrom);
+    }
+  }
+
+  TEST_CASE(
+      "beside anax: a final status anax could not take is sent again until it is, also after a restart") {
+    Env env;
+    StandIn hub;
+    testing::FakeAnax anax;  // in no group: upgrades at once
+    AnaxJob j;
+    j.policy = "o/p1";
+    j.status = "downloaded";
+    j.version = kTo;
+    j.manifest = "o/m1";
+    anax.set_job(j);
+    testing::TempDir state;
+    {
+      Member m(env, hub, "n1", state.file("state.json"), &anax);
+      anax.refuse_puts_after(1);  // takes `initiated`, then is away (the new anax is starting)
+      REQUIRE(started(m));
+      REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+      run_for(env, {&m}, 40'000ms);
+      CHECK(m.file().report_status == "successful");  // kept, not dropped
+      CHECK(m.log.count("management-status-failed") >= 2);
+      m.daemon.stop();
+    }
+    anax.refuse_puts_after(-1);
+    Member again(env, hub, "n1", state.file("state.json"), &anax);
+    again.upgrader.set_version(kTo);
+    REQUIRE(started(again));
+    REQUIRE(run_until(env, {&again}, [&] { return again.file().report_status.empty(); }));
+    CHECK(anax.status_of("o/p1") == "successful");
   }
 
   TEST_CASE("an unusable state directory: start() returns exit_state") {
@@ -1401,6 +1718,35 @@ TEST_SUITE("daemon") {
       CHECK(m.notifier.sent().empty());  // never READY
       CHECK_FALSE(std::filesystem::exists(path));
     }
+  }
+
+  TEST_CASE(
+      "a state file that cannot be written degrades agentd instead of ending it; it frees its own files") {
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1"});
+    Member m(env, hub, "n1");
+    // Every write of the state fails (the temporary file's name is taken by a
+    // directory), as on a full disk; agentd's old downloads fill the disk.
+    const std::string blocker = m.state_file.path() + ".tmp";
+    std::filesystem::create_directories(blocker);
+    std::filesystem::create_directories(m.dir.file("downloads/0.9.0"));
+    REQUIRE(write_file_atomic(m.dir.file("downloads/0.9.0/horizon_0.9.0_amd64.deb.part"),
+                              std::string(100000, 'x')));
+    REQUIRE(started(m));  // not exit_state: restarting would only fail again
+    auto sent = m.notifier.sent();
+    CHECK(std::find(sent.begin(), sent.end(), "READY=1") != sent.end());
+    run_for(env, {&m}, 5'000ms);
+    CHECK(m.daemon.status_text().starts_with("degraded: cannot persist state"));
+    CHECK(m.upgrader.steps().empty());  // nothing proceeds unrecorded
+    CHECK(m.store.writes.empty());
+    CHECK_FALSE(std::filesystem::exists(m.dir.file("downloads/0.9.0")));
+    CHECK(m.log.count("degraded") == 1);  // said once, retried quietly
+
+    std::filesystem::remove_all(blocker);  // space again
+    REQUIRE(run_until(env, {&m}, [&] { return m.local().state == State::succeeded; }));
+    CHECK(m.log.count("persist-recovered") == 1);
+    CHECK(m.file().local.state == State::succeeded);
   }
 
   TEST_CASE("a corrupt state file: start() returns exit_state and leaves the file untouched") {

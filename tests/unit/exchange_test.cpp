@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agentd/json.h"
@@ -113,6 +114,20 @@ TEST_SUITE("exchange") {
     auto plain = check_status(HttpResponse{502, "Bad Gateway", {}}, {200}, "GET y");
     REQUIRE_FALSE(plain.has_value());
     CHECK(plain.error().message.find("Bad Gateway") != std::string::npos);
+  }
+
+  TEST_CASE("the hub's words in an error are capped and made printable: a 3 MiB msg is not logged whole") {
+    std::string huge(3 * 1024 * 1024, 'A');
+    huge[10] = '\n';
+    HttpResponse r{500, R"({"code":"c","msg":")" + huge + R"("})", {}};
+    auto st = check_status(r, {200}, "GET orgs/o/x");
+    REQUIRE_FALSE(st);
+    CHECK(st.error().message.size() < 600);
+    CHECK(st.error().message.find('\n') == std::string::npos);
+    CHECK(st.error().message.find("(3145728 bytes)") != std::string::npos);
+    auto plain = check_status(HttpResponse{502, std::string(100000, 'x'), {}}, {200}, "GET y");
+    REQUIRE_FALSE(plain);
+    CHECK(plain.error().message.size() < 600);
   }
 
   TEST_CASE("URLs: one slash after the base whether or not it ends in one; path segments percent-encoded") {
@@ -471,6 +486,36 @@ TEST_SUITE("exchange") {
     REQUIRE_FALSE(stopped.has_value());
     CHECK(stopped.error().code == Errc::cancelled);
     CHECK(g.http.requests.size() == 1);
+  }
+
+  TEST_CASE("a call's budget bounds all its tries together: a slow hub cannot hold the loop") {
+    // A hub that answers nothing until the client gives up (each try's timeout, at most 200 ms).
+    struct SlowHub final : HttpClient {
+      std::vector<std::chrono::milliseconds> timeouts;
+      Result<HttpResponse> perform(const HttpRequest& req) override {
+        timeouts.push_back(req.timeout);
+        std::this_thread::sleep_for(std::min(req.timeout > 0ms ? req.timeout : 200ms, 200ms));
+        return fail(Errc::transport, "Operation timed out");
+      }
+    } hub;
+    FakeSleeper sleeper;
+    Exchange ex(hub, ExchangeEndpoint{"https://hub/v1", "", "o", "n1"}, RetryPolicy{4, 1ms, 2ms, 300ms},
+                sleeper);
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = ex.get_node();
+    auto took = std::chrono::steady_clock::now() - t0;
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == Errc::transport);
+    CHECK(took < 550ms);  // 4 tries of 200 ms without the budget
+    REQUIRE(hub.timeouts.size() >= 2);
+    CHECK(hub.timeouts.size() < 4);
+    CHECK(hub.timeouts[0] <= 300ms);
+    CHECK(hub.timeouts[1] <= 100ms + 5ms);  // what was left
+    // Writes (never retried) get the budget as their timeout too.
+    hub.timeouts.clear();
+    (void)ex.write_entry("g", "n1", Entry{}, 1);
+    REQUIRE(hub.timeouts.size() == 1);
+    CHECK(hub.timeouts[0] <= 300ms);
   }
 
   TEST_CASE("4xx answers are never retried") {

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 #include <httplib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -251,6 +252,19 @@ TEST_SUITE("fetch") {
     CHECK(r->status == 404);
     CHECK(r->body.find("not found") != std::string::npos);
     CHECK((slurp(kept) == "abc"));
+  }
+
+  TEST_CASE("download: a symlink planted at the .part file is not followed") {
+    CssHub hub;
+    testing::TempDir dir;
+    hub.put_object("small", pattern(1000));
+    const std::string victim = dir.write("victim", "precious");
+    const std::string path = dir.file("small.part");
+    REQUIRE(::symlink(victim.c_str(), path.c_str()) == 0);
+    auto r = hub.node().download({"GET", hub.object_url("small"), {}, ""}, path, 0, 1000, {});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == Errc::io);
+    CHECK((slurp(victim) == "precious"));
   }
 
   TEST_CASE("a client without download support says so") {

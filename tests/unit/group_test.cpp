@@ -23,6 +23,18 @@ const char* kDoc = R"({"nodeGroups":[{
 }
 
 TEST_SUITE("group") {
+  TEST_CASE("a document with two entries under one key is refused, not read as the first") {
+    // The second n2 holds a live lease: reading only the first would hide it.
+    const char* doc = R"({"nodeGroups":[{"name":"g","members":["n1","n2"],"agentUpgrade":{
+      "n2":{"state":"idle","version":"1.0.0","epoch":0},
+      "n2":{"state":"upgrading","version":"1.0.0","targetVersion":"2.0.0","epoch":3,
+            "leaseDurationSeconds":60,"acquireTime":"t","renewTime":"t"}}}]})";
+    auto d = parse_group_document(doc, 1);
+    REQUIRE_FALSE(d);
+    CHECK(d.error().code == Errc::parse);
+    CHECK(d.error().message.find("more than one entry for 'n2'") != std::string::npos);
+  }
+
   TEST_CASE("parses the protocol's example document, ignoring unknown fields") {
     auto d = parse_group_document(kDoc, 42);
     REQUIRE(d);

@@ -244,6 +244,49 @@ TEST_SUITE("http") {
     CHECK(took < 5s);
   }
 
+  TEST_CASE("TLS: 1.2 at least; HZN_MGMT_HUB_CERT_PATH is the only CA unless the system's are added") {
+    HttpOptions o;
+    CHECK(std::string(tls_policy(o).min_version) == "1.2");
+    CHECK(tls_policy(o).system_cas);
+    CHECK(tls_policy(o).ca_file.empty());
+    o.ca_file = "/etc/agentd/hub-ca.pem";
+    CHECK(tls_policy(o).ca_file == "/etc/agentd/hub-ca.pem");
+    CHECK_FALSE(tls_policy(o).system_cas);  // pinned
+    o.ca_file_adds_system = true;
+    CHECK(tls_policy(o).system_cas);
+  }
+
+  TEST_CASE("a download trickled just above the low-speed limit ends at the request's own deadline") {
+    TestServer s;
+    std::atomic<bool> stop{false};
+    s.svr.Get("/trickle", [&](const httplib::Request&, httplib::Response& res) {
+      res.set_content_provider(1'000'000, "application/octet-stream",
+                               [&](size_t, size_t, httplib::DataSink& sink) {
+                                 if (stop.load()) return false;
+                                 std::this_thread::sleep_for(20ms);  // the hub's pace: 1 KiB every 20 ms
+                                 std::string chunk(1024, 'x');
+                                 sink.write(chunk.data(), chunk.size());
+                                 return true;
+                               });
+    });
+    s.start();
+    char tmpl[] = "/tmp/agentd-http-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    std::string path = std::string(tmpl) + "/file";
+    auto client = make_curl_http_client(fast_options());
+    HttpRequest req{"GET", s.url("/trickle"), {}, ""};
+    req.timeout = 500ms;
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = client->download(req, path, 0, 10'000'000, {});
+    auto took = std::chrono::steady_clock::now() - t0;
+    stop.store(true);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == Errc::transport);
+    CHECK(took < 4s);
+    ::unlink(path.c_str());
+    ::rmdir(tmpl);
+  }
+
   TEST_CASE("connection refused is a transport error") {
     // A bound socket that never listens: connecting to its port is refused.
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);

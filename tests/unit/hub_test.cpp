@@ -17,6 +17,7 @@
 #include "agentd/files.h"
 #include "agentd/group.h"
 #include "agentd/json.h"
+#include "http_call.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
 #include "temp_dir.h"
@@ -35,15 +36,7 @@ constexpr const char* kN1 = "o/n1:tok1";
 constexpr const char* kN2 = "o/n2:tok2";
 constexpr const char* kN3 = "o/n3:tok3";
 
-struct Res {
-  int status = -1;  // -1: transport error, no response
-  std::string body;
-  std::string etag;
-  std::string cache_control;
-  std::string content_type;
-  json::Ptr json;
-  const cJSON* j() const { return json.get(); }
-};
+using testing::Res;
 
 std::int64_t etag_of(const Res& r) {
   auto v = parse_etag(r.etag);
@@ -53,7 +46,10 @@ std::int64_t etag_of(const Res& r) {
 
 class TestHub {
  public:
-  explicit TestHub(Mode mode = Mode::full) : mode_(mode) { start(); }
+  explicit TestHub(Mode mode = Mode::full, std::chrono::milliseconds agbot_interval = 0ms)
+      : mode_(mode), agbot_interval_(agbot_interval) {
+    start();
+  }
   ~TestHub() { stop(); }
 
   void start() {
@@ -61,6 +57,8 @@ class TestHub {
     o.state_path = dir_.file("state.json");
     o.log_path = dir_.file("writes.jsonl");
     o.mode = mode_;
+    o.agbot_log_path = dir_.file("agbot.jsonl");
+    o.agbot_monitor_interval = agbot_interval_;
     auto h = InProcessHub::start(o);
     REQUIRE_MESSAGE(h.has_value(), h.error().describe());
     in_process_ = std::move(*h);
@@ -76,30 +74,7 @@ class TestHub {
 
   Res call(const std::string& method, const std::string& path, const std::string& auth,
            const std::string& body = "", httplib::Headers headers = {}) {
-    httplib::Client cli("127.0.0.1", port_);
-    cli.set_connection_timeout(5, 0);
-    cli.set_read_timeout(5, 0);
-    if (!auth.empty()) {
-      auto colon = auth.find(':');
-      cli.set_basic_auth(auth.substr(0, colon).c_str(), auth.substr(colon + 1).c_str());
-    }
-    httplib::Result r = method == "GET"     ? cli.Get(path.c_str(), headers)
-                        : method == "PUT"   ? cli.Put(path.c_str(), headers, body, "application/json")
-                        : method == "POST"  ? cli.Post(path.c_str(), headers, body, "application/json")
-                        : method == "PATCH" ? cli.Patch(path.c_str(), headers, body, "application/json")
-                                            : cli.Delete(path.c_str(), headers);
-    Res out;
-    if (!r) return out;
-    out.status = r->status;
-    out.body = r->body;
-    out.etag = r->get_header_value("ETag");
-    out.cache_control = r->get_header_value("Cache-Control");
-    out.content_type = r->get_header_value("Content-Type");
-    if (!out.body.empty() && out.content_type == "application/json") {
-      auto p = json::parse(out.body, "response");
-      if (p) out.json = std::move(*p);
-    }
-    return out;
+    return testing::http_call(port_, method, path, auth, body, std::move(headers));
   }
 
   // Org o with an admin, two users, nodes n1..n3 owned by alice and b1 owned by bob.
@@ -133,9 +108,11 @@ class TestHub {
 
   Res set_faults(const std::string& body) { return call("PUT", "/v1/standin/faults", kRoot, body); }
 
-  std::vector<json::Ptr> log_lines() const {
+  Hub& hub() { return in_process_->hub(); }
+
+  std::vector<json::Ptr> log_lines(const std::string& name = "writes.jsonl") const {
     std::vector<json::Ptr> out;
-    std::ifstream f(dir_.file("writes.jsonl"));
+    std::ifstream f(dir_.file(name));
     std::string line;
     while (std::getline(f, line)) {
       auto p = json::parse(line, "write log line");
@@ -150,6 +127,7 @@ class TestHub {
  private:
   testing::TempDir dir_;
   Mode mode_;
+  std::chrono::milliseconds agbot_interval_;
   std::unique_ptr<InProcessHub> in_process_;
   int port_ = 0;
 };
@@ -758,5 +736,124 @@ TEST_SUITE("hub") {
     CHECK(m.status == 200);
     CHECK(m.body == manifest);
     CHECK(hub.call("GET", path, "").status == 401);
+  }
+
+  // ---- the agbot's HA-upgrade lock (exchange-api.md §7) ----
+
+  TEST_CASE(
+      "agbot lock: 201 to the first node and again to the holder, 409 to others, 400/401 for bad callers") {
+    TestHub hub;
+    hub.seed();
+    REQUIRE(hub.call("POST", "/v1/orgs/o/hagroups/g", kAdmin, R"({"members":["n1","n2"]})").status == 201);
+    const std::string lock1 = "/org/o/hagroup/g/nodemanagement/n1/p1";
+    Res r = hub.call("POST", lock1, kN1);
+    CHECK(r.status == 201);
+    CHECK(r.body == R"({"code":"201","msg":"Node o/n1 can start executing nmp p1."})");
+    CHECK(hub.call("POST", lock1, kN1).status == 201);  // idempotent for the holder
+    CHECK(hub.call("POST", "/org/o/hagroup/g/nodemanagement/n1/p2", kN1).status == 409);
+    r = hub.call("POST", "/org/o/hagroup/g/nodemanagement/n2/p1", kN2);
+    CHECK(r.status == 409);
+    CHECK(r.body == R"({"code":"409","msg":"Node o/n2 can not start executing nmp p1."})");
+    r = hub.call("POST", lock1, kN2);  // n2's credentials for n1
+    CHECK(r.status == 400);
+    CHECK(str(r.j(), "code") == "400");
+    CHECK(hub.call("POST", "/org/o/hagroup/g/nodemanagement/n3/p1", kN3).status == 400);  // not in g
+    r = hub.call("POST", lock1, "o/n1:wrong");
+    CHECK(r.status == 401);
+    CHECK(r.body.front() == '"');                          // a JSON string
+    CHECK(hub.call("POST", lock1, kAdmin).status == 401);  // a user is not a node
+    CHECK(hub.call("GET", lock1, kN1).status == 404);
+
+    r = hub.call("GET", "/ha/upgradingnode", kAdmin);
+    CHECK(r.status == 200);
+    CHECK(r.body == R"([{"groupName":"g","orgId":"o","nodeId":"n1","nmpName":"p1"}])");
+    CHECK(hub.call("GET", "/ha/upgradingnode", kAlice).status == 403);
+    CHECK(hub.call("GET", "/ha/upgradingnode", kN1).status == 403);
+    CHECK(hub.call("GET", "/ha/upgradingnode", "").status == 401);
+    auto lines = hub.log_lines("agbot.jsonl");
+    REQUIRE(lines.size() == 1);
+    CHECK(str(lines[0].get(), "op") == "grant");
+    CHECK(str(lines[0].get(), "node") == "n1");
+    CHECK(str(lines[0].get(), "group") == "g");
+    CHECK(hub.log_lines().size() == 1);  // the write log has the group's creation only
+
+    hub.restart();  // lock rows are kept in the state file
+    CHECK(hub.call("POST", "/org/o/hagroup/g/nodemanagement/n2/p1", kN2).status == 409);
+    CHECK(hub.call("GET", "/ha/upgradingnode/o/g", kRoot).body ==
+          R"([{"groupName":"g","orgId":"o","nodeId":"n1","nmpName":"p1"}])");
+    CHECK(hub.call("DELETE", "/ha/upgradingnode/o/g", kAlice).status == 403);
+    CHECK(hub.call("DELETE", "/ha/upgradingnode/o/g", kAdmin).status == 200);
+    CHECK(hub.call("GET", "/ha/upgradingnode", kAdmin).body == "[]");
+    CHECK(hub.call("POST", "/org/o/hagroup/g/nodemanagement/n2/p1", kN2).status == 201);
+    lines = hub.log_lines("agbot.jsonl");
+    REQUIRE(lines.size() == 3);
+    CHECK(str(lines[1].get(), "op") == "release");
+    CHECK(str(lines[1].get(), "reason") == "admin o/admin");
+    CHECK(json::get_int(lines[2].get(), "seq").value_or(0) == 3);
+  }
+
+  TEST_CASE("agbot lock: the monitor frees it once the holder's status is not active or it left the group") {
+    TestHub hub;  // no monitor thread: each pass is called
+    hub.seed();
+    REQUIRE(hub.call("POST", "/v1/orgs/o/hagroups/g", kAdmin, R"({"members":["n1","n2"]})").status == 201);
+    REQUIRE(hub.call("POST", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"up","enabled":true,"agentUpgradePolicy":{"manifest":"o/m1"}})")
+                .status == 201);
+    auto put_status = [&](const char* auth, const std::string& node, const std::string& status) {
+      REQUIRE(hub.call("PUT", "/v1/orgs/o/nodes/" + node + "/managementStatus/p1", auth,
+                       R"({"agentUpgradePolicyStatus":{"scheduledTime":"2026-01-01T00:00:00Z","status":")" +
+                           status + R"("}})")
+                  .status == 201);
+    };
+    auto holder = [&] {
+      Res r = hub.call("GET", "/ha/upgradingnode", kAdmin);
+      const cJSON* row = cJSON_GetArrayItem(r.j(), 0);
+      return row ? str(row, "nodeId") : std::string();
+    };
+    REQUIRE(hub.call("POST", "/org/o/hagroup/g/nodemanagement/n1/p1", kN1).status == 201);
+    hub.hub().monitor_agbot_locks();
+    CHECK(holder() == "n1");  // no status yet: reading it fails, the lock stays
+    for (const char* active : {"ha node waiting", "downloaded", "initiated", "rollback started"}) {
+      put_status(kN1, "n1", active);
+      hub.hub().monitor_agbot_locks();
+      CHECK(holder() == "n1");
+    }
+    put_status(kN1, "n1", "successful");
+    CHECK(holder() == "n1");  // only the monitor frees it
+    hub.hub().monitor_agbot_locks();
+    CHECK(holder() == "");
+    REQUIRE(hub.call("POST", "/org/o/hagroup/g/nodemanagement/n2/p1", kN2).status == 201);
+    REQUIRE(hub.call("DELETE", "/v1/orgs/o/hagroups/g/nodes/n2", kAdmin).status == 204);
+    hub.hub().monitor_agbot_locks();
+    CHECK(holder() == "");
+    auto lines = hub.log_lines("agbot.jsonl");
+    REQUIRE(lines.size() == 4);
+    CHECK(str(lines[1].get(), "reason") == "status successful");
+    CHECK(str(lines[3].get(), "node") == "n2");
+    CHECK(str(lines[3].get(), "reason") == "node left the group");
+  }
+
+  TEST_CASE("agbot lock: the hub's own monitor frees it half an interval to an interval after the status") {
+    TestHub hub(Mode::full, 1000ms);
+    hub.seed();
+    REQUIRE(hub.call("POST", "/v1/orgs/o/hagroups/g", kAdmin, R"({"members":["n1","n2"]})").status == 201);
+    REQUIRE(hub.call("POST", "/v1/orgs/o/managementpolicies/p1", kAdmin,
+                     R"({"label":"up","enabled":true,"agentUpgradePolicy":{"manifest":"o/m1"}})")
+                .status == 201);
+    REQUIRE(hub.call("POST", "/org/o/hagroup/g/nodemanagement/n1/p1", kN1).status == 201);
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/nodes/n1/managementStatus/p1", kN1,
+                     R"({"agentUpgradePolicyStatus":{"scheduledTime":"x","status":"failed"}})")
+                .status == 201);
+    auto written = std::chrono::steady_clock::now();
+    CHECK(hub.call("POST", "/org/o/hagroup/g/nodemanagement/n2/p1", kN2).status == 409);
+    int status = 409;
+    while (status == 409 && std::chrono::steady_clock::now() < written + 5s) {
+      std::this_thread::sleep_for(20ms);
+      status = hub.call("POST", "/org/o/hagroup/g/nodemanagement/n2/p1", kN2).status;
+    }
+    auto lag = std::chrono::steady_clock::now() - written;
+    CHECK(status == 201);
+    CHECK(lag >= 450ms);
+    CHECK(lag < 2500ms);
   }
 }

@@ -19,6 +19,7 @@
 #include "hub/in_process.h"
 #include "temp_dir.h"
 #include "upgrade/verify.h"
+#include "upgrade/version_floor.h"
 
 using namespace agentd;
 using namespace agentd::standin;
@@ -107,6 +108,7 @@ struct Fixture {
   FakeInstaller installer;
   std::unique_ptr<HttpClient> http;
   std::unique_ptr<Exchange> exchange;
+  std::unique_ptr<CssArtifactSource> artifacts;
   std::unique_ptr<ProcessRunner> runner = make_process_runner([] { return false; });
   PipelineOptions options;
 
@@ -198,9 +200,25 @@ struct Fixture {
     return "o/man-" + version;
   }
 
+  // Publishes version 2.0.0 as anax does, in horizon-agent-linux-deb-amd64.tar.gz:
+  // `members` (plain names) of the directory `src`, in that order.
+  std::string publish_bundle(const std::string& src, const std::vector<std::string>& members) {
+    const std::string bundle = dir.path() + "/horizon-agent-linux-deb-amd64.tar.gz";
+    ProcessSpec tar;
+    tar.argv = {"tar", "-czf", bundle, "-C", src};
+    for (const std::string& m : members) tar.argv.push_back("./" + m);
+    auto made = runner->run(tar);
+    REQUIRE(made);
+    REQUIRE(made->exit_code == 0);
+    auto bytes = read_file(bundle, 1 << 20);
+    REQUIRE(bytes);
+    return publish("2.0.0", *bytes, &key, std::nullopt, "", "horizon-agent-linux-deb-amd64.tar.gz");
+  }
+
   std::unique_ptr<Upgrader> upgrader() {
+    artifacts = std::make_unique<CssArtifactSource>(*exchange, *http);
     return make_pipeline_upgrader(
-        options, PipelineParts{*exchange, *http, installer, nullptr, *runner, log, clock, sleeper});
+        options, PipelineParts{*artifacts, *exchange, installer, nullptr, *runner, log, clock, sleeper});
   }
 
   // current/horizon/ as agentd leaves it after installing `version` itself.
@@ -394,9 +412,10 @@ TEST_SUITE("pipeline") {
     f.options.health_command.clear();
     const std::string restarts = f.dir.file("restarts");
     f.options.restart_command = "echo restart >> " + restarts;
+    CHECK(*read_file(f.path("version-floor-horizon"), 100) == "2.0.0\n");  // installed: the floor rose
     auto r = f.upgrader()->rollback(t);
     REQUIRE_MESSAGE(r.has_value(), r.error().describe());
-    CHECK(f.installer.installed == "1.0.0");
+    CHECK(f.installer.installed == "1.0.0");  // below the floor: a rollback is not judged by it
     CHECK(f.installer.runs.back().starts_with("rollback-"));
     CHECK(*read_file(restarts, 1024) == "restart\n");
     // Resumed after the restart (agentd rolling itself back is restarted by it):
@@ -405,6 +424,74 @@ TEST_SUITE("pipeline") {
     REQUIRE_MESSAGE(again.has_value(), again.error().describe());
     CHECK(f.installer.runs.back() == f.installer.runs[f.installer.runs.size() - 2]);
     CHECK(*read_file(restarts, 1024) == "restart\n");
+  }
+
+  TEST_CASE("anti-rollback: an old, validly signed manifest cannot take the node below its version floor") {
+    Fixture f;
+    f.installed_by_agentd("1.0.0");
+    auto ref2 = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
+    auto ref3 = f.publish("3.0.0", package_bytes("3.0.0"), &f.key);
+    auto up = f.upgrader();
+    auto t3 = target("3.0.0", ref3);
+    REQUIRE(up->prepare(t3, {}));
+    REQUIRE(up->install(t3));
+    REQUIRE(up->check_health(t3));
+    CHECK(*read_file(f.path("version-floor-horizon"), 100) == "3.0.0\n");
+
+    // The hub replays the old manifest (its policy says allowDowngrade): refused
+    // before anything is downloaded.
+    auto t2 = target("2.0.0", ref2, "3.0.0");
+    auto s = up->prepare(t2, {});
+    REQUIRE_FALSE(s);
+    CHECK(s.error().code == Errc::verification);
+    CHECK(s.error().message.find("below 3.0.0") != std::string::npos);
+    CHECK(s.error().message.find("AGENTD_ALLOW_DOWNGRADE") != std::string::npos);
+    CHECK_FALSE(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
+    CHECK(f.installer.installed == "3.0.0");
+
+    // Even a target prepared earlier is checked again at install.
+    f.options.allow_downgrade = true;
+    REQUIRE(f.upgrader()->prepare(t2, {}));
+    f.options.allow_downgrade = false;
+    auto refused = f.upgrader()->install(t2);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().message.find("below 3.0.0") != std::string::npos);
+    CHECK(f.installer.installed == "3.0.0");
+
+    // The node's own consent lets it go back; the floor stays where it was.
+    f.options.allow_downgrade = true;
+    REQUIRE(f.upgrader()->install(t2));
+    CHECK(f.installer.installed == "2.0.0");
+    CHECK(*read_file(f.path("version-floor-horizon"), 100) == "3.0.0\n");
+  }
+
+  TEST_CASE("a manifest signed for one version is not used to install another") {
+    Fixture f;
+    auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
+    auto s = f.upgrader()->prepare(target("2.5.0", ref), {});
+    REQUIRE_FALSE(s);
+    CHECK(s.error().code == Errc::verification);
+    CHECK(s.error().message.find("signed for version '2.0.0', not 2.5.0") != std::string::npos);
+  }
+
+  TEST_CASE("version floor: raised only upwards, epochs dropped, a damaged file refused, not guessed") {
+    Fixture f;
+    VersionFloor floor(f.path("version-floor-horizon"));
+    CHECK(*floor.load() == "");
+    CHECK(floor.check("0.1.0", false));
+    REQUIRE(floor.raise("2.0.0"));
+    REQUIRE(floor.raise("1.9.0"));
+    REQUIRE(floor.raise("not a version"));
+    CHECK(*floor.load() == "2.0.0");
+    REQUIRE(floor.raise("1:2.10.0-1"));
+    CHECK(*floor.load() == "2.10.0-1");
+    CHECK(floor.check("2.10.0", false));
+    CHECK_FALSE(floor.check("2.9.9", false));
+    CHECK(floor.check("2.9.9", true));
+    REQUIRE(write_file_atomic(f.path("version-floor-horizon"), "garbage here\n"));
+    CHECK(floor.load().error().code == Errc::parse);
+    CHECK_FALSE(floor.raise("3.0.0"));  // never overwritten blindly
+    CHECK_FALSE(floor.check("9.0.0", true));
   }
 
   TEST_CASE("no kept package: the upgrade goes ahead, but a rollback is reported as impossible") {
@@ -449,16 +536,7 @@ TEST_SUITE("pipeline") {
     std::filesystem::create_directories(src);
     REQUIRE(write_file_atomic(src + "/horizon_2.0.0_amd64.deb", package_bytes("2.0.0")));
     REQUIRE(write_file_atomic(src + "/horizon-cli_2.0.0_amd64.deb", package_bytes("2.0.0", "horizon-cli")));
-    const std::string bundle = f.dir.path() + "/horizon-agent-linux-deb-amd64.tar.gz";
-    ProcessSpec tar;
-    tar.argv = {
-        "tar", "-czf", bundle, "-C", src, "./horizon-cli_2.0.0_amd64.deb", "./horizon_2.0.0_amd64.deb"};
-    auto made = f.runner->run(tar);
-    REQUIRE(made);
-    REQUIRE(made->exit_code == 0);
-    auto bytes = read_file(bundle, 1 << 20);
-    REQUIRE(bytes);
-    auto ref = f.publish("2.0.0", *bytes, &f.key, std::nullopt, "", "horizon-agent-linux-deb-amd64.tar.gz");
+    auto ref = f.publish_bundle(src, {"horizon-cli_2.0.0_amd64.deb", "horizon_2.0.0_amd64.deb"});
     auto up = f.upgrader();
     auto t = target("2.0.0", ref);
     auto s = up->prepare(t, {});
@@ -473,6 +551,24 @@ TEST_SUITE("pipeline") {
                 "horizon-agent-linux-rpm-amd64.tar.gz"};
     CHECK(*choose_package_file(sw, PackageKind::rpm, "amd64") == "horizon-agent-linux-rpm-amd64.tar.gz");
     CHECK_FALSE(choose_package_file(sw, PackageKind::deb, "arm64"));
+  }
+
+  TEST_CASE("a bundle whose agent package is a symlink member is refused before it is hashed") {
+    Fixture f;
+    std::string src = f.dir.path() + "/bundle";
+    std::filesystem::create_directories(src);
+    // The link points at a real package on the node: hashing and installing it
+    // would install whatever the bundle's author pointed at.
+    const std::string elsewhere = f.dir.path() + "/elsewhere.deb";
+    REQUIRE(write_file_atomic(elsewhere, package_bytes("2.0.0")));
+    std::filesystem::create_symlink(elsewhere, src + "/horizon_2.0.0_amd64.deb");
+    auto ref = f.publish_bundle(src, {"horizon_2.0.0_amd64.deb"});
+    auto s = f.upgrader()->prepare(target("2.0.0", ref), {});
+    REQUIRE_FALSE(s);
+    CHECK(s.error().code == Errc::verification);
+    CHECK(s.error().message.find("not a regular file") != std::string::npos);
+    CHECK_FALSE(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
+    CHECK_FALSE(f.exists("downloads/2.0.0/prepared.json"));
   }
 
   TEST_CASE("install without a prepared package is an error, not a guess") {

@@ -128,8 +128,34 @@ TEST_SUITE("plan") {
     CHECK(plan->version.empty());
     CHECK(plan->reason.find("downgrade") != std::string::npos);
     p.agent_upgrade.allow_downgrade = true;
-    plan = choose_target(node, {p}, {}, "2.0.0", kNow, m.fetcher());
+    plan = choose_target(node, {p}, {}, "2.0.0", kNow, m.fetcher(), DowngradeRule{"2.0.0", true});
     CHECK(plan->version == "1.0.0");
+  }
+
+  TEST_CASE("anti-rollback: the hub's allowDowngrade alone does not move the node below what it ran") {
+    NodeRecord node;
+    Manifests m{{{"old", "1.0.0"}, {"mid", "1.5.0"}}};
+    auto p = policy("org/p", "old");
+    p.agent_upgrade.allow_downgrade = true;
+    auto plan = choose_target(node, {p}, {}, "2.0.0", kNow, m.fetcher());
+    CHECK(plan->version.empty());
+    CHECK(plan->reason.find("does not allow downgrades (AGENTD_ALLOW_DOWNGRADE)") != std::string::npos);
+    // Below the floor though above what runs now (a version this node ran before).
+    auto mid = policy("org/mid", "mid");
+    plan = choose_target(node, {mid}, {}, "1.0.0", kNow, m.fetcher(), DowngradeRule{"2.0.0", false});
+    CHECK(plan->version.empty());
+    CHECK(plan->reason.find("1.5.0 would be a downgrade") != std::string::npos);
+    mid.agent_upgrade.allow_downgrade = true;
+    plan = choose_target(node, {mid}, {}, "1.0.0", kNow, m.fetcher(), DowngradeRule{"2.0.0", false});
+    CHECK(plan->version.empty());
+    CHECK(plan->reason.find("1.5.0 is below 2.0.0") != std::string::npos);
+    plan = choose_target(node, {mid}, {}, "1.0.0", kNow, m.fetcher(), DowngradeRule{"2.0.0", true});
+    CHECK(plan->version == "1.5.0");
+    // At or above the floor: an upgrade as ever.
+    Manifests up{{{"new", "2.0.0"}}};
+    plan = choose_target(node, {policy("org/n", "new")}, {}, "1.0.0", kNow, up.fetcher(),
+                         DowngradeRule{"2.0.0", false});
+    CHECK(plan->version == "2.0.0");
   }
 
   TEST_CASE("a version range resolves to the highest published version inside it") {

@@ -2,7 +2,12 @@
 #include "upgrade/state_file.h"
 
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
 
 #include "agentd/files.h"
 #include "temp_dir.h"
@@ -108,15 +113,56 @@ TEST_SUITE("state_file") {
     testing::TempDir dir;
     std::string p = dir.file("f");
     REQUIRE(write_file_atomic(p, "old"));
-    // /dev/full answers every write with ENOSPC; a state file whose tmp is a
-    // symlink to it sees exactly what a full disk does.
-    std::string tmp = p + ".tmp";
-    REQUIRE(symlink("/dev/full", tmp.c_str()) == 0);
+    // A file size limit of 4 bytes answers the fifth byte with EFBIG, as a
+    // full disk answers with ENOSPC; SIGXFSZ is ignored meanwhile.
+    struct rlimit saved {};
+    REQUIRE(getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = saved;
+    small.rlim_cur = 4;
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
     auto r = write_file_atomic(p, "new content");
+    setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, old_handler);
     REQUIRE_FALSE(r);
     CHECK(r.error().code == Errc::io);
-    CHECK(r.error().message.find("No space") != std::string::npos);
     CHECK(read_file(p, 100).value() == "old");
+    CHECK_FALSE(std::filesystem::exists(p + ".tmp"));
+  }
+
+  TEST_CASE("a symlink planted at the temporary file's name is not written through") {
+    testing::TempDir dir;
+    std::string p = dir.file("state.json");
+    std::string victim = dir.write("victim", "precious");
+    REQUIRE(symlink(victim.c_str(), (p + ".tmp").c_str()) == 0);
+    REQUIRE(write_file_atomic(p, "new"));
+    CHECK(read_file(victim, 100).value() == "precious");
+    CHECK(read_file(p, 100).value() == "new");
+    struct stat st {};
+    REQUIRE(lstat(p.c_str(), &st) == 0);
+    CHECK(S_ISREG(st.st_mode));
+  }
+
+  TEST_CASE("check_private_dir: agentd's own directory, not writable by group or others, not a symlink") {
+    testing::TempDir dir;
+    std::string d = dir.path() + "/state";
+    REQUIRE(mkdir(d.c_str(), 0700) == 0);
+    CHECK(check_private_dir(d));
+    REQUIRE(chmod(d.c_str(), 0777) == 0);
+    auto open = check_private_dir(d);
+    REQUIRE_FALSE(open);
+    CHECK(open.error().message.find("mode 0777") != std::string::npos);
+    REQUIRE(chmod(d.c_str(), 0700) == 0);
+    std::string link = dir.path() + "/link";
+    REQUIRE(symlink(d.c_str(), link.c_str()) == 0);
+    CHECK_FALSE(check_private_dir(link));
+    CHECK_FALSE(check_private_dir(dir.path() + "/missing"));
+    if (geteuid() == 0) {
+      REQUIRE(chown(d.c_str(), 4242, 4242) == 0);
+      auto other = check_private_dir(d);
+      REQUIRE_FALSE(other);
+      CHECK(other.error().message.find("uid 4242") != std::string::npos);
+    }
   }
 
   TEST_CASE("read_file: missing, capped, whole") {

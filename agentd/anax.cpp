@@ -1,0 +1,179 @@
+#include "anax.h"
+
+#include "json.h"
+
+namespace agentd {
+
+std::string AnaxJob::job_dir() const {
+  std::string base = working_directory.empty() ? "/var/horizon/nmp" : working_directory;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  return base + "/" + policy;
+}
+
+namespace {
+
+// Object member or null when absent; an error when present with another type.
+Result<const cJSON*> opt_object(const cJSON* o, const char* key) {
+  const cJSON* v = cJSON_GetObjectItemCaseSensitive(o, key);
+  if (!v || cJSON_IsNull(v)) return nullptr;
+  if (!cJSON_IsObject(v)) return fail(Errc::parse, std::string("field '") + key + "' must be an object");
+  return v;
+}
+
+// A record key is "org/nmp": both parts plain names, never a path.
+bool policy_key_ok(const std::string& k) {
+  auto slash = k.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 >= k.size() ||
+      k.find('/', slash + 1) != std::string::npos)
+    return false;
+  for (const std::string& part : {k.substr(0, slash), k.substr(slash + 1)})
+    if (part == "." || part == "..") return false;
+  return true;
+}
+
+Result<AnaxJob> parse_job(const std::string& key, const cJSON* rec) {
+  AnaxJob j;
+  j.policy = key;
+  auto st = opt_object(rec, "agentUpgradePolicyStatus");
+  if (!st) return std::unexpected(st.error());
+  if (!*st) return fail(Errc::parse, key + ": not an agent upgrade job");
+  for (auto [field, out] :
+       {std::pair{"status", &j.status}, std::pair{"errorMessage", &j.error_message},
+        std::pair{"scheduledTime", &j.scheduled_time}, std::pair{"workingDirectory", &j.working_directory}}) {
+    auto v = json::opt_string(*st, field);
+    if (!v) return fail(Errc::parse, key + ": " + v.error().message);
+    *out = std::move(*v);
+  }
+  auto versions = opt_object(*st, "upgradedVersions");
+  if (!versions) return fail(Errc::parse, key + ": " + versions.error().message);
+  if (*versions) {
+    auto v = json::opt_string(*versions, "softwareVersion");
+    if (!v) return fail(Errc::parse, key + ": " + v.error().message);
+    j.version = *v;
+  }
+  auto internal = opt_object(rec, "agentUpgradeInternal");
+  if (!internal) return fail(Errc::parse, key + ": " + internal.error().message);
+  if (*internal) {
+    auto m = json::opt_string(*internal, "manifest");
+    auto d = json::opt_bool(*internal, "allowDowngrade", false);
+    if (!m) return fail(Errc::parse, key + ": " + m.error().message);
+    if (!d) return fail(Errc::parse, key + ": " + d.error().message);
+    j.manifest = *m;
+    j.allow_downgrade = *d;
+  }
+  if (!j.working_directory.empty() && j.working_directory.front() != '/')
+    return fail(Errc::parse, key + ": workingDirectory must be an absolute path");
+  return j;
+}
+
+class AnaxClient final : public AnaxApi {
+ public:
+  AnaxClient(HttpClient& http, std::string base) : http_(http), base_(std::move(base)) {
+    while (!base_.empty() && base_.back() == '/') base_.pop_back();
+  }
+
+  Result<std::string> version() override {
+    auto root = get_json("/status");
+    if (!root) return std::unexpected(root.error());
+    auto conf = opt_object(root->get(), "configuration");
+    if (!conf) return std::unexpected(conf.error());
+    if (!*conf) return fail(Errc::parse, "anax GET /status: no configuration");
+    return json::get_string(*conf, "horizon_version");
+  }
+
+  Result<AnaxNode> node() override {
+    auto root = get_json("/node");
+    if (!root) return std::unexpected(root.error());
+    const cJSON* o = root->get();
+    AnaxNode n;
+    for (auto [field, out] :
+         {std::pair{"id", &n.id}, std::pair{"organization", &n.org}, std::pair{"ha_group", &n.ha_group}}) {
+      auto v = json::opt_string(o, field);
+      if (!v) return fail(Errc::parse, "anax GET /node: " + v.error().message);
+      *out = std::move(*v);
+    }
+    auto cs = opt_object(o, "configstate");
+    if (!cs) return std::unexpected(cs.error());
+    if (*cs) {
+      auto s = json::opt_string(*cs, "state");
+      if (!s) return std::unexpected(s.error());
+      n.config_state = *s;
+    }
+    return n;
+  }
+
+  Result<std::vector<AnaxJob>> jobs() override {
+    auto r = call("GET", "/nodemanagement/status", "");
+    if (!r) return std::unexpected(r.error());
+    if (r->status != 200) return status_error(*r, "GET /nodemanagement/status");
+    return parse_anax_jobs(r->body);
+  }
+
+  Status put_status(const std::string& policy, const std::string& status, const std::string& error) override {
+    if (!policy_key_ok(policy)) return fail(Errc::config, "anax job '" + policy + "' is not org/nmp");
+    // anax decodes a NodeManagementPolicyStatus: a flat {"status":...} would be
+    // answered 201 and change nothing.
+    auto inner = json::object();
+    json::set(inner.get(), "status", status);
+    json::set(inner.get(), "errorMessage", error);
+    auto body = json::object();
+    json::set(body.get(), "agentUpgradePolicyStatus", std::move(inner));
+    auto r = call("PUT", "/nodemanagement/status/" + policy, json::print(body.get()));
+    if (!r) return std::unexpected(r.error());
+    if (r->status != 201 && r->status != 200)
+      return std::unexpected(status_error(*r, "PUT /nodemanagement/status/" + policy).error());
+    return {};
+  }
+
+ private:
+  Result<HttpResponse> call(const std::string& method, const std::string& path, const std::string& body) {
+    HttpRequest req{method, base_ + path, {}, body};
+    auto r = http_.perform(req);
+    if (!r) return fail(r.error().code, "anax " + method + " " + path + ": " + r.error().message);
+    return r;
+  }
+
+  Result<json::Ptr> get_json(const std::string& path) {
+    auto r = call("GET", path, "");
+    if (!r) return std::unexpected(r.error());
+    if (r->status != 200) return std::unexpected(status_error(*r, "GET " + path).error());
+    return json::parse(r->body, "anax GET " + path);
+  }
+
+  static Result<std::vector<AnaxJob>> status_error(const HttpResponse& r, const std::string& what) {
+    std::string body = r.body.substr(0, 200);
+    Error e{r.status == 404 ? Errc::not_found : Errc::http,
+            "anax " + what + ": HTTP " + std::to_string(r.status) + (body.empty() ? "" : ": " + body),
+            static_cast<int>(r.status)};
+    return std::unexpected(e);
+  }
+
+  HttpClient& http_;
+  std::string base_;
+};
+
+}  // namespace
+
+Result<std::vector<AnaxJob>> parse_anax_jobs(const std::string& body) {
+  auto root = json::parse(body, "anax node management status");
+  if (!root) return std::unexpected(root.error());
+  if (!cJSON_IsObject(root->get())) return fail(Errc::parse, "anax node management status must be an object");
+  std::vector<AnaxJob> out;
+  const cJSON* item = nullptr;
+  cJSON_ArrayForEach(item, root->get()) {
+    std::string key = item->string ? item->string : "";
+    if (!policy_key_ok(key)) return fail(Errc::parse, "anax job key '" + key + "' is not org/nmp");
+    if (!cJSON_IsObject(item)) return fail(Errc::parse, key + ": must be an object");
+    if (!cJSON_GetObjectItemCaseSensitive(item, "agentUpgradePolicyStatus")) continue;  // another job type
+    auto j = parse_job(key, item);
+    if (!j) return std::unexpected(j.error());
+    out.push_back(std::move(*j));
+  }
+  return out;
+}
+
+std::unique_ptr<AnaxApi> make_anax_client(HttpClient& http, std::string base_url) {
+  return std::make_unique<AnaxClient>(http, std::move(base_url));
+}
+
+}  // namespace agentd

@@ -1,0 +1,135 @@
+// agentd beside anax (anax-coexistence.md, issue "agentd beside the real anax
+// agent"): real agentd processes, each beside an anax stand-in (tests/anax) that
+// downloads the release, asks the agbot for its group lock and would run its own
+// cron executor. Its cron file is taken away as agentd's package does
+// (systemd/cron-guard.sh, tested under systemd in tests/systemd/nspawn-test.sh),
+// so a run of the executor is a failure here.
+#include "check/invariants.h"
+#include "common.h"
+
+using namespace agentd;
+using namespace agentd::it;
+
+namespace {
+
+RolloutOptions beside_anax(const std::string& hub_mode = "full") {
+  RolloutOptions o;
+  o.anax = true;
+  o.anax_options.cron_file = false;
+  o.hub.mode = hub_mode;
+  o.member.extra.push_back({"AGENTD_ANAX", "on"});
+  return o;
+}
+
+std::string job_key(Rollout& r) {
+  return r.options().org + "/" + r.options().nmp;
+}
+
+// anax's record of the job on every member, as "n1=successful n2=...".
+std::string anax_statuses(Rollout& r) {
+  std::string out;
+  for (std::size_t i = 0; i < r.size(); ++i)
+    out += r.member(i).node() + "=" + r.anax(i).status(job_key(r)).value_or("<none>") + " ";
+  return out;
+}
+
+bool every_anax_at(Rollout& r, const std::string& status) {
+  for (std::size_t i = 0; i < r.size(); ++i)
+    if (r.anax(i).status(job_key(r)).value_or("") != status) return false;
+  return true;
+}
+
+// The members' disruptive steps never overlap (protocol.md §7 I3, from their own
+// step logs; on a hub without the extension there is no hub log to judge by).
+void check_one_step_at_a_time(Rollout& r) {
+  std::vector<check::Step> steps;
+  for (auto& m : r.members()) {
+    auto more = check::read_steps(m->steps_path());
+    REQUIRE_MESSAGE(more.has_value(), m->steps_path());
+    steps.insert(steps.end(), more->begin(), more->end());
+  }
+  std::sort(steps.begin(), steps.end(), [](const check::Step& a, const check::Step& b) { return a.t_us < b.t_us; });
+  std::map<std::string, int> inside;
+  int most = 0;
+  for (const auto& s : steps) {
+    int& n = inside[s.node];
+    n = s.end ? 0 : 1;
+    int now = 0;
+    for (const auto& [node, in] : inside) now += in;
+    most = std::max(most, now);
+  }
+  CHECK_MESSAGE(most == 1, "members inside a disruptive step at once: " << most);
+}
+
+}  // namespace
+
+TEST_SUITE("integration") {
+  TEST_CASE("beside anax, with the coordination extension: anax's jobs, one member at a time, all successful") {
+    Rollout r(beside_anax());
+    r.start_all();
+    require_done(r, "2.0.0");
+    bool final_status = poll_until(deadline_in(20s), [&] { return every_anax_at(r, "successful"); });
+    CHECK_MESSAGE(final_status, anax_statuses(r));
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      CAPTURE(r.member(i).node());
+      CHECK(r.member(i).agent_calls("install") == 1);
+      CHECK(r.anax(i).executor_runs() == 0);           // one executor: agentd
+      CHECK(r.anax(i).recorded_version() == "2.0.0");  // anax's own version is not stale
+    }
+    LeaseStats stats = lease_stats(r);
+    CHECK(stats.most_at_once == 1);
+    CHECK(stats.acquisitions == 5);
+    check_invariants(r, true);
+    // Every job ended, so the agbot frees whatever lock anax took (its monitor lags).
+    bool freed = poll_until(deadline_in(10s), [&] { return r.hub().agbot_locks().empty(); });
+    CHECK_MESSAGE(freed, "the agbot's group lock is still held");
+  }
+
+  TEST_CASE("beside anax, on a hub without the coordination extension: the agbot's lock serialises the group") {
+    Rollout r(beside_anax("no-coordination"));
+    r.start_all();
+    bool done = r.wait_all_at("2.0.0", deadline_in(kRolloutTimeout));
+    REQUIRE_MESSAGE(done, anax_statuses(r) << "\n" << r.diagnostics());
+    bool final_status = poll_until(deadline_in(20s), [&] { return every_anax_at(r, "successful"); });
+    CHECK_MESSAGE(final_status, anax_statuses(r));
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      CAPTURE(r.member(i).node());
+      CHECK(r.member(i).agent_calls("install") == 1);
+      CHECK(r.anax(i).executor_runs() == 0);
+    }
+    check_one_step_at_a_time(r);
+    // The lock went from member to member, and is free at the end.
+    int grants = 0;
+    for (const auto& e : r.hub().agbot_lock_events())
+      if (e.op == "grant") ++grants;
+    CHECK(grants == 5);
+    bool freed = poll_until(deadline_in(10s), [&] { return r.hub().agbot_locks().empty(); });
+    CHECK_MESSAGE(freed, "the agbot's group lock is still held");
+    // agentd says what this hub cannot give.
+    CHECK(!grep_lines(r.member(0).log_path(), "event=unsupported-hub").empty());
+  }
+
+  TEST_CASE("beside anax: a failed health check rolls back, anax's record says so, the group halts") {
+    Rollout r(beside_anax());
+    for (auto& m : r.members()) m->fail_health(true);
+    r.start_all();
+    std::string failed;
+    bool halted = r.wait_group(
+        [&](const GroupDocument& doc) {
+          for (const auto& [node, e] : doc.entries)
+            if (is_halting(e.state)) failed = node;
+          return !failed.empty();
+        },
+        deadline_in(kRolloutTimeout));
+    REQUIRE_MESSAGE(halted, r.diagnostics());
+    bool recorded = poll_until(deadline_in(20s), [&] {
+      return r.anax(failed).status(job_key(r)).value_or("") == "rollback successful";
+    });
+    CHECK_MESSAGE(recorded, anax_statuses(r));
+    CHECK(r.member(failed).version() == "1.0.0");
+    // Nobody else installs the release that failed.
+    bool moved = poll_until(deadline_in(4s), [&] { return installs_except(r, failed) > 0; });
+    CHECK_FALSE(moved);
+    check_invariants(r, true);
+  }
+}

@@ -1,0 +1,102 @@
+// anax's local API as a test double (agentd/anax.h): jobs a test sets, every
+// status put recorded, anax's version settable or read from a callback, and
+// failures on request (down, or a 500 after the record changed, as anax does
+// when its own Exchange write fails).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agentd/anax.h"
+
+namespace agentd::testing {
+
+class FakeAnax final : public AnaxApi {
+ public:
+  std::function<std::string()> running_version;  // anax's version; "1.0.0" when unset
+
+  void set_job(AnaxJob j) {
+    std::lock_guard lk(mu_);
+    jobs_[j.policy] = std::move(j);
+  }
+  void set_status(const std::string& policy, const std::string& status) {
+    std::lock_guard lk(mu_);
+    jobs_[policy].status = status;
+  }
+  std::string status_of(const std::string& policy) const {
+    std::lock_guard lk(mu_);
+    auto it = jobs_.find(policy);
+    return it == jobs_.end() ? "" : it->second.status;
+  }
+  void set_ha_group(std::string g) {
+    std::lock_guard lk(mu_);
+    ha_group_ = std::move(g);
+  }
+  void set_down(bool down) {
+    std::lock_guard lk(mu_);
+    down_ = down;
+  }
+  // After `n` more puts, every put fails as if anax were away (-1: never).
+  void refuse_puts_after(int n) {
+    std::lock_guard lk(mu_);
+    puts_left_ = n;
+  }
+  // The next `n` puts change the record, then answer 500.
+  void fail_exchange_writes(int n) {
+    std::lock_guard lk(mu_);
+    fail_puts_ = n;
+  }
+  // Every put that anax took ("policy:status"), in order.
+  std::vector<std::string> puts() const {
+    std::lock_guard lk(mu_);
+    return puts_;
+  }
+
+  Result<std::string> version() override {
+    std::lock_guard lk(mu_);
+    if (down_) return fail(Errc::transport, "anax is down");
+    return running_version ? running_version() : std::string("1.0.0");
+  }
+  Result<AnaxNode> node() override {
+    std::lock_guard lk(mu_);
+    if (down_) return fail(Errc::transport, "anax is down");
+    return AnaxNode{"n1", "o", ha_group_, "configured"};
+  }
+  Result<std::vector<AnaxJob>> jobs() override {
+    std::lock_guard lk(mu_);
+    if (down_) return fail(Errc::transport, "anax is down");
+    std::vector<AnaxJob> out;
+    for (const auto& [k, j] : jobs_) out.push_back(j);
+    return out;
+  }
+  Status put_status(const std::string& policy, const std::string& status, const std::string&) override {
+    std::lock_guard lk(mu_);
+    if (down_ || puts_left_ == 0) return fail(Errc::transport, "anax is down");
+    if (puts_left_ > 0) --puts_left_;
+    auto it = jobs_.find(policy);
+    if (it == jobs_.end()) return std::unexpected(Error{Errc::not_found, "no record of " + policy, 404});
+    if (it->second.status == status) return {};  // anax: the same status again changes nothing
+    it->second.status = status;
+    if (fail_puts_ > 0) {
+      --fail_puts_;
+      return std::unexpected(Error{Errc::http, "the Exchange write failed", 500});
+    }
+    puts_.push_back(policy + ":" + status);
+    return {};
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, AnaxJob> jobs_;
+  std::string ha_group_;
+  bool down_ = false;
+  int fail_puts_ = 0;
+  int puts_left_ = -1;
+  std::vector<std::string> puts_;
+};
+
+}  // namespace agentd::testing
