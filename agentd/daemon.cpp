@@ -151,7 +151,8 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
 }
 
 void Daemon::note_job() {
-  agentd::note_job(ps_.local, !job_.idle(), job_.in_step(), p_.clock.mono());
+  if (const char* ended = agentd::note_job(ps_.local, !job_.idle(), job_.in_step(), p_.clock.mono()))
+    log_step(ended, "end");  // begun by an earlier process; its timeout has ended it
 }
 
 void Daemon::log_step(const char* step, const char* phase) {

@@ -122,10 +122,18 @@ void process_started(Local& l, Mono now, Mono step_timeout) {
     l.begun_step_until = now + step_timeout;
 }
 
-void note_job(Local& l, bool job_running, bool job_in_step, Mono now) {
-  if (job_running) l.begun_step_until.reset();  // the step is ours again (resumed), or done
+const char* note_job(Local& l, bool job_running, bool job_in_step, Mono now) {
+  const char* ended = nullptr;
+  if (job_running) {
+    l.begun_step_until.reset();  // the step is ours again (resumed), or done
+  } else if (l.begun_step_until && now >= *l.begun_step_until) {
+    l.begun_step_until.reset();
+    if (l.progress == Progress::install_begun) ended = "install";
+    if (l.progress == Progress::rollback_begun) ended = "rollback";
+  }
   l.job_running = job_running;
-  l.step_running = job_in_step || (l.begun_step_until && now < *l.begun_step_until);
+  l.step_running = job_in_step || l.begun_step_until.has_value();
+  return ended;
 }
 
 WriteOutcome classify_write_error(Errc code) {

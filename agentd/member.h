@@ -64,8 +64,11 @@ Adopted adopt_entry(Local& l, const Entry& e);
 // `step_timeout`, after which the step's run has surely been ended, has passed.
 void process_started(Local& l, Mono now, Mono step_timeout);
 
-// Local.job_running / step_running from the job this process runs now.
-void note_job(Local& l, bool job_running, bool job_in_step, Mono now);
+// Local.job_running / step_running from the job this process runs now. Returns
+// the step ("install", "rollback") an earlier process began whose timeout has just
+// passed: it has surely ended, and its end goes into the steps log (protocol.md §7
+// I3), or nullptr.
+const char* note_job(Local& l, bool job_running, bool job_in_step, Mono now);
 
 // How a write that did not come back with a new revision is judged.
 enum class WriteOutcome {

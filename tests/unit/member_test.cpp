@@ -133,8 +133,11 @@ TEST_SUITE("member") {
     // The step's timeout has surely ended it: queue again.
     land_write(now, a.entry, t);
     Mono later = t + Mono{60'000};
-    note_job(now.local, false, false, later);
+    const char* ended = note_job(now.local, false, false, later);
+    REQUIRE(ended != nullptr);
+    CHECK(std::string(ended) == "install");  // its end goes into the steps log
     CHECK_FALSE(now.local.step_running);
+    CHECK(note_job(now.local, false, false, later) == nullptr);  // once
     c.observe(d, later);
     d.entries["n1"] = a.entry;
     a = c.decide(d, now.local, later, kWall, "w16");
