@@ -255,17 +255,18 @@ Verdict Coordinator::may_acquire(const GroupDocument& doc, const Local& local, M
   return {true, "free"};
 }
 
-bool Coordinator::heads_queue(const GroupDocument& doc, const Local& local, Mono now) const {
-  // §4.3 rule 4's order, whatever else blocks: the member that acquires next
-  // watches at the fast poll, so a short step's handoff is not a slow poll long.
-  std::optional<std::pair<Wall, std::string>> first;
+int Coordinator::queue_position(const GroupDocument& doc, const Local& local, Mono now) const {
+  // §4.3 rule 4's order among the healthy waiters for our target.
+  const Entry* mine = doc.entry(self_);
+  if (!mine || mine->state != State::waiting) return -1;
+  const std::pair<Wall, std::string> me{waiting_key(*mine), self_};
+  int ahead = 0;
   for (const auto& [node, e] : doc.entries) {
-    if (e.state != State::waiting || e.target_version != local.target || !doc.is_member(node)) continue;
-    if (node != self_ && !healthy(node, e, now)) continue;
-    std::pair<Wall, std::string> key{waiting_key(e), node};
-    if (!first || key < *first) first = key;
+    if (node == self_ || e.state != State::waiting || e.target_version != local.target || !doc.is_member(node))
+      continue;
+    if (healthy(node, e, now) && std::pair<Wall, std::string>{waiting_key(e), node} < me) ++ahead;
   }
-  return first && first->second == self_;
+  return ahead;
 }
 
 Verdict Coordinator::fence(const GroupDocument& doc, const Local& local, Mono now) const {
@@ -527,7 +528,13 @@ Mono Coordinator::poll_interval(const GroupDocument& doc, const Local& local, Mo
   // §5: fast while waiting at the head or holding; slower in an active rollout;
   // a quiet group is read on a change notice or every idleHeartbeatSeconds.
   if (holds_lease(local.state)) return timing_.fast_poll;
-  if (local.state == State::waiting) return heads_queue(doc, local, now) ? timing_.fast_poll : timing_.poll;
+  // The head acquires next and the one behind it becomes the head as it does:
+  // both watch at the fast poll, whatever else blocks them, so a short step's
+  // handoff is not a slow poll long. The rest of the queue polls slowly.
+  if (local.state == State::waiting) {
+    int pos = queue_position(doc, local, now);
+    return pos >= 0 && pos < 2 ? timing_.fast_poll : timing_.poll;
+  }
   if (rollout_active(doc)) return timing_.poll;
   return timing_.idle_heartbeat;
 }

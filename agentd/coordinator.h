@@ -146,8 +146,9 @@ class Coordinator {
   Action decide(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
                 const std::string& new_write_id) const;
 
-  // First among the healthy waiters for our target (§4.3 rule 4's order).
-  bool heads_queue(const GroupDocument& doc, const Local& local, Mono now) const;
+  // How many healthy waiters for our target come before us (§4.3 rule 4's order);
+  // -1 when we are not waiting.
+  int queue_position(const GroupDocument& doc, const Local& local, Mono now) const;
   // The heartbeat interval `d` less this member's jitter.
   static Mono jittered(Mono d, const Local& local) { return d - d * local.heartbeat_jitter_permille / 1000; }
   // How long to wait before the next conditional read (§5 pollSeconds).

@@ -138,7 +138,8 @@ int main(int argc, char** argv) {
   anax_http_options.connect_timeout = std::chrono::milliseconds{2'000};
   anax_http_options.total_timeout = std::chrono::milliseconds{15'000};
   anax_http_options.user_agent = http_options.user_agent;
-  anax_http_options.cancelled = http_options.cancelled;
+  // Short calls on loopback: they need no watchdog pings (none may come before READY=1).
+  anax_http_options.cancelled = [&waiter] { return waiter.stop_requested(); };
   auto anax_http = make_curl_http_client(anax_http_options);
   auto job_anax_http = make_curl_http_client(anax_http_options);
   auto anax = make_anax_client(*anax_http, config->anax_url);

@@ -33,6 +33,10 @@ done
 
 # A quiet group with agentd's default intervals.
 "$demo" --idle "$idle_minutes" --members 5 | sed 's/^ *//'
+# The same beside anax stand-ins: agentd learns of jobs from anax's local API, so
+# its own hub cost is one conditional group read and one heartbeat write per idle
+# heartbeat (600 s); measure over at least two of them.
+"$demo" --idle "$(( idle_minutes > 20 ? idle_minutes : 20 ))" --members 5 --beside-anax | sed 's/^ *//'
 
 # Downloads: throughput vs curl, resume after kill -9 at 50 %, peak RSS (200 MiB).
 python3 tests/bench/download_bench.py build/release 200 3

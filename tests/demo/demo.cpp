@@ -43,7 +43,7 @@ struct Args {
   std::string idle_heartbeat = "60";
   int timeout_seconds = 0;  // 0: scaled with the group size
   bool quiet = false;
-  double idle_minutes = 0;  // > 0: measure a quiet group instead of rolling out
+  double idle_minutes = 0;   // > 0: measure a quiet group instead of rolling out
   bool beside_anax = false;  // --idle: each member beside an anax stand-in
 };
 
@@ -366,8 +366,8 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
               args.beside_anax ? " (agentd, beside anax)" : "");
   if (args.beside_anax && anax_after.members > 0)
     std::printf("  hub requests per idle anax stand-in per minute: %.2f (anax's own, for comparison)\n",
-                static_cast<double>(anax_after.total - anax_before.total) / static_cast<double>(anax_after.members) /
-                    minutes);
+                static_cast<double>(anax_after.total - anax_before.total) /
+                    static_cast<double>(anax_after.members) / minutes);
   std::printf("  group reads in the window: %lld, answered 304: %lld\n", reads,
               after.not_modified - before.not_modified);
   std::printf("  peak RSS of one idle agentd (VmHWM, largest of %d): %ld KiB\n", args.members, rss_max);

@@ -48,7 +48,8 @@ void check_one_step_at_a_time(Rollout& r) {
     REQUIRE_MESSAGE(more.has_value(), m->steps_path());
     steps.insert(steps.end(), more->begin(), more->end());
   }
-  std::sort(steps.begin(), steps.end(), [](const check::Step& a, const check::Step& b) { return a.t_us < b.t_us; });
+  std::sort(steps.begin(), steps.end(),
+            [](const check::Step& a, const check::Step& b) { return a.t_us < b.t_us; });
   std::map<std::string, int> inside;
   int most = 0;
   for (const auto& s : steps) {
@@ -64,7 +65,8 @@ void check_one_step_at_a_time(Rollout& r) {
 }  // namespace
 
 TEST_SUITE("integration") {
-  TEST_CASE("beside anax, with the coordination extension: anax's jobs, one member at a time, all successful") {
+  TEST_CASE(
+      "beside anax, with the coordination extension: anax's jobs, one member at a time, all successful") {
     Rollout r(beside_anax());
     r.start_all();
     require_done(r, "2.0.0");
@@ -85,7 +87,8 @@ TEST_SUITE("integration") {
     CHECK_MESSAGE(freed, "the agbot's group lock is still held");
   }
 
-  TEST_CASE("beside anax, on a hub without the coordination extension: the agbot's lock serialises the group") {
+  TEST_CASE(
+      "beside anax, on a hub without the coordination extension: the agbot's lock serialises the group") {
     Rollout r(beside_anax("no-coordination"));
     r.start_all();
     bool done = r.wait_all_at("2.0.0", deadline_in(kRolloutTimeout));
@@ -131,5 +134,60 @@ TEST_SUITE("integration") {
     bool moved = poll_until(deadline_in(4s), [&] { return installs_except(r, failed) > 0; });
     CHECK_FALSE(moved);
     check_invariants(r, true);
+  }
+
+  TEST_CASE("beside anax: agentd and anax killed at each step of the job; every job still ends successful") {
+    // anax-coexistence.md §3.2: every job agentd takes ends in a final status, also
+    // after crashes and restarts of either process, so anax's record and the agbot's
+    // lock never stay active. Members 1-4 each lose a process at another step.
+    Rollout r(beside_anax());
+    for (auto& m : r.members()) m->install_delay(1.5);
+    r.start_all();
+    const std::string key = job_key(r);
+    // n1: anax killed and restarted while its job waits for the lease.
+    bool waiting = poll_until(deadline_in(kRolloutTimeout), [&] {
+      auto st = r.anax("n1").status(key);
+      return st && (*st == "ha node waiting" || *st == "downloaded");
+    });
+    REQUIRE_MESSAGE(waiting, anax_statuses(r));
+    r.anax("n1").kill9();
+    r.anax("n1").restart();
+    // The first member to install: agentd killed mid-install, then anax too.
+    std::string holder;
+    bool installing = poll_until(deadline_in(kRolloutTimeout), [&] {
+      for (auto& m : r.members())
+        if (m->agent_calls("install") > 0) holder = m->node();
+      return !holder.empty();
+    });
+    REQUIRE_MESSAGE(installing, r.diagnostics());
+    r.member(holder).kill9();
+    r.anax(holder).kill9();
+    r.anax(holder).restart();
+    r.member(holder).start();
+    // The next member to report initiated: anax killed right after it took it.
+    std::string second;
+    bool initiated = poll_until(deadline_in(kRolloutTimeout), [&] {
+      for (std::size_t i = 0; i < r.size(); ++i)
+        if (r.member(i).node() != holder && r.anax(i).status(key).value_or("") == "initiated")
+          second = r.member(i).node();
+      return !second.empty();
+    });
+    REQUIRE_MESSAGE(initiated, anax_statuses(r));
+    r.anax(second).kill9();
+    // ... and comes back only after agentd tried to report its end.
+    poll_until(deadline_in(10s), [&] { return r.member(second).version() == "2.0.0"; });
+    r.anax(second).restart();
+
+    require_done(r, "2.0.0");
+    bool final_status = poll_until(deadline_in(60s), [&] { return every_anax_at(r, "successful"); });
+    CHECK_MESSAGE(final_status, anax_statuses(r));
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      CAPTURE(r.member(i).node());
+      CHECK(r.anax(i).executor_runs() == 0);
+      CHECK(r.anax(i).recorded_version() == "2.0.0");
+    }
+    check_invariants(r, true);
+    bool freed = poll_until(deadline_in(10s), [&] { return r.hub().agbot_locks().empty(); });
+    CHECK_MESSAGE(freed, "the agbot's group lock is still held");
   }
 }

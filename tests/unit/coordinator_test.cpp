@@ -600,19 +600,23 @@ TEST_SUITE("coordinator") {
     CHECK(a.what == "acquire");
   }
 
-  TEST_CASE("poll interval: the head of the queue polls fast even while a lease is held; the rest slowly") {
+  TEST_CASE("poll interval: the first two of the queue poll fast even while a lease is held; the rest slowly") {
     Member m;
-    auto d = group({"n1", "n2", "n3"});
+    auto d = group({"n1", "n2", "n3", "n4"});
     d.entries["n1"] = m.own();
     d.entries["n2"] = entry(State::upgrading, "r", 5);
     Entry behind = entry(State::waiting, "w3");
     behind.waiting_since = "2026-11-25T21:00:00.000000Z";  // after ours
     d.entries["n3"] = behind;
+    d.entries["n4"] = behind;
     m.c.observe(d, m.clock.mono());
-    CHECK(m.c.heads_queue(d, m.local, m.clock.mono()));
+    CHECK(m.c.queue_position(d, m.local, m.clock.mono()) == 0);
     CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);
-    d.entries["n3"].waiting_since = "2026-11-25T19:00:00.000000Z";  // before ours
-    CHECK_FALSE(m.c.heads_queue(d, m.local, m.clock.mono()));
+    d.entries["n3"].waiting_since = "2026-11-25T19:00:00.000000Z";  // before ours: we are next
+    CHECK(m.c.queue_position(d, m.local, m.clock.mono()) == 1);
+    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);
+    d.entries["n4"].waiting_since = "2026-11-25T19:30:00.000000Z";  // third
+    CHECK(m.c.queue_position(d, m.local, m.clock.mono()) == 2);
     CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.poll);
   }
 
