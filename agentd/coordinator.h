@@ -161,6 +161,7 @@ class Coordinator {
     std::string last_seen;
     Mono last_seen_changed{};
     State state = State::idle;
+    std::int64_t epoch = 0;            // its epoch when last seen
     bool changed_since_first = false;  // lastSeen changed after the first sighting: alive
     bool present = true;               // false: a member without an entry (see observe())
     bool unaccounted = false;          // the entry's shape says an admin ended its lease
