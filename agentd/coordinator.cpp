@@ -102,8 +102,12 @@ void Coordinator::observe(const GroupDocument& doc, Mono now) {
       s.renew_time = e.renew_time;
       s.renew_changed = now;
     }
+    // An idle entry whose epoch grew since we last saw it went through an
+    // acquisition whose end we never saw (agentd-sim: with maxConcurrent 2 a later
+    // acquisition can hide it from the highest-epoch rule).
     const bool unaccounted =
-        e.state == State::idle && ((!fresh && holds_lease(s.state)) || (e.epoch > 0 && e.epoch == top));
+        e.state == State::idle &&
+        ((!fresh && (holds_lease(s.state) || e.epoch > s.epoch)) || (e.epoch > 0 && e.epoch == top));
     if (unaccounted && !s.unaccounted)
       s.released_at = now;
     else if (!fresh && s.last_seen != e.last_seen)
@@ -115,6 +119,7 @@ void Coordinator::observe(const GroupDocument& doc, Mono now) {
       s.last_seen_changed = now;
     }
     s.state = e.state;
+    s.epoch = e.epoch;
   }
   if (rollout_active(doc)) {
     if (!active_since_) active_since_ = now;
@@ -262,7 +267,8 @@ int Coordinator::queue_position(const GroupDocument& doc, const Local& local, Mo
   const std::pair<Wall, std::string> me{waiting_key(*mine), self_};
   int ahead = 0;
   for (const auto& [node, e] : doc.entries) {
-    if (node == self_ || e.state != State::waiting || e.target_version != local.target || !doc.is_member(node))
+    if (node == self_ || e.state != State::waiting || e.target_version != local.target ||
+        !doc.is_member(node))
       continue;
     if (healthy(node, e, now) && std::pair<Wall, std::string>{waiting_key(e), node} < me) ++ahead;
   }
@@ -355,7 +361,11 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
   if (mine->write_id != local.last_write_id)
     return {ActionKind::adopt, *mine, "adopt", "our entry was written by someone else: " + mine->message};
 
-  const bool has_target = !local.target.empty() && local.target != local.version;
+  // An upgrade begun on this node is finished, verified or rolled back, never
+  // forgotten (§4.2): after a fence or a restart the node may already run the
+  // target while its health check or release is still to come.
+  const bool has_target =
+      !local.target.empty() && (local.target != local.version || local.progress != Progress::none);
   switch (local.state) {
     case State::idle:
     case State::succeeded: {

@@ -65,6 +65,9 @@ struct Local {
   std::optional<Mono> last_write;  // when our last write of any kind landed
   bool job_running = false;        // a prepare/install/... job is in flight
   bool step_running = false;       // that job is a disruptive step: install, restart, rollback
+  // An install or rollback recorded as begun by an earlier process may still run
+  // (outside agentd, upgrade/detached.h) until then: see process_started (member.h).
+  std::optional<Mono> begun_step_until;
   // Each heartbeat of a rollout comes this much (per mille of its interval, 0..249) early,
   // drawn anew after every write: members that all wrote at once (a rollout
   // begins) drift apart instead of invalidating each other's next write.
@@ -158,6 +161,7 @@ class Coordinator {
     std::string last_seen;
     Mono last_seen_changed{};
     State state = State::idle;
+    std::int64_t epoch = 0;            // its epoch when last seen
     bool changed_since_first = false;  // lastSeen changed after the first sighting: alive
     bool present = true;               // false: a member without an entry (see observe())
     bool unaccounted = false;          // the entry's shape says an admin ended its lease

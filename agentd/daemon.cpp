@@ -151,8 +151,8 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
 }
 
 void Daemon::note_job() {
-  ps_.local.job_running = !job_.idle();
-  ps_.local.step_running = job_.in_step();
+  if (const char* ended = agentd::note_job(ps_.local, !job_.idle(), job_.in_step(), p_.clock.mono()))
+    log_step(ended, "end");  // begun by an earlier process; its timeout has ended it
 }
 
 void Daemon::log_step(const char* step, const char* phase) {
@@ -194,6 +194,12 @@ std::optional<int> Daemon::start() {
       return exit_state;
     degrade(e.what());
   }
+  // An install or rollback that an earlier process began may still run outside us.
+  // The longest such a step can run: the timeout its detached run is killed after.
+  const Config& c = p_.config;
+  Mono step_timeout =
+      c.upgrade_method == "packages" ? std::max(c.install_timeout, c.command_timeout) : c.command_timeout;
+  process_started(ps_.local, p_.clock.mono(), step_timeout);
   // A restart begun by an earlier process has ended: this process is its result
   // (agentd restarting itself) or outlived it (protocol.md §7 I3 step log).
   if (ps_.local.progress == Progress::restart_begun) log_step("restart", "end");
@@ -538,56 +544,19 @@ bool Daemon::read_group(bool force) {
 // protocol.md §4.6: a write whose response was lost is judged by its writeId.
 void Daemon::resolve_pending() {
   if (ps_.pending_write_id.empty() || !doc_) return;
-  if (Coordinator::write_landed(*doc_, p_.config.node_id, ps_.pending_write_id)) {
-    const Entry& e = *doc_->entry(p_.config.node_id);
-    p_.log.info("write-recovered", {{"writeId", e.write_id}, {"state", to_string(e.state)}});
-    // We do not know when it landed: a lease is renewed before anything else.
-    landed(e, std::nullopt);
+  Landed effects;
+  if (auto e = agentd::resolve_pending(ps_, *doc_, p_.config.node_id, &effects)) {
+    p_.log.info("write-recovered", {{"writeId", e->write_id}, {"state", to_string(e->state)}});
+    report(effects);
   }
-  ps_.pending_write_id.clear();
   persist();
 }
 
-// Our write of `e` is on the hub (its response came back at `sent`, or it was
-// recognised later by its writeId): the same bookkeeping either way.
-void Daemon::landed(const Entry& e, std::optional<Mono> sent) {
-  Local& l = ps_.local;
-  State before = l.state;
-  if (holds_lease(e.state) && !holds_lease(before) && l.progress == Progress::none)
-    l.previous_version = l.version;
-  bool released = holds_lease(before) && (e.state == State::succeeded || is_halting(e.state));
-  const bool rollback_failed = released && l.progress == Progress::rollback_failed;
-  bool failed_prepare = before == State::preparing && e.state == State::failed;
-  l.state = e.state;
-  l.version = e.version;
-  l.epoch = e.epoch;
-  l.highest_epoch = std::max(l.highest_epoch, e.epoch);
-  l.acquire_time = e.acquire_time;
-  l.waiting_since = e.waiting_since;
-  l.message = e.message;
-  l.last_write_id = e.write_id;
-  l.last_write = sent;
-  l.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(rng_);
-  l.leaseless = holds_lease(e.state) && !carries_lease(e);
-  l.last_renew = carries_lease(e) ? sent : std::nullopt;
-  if (released || failed_prepare) {
-    l.progress = Progress::none;
-    l.prepared = false;
-    l.verification_failed = false;
-  }
-  ps_.pending_write_id.clear();
-  // Node management status, with the real agent's strings (exchange-api.md §4.3).
-  if (e.state == State::preparing && before != State::preparing) report_management_status("download started");
-  if (e.state == State::waiting && before == State::preparing) report_management_status("ha node waiting");
-  if (failed_prepare) report_management_status("failed", e.message);
-  if (released) {
-    if (e.state == State::succeeded) {
-      report_management_status("successful");  // also the version the hub knows
-    }
-    if (e.state == State::rolledback) report_management_status("rollback successful", e.message);
-    if (e.state == State::failed)
-      report_management_status(rollback_failed ? "rollback failed" : "failed", e.message);
-  }
+// What a landed write of ours calls for (agentd/member.h does the bookkeeping):
+// the management status, and the next heartbeat's jitter (drawn after every write).
+void Daemon::report(const Landed& effects) {
+  ps_.local.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(rng_);
+  for (const auto& r : effects.reports) report_management_status(r.status, r.error);
 }
 
 // The plan's target becomes ours unless an upgrade is in flight (shared by both
@@ -687,9 +656,7 @@ void Daemon::grouped_tick() {
         if (w == WriteOutcome::landed) continue;
         if (w == WriteOutcome::conflict) {
           // protocol.md §4.3: re-read after jittered backoff; a holder renews at once.
-          Mono delay = holds_lease(ps_.local.state)
-                           ? Mono{0}
-                           : full_jitter(std::min(conflicts_, 6), Mono{200}, Mono{10'000}, rng_);
+          Mono delay = conflict_delay(ps_.local, conflicts_, rng_);
           ++conflicts_;
           // Our copy is stale: decide nothing until a fresh, unconditional read.
           doc_.reset();
@@ -723,25 +690,24 @@ void Daemon::grouped_tick() {
   }
 }
 
-Daemon::WriteOutcome Daemon::write(const Action& a) {
+WriteOutcome Daemon::write(const Action& a) {
   Mono sent = p_.clock.mono();
   ps_.pending_write_id = a.entry.write_id;
   persist();  // protocol.md §4.2: persist before every write
   auto r = p_.store.write_entry(ps_.group, p_.config.node_id, a.entry, doc_->revision);
   if (!r) {
     const Error& e = r.error();
-    if (e.code == Errc::conflict) {
-      // protocol.md §4.6: a 412 may answer a copy of this write that the HTTP client
-      // re-sent after the connection died, the first copy having landed. It stays
-      // pending: the re-read that follows every conflict judges it by its writeId.
+    WriteOutcome outcome = classify_write_error(e.code);
+    write_not_answered(ps_, outcome);
+    if (outcome == WriteOutcome::conflict) {
+      // protocol.md §4.6: it stays pending; the re-read that follows every
+      // conflict judges it by its writeId.
       p_.log.debug(
           "write-conflict",
           {{"what", a.what}, {"writeId", a.entry.write_id}, {"revision", std::to_string(doc_->revision)}});
       return WriteOutcome::conflict;
     }
-    if (e.code == Errc::forbidden || e.code == Errc::not_found || e.code == Errc::parse ||
-        e.code == Errc::precondition || e.code == Errc::unauthorized) {
-      ps_.pending_write_id.clear();
+    if (outcome == WriteOutcome::refused) {
       persist();
       p_.log.error("write-refused", {{"what", a.what}, {"error", e.describe()}});
       next_node_ = sent;  // perhaps no longer a member
@@ -758,9 +724,8 @@ Daemon::WriteOutcome Daemon::write(const Action& a) {
     return WriteOutcome::unknown;
   }
   conflicts_ = 0;
-  landed(a.entry, sent);
-  doc_->entries[p_.config.node_id] = a.entry;
-  doc_->revision = *r;
+  Landed effects = land_answered_write(ps_, *doc_, p_.config.node_id, a.entry, *r, sent);
+  report(effects);
   persist();
   coordinator_.observe(*doc_, sent);
   if (a.what != "heartbeat" && a.what != "renew") {
@@ -776,56 +741,15 @@ Daemon::WriteOutcome Daemon::write(const Action& a) {
   return WriteOutcome::landed;
 }
 
-// Someone else (an admin, protocol.md §6) wrote our entry: the hub is the truth
-// about the lease; our file stays the truth about what was done to this node.
+// Someone else (an admin, protocol.md §6) wrote our entry: agentd/member.h.
 void Daemon::adopt(const Entry& e) {
-  Local& l = ps_.local;
   p_.log.warn("entry-changed",
               {{"state", to_string(e.state)}, {"epoch", std::to_string(e.epoch)}, {"msg", e.message}});
-  // Ours: still our lease (an admin changed something else in it). An entry in a
-  // lease state without a lease is an admin's force-release (protocol.md §6).
-  bool ours = carries_lease(e) && holds_lease(l.state) && e.epoch == l.epoch;
-  if (holds_lease(l.state) && !ours && l.step_running) {
-    // protocol.md §4.4, §6: force-released while a step we began still runs. The
-    // step is not undone; until it ends our entry says upgrading without a lease,
-    // so no peer starts its own (the next pass writes it at once).
-    std::string why = "fenced: " + (e.message.empty() ? std::string("our entry was changed") : e.message);
-    p_.log.warn("fence", {{"reason", why}, {"running", "true"}});
-    l.state = State::upgrading;
-    l.leaseless = true;
-    l.message = why + "; the step begun under the lease is still running";
-    l.last_write_id = e.write_id;
-    l.last_write.reset();
-    persist();
-    return;
-  }
-  if (holds_lease(l.state) && !ours) {
-    // Fenced with no step running: start over; what was begun on this node is kept
-    // in `progress` and finished under the next lease.
-    p_.log.warn("fence", {{"reason", "fenced: " + e.message}});
-    l.state = l.progress != Progress::none ? State::preparing : State::idle;
-    l.leaseless = false;
-  } else if (holds_lease(e.state) && !ours) {
-    l.state = State::waiting;  // a lease we did not take is not ours: write waiting next
-  } else if (ours) {
-    l.state = e.state;
-    l.last_renew.reset();  // renew before anything else
-  } else if (holds_lease(l.state) || l.state == State::failed || l.state == State::rolledback) {
-    // force-release (holder) or resume (halted): start over from idle; what was
-    // begun on this node is kept in `progress` and finished under the next lease.
-    l.state = e.state == State::idle || e.state == State::succeeded ? State::idle : e.state;
-    if (!holds_lease(l.state) && l.progress != Progress::none && l.state == State::idle)
-      l.state = State::preparing;
-  } else {
-    l.state = e.state;
-  }
-  if (l.state == State::idle && l.progress == Progress::none) {
-    l.prepared = false;
-    l.verification_failed = false;
-  }
-  l.message = e.message;
-  l.last_write_id = e.write_id;
-  l.last_write.reset();  // show we are alive soon
+  Adopted a = adopt_entry(ps_.local, e);
+  if (a.step_running)
+    p_.log.warn("fence", {{"reason", a.reason}, {"running", "true"}});
+  else if (a.fenced)
+    p_.log.warn("fence", {{"reason", a.reason}});
   persist();
 }
 

@@ -18,6 +18,7 @@
 #include "coordinator.h"
 #include "group_store.h"
 #include "log.h"
+#include "member.h"
 #include "node_source.h"
 #include "service.h"
 #include "status_reporter.h"
@@ -96,8 +97,7 @@ class Daemon {
   void ungrouped_tick();
   bool read_group(bool force);
   void resolve_pending();
-  void landed(const Entry& e, std::optional<Mono> sent);
-  enum class WriteOutcome { landed, conflict, unknown, refused };
+  void report(const Landed& effects);
   WriteOutcome write(const Action& a);
   void adopt(const Entry& e);
   bool begin_step(ActionKind kind, bool fenced);

@@ -740,13 +740,13 @@ int Member::agent_calls(const std::string& step) const {
   return n;
 }
 
-void Member::start(std::vector<std::string> extra_args) {
+void Member::start(std::vector<std::string> extra_args,
+                   std::vector<std::pair<std::string, std::string>> env) {
   if (process_ && process_->running()) die("agentd of " + node_ + " is already running");
   std::vector<std::string> argv{AGENTD_BIN,     "--config",    config_path(), "--horizon-file",
                                 horizon_path(), "--state-dir", state_dir()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  process_ = std::make_unique<Process>(std::move(argv), std::vector<std::pair<std::string, std::string>>{},
-                                       log_path());
+  process_ = std::make_unique<Process>(std::move(argv), std::move(env), log_path());
 }
 
 bool Member::running() {

@@ -310,7 +310,9 @@ class Member {
   void install_delay(double seconds);              // 0 removes it
   int agent_calls(const std::string& step) const;  // how many times the fake agent ran `step`
 
-  void start(std::vector<std::string> extra_args = {});
+  // `env`: more environment for agentd (e.g. faketime's for a wall-clock jump).
+  void start(std::vector<std::string> extra_args = {},
+             std::vector<std::pair<std::string, std::string>> env = {});
   bool running();
   void stop(std::chrono::milliseconds grace = 10s);  // SIGTERM, wait; SIGKILL after grace
   ExitStatus kill9();

@@ -179,6 +179,18 @@ TEST_SUITE("coordinator") {
       m.c.observe(d, m.clock.mono());
       CHECK(m.c.disrupted_others(d, m.clock.mono()) == 0);
     }
+    SUBCASE("a holder released to idle before we saw its lease, no longer the highest epoch") {
+      // agentd-sim seed 843 (maxConcurrent 2): n3 acquired epoch 10 and was written
+      // to idle by an admin before we read again; then n2 acquired a higher epoch.
+      // n3's epoch changed since we last saw it: it went through an acquisition we
+      // never saw end, and may still be installing.
+      d.entries["n3"] = entry(State::idle, "b3", 10);
+      d.entries["n3"].message = "force-released by o/admin";
+      d.entries["n2"] = entry(State::upgrading, "r2", 11);
+      m.c.observe(d, m.clock.mono());
+      CHECK(m.c.disrupted("n3", d.entries["n3"], m.clock.mono()));
+      CHECK(m.c.disrupted_others(d, m.clock.mono()) == 2);
+    }
     SUBCASE("a holder we saw released to idle, not the highest epoch") {
       d.entries["n3"] = entry(State::upgrading, "r3", 4);  // below n2's 9
       m.c.observe(d, m.clock.mono());
@@ -600,7 +612,8 @@ TEST_SUITE("coordinator") {
     CHECK(a.what == "acquire");
   }
 
-  TEST_CASE("poll interval: the first two of the queue poll fast even while a lease is held; the rest slowly") {
+  TEST_CASE(
+      "poll interval: the first two of the queue poll fast even while a lease is held; the rest slowly") {
     Member m;
     auto d = group({"n1", "n2", "n3", "n4"});
     d.entries["n1"] = m.own();
