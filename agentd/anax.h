@@ -25,6 +25,8 @@ inline constexpr const char* rollback_started = "rollback started";
 inline constexpr const char* rollback_successful = "rollback successful";
 inline constexpr const char* rollback_failed = "rollback failed";
 inline constexpr const char* precheck_failed = "precheck failed";
+inline constexpr const char* download_failed = "download failed";
+inline constexpr const char* no_action_required = "no action required";
 }  // namespace anax_status
 
 // One job as anax records it (NodeManagementPolicyStatus, agentUpgrade type).

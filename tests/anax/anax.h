@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "agentd/anax.h"
 #include "agentd/http.h"
 #include "agentd/json.h"
 #include "agentd/result.h"
@@ -94,18 +95,8 @@ struct Record {
   std::int64_t download_attempts = 0;
 };
 
-// anax's statuses (exchange-api.md §4.3) the stand-in sets itself.
-namespace status {
-inline constexpr const char* waiting = "waiting";
-inline constexpr const char* download_started = "download started";
-inline constexpr const char* download_failed = "download failed";
-inline constexpr const char* ha_node_waiting = "ha node waiting";
-inline constexpr const char* downloaded = "downloaded";
-inline constexpr const char* no_action_required = "no action required";
-inline constexpr const char* initiated = "initiated";
-inline constexpr const char* successful = "successful";
-inline constexpr const char* failed = "failed";
-}  // namespace status
+// anax's statuses (exchange-api.md §4.3), as agentd names them.
+namespace status = agentd::anax_status;
 
 // The local API's JSON of a record (workingDirectory = the base work directory).
 json::Ptr record_to_json(const Record& r, const std::string& work_dir);
