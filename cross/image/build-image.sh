@@ -81,6 +81,8 @@ done
 case "$board" in generic | rpi) ;; *) echo "--board: generic or rpi" >&2; exit 2 ;; esac
 [ "$(id -u)" -eq 0 ] || { echo "build-image.sh: run as root (mmdebstrap --mode=root)" >&2; exit 1; }
 out=${out:-$src/build/image-$arch}
+mkdir -p "$out"
+out=$(realpath "$out")  # the steps below run tools from other directories
 log() { echo "=== image($arch) $((SECONDS - t0)) s: $*"; }
 t0=$SECONDS
 
