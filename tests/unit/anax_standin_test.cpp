@@ -1,8 +1,6 @@
 // The anax stand-in (tests/anax) against the Exchange stand-in, both in process:
 // anax's local API, its NMP worker, the agbot's lock, its cron executor and its
 // state file. Worker and executor passes are called by the tests, one at a time.
-#include "anax/anax.h"
-
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -11,6 +9,7 @@
 
 #include "agentd/files.h"
 #include "agentd/json.h"
+#include "anax/anax.h"
 #include "anax/in_process.h"
 #include "http_call.h"
 #include "hub/in_process.h"
