@@ -29,6 +29,7 @@
 #include "agentd/json.h"
 #include "agentd/log.h"
 #include "check/invariants.h"
+#include "http_call.h"
 #include "hub/hub.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
@@ -38,6 +39,7 @@
 using namespace agentd;
 using namespace agentd::standin;
 using namespace std::chrono_literals;
+using agentd::testing::Res;
 
 namespace {
 
@@ -51,12 +53,6 @@ std::string token_of(const std::string& node) {
 }
 
 // ---- the stand-in hub, in process -------------------------------------------------
-
-struct Res {
-  int status = -1;  // -1: no response
-  std::string body;
-  std::string etag;
-};
 
 // Org o with an admin, nodes n1..n3 running 1.0.0, policy p1 naming 2.0.0 through
 // manifest o/m1 (no patterns or constraints: it applies to every node).
@@ -80,21 +76,7 @@ class StandIn {
 
   Res call(const std::string& method, const std::string& path, const std::string& auth,
            const std::string& body = "", httplib::Headers headers = {}) {
-    httplib::Client cli("127.0.0.1", port_);
-    cli.set_connection_timeout(5, 0);
-    cli.set_read_timeout(5, 0);
-    auto colon = auth.find(':');
-    cli.set_basic_auth(auth.substr(0, colon).c_str(), auth.substr(colon + 1).c_str());
-    httplib::Result r = method == "GET"    ? cli.Get(path.c_str(), headers)
-                        : method == "PUT"  ? cli.Put(path.c_str(), headers, body, "application/json")
-                        : method == "POST" ? cli.Post(path.c_str(), headers, body, "application/json")
-                                           : cli.Delete(path.c_str(), headers);
-    Res out;
-    if (!r) return out;
-    out.status = r->status;
-    out.body = r->body;
-    out.etag = r->get_header_value("ETag");
-    return out;
+    return testing::http_call(port_, method, path, auth, body, std::move(headers));
   }
 
   void make_group(const std::string& name, const std::vector<std::string>& members) {
