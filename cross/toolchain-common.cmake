@@ -55,3 +55,6 @@ if(AGENTD_QEMU)
     set(CMAKE_CROSSCOMPILING_EMULATOR ${AGENTD_QEMU} -L ${_agentd_root})
   endif()
 endif()
+# Tests that start other target executables (the stand-ins) run them through the
+# kernel's binfmt handler, which knows no -L; qemu reads QEMU_LD_PREFIX instead.
+set(AGENTD_CROSS_SYSROOT "${_agentd_root}" CACHE INTERNAL "target tree for qemu-user")
