@@ -19,7 +19,8 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 strip --strip-all -o "$out/agentd.stripped" build/release/agentd
 echo "agentd stripped binary: $(stat -c %s "$out/agentd.stripped") bytes ($(uname -m), MinSizeRel)"
 
-# Handoffs: the default fast poll (2 s) with short installs, so the gaps dominate.
+# Handoffs: the default fast poll (2 s) with short installs, so the gaps dominate;
+# every member beside an anax stand-in (the demo's default).
 fast_poll=2
 for n in 5 20; do
   "$demo" --members "$n" --quiet --out "$out/rollout-$n" --fast-poll $fast_poll --poll 10 --lease 30 \
@@ -31,12 +32,12 @@ for n in 5 20; do
   grep -E 'rollout completed|most members|hub requests|invariants' "$out/rollout-$n.txt" | sed 's/^ */    /'
 done
 
-# A quiet group with agentd's default intervals.
-"$demo" --idle "$idle_minutes" --members 5 | sed 's/^ *//'
+# A quiet group with agentd's default intervals, agentd alone.
+"$demo" --idle "$idle_minutes" --members 5 --alone | sed 's/^ *//'
 # The same beside anax stand-ins: agentd learns of jobs from anax's local API, so
 # its own hub cost is one conditional group read and one heartbeat write per idle
 # heartbeat (600 s); measure over at least two of them.
-"$demo" --idle "$(( idle_minutes > 20 ? idle_minutes : 20 ))" --members 5 --beside-anax | sed 's/^ *//'
+"$demo" --idle "$(( idle_minutes > 20 ? idle_minutes : 20 ))" --members 5 | sed 's/^ *//'
 
 # Downloads: throughput vs curl, resume after kill -9 at 50 %, peak RSS (200 MiB).
 python3 tests/bench/download_bench.py build/release 200 3

@@ -43,16 +43,16 @@ struct Args {
   std::string idle_heartbeat = "60";
   int timeout_seconds = 0;  // 0: scaled with the group size
   bool quiet = false;
-  double idle_minutes = 0;   // > 0: measure a quiet group instead of rolling out
-  bool beside_anax = false;  // --idle: each member beside an anax stand-in
+  double idle_minutes = 0;          // > 0: measure a quiet group instead of rolling out
+  bool beside_anax = true;          // each member beside an anax stand-in (--alone: not)
+  std::string anax_interval = "1";  // the anax stand-ins' NMP worker period (anax: 60 s)
 };
 
 const char* kUsage =
     "usage: agentd-demo [--members N] [--out DIR] [--install-seconds S] [--package-kib N] [--lease S]\n"
-    "                   [--heartbeat S]\n"
-    "                   [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S] [--timeout S] "
-    "[--quiet]\n"
-    "       agentd-demo --idle MINUTES [--members N] [--beside-anax] [interval options]\n"
+    "                   [--heartbeat S] [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S]\n"
+    "                   [--timeout S] [--alone | --anax-interval S] [--quiet]\n"
+    "       agentd-demo --idle MINUTES [--members N] [--alone] [interval options]\n"
     "\n"
     "Rolls agent version 1.0.0 -> 2.0.0 across an HA group of N members (default 5), each\n"
     "member a real agentd process with its own state directory and its own dpkg root,\n"
@@ -60,7 +60,17 @@ const char* kUsage =
     "--package-kib KiB; its postinst takes --install-seconds) published with a manifest\n"
     "signed by a key every member pins: each member downloads and verifies it at once\n"
     "(prepare, no lease), then installs it with dpkg, checks its health and releases, one\n"
-    "member at a time (apply, under the lease). Prints one line per member per\n"
+    "member at a time (apply, under the lease).\n"
+    "\n"
+    "As on a real node, every member runs beside an anax stand-in (the Open Horizon\n"
+    "agent's node management: its NMP worker polls the hub every --anax-interval\n"
+    "seconds, default 1, anax: 60; downloads anax's bundle; asks the agbot for the\n"
+    "group's lock). agentd takes anax's job, installs the bundle anax downloaded and\n"
+    "reports through anax's local API; anax's cron executor is disarmed, as agentd's\n"
+    "package does. --alone runs agentd without anax (it polls the hub and downloads\n"
+    "itself).\n"
+    "\n"
+    "Prints one line per member per\n"
     "transition, then a summary; writes DIR/timeline.svg, DIR/summary.txt,\n"
     "DIR/hub-writes.jsonl and each member's log. Exit status 0 when the rollout\n"
     "completed, every root runs 2.0.0 and protocol.md's invariants I1-I4 hold, 1\n"
@@ -68,9 +78,9 @@ const char* kUsage =
     "\n"
     "With --idle, nothing is published: the members sit in a quiet group for MINUTES\n"
     "(agentd's default intervals unless given) and the demo reports the hub requests per\n"
-    "member per minute, the share answered 304, and each agentd's peak RSS. With\n"
-    "--beside-anax each member runs beside an anax stand-in (agentd reads its node and\n"
-    "jobs from anax's local API); anax's own hub requests are reported apart.\n";
+    "member per minute, the share answered 304, and each agentd's peak RSS. Beside\n"
+    "anax (unless --alone), agentd reads its node and jobs from anax's local API and\n"
+    "anax's own hub requests (its worker every 60 s) are reported apart.\n";
 
 bool parse_args(int argc, char** argv, Args* a) {
   for (int i = 1; i < argc; ++i) {
@@ -88,6 +98,9 @@ bool parse_args(int argc, char** argv, Args* a) {
       a->quiet = true;
     } else if (k == "--beside-anax") {
       a->beside_anax = true;
+    } else if (k == "--alone") {
+      a->beside_anax = false;
+
     } else if (!value(&v)) {
       return false;
     } else if (k == "--members") {
@@ -115,6 +128,8 @@ bool parse_args(int argc, char** argv, Args* a) {
     } else if (k == "--idle") {
       a->idle_minutes = std::atof(v.c_str());
       if (a->idle_minutes <= 0) return false;
+    } else if (k == "--anax-interval") {
+      a->anax_interval = v;
     } else if (k == "--timeout") {
       a->timeout_seconds = std::atoi(v.c_str());
     } else {
@@ -256,25 +271,20 @@ double median(std::vector<double> v) {
 
 // Requests per member from the stand-in's counters: (members, total, not modified).
 struct RequestCounts {
-  long long members = 0, total = 0, not_modified = 0, group_reads = 0, conflicts = 0;
+  long long members = 0, total = 0, not_modified = 0, group_reads = 0, conflicts = 0, file_reads = 0;
 };
 
 // Callers named "o/n1#anax" are the anax stand-ins (counted apart: `anax`).
 RequestCounts request_counts(Hub& hub, const std::string& prefix, bool anax = false) {
   RequestCounts c;
-  auto stats = hub.request("GET", "/v1/standin/stats");
-  if (stats.status != 200) return c;
-  auto j = json::parse(stats.body, "stand-in stats");
-  const cJSON* req = j ? cJSON_GetObjectItem(j->get(), "requests") : nullptr;
-  const cJSON* item = nullptr;
-  cJSON_ArrayForEach(item, req) {
-    std::string caller = item->string;
-    if (caller.rfind(prefix, 0) != 0 || caller.ends_with("#anax") != anax) continue;
+  for (const auto& [caller, s] : hub.stats()) {
+    if (!caller.starts_with(prefix) || caller.ends_with("#anax") != anax) continue;
     ++c.members;
-    c.total += json::opt_int(item, "total", 0).value_or(0);
-    c.not_modified += json::opt_int(item, "notModified", 0).value_or(0);
-    c.group_reads += json::opt_int(item, "groupReads", 0).value_or(0);
-    c.conflicts += json::opt_int(item, "conflicts", 0).value_or(0);
+    c.total += s.total;
+    c.not_modified += s.not_modified;
+    c.group_reads += s.group_reads;
+    c.conflicts += s.conflicts;
+    c.file_reads += s.file_reads;
   }
   return c;
 }
@@ -406,12 +416,19 @@ int main(int argc, char** argv) {
     po.member.idle_heartbeat_seconds = args.idle_heartbeat;
     po.member.log_level = "info";
     po.member.extra.emplace_back("AGENTD_HEALTH_TIMEOUT_SECONDS", "30");
+    po.beside_anax = args.beside_anax;
+    po.anax.interval_seconds = args.anax_interval;
+    po.anax.cron_interval_seconds = "1";
+    po.anax.cron_file = false;  // agentd's package disarms anax's cron executor
     PackageRollout p(po);
     Rollout& r = p.rollout();
     std::printf("hub        http://127.0.0.1:%d/v1 (stand-in), org o, group line1, %d members\n",
                 r.hub().port(), args.members);
     std::printf("members    each with its own dpkg root holding %s, and the publisher's key pinned\n",
                 p.installed(r.member(0)).c_str());
+    if (args.beside_anax)
+      std::printf("anax       beside every member: NMP worker every %ss, its cron executor disarmed\n",
+                  args.anax_interval.c_str());
     std::string package =
         p.build(AgentPackage{.version = "2.0.0",
                              .padding_bytes = static_cast<std::size_t>(args.package_kib) * 1024,
@@ -438,6 +455,13 @@ int main(int argc, char** argv) {
     // Live: one line per member per transition, from the group document.
     std::map<std::string, State> last;
     for (const auto& [n, e] : r.group().entries) last[n] = e.state;
+    const std::string job = r.options().org + "/" + r.options().nmp;
+    std::map<std::string, std::string> last_job;  // anax's record of the job, per member
+    auto anax_done = [&] {
+      for (std::size_t i = 0; args.beside_anax && i < r.size(); ++i)
+        if (last_job[r.member(i).node()] != "successful") return false;
+      return true;
+    };
     int timeout = args.timeout_seconds > 0 ? args.timeout_seconds : 60 + args.members * 20;
     auto deadline = deadline_in(std::chrono::seconds(timeout));
     bool done = false;
@@ -458,15 +482,35 @@ int main(int argc, char** argv) {
                       static_cast<long long>(e.epoch), e.message.c_str());
         last[n] = e.state;
       }
-      done =
-          d.entries.size() == r.size() && std::all_of(d.entries.begin(), d.entries.end(), [](const auto& kv) {
-            return kv.second.state == State::succeeded && kv.second.version == "2.0.0";
-          });
+      for (std::size_t i = 0; args.beside_anax && i < r.size(); ++i) {
+        const std::string& n = r.member(i).node();
+        std::string st;
+        try {
+          st = r.anax(i).status(job).value_or("");
+        } catch (const std::exception&) {
+          continue;
+        }
+        if (st == last_job[n]) continue;
+        if (!args.quiet && !st.empty())
+          std::printf("%7.2fs  %-4s anax's job: %s\n", t, n.c_str(), st.c_str());
+        last_job[n] = st;
+      }
+      done = anax_done() && d.entries.size() == r.size() &&
+             std::all_of(d.entries.begin(), d.entries.end(), [](const auto& kv) {
+               return kv.second.state == State::succeeded && kv.second.version == "2.0.0";
+             });
       if (done) break;
       std::this_thread::sleep_for(50ms);
     }
     double makespan = std::chrono::duration<double>(Clock::now() - t0).count();
+    // The agbot frees its lock once the holder's status is final (its monitor lags).
+    bool agbot_free = done && poll_until(deadline_in(30s), [&] { return r.hub().agbot_locks().empty(); });
     RequestCounts requests = request_counts(r.hub(), "o/n");
+    RequestCounts anax_requests = request_counts(r.hub(), "o/n", true);
+    int executor_runs = 0;
+    for (std::size_t i = 0; args.beside_anax && i < r.size(); ++i) executor_runs += r.anax(i).executor_runs();
+    int grants = 0, releases = 0;
+    for (const auto& e : r.hub().agbot_lock_events()) (e.op == "grant" ? grants : releases) += 1;
     r.stop_all();
     bool all_installed = p.all_installed("2.0.0 ii");
 
@@ -538,6 +582,19 @@ int main(int argc, char** argv) {
               static_cast<double>(requests.conflicts) / static_cast<double>(leases.size()),
               requests.conflicts, leases.size());
     appendf(&summary, "  most members upgrading at once: %d\n", tl.max_concurrent);
+    if (args.beside_anax) {
+      int successful = 0;
+      for (const auto& [n, st] : last_job) successful += st == "successful" ? 1 : 0;
+      appendf(&summary, "  anax's job: successful on %d of %zu members; anax's cron executor ran %d times\n",
+              successful, r.size(), executor_runs);
+      appendf(&summary, "  agbot's group lock: %d grants, %d releases, %s\n", grants, releases,
+              agbot_free ? "free at the end" : "STILL HELD");
+      appendf(&summary,
+              "  release files fetched from the CSS: %lld by anax, %lld by agentd (one download per node)\n",
+              anax_requests.file_reads, requests.file_reads);
+    } else {
+      appendf(&summary, "  release files fetched from the CSS: %lld by agentd\n", requests.file_reads);
+    }
     if (requests.members > 0)
       appendf(&summary, "  hub requests per member: %.1f (%lld group reads, %lld answered 304)\n",
               static_cast<double>(requests.total) / static_cast<double>(requests.members),
@@ -557,7 +614,8 @@ int main(int argc, char** argv) {
     std::ofstream(args.out + "/timeline.svg")
         << svg(tl, "agentd rolling upgrade: " + std::to_string(args.members) + " members, 1.0.0 -> 2.0.0");
     if (!done) std::fputs(r.diagnostics(20).c_str(), stderr);
-    return done && all_installed && violations.empty() ? 0 : 1;
+    bool anax_ok = !args.beside_anax || (agbot_free && executor_runs == 0);
+    return done && all_installed && violations.empty() && anax_ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "agentd-demo: %s\n", e.what());
     return 1;

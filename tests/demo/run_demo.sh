@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tests/install-deps.sh
 cmake --preset release >/dev/null
-cmake --build --preset release -j "$(nproc)" --target agentd-demo agentd agentctl exchange-standin >/dev/null
+cmake --build --preset release -j "$(nproc)" --target agentd-demo agentd agentctl exchange-standin anax-standin >/dev/null
 exec build/release/tests/agentd-demo "$@"

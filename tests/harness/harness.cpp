@@ -583,6 +583,21 @@ std::vector<AgbotLockEvent> Hub::agbot_lock_events() const {
   return out;
 }
 
+std::map<std::string, CallerStats> Hub::stats() {
+  auto r = request("GET", "/v1/standin/stats");
+  expect(r, {200}, "GET /v1/standin/stats");
+  auto root = json::parse(r.body, "stand-in stats");
+  if (!root) die(root.error().message);
+  std::map<std::string, CallerStats> out;
+  const cJSON* item = nullptr;
+  cJSON_ArrayForEach(item, cJSON_GetObjectItem(root->get(), "requests")) {
+    auto n = [item](const char* key) { return json::opt_int(item, key, 0).value_or(0); };
+    out[item->string] = CallerStats{n("total"),     n("notModified"), n("groupReads"),
+                                    n("conflicts"), n("writes"),      n("fileReads")};
+  }
+  return out;
+}
+
 std::optional<ManagementStatus> Hub::get_management_status(const std::string& org, const std::string& node,
                                                            const std::string& nmp) {
   auto r = request("GET", "/v1/orgs/" + org + "/nodes/" + node + "/managementStatus/" + nmp);
@@ -774,9 +789,11 @@ std::optional<ExitStatus> Member::wait_exit(Deadline deadline) {
 Anax::Anax(std::string dir, const Hub& hub, const Member& member, std::string org, AnaxOptions options)
     : dir_(std::move(dir)) {
   fs::create_directories(dir_);
-  std::string install = options.install_command;
-  if (install.empty())
-    install = "AGENTD_TARGET_VERSION=\"$ANAX_VERSION\" " + member.dir() + "/agent.sh install";
+  std::string install = options.install_command.empty()
+                            ? "AGENTD_TARGET_VERSION=\"$ANAX_VERSION\" " + member.dir() + "/agent.sh install"
+                            : "MEMBER_DIR='" + member.dir() + "'; " + options.install_command;
+  const std::string version_file =
+      options.version_file.empty() ? member.version_path() : member.dir() + "/" + options.version_file;
   argv_ = {ANAX_STANDIN_BIN,
            "--bind",
            "127.0.0.1",
@@ -797,7 +814,7 @@ Anax::Anax(std::string dir, const Hub& hub, const Member& member, std::string or
            "--work-dir",
            work_dir(),
            "--version-file",
-           member.version_path(),
+           version_file,
            "--initial-version",
            member.version(),
            "--package-type",

@@ -167,6 +167,17 @@ struct AgbotLockEvent {
   std::string reason;  // release: "status successful", "node left the group", "admin o/admin"
 };
 
+// What the stand-in counted of one caller's requests (GET /v1/standin/stats); callers
+// are "org/node" for agentd and "org/node#anax" for an anax stand-in.
+struct CallerStats {
+  long long total = 0;
+  long long not_modified = 0;  // answered 304
+  long long group_reads = 0;
+  long long conflicts = 0;   // answered 412
+  long long writes = 0;      // accepted writes
+  long long file_reads = 0;  // release files fetched from the CSS
+};
+
 // The stand-in hub (exchange-standin) on 127.0.0.1 with its state and write log in `dir`.
 class Hub {
  public:
@@ -230,6 +241,8 @@ class Hub {
   // release so far (its log), oldest first.
   std::vector<AgbotLock> agbot_locks();
   std::vector<AgbotLockEvent> agbot_lock_events() const;
+  // Every caller's request counts so far.
+  std::map<std::string, CallerStats> stats();
 
   // GET /orgs/{org}/hagroups/{g} as root, parsed (revision from the ETag, 0 without one).
   GroupDocument get_group(const std::string& org, const std::string& group);
@@ -344,9 +357,14 @@ struct AnaxOptions {
   bool cron_file = true;
   // What the executor runs for a `downloaded` job ($ANAX_VERSION, $ANAX_NMP,
   // $ANAX_WORK_DIR set); "" = the member's fake agent: `agent.sh install` of $ANAX_VERSION.
+  // It runs with $MEMBER_DIR set to the member's directory.
   std::string install_command;
   std::string package_type = "deb";  // the bundle horizon-agent-linux-{deb|rpm}-{arch}.tar.gz
   std::string arch = "amd64";
+  // The file whose content is the agent's running version, relative to the member's
+  // directory; "" = the fake agent's `version` (a package root's usr/share/horizon/VERSION
+  // for members with real packages).
+  std::string version_file;
 };
 
 // One anax stand-in process for `member`, in `dir`; its version is the member's

@@ -79,6 +79,20 @@ PackageRollout::PackageRollout(PackageRolloutOptions options)
   ro.group = options_.group;
   ro.publish = false;
   ro.member = options_.member;
+  if (options_.beside_anax) {
+    ro.anax = true;
+    ro.anax_options = options_.anax;
+    ro.anax_options.package_type = options_.package_system;
+    ro.anax_options.arch = arch_;
+    ro.anax_options.version_file = "root/usr/share/horizon/VERSION";
+    // The `horizon` package's agent-auto-upgrade.sh, reduced to what matters here:
+    // it installs the package in anax's bundle.
+    const std::string install = options_.package_system == "rpm" ? "rpm --root \"$MEMBER_DIR/root\" -U"
+                                                                 : "dpkg --root=\"$MEMBER_DIR/root\" -i";
+    ro.anax_options.install_command =
+        "set -e; t=$(mktemp -d); tar -xzf \"$ANAX_WORK_DIR\"/horizon-agent-linux-*.tar.gz -C \"$t\"; " +
+        install + " \"$t\"/horizon[-_]*; rm -rf \"$t\"";
+  }
   rollout_ = std::make_unique<Rollout>(ro);
   members_ = rollout_->size();
   std::string v1 = build(AgentPackage{.version = "1.0.0"});
@@ -162,21 +176,41 @@ void PackageRollout::set_up_member(Member& m, const std::string& v1_package) {
       {"AGENTD_RESTART_COMMAND", ""},
       {"AGENTD_HEALTH_COMMAND", r + "/usr/bin/horizon-health"},
   };
+  if (options_.beside_anax) extra.push_back({"AGENTD_ANAX", "on"});
   for (const auto& kv : options_.member.extra) extra.push_back(kv);
   m.options().extra = std::move(extra);
   m.write_config();
 }
 
+std::string PackageRollout::bundle_file_name() const {
+  return "horizon-agent-linux-" + options_.package_system + "-" + arch_ + ".tar.gz";
+}
+
 void PackageRollout::publish(const std::string& version, const std::string& package_file) {
-  const std::string name = fs::path(package_file).filename().string();
-  const std::string data = read_file(package_file);
-  if (data.empty()) die("cannot read " + package_file);
-  hub().put_object("IBM", "agent_software_files-" + version, name, data);
+  std::vector<std::pair<std::string, std::string>> files;  // name, data
+  files.emplace_back(fs::path(package_file).filename().string(), read_file(package_file));
+  if (files.back().second.empty()) die("cannot read " + package_file);
+  if (options_.beside_anax) {
+    // The bundle anax downloads: the package alone in a tar.gz, as the release's
+    // agent-install bundles hold it.
+    const fs::path dir = fs::path(package_file).parent_path();
+    const std::string bundle = (dir / bundle_file_name()).string();
+    run_ok({"tar", "-czf", bundle, "-C", dir.string(), files.front().first});
+    files.emplace_back(bundle_file_name(), read_file(bundle));
+  }
 
   // agentd's manifest extension: the SHA-256 and size of every file.
+  std::string names, hashes, sizes;
+  for (const auto& [name, data] : files) {
+    hub().put_object("IBM", "agent_software_files-" + version, name, data);
+    const char* sep = names.empty() ? "" : ",";
+    names += sep + ("\"" + name + "\"");
+    hashes += sep + ("\"" + name + "\":\"" + sha256_hex(data) + "\"");
+    sizes += sep + ("\"" + name + "\":" + std::to_string(data.size()));
+  }
   std::string manifest =
-      R"({"softwareUpgrade":{"files":[")" + name + R"("],"version":")" + version + R"(","sha256":{")" + name +
-      R"(":")" + sha256_hex(data) + R"("},"sizes":{")" + name + R"(":)" + std::to_string(data.size()) +
+      R"({"softwareUpgrade":{"files":[)" + names + R"(],"version":")" + version + R"(","sha256":{)" + hashes +
+      R"(},"sizes":{)" + sizes +
       R"(}},"certificateUpgrade":{"files":[],"version":""},"configurationUpgrade":{"files":[],"version":""}})";
   const std::string& org = rollout_->options().org;
   const std::string id = "agent-" + version;

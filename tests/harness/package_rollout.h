@@ -43,6 +43,12 @@ struct PackageRolloutOptions {
   std::string group = "g";             // "" = the members are in no group
   std::string package_system = "deb";  // deb | rpm
   MemberOptions member;                // its `extra` lines come after the package settings (and win)
+  // Every member beside an anax stand-in (AGENTD_ANAX=on) whose version is the
+  // root's usr/share/horizon/VERSION and whose cron executor, when armed, installs
+  // anax's bundle into the root with the package system. A release is then also
+  // published as anax's bundle, horizon-agent-linux-{deb|rpm}-ARCH.tar.gz.
+  bool beside_anax = false;
+  AnaxOptions anax;  // package_type, arch, version_file and install_command are set here
 };
 
 class PackageRollout {
@@ -68,7 +74,8 @@ class PackageRollout {
   // Builds the package (.deb or .rpm by package_system) in a directory of its
   // own and returns its path; its file name is what the package system names it.
   std::string build(const AgentPackage& package);
-  // Releases `version` with `package_file`: the file as IBM/agent_software_files-<version>/<name>,
+  // Releases `version` with `package_file`: the file as IBM/agent_software_files-<version>/<name>
+  // (beside anax also in its bundle, listed after it),
   // the manifest "agent-<version>" in the org with its SHA-256 and size, signed
   // with key(); AgentFileVersion; the NMP created or pointed at the new manifest.
   void publish(const std::string& version, const std::string& package_file);
@@ -92,6 +99,7 @@ class PackageRollout {
  private:
   void set_up_member(Member& m, const std::string& v1_package);
   std::string package_file_name(const std::string& version) const;
+  std::string bundle_file_name() const;
 
   PackageRolloutOptions options_;
   std::size_t members_ = 0;

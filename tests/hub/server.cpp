@@ -303,7 +303,9 @@ std::map<std::string, Server::Counts> Server::stats() const {
 void Server::count(const std::string& caller, const Call& call, const Reply& r) {
   if (caller.empty()) return;
   bool group_read = false;
+  bool file_read = false;
   if (call.method == "GET") {
+    file_read = call.path.find("/agent_software_files-") != std::string::npos && call.path.ends_with("/data");
     // /v1/orgs/{org}/hagroups/{g}
     std::size_t slashes = std::count(call.path.begin(), call.path.end(), '/');
     group_read = call.path.find("/hagroups/") != std::string::npos && slashes == 5;
@@ -314,6 +316,7 @@ void Server::count(const std::string& caller, const Call& call, const Reply& r) 
   if (r.status == 304) ++c.not_modified;
   if (r.status == 412) ++c.conflicts;
   if (group_read) ++c.group_reads;
+  if (file_read && r.status >= 200 && r.status < 300) ++c.file_reads;
   if (r.write && r.status >= 200 && r.status < 300) ++c.writes;
 }
 
@@ -337,6 +340,7 @@ Reply Server::standin(const Call& call) {
       json::set(o.get(), "groupReads", c.group_reads);
       json::set(o.get(), "conflicts", c.conflicts);
       json::set(o.get(), "writes", c.writes);
+      json::set(o.get(), "fileReads", c.file_reads);
       json::set(requests.get(), caller.c_str(), std::move(o));
     }
     auto root = json::object();

@@ -113,6 +113,7 @@ class Server {
     std::int64_t group_reads = 0;   // GET .../hagroups/{g}
     std::int64_t writes = 0;        // accepted state-changing requests
     std::int64_t conflicts = 0;     // answered 412 (a stale If-Match)
+    std::int64_t file_reads = 0;    // release files fetched: GET .../agent_software_files-*/.../data
   };
   std::map<std::string, Counts> stats() const;
 

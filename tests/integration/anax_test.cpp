@@ -44,6 +44,7 @@ bool every_anax_at(Rollout& r, const std::string& status) {
 void check_one_step_at_a_time(Rollout& r) {
   std::vector<check::Step> steps;
   for (auto& m : r.members()) {
+    if (!file_exists(m->steps_path())) continue;  // it has taken no step
     auto more = check::read_steps(m->steps_path());
     REQUIRE_MESSAGE(more.has_value(), m->steps_path());
     steps.insert(steps.end(), more->begin(), more->end());
@@ -134,6 +135,43 @@ TEST_SUITE("integration") {
     bool moved = poll_until(deadline_in(4s), [&] { return installs_except(r, failed) > 0; });
     CHECK_FALSE(moved);
     check_invariants(r, true);
+  }
+
+  TEST_CASE(
+      "beside anax, on a hub without the coordination extension: a failed health check rolls back and frees "
+      "the "
+      "agbot's lock") {
+    // No group halt on this hub (agentd says so): the failure is reported, anax's
+    // job ends `rollback successful`, and the agbot's lock goes to the next member.
+    Rollout r(beside_anax("no-coordination"));
+    for (auto& m : r.members()) m->fail_health(true);
+    r.start_all();
+    std::string first;
+    bool rolled_back = poll_until(deadline_in(kRolloutTimeout), [&] {
+      for (std::size_t i = 0; i < r.size(); ++i)
+        if (r.anax(i).status(job_key(r)).value_or("") == "rollback successful") first = r.member(i).node();
+      return !first.empty();
+    });
+    REQUIRE_MESSAGE(rolled_back, anax_statuses(r) << "\n" << r.diagnostics());
+    CHECK(r.member(first).version() == "1.0.0");
+    auto st = r.hub().get_management_status(r.options().org, first, r.options().nmp);
+    REQUIRE(st.has_value());
+    CHECK(st->status == "rollback successful");
+    CHECK(st->error_message.find("health") != std::string::npos);
+    // The lock the failed member held is released, and granted again to another.
+    bool passed_on = poll_until(deadline_in(kRolloutTimeout), [&] {
+      bool released = false, regranted = false;
+      for (const auto& e : r.hub().agbot_lock_events()) {
+        if (e.op == "release" && e.node == first) released = true;
+        if (released && e.op == "grant" && e.node != first) regranted = true;
+      }
+      return regranted;
+    });
+    CHECK_MESSAGE(passed_on, "the agbot's lock did not pass on from " << first);
+    CHECK(!grep_lines(r.member(first).log_path(), "event=unsupported-hub").empty());
+    for (std::size_t i = 0; i < r.size(); ++i) CHECK(r.anax(i).executor_runs() == 0);
+    r.stop_all();
+    check_one_step_at_a_time(r);
   }
 
   TEST_CASE("beside anax: agentd and anax killed at each step of the job; every job still ends successful") {
