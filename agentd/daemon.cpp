@@ -456,7 +456,23 @@ void Daemon::refresh_plan() {
   } else {
     p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
   }
-  // Anti-rollback: what runs raises the floor; a damaged floor plans nothing.
+  auto downgrade = downgrade_rule();
+  if (!downgrade) return;
+  auto plan = choose_target(
+      *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
+      [this](const std::string& ref) { return p_.hub.get_manifest(ref); },
+      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); },
+      *downgrade);
+  if (!plan) {
+    p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
+    return;
+  }
+  apply_plan(*plan);
+}
+
+// Anti-rollback (upgrade/version_floor.h): what runs raises the floor; a damaged
+// floor plans nothing (nullopt, said in the status).
+std::optional<DowngradeRule> Daemon::downgrade_rule() {
   const VersionFloor floor(version_floor_path(p_.config.state_dir, p_.config.agent_package));
   if (auto s = floor.raise(ps_.local.version); !s)
     p_.log.warn("version-floor-failed", {{"error", s.error().describe()}});
@@ -464,18 +480,9 @@ void Daemon::refresh_plan() {
   if (!floor_version) {
     p_.log.error("version-floor-unreadable", {{"error", floor_version.error().describe()}});
     status("no upgrade planned: " + floor_version.error().message);
-    return;
+    return std::nullopt;
   }
-  auto plan = choose_target(
-      *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
-      [this](const std::string& ref) { return p_.hub.get_manifest(ref); },
-      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); },
-      DowngradeRule{*floor_version, p_.config.allow_downgrade});
-  if (!plan) {
-    p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
-    return;
-  }
-  apply_plan(*plan);
+  return DowngradeRule{*floor_version, p_.config.allow_downgrade};
 }
 
 bool Daemon::read_group(bool force) {
@@ -618,7 +625,10 @@ bool Daemon::refresh_from_anax() {
   }
   // Until a read of the group shows the hub coordinates it, only a job the agbot
   // let anax run counts.
-  Plan plan = plan_from_anax(*jobs, ps_.policy, hub_coordinates_.value_or(false));
+  auto downgrade = downgrade_rule();
+  if (!downgrade) return true;
+  Plan plan =
+      plan_from_anax(*jobs, ps_.policy, hub_coordinates_.value_or(false), ps_.local.version, *downgrade);
   if (plan.version != plan_.version) force_read_ = true;  // a new job: look at the group now
   apply_plan(plan);
   return true;

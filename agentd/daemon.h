@@ -95,6 +95,7 @@ class Daemon {
   void refresh_plan();
   void grouped_tick();
   void ungrouped_tick();
+  std::optional<DowngradeRule> downgrade_rule();
   bool read_group(bool force);
   void resolve_pending();
   void report(const Landed& effects);

@@ -120,6 +120,21 @@ int compare_versions(const std::string& a, const std::string& b) {
   return compare_prereleases(sa, sb);
 }
 
+std::string refused_downgrade(const std::string& version, const std::string& running, bool policy_allows,
+                              const DowngradeRule& downgrade) {
+  const bool below_running = !running.empty() && compare_versions(version, running) < 0;
+  const bool below_floor = !downgrade.floor.empty() && compare_versions(version, downgrade.floor) < 0;
+  if (!below_running && !below_floor) return "";
+  if (!policy_allows) return version + " would be a downgrade";
+  // The hub's allowDowngrade alone cannot move the node back: an old signed
+  // manifest would otherwise be a rollback attack.
+  if (!downgrade.allowed_locally)
+    return version + " is below " + (below_floor ? downgrade.floor : running) +
+           ", the highest version this node installed or ran; this node does not allow downgrades "
+           "(AGENTD_ALLOW_DOWNGRADE)";
+  return "";
+}
+
 Result<Plan> choose_target(const NodeRecord& node, const std::optional<Properties>& node_properties,
                            const std::vector<ManagementPolicy>& policies,
                            const std::vector<std::string>& published, const std::string& running, Wall now,
@@ -201,18 +216,9 @@ Result<Plan> choose_target(const NodeRecord& node, const std::optional<Propertie
       policy_error(p, "manifest version '" + v + "' is neither latest, a version nor a version range");
       continue;
     }
-    int cmp = running.empty() ? 1 : compare_versions(v, running);
-    const bool below_floor = !downgrade.floor.empty() && compare_versions(v, downgrade.floor) < 0;
-    if ((cmp < 0 || below_floor) && !p.agent_upgrade.allow_downgrade) {
-      skipped.push_back(p.id + ": " + v + " would be a downgrade");
-      continue;
-    }
-    // The hub's allowDowngrade alone cannot move the node back: an old signed
-    // manifest would otherwise be a rollback attack.
-    if ((cmp < 0 || below_floor) && !downgrade.allowed_locally) {
-      skipped.push_back(p.id + ": " + v + " is below " + (below_floor ? downgrade.floor : running) +
-                        ", the highest version this node installed or ran; this node does not allow "
-                        "downgrades (AGENTD_ALLOW_DOWNGRADE)");
+    if (std::string why = refused_downgrade(v, running, p.agent_upgrade.allow_downgrade, downgrade);
+        !why.empty()) {
+      skipped.push_back(p.id + ": " + why);
       continue;
     }
     if (best.version.empty() || compare_versions(v, best.version) > 0) {
@@ -246,7 +252,8 @@ Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementP
                        downgrade);
 }
 
-Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates) {
+Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates,
+                    const std::string& running, const DowngradeRule& downgrade) {
   namespace st = anax_status;
   Plan p;
   const AnaxJob* pick = nullptr;
@@ -259,7 +266,13 @@ Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flig
       break;
     }
     bool ready = j.status == st::downloaded || (hub_coordinates && j.status == st::ha_node_waiting);
-    if (ready && (!pick || j.scheduled_time < pick->scheduled_time)) pick = &j;
+    if (!ready) continue;
+    // anax's job is not a reason to move back: the same rule as for the hub's policies.
+    if (std::string why = refused_downgrade(j.version, running, j.allow_downgrade, downgrade); !why.empty()) {
+      p.policy_errors[j.policy] = why;
+      continue;
+    }
+    if (!pick || j.scheduled_time < pick->scheduled_time) pick = &j;
   }
   if (!pick) {
     p.reason = "no job of anax's is ready" + (seen.empty() ? std::string() : " (" + seen + ")");

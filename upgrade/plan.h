@@ -97,7 +97,15 @@ Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementP
 // downloaded: `downloaded`, or also `ha node waiting` when the hub coordinates
 // the group (agentd's lease is then the group's lock, and anax's wait for the
 // agbot's must not set the pace). On a hub without the coordination extension
-// only `downloaded` counts: the agbot's lock is the group's lock.
-Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates);
+// only `downloaded` counts: the agbot's lock is the group's lock. A ready job that
+// would move the node below `running` or the floor without the job's
+// allowDowngrade and the node's consent is not taken: it is in policy_errors, for
+// a final status that frees the agbot's lock.
+Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates,
+                    const std::string& running = "", const DowngradeRule& downgrade = {});
+
+// Why `version` may not be installed over `running` (or below the floor): "" when it may.
+std::string refused_downgrade(const std::string& version, const std::string& running, bool policy_allows,
+                              const DowngradeRule& downgrade);
 
 }  // namespace agentd

@@ -141,6 +141,41 @@ TEST_SUITE("anax") {
     CHECK(p.reason.find("o/late download started") != std::string::npos);
   }
 
+  TEST_CASE("plan_from_anax: a job below what runs or below the floor needs both consents") {
+    std::vector<AnaxJob> jobs{job("o/back", "downloaded", "1.5.0")};
+    SUBCASE("below the running version") {
+      Plan p = plan_from_anax(jobs, "", true, "2.0.0", DowngradeRule{"2.0.0", false});
+      CHECK(p.version.empty());
+      REQUIRE(p.policy_errors.count("o/back") == 1);
+      CHECK(p.policy_errors["o/back"] == "1.5.0 would be a downgrade");
+      jobs[0].allow_downgrade = true;  // the policy allows it, the node does not
+      p = plan_from_anax(jobs, "", true, "2.0.0", DowngradeRule{"2.0.0", false});
+      CHECK(p.version.empty());
+      CHECK(p.policy_errors["o/back"].find("AGENTD_ALLOW_DOWNGRADE") != std::string::npos);
+      p = plan_from_anax(jobs, "", true, "2.0.0", DowngradeRule{"2.0.0", true});
+      CHECK(p.version == "1.5.0");
+      CHECK(p.policy_errors.empty());
+    }
+    SUBCASE("below the floor, though above what runs (the node was rolled back by hand)") {
+      jobs[0].version = "1.8.0";
+      Plan p = plan_from_anax(jobs, "", true, "1.0.0", DowngradeRule{"2.0.0", false});
+      CHECK(p.version.empty());
+      CHECK(p.policy_errors["o/back"].find("is below 2.0.0") == std::string::npos);
+      CHECK(p.policy_errors["o/back"] == "1.8.0 would be a downgrade");
+    }
+    SUBCASE("an upgrade is never refused") {
+      jobs[0].version = "2.1.0";
+      Plan p = plan_from_anax(jobs, "", true, "2.0.0", DowngradeRule{"2.0.0", false});
+      CHECK(p.version == "2.1.0");
+      CHECK(p.policy_errors.empty());
+    }
+    SUBCASE("a job in flight stays ours: the install checks the floor again") {
+      jobs[0].status = "initiated";
+      Plan p = plan_from_anax(jobs, "o/back", true, "2.0.0", DowngradeRule{"2.0.0", false});
+      CHECK(p.version == "1.5.0");
+    }
+  }
+
   TEST_CASE("AnaxArtifactSource: anax's downloaded file, copied and never fetched again; links refused") {
     agentd::testing::TempDir dir;
     FakeAnax anax;

@@ -1656,6 +1656,29 @@ TEST_SUITE("daemon") {
     }
   }
 
+  TEST_CASE("beside anax: a job that would move the node back is refused with a final status") {
+    // upgrade/plan.h plan_from_anax: the same anti-rollback rule as for the hub's
+    // policies; `precheck failed` ends the job, so the agbot frees its lock.
+    Env env;
+    StandIn hub;
+    testing::FakeAnax anax;  // in no group: a ready job would be taken at once
+    AnaxJob j;
+    j.policy = "o/p1";
+    j.status = "downloaded";
+    j.version = "0.9.0";
+    j.manifest = "o/m1";
+    j.allow_downgrade = true;  // the policy allows it; this node does not (AGENTD_ALLOW_DOWNGRADE)
+    anax.set_job(j);
+    Member m(env, hub, "n1", "", &anax);
+    REQUIRE(started(m));
+    REQUIRE(run_until(env, {&m}, [&] { return !anax.puts().empty(); }));
+    run_for(env, {&m}, 5'000ms);
+    CHECK(anax.puts() == std::vector<std::string>{"o/p1:precheck failed"});
+    CHECK(m.upgrader.steps().empty());
+    CHECK(m.local().version == kFrom);
+    CHECK(m.log.count("policy-not-evaluated") == 1);
+  }
+
   TEST_CASE(
       "beside anax: a final status anax could not take is sent again until it is, also after a restart") {
     Env env;
