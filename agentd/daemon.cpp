@@ -424,6 +424,7 @@ void Daemon::refresh_node() {
     ps_.group = n->ha_group;
     coordinator_.reset();
     doc_.reset();
+    written_revision_ = 0;
     force_read_ = true;
     persist();
   }
@@ -613,6 +614,7 @@ bool Daemon::refresh_from_anax() {
     ps_.group = rec.ha_group;
     coordinator_.reset();
     doc_.reset();
+    written_revision_ = 0;
     force_read_ = true;
     hub_coordinates_.reset();  // until a read says
     persist();
@@ -653,10 +655,11 @@ void Daemon::grouped_tick() {
         return;
       case ActionKind::adopt: adopt(a.entry); continue;
       case ActionKind::write: {
-        // Every write is conditioned on the group's revision (protocol.md §3): a
-        // copy read a poll ago is stale whenever any peer wrote since, and its
-        // write would only earn a 412. Look again first (304 when nothing changed).
-        if ((doc_read_at_ < pass) && !reread) {
+        // A write conditioned on the group's revision (protocol.md §3): a copy read
+        // a poll ago is stale whenever any peer wrote since, and its write would
+        // only earn a 412. Look again first (304 when nothing changed). A write
+        // conditioned on our own entry needs no fresh copy.
+        if (write_condition(a.entry) == WriteCondition::group && doc_read_at_ < pass && !reread) {
           reread = true;
           if (!read_group(true)) return;
           resolve_pending();
@@ -704,7 +707,9 @@ WriteOutcome Daemon::write(const Action& a) {
   Mono sent = p_.clock.mono();
   ps_.pending_write_id = a.entry.write_id;
   persist();  // protocol.md §4.2: persist before every write
-  auto r = p_.store.write_entry(ps_.group, p_.config.node_id, a.entry, doc_->revision);
+  const WriteCondition condition = write_condition(a.entry);
+  auto r = p_.store.write_entry(ps_.group, p_.config.node_id, a.entry,
+                                if_match_revision(*doc_, written_revision_, condition), condition);
   if (!r) {
     const Error& e = r.error();
     WriteOutcome outcome = classify_write_error(e.code);
@@ -734,7 +739,10 @@ WriteOutcome Daemon::write(const Action& a) {
     return WriteOutcome::unknown;
   }
   conflicts_ = 0;
-  Landed effects = land_answered_write(ps_, *doc_, p_.config.node_id, a.entry, *r, sent);
+  Landed effects = land_answered_write(ps_, *doc_, p_.config.node_id, a.entry, *r, sent, condition);
+  written_revision_ = *r;
+  // Peers may have written before it: a group-conditioned write reads first.
+  if (condition == WriteCondition::entry) doc_read_at_ = Mono{-1};
   report(effects);
   persist();
   coordinator_.observe(*doc_, sent);

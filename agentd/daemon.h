@@ -139,9 +139,10 @@ class Daemon {
   // group read showed; beside anax a hub without it leaves the agbot's lock.
   // Unknown until the first read; unknown counts as "no" for anax's jobs.
   std::optional<bool> hub_coordinates_;
-  Mono next_report_{0};     // when a pending status report is sent again
-  Mono doc_read_at_{-1};    // when doc_ was last read from the hub
-  std::string job_target_;  // the target the running (or last) job works on
+  Mono next_report_{0};                // when a pending status report is sent again
+  Mono doc_read_at_{-1};               // when doc_ was last read from the hub
+  std::int64_t written_revision_ = 0;  // what our last landed write answered (if_match_revision)
+  std::string job_target_;             // the target the running (or last) job works on
   // Progress text from the running job's thread, shown by the loop.
   std::mutex progress_mu_;
   std::string job_progress_;

@@ -616,12 +616,13 @@ Result<std::int64_t> written_revision(const HttpResponse& r, const std::string& 
 }  // namespace
 
 Result<std::int64_t> Exchange::write_entry(const std::string& group, const std::string& node,
-                                           const Entry& entry, std::int64_t if_revision) {
+                                           const Entry& entry, std::int64_t if_revision,
+                                           WriteCondition condition) {
   const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group) + "/agentupgrade/" + seg(node);
   const std::string what = "PUT " + path;
-  auto r =
-      call({"PUT", url(path), {{"If-Match", quoted(if_revision)}}, json::print(entry_to_json(entry).get())},
-           false);
+  std::vector<std::pair<std::string, std::string>> headers{{"If-Match", quoted(if_revision)}};
+  if (condition == WriteCondition::entry) headers.emplace_back("If-Match-Scope", "entry");
+  auto r = call({"PUT", url(path), std::move(headers), json::print(entry_to_json(entry).get())}, false);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {201}, what); !st) return std::unexpected(st.error());
   return written_revision(*r, what);

@@ -65,7 +65,8 @@ class Exchange final : public GroupStore, public NodeSource {
   // GroupStore (protocol.md §3)
   Result<GroupRead> read(const std::string& group, std::optional<std::int64_t> if_none_match) override;
   Result<std::int64_t> write_entry(const std::string& group, const std::string& node, const Entry& entry,
-                                   std::int64_t if_revision) override;
+                                   std::int64_t if_revision,
+                                   WriteCondition condition = WriteCondition::group) override;
 
   // Admin calls (protocol.md §6), made with user credentials.
   Result<std::int64_t> delete_entry(const std::string& group, const std::string& node,

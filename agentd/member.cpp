@@ -48,10 +48,10 @@ Landed land_write(PersistedState& ps, const Entry& e, std::optional<Mono> sent) 
 }
 
 Landed land_answered_write(PersistedState& ps, GroupDocument& doc, const std::string& self, const Entry& e,
-                           std::int64_t revision, Mono sent) {
+                           std::int64_t revision, Mono sent, WriteCondition condition) {
   Landed out = land_write(ps, e, sent);
   doc.entries[self] = e;
-  doc.revision = revision;
+  if (condition == WriteCondition::group) doc.revision = revision;
   return out;
 }
 

@@ -5,6 +5,7 @@
 // the simulator (tests/sim) drives the very same functions.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -14,6 +15,7 @@
 #include "clock.h"
 #include "coordinator.h"
 #include "group.h"
+#include "group_store.h"
 #include "result.h"
 #include "upgrade/state_file.h"
 
@@ -37,10 +39,20 @@ struct Landed {
 // either way. Clears the pending writeId.
 Landed land_write(PersistedState& ps, const Entry& e, std::optional<Mono> sent);
 
-// Our write of `e` came back with the new `revision`: land it and update our copy
-// of the document to what the hub now holds.
+// Our write of `e` came back with the new `revision`: land it and put it in our
+// copy of the document. A group-conditioned write makes the copy what the hub
+// holds at `revision`; after an entry-conditioned one peers may have written in
+// between, so the copy keeps its older revision (a group-conditioned write on it
+// then needs a fresh read, and If-None-Match gets the whole document).
 Landed land_answered_write(PersistedState& ps, GroupDocument& doc, const std::string& self, const Entry& e,
-                           std::int64_t revision, Mono sent);
+                           std::int64_t revision, Mono sent, WriteCondition condition);
+
+// The If-Match revision of our next write. Group-conditioned: our copy's. Entry-
+// conditioned: our entry is as we know it since our copy was read, or since our
+// last write landed at `written` (revision it answered), whichever is later.
+inline std::int64_t if_match_revision(const GroupDocument& doc, std::int64_t written, WriteCondition c) {
+  return c == WriteCondition::entry ? std::max(doc.revision, written) : doc.revision;
+}
 
 // protocol.md §4.6: on a fresh document, a pending write is judged by its writeId.
 // Returns the entry when it had landed (land_write was applied); the pending

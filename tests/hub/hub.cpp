@@ -211,6 +211,7 @@ json::Ptr string_array(const std::vector<std::string>& v) {
 std::optional<Mode> mode_from_string(const std::string& s) {
   if (s == "full") return Mode::full;
   if (s == "no-etag") return Mode::no_etag;
+  if (s == "group-conditions") return Mode::group_conditions;
   if (s == "no-coordination") return Mode::no_coordination;
   return std::nullopt;
 }
@@ -490,6 +491,15 @@ void Hub::group_changed(const std::string& org, const std::string& name, Group* 
     // protocol.md §3: membership changes drop entries of removed members.
     for (auto it = g->entries.begin(); it != g->entries.end();)
       it = g->has_member(it->first) ? std::next(it) : g->entries.erase(it);
+    // The entries this change touched (If-Match-Scope: entry); settings touch none.
+    const std::string what = op;
+    if (what == "write_entry" || what == "delete_entry" || (what == "members" && !node.empty())) {
+      g->entry_revisions[node] = revision;
+    } else if (what == "members" || what == "group_create") {
+      for (const auto& m : g->members) g->entry_revisions[m] = revision;
+    }
+    for (auto it = g->entry_revisions.begin(); it != g->entry_revisions.end();)
+      it = g->has_member(it->first) ? std::next(it) : g->entry_revisions.erase(it);
     // protocol.md §3 change notices: one row per member, category node.
     if (coordination())
       for (const auto& member : g->members) add_change(org, "agentupgrade", member, "modified", "node");
@@ -885,7 +895,7 @@ Reply Hub::get_group(const Call& call, const std::string& org, const std::string
     if (admin || who.is_node() || (n != o->second.nodes.end() && n->second.owner == who.full()))
       visible.push_back(id);
   }
-  bool etag = options_.mode == Mode::full;
+  bool etag = options_.mode == Mode::full || options_.mode == Mode::group_conditions;
   Reply r;
   if (etag) {
     r.headers.emplace_back("ETag", quoted(g->revision));
@@ -1091,13 +1101,23 @@ Reply Hub::delete_member(const std::string& org, const std::string& name, const 
 
 namespace {
 
-// If-Match: 428 when missing, 412 with the current ETag when stale.
+// If-Match: 428 when missing, 412 with the current ETag when stale. With
+// If-Match-Scope: entry (and `entry_scope`, a hub that knows it) a write to
+// `node`'s entry is stale only when that entry changed after the revision given
+// (protocol.md §3, amended).
 std::optional<Reply> check_if_match(const Call& call, const std::string& org, const std::string& name,
-                                    const Group& g) {
+                                    const Group& g, const std::string& node = "", bool entry_scope = false) {
   std::string h = call.header("if-match");
   if (h.empty()) return api(428, "precondition-required", "If-Match with the group's revision is required");
   auto want = parse_etag(h);
-  if (!want || *want != g.revision) {
+  bool stale = !want || *want > g.revision;
+  if (!stale && entry_scope && !node.empty() && call.header("if-match-scope") == "entry") {
+    auto it = g.entry_revisions.find(node);
+    stale = (it == g.entry_revisions.end() ? g.revision : it->second) > *want;
+  } else if (!stale) {
+    stale = *want != g.revision;
+  }
+  if (stale) {
     Reply r = api(412, "precondition-failed",
                   "high availability node group '" + org + "/" + name + "' is at revision " +
                       std::to_string(g.revision) + ", not " + h);
@@ -1137,7 +1157,7 @@ Reply Hub::put_entry(const Call& call, const std::string& org, const std::string
   }
   if (!g.has_member(node))
     return not_found("high availability node group member '" + org + "/" + name + "/" + node + "' not found");
-  if (auto r = check_if_match(call, org, name, g)) return *r;
+  if (auto r = check_if_match(call, org, name, g, node, options_.mode == Mode::full)) return *r;
   auto body = json::parse(call.body, "agentUpgrade entry");
   if (!body) return bad_input(body.error().message);
   if (auto e = parse_entry(body->get()); !e) return bad_input(e.error().message);

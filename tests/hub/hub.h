@@ -23,9 +23,10 @@
 namespace agentd::standin {
 
 enum class Mode {
-  full,             // protocol.md §3 as written
-  no_etag,          // members may read their group, but no ETag / If-None-Match
-  no_coordination,  // today's Exchange: nodes get 403 on hagroup reads, no agentupgrade routes
+  full,              // protocol.md §3 as written
+  group_conditions,  // §3 before If-Match-Scope: every write is checked against the whole group
+  no_etag,           // members may read their group, but no ETag / If-None-Match
+  no_coordination,   // today's Exchange: nodes get 403 on hagroup reads, no agentupgrade routes
 };
 
 std::optional<Mode> mode_from_string(const std::string& s);

@@ -16,7 +16,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: exchange-standin [--port N (default 0)] [--bind 127.0.0.1] --state FILE [--log FILE]\n"
     "                        [--root-password PW (default rootpw)] [--exchange-version 2.154.0]\n"
-    "                        [--mode full|no-etag|no-coordination]\n"
+    "                        [--mode full|group-conditions|no-etag|no-coordination]\n"
     "                        [--agbot-log FILE] [--agbot-interval SECONDS (default 60)]\n"
     "The agbot's HA-upgrade lock (POST /org/{org}/hagroup/{group}/nodemanagement/{node}/{nmp},\n"
     "GET|DELETE /ha/upgradingnode[/{org}/{group}]) is served too; its monitor frees a lock\n"

@@ -138,6 +138,9 @@ json::Ptr group_to_state(const Group& g) {
   auto e = json::object();
   for (const auto& [node, text] : g.entries) json::set(e.get(), node.c_str(), raw_json(text));
   json::set(o.get(), "agentUpgrade", std::move(e));
+  auto er = json::object();
+  for (const auto& [node, rev] : g.entry_revisions) json::set(er.get(), node.c_str(), rev);
+  json::set(o.get(), "entryRevisions", std::move(er));
   return o;
 }
 
@@ -151,6 +154,9 @@ Group group_from_state(const cJSON* o) {
   g.revision = num(o, "revision");
   g.settings = text_of(o, "agentUpgradeSettings", "");
   each(o, "agentUpgrade", [&](const cJSON* e) { g.entries[e->string] = json::print(e); });
+  each(o, "entryRevisions", [&](const cJSON* e) {
+    if (cJSON_IsNumber(e)) g.entry_revisions[e->string] = static_cast<std::int64_t>(e->valuedouble);
+  });
   return g;
 }
 

@@ -54,6 +54,9 @@ struct Group {
   std::int64_t revision = 0;                   // protocol.md §3, from the hub-wide counter
   std::string settings;                        // agentUpgradeSettings JSON text; "" when never set
   std::map<std::string, std::string> entries;  // agentUpgrade: node id -> entry JSON text as sent
+  // The revision at which each member's entry last changed (written, cleared, or
+  // the member added or removed): what If-Match-Scope: entry compares.
+  std::map<std::string, std::int64_t> entry_revisions;
 
   bool has_member(const std::string& node) const;
   void remove_member(const std::string& node);  // also drops its entry (protocol.md §3)

@@ -58,8 +58,9 @@ struct Faults {
   double verification_fails = 0;
   double prepare_retry = 0;
   int kills = 0, partitions = 0, hub_outages = 0, admin_actions = 0, joins = 0, leaves = 0, wall_jumps = 0;
-  bool skewed = false;          // wall clocks hours apart
-  bool second_release = false;  // a newer version is published during the rollout
+  bool skewed = false;            // wall clocks hours apart
+  bool second_release = false;    // a newer version is published during the rollout
+  bool group_conditions = false;  // the hub ignores If-Match-Scope: entry (checks the whole group)
 };
 
 struct Snapshot {
@@ -71,10 +72,11 @@ struct Snapshot {
 struct Hub {
   GroupDocument doc;
   std::int64_t counter = 0;
-  std::map<std::string, Mono> written_at;  // hub time of each entry's last write (I1, I3)
-  std::map<std::string, bool> by_admin;    // that write was an admin's
-  std::deque<Snapshot> history;            // for answers that left the hub a while ago
-  std::vector<check::HubWrite> log;        // the write log the checker reads
+  std::map<std::string, Mono> written_at;              // hub time of each entry's last write (I1, I3)
+  std::map<std::string, bool> by_admin;                // that write was an admin's
+  std::map<std::string, std::int64_t> entry_revision;  // when each entry last changed (If-Match-Scope)
+  std::deque<Snapshot> history;                        // for answers that left the hub a while ago
+  std::vector<check::HubWrite> log;                    // the write log the checker reads
   Mono down_until{0};
 };
 
@@ -96,6 +98,7 @@ struct Proc {
   std::optional<GroupDocument> doc;
   Mono next_read{0};
   Mono doc_read_at{-1};
+  std::int64_t written_revision = 0;  // Daemon::written_revision_
   bool force_read = true;
   int conflicts = 0;
   Mono retry_prepare{0};
@@ -181,7 +184,8 @@ class Sim {
   // ---- the hub (protocol.md §3)
   void commit(const std::string& op, const std::string& actor, const std::string& node);
   std::optional<GroupDocument> hub_read(Node& n);
-  agentd::Result<std::int64_t> hub_write(std::size_t i, const Entry& e, std::int64_t if_revision);
+  agentd::Result<std::int64_t> hub_write(std::size_t i, const Entry& e, std::int64_t if_revision,
+                                         WriteCondition condition);
 
   // ---- a member process: Daemon::tick's grouped part, same order
   void start_proc(std::size_t i);
@@ -266,6 +270,7 @@ void Sim::draw_faults() {
   f_.wall_jumps = static_cast<int>(between(0, 3));
   f_.skewed = chance(0.5);
   f_.second_release = chance(0.2);
+  f_.group_conditions = chance(0.25);
 }
 
 void Sim::add_node(bool initial) {
@@ -286,6 +291,12 @@ void Sim::commit(const std::string& op, const std::string& actor, const std::str
   std::map<std::string, Entry> before =
       hub_.log.empty() ? std::map<std::string, Entry>{} : hub_.log.back().entries;
   hub_.doc.revision = ++hub_.counter;
+  // The entries this change touched; settings touch none.
+  if (op == "members") {
+    for (const auto& m : hub_.doc.members) hub_.entry_revision[m] = hub_.doc.revision;
+  } else if (op != "settings") {
+    hub_.entry_revision[node] = hub_.doc.revision;
+  }
   hub_.history.push_back({now_, hub_.doc});
   while (hub_.history.size() > 1 && hub_.history[1].t <= now_ - Mono{2'000}) hub_.history.pop_front();
   check::HubWrite w;
@@ -326,7 +337,8 @@ std::optional<GroupDocument> Sim::hub_read(Node& n) {
   return hub_.doc;
 }
 
-agentd::Result<std::int64_t> Sim::hub_write(std::size_t i, const Entry& e, std::int64_t if_revision) {
+agentd::Result<std::int64_t> Sim::hub_write(std::size_t i, const Entry& e, std::int64_t if_revision,
+                                            WriteCondition condition) {
   Node& n = nodes_[i];
   if (!reachable(n)) return fail(Errc::transport, "unreachable");
   n.last_contact = now_;
@@ -335,7 +347,12 @@ agentd::Result<std::int64_t> Sim::hub_write(std::size_t i, const Entry& e, std::
     return fail(Errc::http, "503", 503);
   }
   if (!hub_.doc.is_member(n.id)) return fail(Errc::forbidden, "not a member", 403);
-  if (if_revision != hub_.doc.revision) return fail(Errc::conflict, "412", 412);
+  // protocol.md §3 (amended): an entry-conditioned write is stale only when its
+  // own entry changed after if_revision.
+  const bool entry_scope = condition == WriteCondition::entry && !f_.group_conditions;
+  const std::int64_t changed = entry_scope ? hub_.entry_revision[n.id] : hub_.doc.revision;
+  if (entry_scope ? changed > if_revision || if_revision > hub_.doc.revision : if_revision != changed)
+    return fail(Errc::conflict, "412", 412);
   hub_.doc.entries[n.id] = e;
   hub_.written_at[n.id] = now_;
   hub_.by_admin[n.id] = false;
@@ -478,7 +495,7 @@ void Sim::grouped_tick(std::size_t i) {
       }
       case ActionKind::write: {
         // Daemon::grouped_tick: a copy read before this pass is read again first.
-        if (p.doc_read_at < pass && !reread) {
+        if (write_condition(a.entry) == WriteCondition::group && p.doc_read_at < pass && !reread) {
           reread = true;
           if (!read_group(n, true)) return;
           resolve(n);
@@ -525,7 +542,8 @@ WriteOutcome Sim::write(std::size_t i, const Action& a) {
     kill(i, "before send");
     return WriteOutcome::unknown;
   }
-  auto r = hub_write(i, a.entry, p.doc->revision);
+  const WriteCondition condition = write_condition(a.entry);
+  auto r = hub_write(i, a.entry, if_match_revision(*p.doc, p.written_revision, condition), condition);
   if (!n.proc) return WriteOutcome::unknown;
   if (!r) {
     WriteOutcome outcome = classify_write_error(r.error().code);
@@ -543,7 +561,9 @@ WriteOutcome Sim::write(std::size_t i, const Action& a) {
     return outcome;
   }
   p.conflicts = 0;
-  (void)land_answered_write(p.ps, *p.doc, n.id, a.entry, *r, sent);
+  (void)land_answered_write(p.ps, *p.doc, n.id, a.entry, *r, sent, condition);
+  p.written_revision = *r;
+  if (condition == WriteCondition::entry) p.doc_read_at = Mono{-1};                          // Daemon::write
   p.ps.local.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(p.rng);  // Daemon::report
   persist(n);
   p.coord.observe(*p.doc, sent);

@@ -549,7 +549,13 @@ TEST_SUITE("exchange") {
     CHECK(req.method == "PUT");
     CHECK(req.url == "https://hub.example:3090/v1/orgs/myorg/hagroups/line1/agentupgrade/n2");
     CHECK(f.http.header(0, "If-Match") == "\"42\"");
+    CHECK(f.http.header(0, "If-Match-Scope").empty());  // the whole group
     CHECK(req.body == json::print(entry_to_json(e).get()));
+
+    f.http.reply(201, R"({"code":"ok","msg":"updated"})", {{"etag", "\"45\""}});
+    REQUIRE(f.ex.write_entry("line1", "n2", e, 43, WriteCondition::entry).has_value());
+    CHECK(f.http.header(1, "If-Match") == "\"43\"");
+    CHECK(f.http.header(1, "If-Match-Scope") == "entry");
   }
 
   TEST_CASE("write_entry: 412 is conflict, 428 precondition, no ETag unsupported") {

@@ -437,6 +437,53 @@ TEST_SUITE("hub") {
     CHECK(hub.group("g", kN1).body.find(R"("n1":{)") == std::string::npos);
   }
 
+  TEST_CASE(
+      "If-Match-Scope: entry: stale only when the writer's own entry changed since; kept over a restart") {
+    Mode mode = Mode::full;
+    SUBCASE("a hub that knows the scope") {}
+    SUBCASE("group-conditions: every write is checked against the whole group") {
+      mode = Mode::group_conditions;
+    }
+    TestHub hub(mode);
+    hub.seed();
+    REQUIRE(hub.call("POST", "/v1/orgs/o/hagroups/g", kAlice, R"({"members":["n1","n2"]})").status == 201);
+    const std::int64_t rev = etag_of(hub.group("g", kN1));
+    const std::string entry = R"({"state":"waiting","version":"1.0.0","targetVersion":"2.0.0","epoch":0})";
+    auto put_scoped = [&](const std::string& node, const std::string& auth, std::int64_t r) {
+      return hub.call("PUT", "/v1/orgs/o/hagroups/g/agentupgrade/" + node, auth, entry,
+                      {{"If-Match", "\"" + std::to_string(r) + "\""}, {"If-Match-Scope", "entry"}});
+    };
+    // A peer wrote, and the settings changed: n1's entry did not.
+    Res peer = hub.put_entry("g", "n2", kN2, rev, entry);
+    REQUIRE(peer.status == 201);
+    REQUIRE(hub.call("PUT", "/v1/orgs/o/hagroups/g/agentupgrade", kAdmin, R"({"maxConcurrent":1})",
+                     {{"If-Match", "\"" + std::to_string(etag_of(peer)) + "\""}})
+                .status == 201);
+    Res mine = put_scoped("n1", kN1, rev);
+    if (mode == Mode::group_conditions) {
+      CHECK(mine.status == 412);
+      return;
+    }
+    REQUIRE(mine.status == 201);
+    const std::int64_t written = etag_of(mine);
+    CHECK(put_scoped("n1", kN1, rev).status == 412);             // its own write changed it since `rev`
+    CHECK(put_scoped("n1", kN1, written + 1000).status == 412);  // a revision the group never had
+    Res again = put_scoped("n1", kN1, written);
+    REQUIRE(again.status == 201);
+    // Without the scope header the whole group counts, as before.
+    CHECK(hub.put_entry("g", "n1", kN1, etag_of(peer), entry).status == 412);
+
+    // An admin's write to n1's entry (a force-release) makes n1's next write stale.
+    const std::int64_t before_admin = etag_of(again);
+    Res forced = hub.put_entry("g", "n1", kAdmin, before_admin, R"({"state":"idle"})");
+    REQUIRE(forced.status == 201);
+    CHECK(put_scoped("n1", kN1, before_admin).status == 412);
+    // ... and it is remembered over a restart.
+    hub.restart();
+    CHECK(put_scoped("n1", kN1, before_admin).status == 412);
+    CHECK(put_scoped("n1", kN1, etag_of(forced)).status == 201);
+  }
+
   TEST_CASE("membership changes drop entries of removed members and bump the revision, never reusing one") {
     TestHub hub;
     hub.seed();

@@ -59,7 +59,8 @@ TEST_SUITE("member") {
     Entry e = holder_entry(7, "w1");
     ps.pending_write_id = "w1";
     GroupDocument d = two_members();
-    land_answered_write(ps, d, "n1", e, 21, Mono{100});
+    REQUIRE(write_condition(e) == WriteCondition::group);  // an acquisition
+    land_answered_write(ps, d, "n1", e, 21, Mono{100}, WriteCondition::group);
     CHECK(ps.local.state == State::upgrading);
     CHECK(ps.local.epoch == 7);
     CHECK(ps.local.previous_version == "1.0.0");
@@ -67,6 +68,16 @@ TEST_SUITE("member") {
     CHECK(ps.pending_write_id.empty());
     CHECK(d.revision == 21);
     CHECK(d.entries.at("n1") == e);
+
+    // An entry-conditioned write: peers may have written before it landed, so the
+    // copy is not the document at the revision the hub answered.
+    Entry hb = e;
+    hb.state = State::succeeded;
+    hb.write_id = "w3";
+    REQUIRE(write_condition(hb) == WriteCondition::entry);
+    land_answered_write(ps, d, "n1", hb, 25, Mono{200}, WriteCondition::entry);
+    CHECK(d.revision == 21);
+    CHECK(d.entries.at("n1") == hb);
 
     // protocol.md §4.6: a 412 may answer a re-sent copy of a write that landed.
     ps.pending_write_id = "w2";
