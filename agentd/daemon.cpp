@@ -655,11 +655,11 @@ void Daemon::grouped_tick() {
         return;
       case ActionKind::adopt: adopt(a.entry); continue;
       case ActionKind::write: {
-        // A write conditioned on the group's revision (protocol.md §3): a copy read
-        // a poll ago is stale whenever any peer wrote since, and its write would
-        // only earn a 412. Look again first (304 when nothing changed). A write
-        // conditioned on our own entry needs no fresh copy.
-        if (write_condition(a.entry) == WriteCondition::group && doc_read_at_ < pass && !reread) {
+        // A copy read a poll ago is stale whenever any peer wrote since: a
+        // group-conditioned write on it would only earn a 412 (protocol.md §3), and
+        // the decision itself, the message and the next poll (the queue position)
+        // would be made on old news. Look again first (304 when nothing changed).
+        if (doc_read_at_ < pass && !reread) {
           reread = true;
           if (!read_group(true)) return;
           resolve_pending();

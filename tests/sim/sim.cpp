@@ -495,7 +495,7 @@ void Sim::grouped_tick(std::size_t i) {
       }
       case ActionKind::write: {
         // Daemon::grouped_tick: a copy read before this pass is read again first.
-        if (write_condition(a.entry) == WriteCondition::group && p.doc_read_at < pass && !reread) {
+        if (p.doc_read_at < pass && !reread) {
           reread = true;
           if (!read_group(n, true)) return;
           resolve(n);
