@@ -1,0 +1,328 @@
+// The metrics file: its exact text, the writer's rules, and promtool's verdict.
+#include "agentd/metrics.h"
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "agentd/log.h"
+#include "temp_dir.h"
+
+using namespace agentd;
+using agentd::testing::TempDir;
+
+namespace {
+
+class Events final : public Logger {
+ public:
+  void log(Level, std::string_view event, std::initializer_list<Field>) override {
+    events.emplace_back(event);
+  }
+  int count(const std::string& e) const {
+    return static_cast<int>(std::count(events.begin(), events.end(), e));
+  }
+  std::vector<std::string> events;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// A member mid-rollout: it holds the lease of epoch 42 and has begun its install.
+MetricValues holder() {
+  MetricValues v;
+  MemberGauges& g = v.member;
+  g.group = "line1";
+  g.version = "1.0.0";
+  g.target = "2.0.0";
+  g.state = State::upgrading;
+  g.progress = Progress::install_begun;
+  g.lease_held = true;
+  g.epoch = 42;
+  g.lease_acquired_seconds = 1700000000;
+  g.lease_duration_seconds = 120;
+  g.rollout_active = true;
+  g.members = 5;
+  g.members_unhealthy = 1;
+  g.hub_coordinates = true;
+  MetricCounters& c = v.counters;
+  c.hub_requests[static_cast<std::size_t>(HubRoute::group_read)][static_cast<std::size_t>(HubOutcome::ok)] =
+      7;
+  c.hub_requests[static_cast<std::size_t>(HubRoute::group_read)]
+                [static_cast<std::size_t>(HubOutcome::not_modified)] = 3;
+  c.hub_requests[static_cast<std::size_t>(HubRoute::group_write)]
+                [static_cast<std::size_t>(HubOutcome::conflict)] = 1;
+  c.write_conflicts = 1;
+  c.renewals = 2;
+  c.download_bytes = 1048576;
+  c.download_resumes = 1;
+  c.steps[static_cast<std::size_t>(StepMetric::install)][0] = 1;
+  return v;
+}
+
+const char* kHolderText =
+    R"PROM(# HELP agentd_member_state The member's state in its group entry (protocol.md section 2), one-hot.
+# TYPE agentd_member_state gauge
+agentd_member_state{state="idle"} 0
+agentd_member_state{state="preparing"} 0
+agentd_member_state{state="waiting"} 0
+agentd_member_state{state="upgrading"} 1
+agentd_member_state{state="verifying"} 0
+agentd_member_state{state="succeeded"} 0
+agentd_member_state{state="failed"} 0
+agentd_member_state{state="rolledback"} 0
+# HELP agentd_member_progress How far the disruptive part of the upgrade has gone on this node (persisted), one-hot.
+# TYPE agentd_member_progress gauge
+agentd_member_progress{progress="none"} 0
+agentd_member_progress{progress="install_begun"} 1
+agentd_member_progress{progress="installed"} 0
+agentd_member_progress{progress="restart_begun"} 0
+agentd_member_progress{progress="restarted"} 0
+agentd_member_progress{progress="healthy"} 0
+agentd_member_progress{progress="failed"} 0
+agentd_member_progress{progress="rollback_begun"} 0
+agentd_member_progress{progress="rolled_back"} 0
+agentd_member_progress{progress="rollback_failed"} 0
+# HELP agentd_member_info The member's group, running agent version and target version.
+# TYPE agentd_member_info gauge
+agentd_member_info{group="line1",version="1.0.0",target_version="2.0.0"} 1
+# HELP agentd_lease_held 1 while this member holds the group's lease.
+# TYPE agentd_lease_held gauge
+agentd_lease_held 1
+# HELP agentd_lease_epoch The epoch (fencing token) of this member's latest lease.
+# TYPE agentd_lease_epoch gauge
+agentd_lease_epoch 42
+# HELP agentd_lease_acquired_timestamp_seconds Unix time this member acquired the lease it holds; 0 when it holds none.
+# TYPE agentd_lease_acquired_timestamp_seconds gauge
+agentd_lease_acquired_timestamp_seconds 1700000000
+# HELP agentd_lease_duration_seconds The lease duration this member writes on acquire.
+# TYPE agentd_lease_duration_seconds gauge
+agentd_lease_duration_seconds 120
+# HELP agentd_group_halted 1 while the group is halted for this member's target version.
+# TYPE agentd_group_halted gauge
+agentd_group_halted 0
+# HELP agentd_group_rollout_active 1 while any member of the group is in a rollout state.
+# TYPE agentd_group_rollout_active gauge
+agentd_group_rollout_active 1
+# HELP agentd_group_members Members of the group.
+# TYPE agentd_group_members gauge
+agentd_group_members 5
+# HELP agentd_group_members_unhealthy Other members this member judges unhealthy during a rollout (protocol.md section 4.1).
+# TYPE agentd_group_members_unhealthy gauge
+agentd_group_members_unhealthy 1
+# HELP agentd_hub_coordination_supported 1 when the hub has the coordination extension (protocol.md section 3), 0 when it has not.
+# TYPE agentd_hub_coordination_supported gauge
+agentd_hub_coordination_supported 1
+# HELP agentd_last_upgrade_success_timestamp_seconds Unix time of the last successful upgrade this agentd process saw; 0 when none.
+# TYPE agentd_last_upgrade_success_timestamp_seconds gauge
+agentd_last_upgrade_success_timestamp_seconds 0
+# HELP agentd_hub_requests_total Requests to the hub by route and outcome (each retry counts).
+# TYPE agentd_hub_requests_total counter
+agentd_hub_requests_total{route="group_read",outcome="ok"} 7
+agentd_hub_requests_total{route="group_read",outcome="not_modified"} 3
+agentd_hub_requests_total{route="group_write",outcome="conflict"} 1
+# HELP agentd_write_conflicts_total Writes of this member's entry answered 412 (protocol.md section 4.3).
+# TYPE agentd_write_conflicts_total counter
+agentd_write_conflicts_total 1
+# HELP agentd_fences_total Times this member found its lease ended before a step (section 4.4).
+# TYPE agentd_fences_total counter
+agentd_fences_total 0
+# HELP agentd_lease_renewals_total Lease renewals that landed.
+# TYPE agentd_lease_renewals_total counter
+agentd_lease_renewals_total 2
+# HELP agentd_lost_writes_recovered_total Writes whose answer was lost, found landed by their writeId (section 4.6).
+# TYPE agentd_lost_writes_recovered_total counter
+agentd_lost_writes_recovered_total 0
+# HELP agentd_download_bytes_total Bytes of upgrade files downloaded.
+# TYPE agentd_download_bytes_total counter
+agentd_download_bytes_total 1048576
+# HELP agentd_download_resumes_total Download requests that continued a partial file.
+# TYPE agentd_download_resumes_total counter
+agentd_download_resumes_total 1
+# HELP agentd_download_failures_total Prepares (download and verification) that failed.
+# TYPE agentd_download_failures_total counter
+agentd_download_failures_total 0
+# HELP agentd_steps_total Install, restart, health check and rollback runs by outcome.
+# TYPE agentd_steps_total counter
+agentd_steps_total{step="install",outcome="ok"} 1
+agentd_steps_total{step="install",outcome="failed"} 0
+agentd_steps_total{step="restart",outcome="ok"} 0
+agentd_steps_total{step="restart",outcome="failed"} 0
+agentd_steps_total{step="health",outcome="ok"} 0
+agentd_steps_total{step="health",outcome="failed"} 0
+agentd_steps_total{step="rollback",outcome="ok"} 0
+agentd_steps_total{step="rollback",outcome="failed"} 0
+# HELP agentd_halts_seen_total Times this member saw its group halt for its target.
+# TYPE agentd_halts_seen_total counter
+agentd_halts_seen_total 0
+)PROM";
+
+}  // namespace
+
+TEST_SUITE("metrics") {
+  TEST_CASE("render: the exact text of a lease holder mid-install") {
+    CHECK(render(holder()) == kHolderText);
+  }
+
+  TEST_CASE("render: label values are escaped; an unknown hub hides the coordination gauge") {
+    MetricValues v;
+    v.member.group = "a\"b\\c\nd";
+    std::string text = render(v);
+    CHECK(text.find(R"(agentd_member_info{group="a\"b\\c\nd",version="",target_version=""} 1)") !=
+          std::string::npos);
+    CHECK(text.find("agentd_hub_coordination_supported") == std::string::npos);
+    v.member.hub_coordinates = false;
+    CHECK(render(v).find("\nagentd_hub_coordination_supported 0\n") != std::string::npos);
+  }
+
+  TEST_CASE("hub outcomes: 2xx ok, 304, 412, other 4xx, 5xx, no answer") {
+    CHECK(hub_outcome(200) == HubOutcome::ok);
+    CHECK(hub_outcome(201) == HubOutcome::ok);
+    CHECK(hub_outcome(304) == HubOutcome::not_modified);
+    CHECK(hub_outcome(412) == HubOutcome::conflict);
+    CHECK(hub_outcome(404) == HubOutcome::client_error);
+    CHECK(hub_outcome(503) == HubOutcome::server_error);
+    CHECK(hub_outcome(0) == HubOutcome::transport_error);
+  }
+
+  TEST_CASE("Metrics counts by route and outcome, downloads and steps") {
+    Metrics m;
+    m.hub_request(HubRoute::changes, 200);
+    m.hub_request(HubRoute::changes, 200);
+    m.hub_request(HubRoute::group_write, 412);
+    m.download(100, false);
+    m.download(50, true);
+    m.step(StepMetric::health, false);
+    m.count(&MetricCounters::fences);
+    MetricCounters c = m.counters();
+    CHECK(c.hub_requests[static_cast<std::size_t>(HubRoute::changes)][0] == 2);
+    CHECK(c.hub_requests[static_cast<std::size_t>(HubRoute::group_write)]
+                        [static_cast<std::size_t>(HubOutcome::conflict)] == 1);
+    CHECK(c.download_bytes == 150);
+    CHECK(c.download_resumes == 1);
+    CHECK(c.steps[static_cast<std::size_t>(StepMetric::health)][1] == 1);
+    CHECK(c.fences == 1);
+  }
+
+  TEST_CASE("MetricsFile: written atomically with mode 0644 whatever the umask; nothing left beside it") {
+    TempDir dir;
+    Events log;
+    MetricsFile file(dir.path() + "/", log);
+    REQUIRE(file.path() == dir.path() + "/agentd.prom");
+    const mode_t old_umask = ::umask(0077);
+    file.update(holder(), Mono{0}, Mono{1000}, Mono{10'000});
+    ::umask(old_umask);
+    CHECK(slurp(file.path()) == kHolderText);
+    struct stat st {};
+    REQUIRE(::stat(file.path().c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0644);
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir.path()))
+      names.push_back(e.path().filename());
+    CHECK(names == std::vector<std::string>{"agentd.prom"});
+    CHECK(file.writes() == 1);
+  }
+
+  TEST_CASE("MetricsFile: a state change is written at once; counters wait for their interval") {
+    TempDir dir;
+    Events log;
+    MetricsFile file(dir.path(), log);
+    MetricValues v = holder();
+    file.update(v, Mono{0}, Mono{1000}, Mono{10'000});
+    file.update(v, Mono{100}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 1);  // nothing changed
+    v.counters.renewals = 3;
+    file.update(v, Mono{200}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 1);  // only a counter: waits
+    CHECK(slurp(file.path()).find("agentd_lease_renewals_total 2\n") != std::string::npos);
+    v.member.progress = Progress::installed;
+    file.update(v, Mono{300}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 2);  // the member moved: at once, with the counters as they are
+    CHECK(slurp(file.path()).find("agentd_lease_renewals_total 3\n") != std::string::npos);
+    v.counters.renewals = 4;
+    file.update(v, Mono{1000}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 2);
+    file.update(v, Mono{1300}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 3);  // a counter interval later
+    file.update(v, Mono{9000}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 3);  // same content
+    file.update(v, Mono{11'300}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 4);  // the heartbeat rewrites it anyway (node_exporter's mtime stays fresh)
+  }
+
+  TEST_CASE("MetricsFile: a missing directory is logged once, never thrown; it is used once it exists") {
+    TempDir dir;
+    Events log;
+    MetricsFile file(dir.path() + "/node-exporter", log);
+    MetricValues v = holder();
+    file.update(v, Mono{0}, Mono{1000}, Mono{10'000});
+    v.member.progress = Progress::installed;
+    file.update(v, Mono{10}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 0);
+    CHECK(log.count("metrics-write-failed") == 1);
+    std::filesystem::create_directory(dir.path() + "/node-exporter");
+    v.member.progress = Progress::restart_begun;
+    file.update(v, Mono{20}, Mono{1000}, Mono{10'000});
+    CHECK(file.writes() == 1);
+    CHECK(log.count("metrics-write-recovered") == 1);
+    CHECK(std::filesystem::exists(file.path()));
+  }
+
+  TEST_CASE("MetricsFile: an unwritable directory is logged once; empty disables the file") {
+    TempDir dir;
+    Events log;
+    // Not a directory: fails for root too (agentd runs as root without CAP_DAC_OVERRIDE).
+    const std::string not_dir = dir.write("plain-file", "x");
+    MetricsFile file(not_dir, log);
+    for (int i = 0; i < 3; ++i) {
+      MetricValues v = holder();
+      v.member.epoch = i;
+      file.update(v, Mono{i * 10}, Mono{1000}, Mono{10'000});
+    }
+    CHECK(file.writes() == 0);
+    CHECK(log.count("metrics-write-failed") == 1);
+    if (::geteuid() != 0) {
+      const std::string ro = dir.path() + "/ro";
+      std::filesystem::create_directory(ro);
+      ::chmod(ro.c_str(), 0555);
+      MetricsFile read_only(ro, log);
+      read_only.update(holder(), Mono{0}, Mono{1000}, Mono{10'000});
+      CHECK(read_only.writes() == 0);
+      CHECK(log.count("metrics-write-failed") == 2);
+    }
+    MetricsFile off("", log);
+    CHECK_FALSE(off.enabled());
+    off.update(holder(), Mono{0}, Mono{1000}, Mono{10'000});
+    CHECK(off.writes() == 0);
+  }
+
+  TEST_CASE("promtool check metrics accepts the file") {
+    if (::access("/usr/bin/promtool", X_OK) != 0) {
+      MESSAGE("promtool is not installed (Debian package prometheus): skipped");
+      return;
+    }
+    TempDir dir;
+    Events log;
+    MetricsFile file(dir.path(), log);
+    MetricValues v = holder();
+    v.member.hub_coordinates = false;
+    v.member.group = "quote\"d";
+    file.update(v, Mono{0}, Mono{1000}, Mono{10'000});
+    const std::string out = dir.file("promtool.out");
+    const std::string cmd = "/usr/bin/promtool check metrics < " + file.path() + " > " + out + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    CHECK_MESSAGE(rc == 0, slurp(out));
+  }
+}
