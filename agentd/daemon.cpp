@@ -260,6 +260,29 @@ void Daemon::tick() {
   update_metrics();
 }
 
+// The group's part of the metrics, from each fresh document: a conflict later in
+// the pass drops the copy, not what it showed.
+void Daemon::observe_group_for_metrics(Mono now) {
+  if (!p_.metrics || !doc_) return;
+  const Local& l = ps_.local;
+  group_gauges_.members = static_cast<std::int64_t>(doc_->members.size());
+  group_gauges_.rollout_active = Coordinator::rollout_active(*doc_);
+  group_gauges_.members_unhealthy = 0;
+  // protocol.md §4.1: health is judged only during a rollout, after watching it long enough.
+  if (group_gauges_.rollout_active && coordinator_.judging(now))
+    for (const std::string& m : doc_->members) {
+      const Entry* e = doc_->entry(m);
+      if (m != p_.config.node_id && (!e || !coordinator_.healthy(m, *e, now)))
+        ++group_gauges_.members_unhealthy;
+    }
+  auto halt = l.target.empty() ? std::nullopt : Coordinator::halted_for(*doc_, l.target);
+  if (halt && !group_gauges_.halted) {
+    count(&MetricCounters::halts_seen);
+    p_.log.warn("halt-seen", {{"group", ps_.group}, {"target", l.target}, {"msg", *halt}});
+  }
+  group_gauges_.halted = halt.has_value();
+}
+
 void Daemon::update_metrics() {
   if (!p_.metrics || !metrics_file_.enabled()) return;
   const Local& l = ps_.local;
@@ -269,24 +292,6 @@ void Daemon::update_metrics() {
   };
   MetricValues v;
   MemberGauges& g = v.member;
-  if (doc_) {
-    group_gauges_.members = static_cast<std::int64_t>(doc_->members.size());
-    group_gauges_.rollout_active = Coordinator::rollout_active(*doc_);
-    group_gauges_.members_unhealthy = 0;
-    // protocol.md §4.1: health is judged only during a rollout, after watching it long enough.
-    if (group_gauges_.rollout_active && coordinator_.judging(now))
-      for (const std::string& m : doc_->members) {
-        const Entry* e = doc_->entry(m);
-        if (m != p_.config.node_id && (!e || !coordinator_.healthy(m, *e, now)))
-          ++group_gauges_.members_unhealthy;
-      }
-    auto halt = l.target.empty() ? std::nullopt : Coordinator::halted_for(*doc_, l.target);
-    if (halt && !group_gauges_.halted) {
-      count(&MetricCounters::halts_seen);
-      p_.log.warn("halt-seen", {{"group", ps_.group}, {"target", l.target}, {"msg", *halt}});
-    }
-    group_gauges_.halted = halt.has_value();
-  }
   if (ps_.group.empty()) group_gauges_ = MemberGauges{};
   g = group_gauges_;
   // A node in no group halts only itself (ungrouped_tick).
@@ -594,6 +599,7 @@ bool Daemon::read_group(bool force) {
   }
   coordinator_.observe(*doc_, now);
   note_job();
+  observe_group_for_metrics(now);
   next_read_ = now + coordinator_.poll_interval(*doc_, ps_.local, now);
   return true;
 }

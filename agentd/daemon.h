@@ -123,6 +123,7 @@ class Daemon {
   // The metrics file (agentd/metrics.h): the member's gauges from its state, the
   // counters from p_.metrics; called after every pass.
   void update_metrics();
+  void observe_group_for_metrics(Mono now);
   void count(std::uint64_t MetricCounters::*counter) {
     if (p_.metrics) p_.metrics->count(counter);
   }

@@ -626,6 +626,7 @@ Member::Member(std::string dir, const Hub& hub, std::string org, std::string nod
       options_(std::move(options)) {
   fs::create_directories(state_dir());
   fs::permissions(state_dir(), fs::perms::owner_all, fs::perm_options::replace);
+  fs::create_directories(metrics_dir());
   write_horizon();
   write_config();
   write_token(token_);
@@ -656,6 +657,7 @@ void Member::write_config() {
   };
   line("AGENTD_TOKEN_FILE", token_path());
   line("AGENTD_STATE_DIR", state_dir());
+  line("AGENTD_METRICS_DIR", metrics_dir());  // never the machine's node_exporter directory
   line("AGENTD_LEASE_DURATION_SECONDS", o.lease_seconds);
   line("AGENTD_HEARTBEAT_SECONDS", o.heartbeat_seconds);
   line("AGENTD_IDLE_HEARTBEAT_SECONDS", o.idle_heartbeat_seconds);

@@ -289,6 +289,9 @@ class Member {
   std::string token_path() const { return dir_ + "/token"; }
   std::string state_dir() const { return dir_ + "/state"; }
   std::string steps_path() const { return state_dir() + "/steps.jsonl"; }
+  // node_exporter's textfile directory for this member, and agentd's file in it.
+  std::string metrics_dir() const { return dir_ + "/node-exporter"; }
+  std::string metrics_path() const { return metrics_dir() + "/agentd.prom"; }
   std::string log_path() const { return dir_ + "/agentd.log"; }  // agentd's stdout+stderr, all runs
   std::string agent_calls_path() const { return dir_ + "/agent-calls.log"; }
   std::string version_path() const { return dir_ + "/version"; }  // the fake agent's version
