@@ -90,9 +90,9 @@ install(FILES ${_pkg_src}/copyright ${_pkg_out}/changelog.Debian.gz DESTINATION 
 install(FILES ${_unit_src}/commands-method.conf DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/agentd/examples)
 install(FILES ${_pkg_src}/lintian-overrides DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides RENAME agentd)
 # Prometheus alerting rules with their promtool tests, and a Grafana dashboard (agentd(8), METRICS).
-install(FILES ${CMAKE_CURRENT_SOURCE_DIR}/monitoring/agentd-alerts.yml
-              ${CMAKE_CURRENT_SOURCE_DIR}/monitoring/agentd-alerts.test.yml
-              ${CMAKE_CURRENT_SOURCE_DIR}/monitoring/grafana-dashboard.json
+install(FILES ${_pkg_src}/monitoring/agentd-alerts.yml
+              ${_pkg_src}/monitoring/agentd-alerts.test.yml
+              ${_pkg_src}/monitoring/grafana-dashboard.json
         DESTINATION ${CMAKE_INSTALL_DATADIR}/agentd)
 
 # ---- CPack ---------------------------------------------------------------------

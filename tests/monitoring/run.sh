@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The monitoring files of monitoring/ checked by promtool (Debian package
+# The monitoring files of packaging/monitoring/ checked by promtool (Debian package
 # prometheus): the alerting rules load, their tests pass (each alert fires and
 # stays quiet where it should), every query of the Grafana dashboard parses, and
 # the metrics file of a lease holder (the exact text the unit tests expect of
@@ -10,12 +10,12 @@ command -v promtool >/dev/null || { echo "promtool missing: apt-get install prom
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-promtool check rules monitoring/agentd-alerts.yml
+promtool check rules packaging/monitoring/agentd-alerts.yml
 # promtool test rules resolves rule_files relative to the test file.
-promtool test rules monitoring/agentd-alerts.test.yml
+promtool test rules packaging/monitoring/agentd-alerts.test.yml
 
 # The dashboard: valid JSON, and each query is valid PromQL (checked as a recording rule).
-python3 - monitoring/grafana-dashboard.json "$work/dashboard-rules.yml" <<'PY'
+python3 - packaging/monitoring/grafana-dashboard.json "$work/dashboard-rules.yml" <<'PY'
 import json, sys
 dashboard = json.load(open(sys.argv[1]))
 lines = ["groups:", "  - name: dashboard", "    rules:"]
