@@ -11,26 +11,12 @@ namespace agentd {
 
 namespace {
 
-std::string one_line(std::string s) {
-  for (char& c : s)
-    if (c == '\n' || c == '\r') c = ' ';
-  return s;
-}
-
 std::optional<std::int64_t> age_seconds(const Entry& e, Wall now) {
   Wall renewed;
   if (!parse_time(e.renew_time, &renewed)) return std::nullopt;
   auto age = std::chrono::duration_cast<std::chrono::seconds>(now - renewed).count();
   if (age < 0) return std::nullopt;
   return age;
-}
-
-std::string settings_line(const GroupDocument& doc) {
-  std::string s = "maxConcurrent=" + std::to_string(doc.settings.max_concurrent) +
-                  " minAvailable=" + std::to_string(doc.min_available());
-  if (!doc.settings.min_available) s += " (default)";
-  s += doc.settings.paused ? " paused=yes" : " paused=no";
-  return s;
 }
 
 // protocol.md §1 goal 4: one line per halting entry, with how to resume it.
@@ -62,6 +48,20 @@ void for_each_row(const GroupDocument& doc, Each each) {
 }
 
 }  // namespace
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+std::string settings_line(const GroupDocument& doc) {
+  std::string s = "maxConcurrent=" + std::to_string(doc.settings.max_concurrent) +
+                  " minAvailable=" + std::to_string(doc.min_available());
+  if (!doc.settings.min_available) s += " (default)";
+  s += doc.settings.paused ? " paused=yes" : " paused=no";
+  return s;
+}
 
 std::string lease_age(const Entry& e, Wall now) {
   if (!holds_lease(e.state)) return "-";

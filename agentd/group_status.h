@@ -12,6 +12,11 @@
 
 namespace agentd {
 
+// Line ends replaced by spaces (messages come from the hub).
+std::string one_line(std::string s);
+// "maxConcurrent=1 minAvailable=2 (default) paused=no"
+std::string settings_line(const GroupDocument& doc);
+
 // "12s of 120s", "-" without a lease; a hint for people only (wall clocks of two
 // machines, protocol.md §4.1).
 std::string lease_age(const Entry& e, Wall now);
