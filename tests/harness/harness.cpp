@@ -1029,14 +1029,19 @@ std::string Rollout::diagnostics(std::size_t tail_lines) {
   return out;
 }
 
-CommandResult Rollout::agentctl(const std::vector<std::string>& args) {
+std::vector<std::string> Rollout::agentctl_argv(const std::vector<std::string>& args) {
   // The password in a 0600 file, as an operator should give it (not on the command line).
   const std::string auth = dir_.file("admin-auth");
   if (!file_exists(auth)) write_file(auth, "admin:adminpw\n", 0600);
   std::vector<std::string> argv{
       AGENTCTL_BIN, "--exchange-url", hub_->exchange_url(), "--org", options_.org, "--user-auth-file", auth};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run_command(std::move(argv), {}, dir_.file("agentctl." + std::to_string(++agentctl_runs_) + ".out"));
+  return argv;
+}
+
+CommandResult Rollout::agentctl(const std::vector<std::string>& args) {
+  return run_command(agentctl_argv(args), {},
+                     dir_.file("agentctl." + std::to_string(++agentctl_runs_) + ".out"));
 }
 
 std::vector<check::Violation> Rollout::violations(bool final_state, std::optional<std::string> target) {

@@ -454,6 +454,8 @@ class Rollout {
 
   // agentctl as the org admin against this hub.
   CommandResult agentctl(const std::vector<std::string>& args);
+  // Its command line, for one that keeps running (agentctl status --watch).
+  std::vector<std::string> agentctl_argv(const std::vector<std::string>& args);
 
   // protocol.md §7 over the hub's write log and every member's steps log.
   std::vector<check::Violation> violations(bool final_state,
