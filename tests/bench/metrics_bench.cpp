@@ -11,6 +11,7 @@
 
 #include "agentd/log.h"
 #include "agentd/metrics.h"
+#include "support/metrics_sample.h"
 
 using namespace agentd;
 
@@ -21,23 +22,9 @@ class NoLog final : public Logger {
   void log(Level, std::string_view, std::initializer_list<Field>) override {}
 };
 
-// A holder mid-install with the counters of a long-lived member: every route used.
+// The holder of the unit tests with the counters of a long-lived member: every route used.
 MetricValues mid_rollout() {
-  MetricValues v;
-  MemberGauges& g = v.member;
-  g.group = "line1";
-  g.version = "2.30.0";
-  g.target = "2.31.0";
-  g.state = State::upgrading;
-  g.progress = Progress::install_begun;
-  g.lease_held = true;
-  g.epoch = 1042;
-  g.lease_acquired_seconds = 1.7e9;
-  g.lease_duration_seconds = 120;
-  g.rollout_active = true;
-  g.members = 5;
-  g.hub_coordinates = true;
-  g.last_success_seconds = 1.69e9;
+  MetricValues v = testing::holder();
   for (std::size_t r = 0; r < kHubRoutes; ++r) {
     v.counters.hub_requests[r][static_cast<std::size_t>(HubOutcome::ok)] = 1000 + r;
     v.counters.hub_requests[r][static_cast<std::size_t>(HubOutcome::transport_error)] = 3;
@@ -46,6 +33,7 @@ MetricValues mid_rollout() {
                          [static_cast<std::size_t>(HubOutcome::not_modified)] = 50000;
   v.counters.renewals = 400;
   v.counters.download_bytes = 123456789;
+  v.member.last_success_seconds = 1.69e9;
   return v;
 }
 
