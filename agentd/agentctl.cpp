@@ -1,6 +1,8 @@
 // agentctl: the admin CLI of protocol.md §6, made with user credentials over the
 // same Exchange client the daemon uses. Every write is conditional (If-Match), so
 // two admins cannot undo each other blindly; a 412 means re-read and try again.
+#include <unistd.h>
+
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
@@ -16,7 +18,9 @@
 #include "config.h"
 #include "exchange.h"
 #include "group.h"
+#include "group_status.h"
 #include "http.h"
+#include "service.h"
 
 namespace agentd {
 namespace {
@@ -28,9 +32,20 @@ const char* kHelp = R"(agentctl - administer rolling agent upgrades of Open Hori
 Usage: agentctl [OPTIONS] COMMAND [ARGS]
 
 Commands:
-  status GROUP [--json]     members with state, version, target, epoch, lease age
-                            and message, plus the group's settings and halt state;
-                            --json prints the group document as the hub sent it
+  status GROUP [--json | --raw] [--watch [--interval SECONDS]]
+                            members with state, version, target, epoch, lease age
+                            and message, plus the group's settings, halt state and
+                            the lease holder's progress;
+                            --json: one JSON object of the shape below;
+                            --raw: the group document as the hub sent it;
+                            --watch: redraw as the document changes (conditional
+                            reads with If-None-Match every --interval seconds,
+                            default $AGENTD_POLL_SECONDS or 10; keep it no lower
+                            than the members' AGENTD_POLL_SECONDS); on a terminal
+                            the table is redrawn, otherwise one line per change
+                            ("TIME NODE STATE VERSION [-> TARGET] epoch N [lease
+                            AGE]: MESSAGE"), --json one object per change; until
+                            Ctrl-C (SIGINT) or SIGTERM
   pause GROUP               no new acquisitions; a lease already held runs to its end
   unpause GROUP             allow acquisitions again
   resume GROUP NODE         clear a halt: write NODE's failed/rolledback entry back
@@ -58,6 +73,23 @@ Options:
   -h, --help            this text
   --version             print the version
 
+status --json (stable: fields are only ever added):
+  {"group":"line1","revision":42,
+   "settings":{"maxConcurrent":1,"minAvailable":2,"minAvailableIsDefault":true,
+               "paused":false},
+   "halted":false,
+   "halts":[{"node","state","targetVersion","message"}...],
+   "leaseHolders":["n2"],
+   "members":[{"node":"n1","member":true,"hasEntry":true,"state":"succeeded",
+               "version":"2.0.0","targetVersion":"2.0.0","epoch":41,
+               "lastSeen":"...","waitingSince":"","message":"...",
+               "lease":{"durationSeconds":120,"acquireTime":"...",
+                        "renewTime":"...","ageSeconds":12}}...]}
+  Members in the group's order, then entries of nodes that are not members
+  ("member":false); without an entry "hasEntry" is false and the entry's
+  fields are "" or 0; "lease" only while the entry carries one; "ageSeconds"
+  (by this machine's clock) only when renewTime is readable and not ahead.
+
 Every write carries If-Match with the revision just read; when another writer
 got there first (HTTP 412) agentctl re-reads and tries again, up to 5 times.
 
@@ -71,6 +103,9 @@ struct Options {
   std::string user_auth;
   std::string ca_file;
   bool json = false;
+  bool raw = false;
+  bool watch = false;
+  std::chrono::milliseconds interval{Config{}.poll};
   bool force = false;
   bool help = false;
   bool version = false;
@@ -92,9 +127,24 @@ Result<std::int64_t> parse_count(const std::string& flag, const std::string& tex
   return v;
 }
 
+// Decimal seconds, at least 0.1 (a watch must not hammer the hub).
+Result<std::chrono::milliseconds> parse_seconds(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const double s = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !(s >= 0.1 && s <= 86400))
+    return fail(Errc::config, flag + " needs seconds between 0.1 and 86400, got '" + text + "'");
+  return std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000));
+}
+
 // Errc::config is a usage error (exit 2).
 Result<Options> parse_args(int argc, char** argv) {
   Options o;
+  // The members' poll interval, when the environment has it (agentd.conf's key).
+  if (const char* poll = std::getenv("AGENTD_POLL_SECONDS"); poll && *poll) {
+    auto d = parse_seconds("AGENTD_POLL_SECONDS", poll);
+    if (!d) return std::unexpected(d.error());
+    o.interval = *d;
+  }
   o.exchange_url = env_or("HZN_EXCHANGE_URL");
   o.org = env_or("HZN_ORG_ID");
   o.user_auth = env_or("HZN_EXCHANGE_USER_AUTH");
@@ -148,6 +198,14 @@ Result<Options> parse_args(int argc, char** argv) {
       }
       continue;
     }
+    if (name == "--interval") {
+      auto v = take();
+      if (!v) return std::unexpected(v.error());
+      auto d = parse_seconds(name, *v);
+      if (!d) return std::unexpected(d.error());
+      o.interval = *d;
+      continue;
+    }
     if (name == "--max-concurrent" || name == "--min-available") {
       auto v = take();
       if (!v) return std::unexpected(v.error());
@@ -159,6 +217,8 @@ Result<Options> parse_args(int argc, char** argv) {
       continue;
     }
     bool* flag = name == "--json"                   ? &o.json
+                 : name == "--raw"                  ? &o.raw
+                 : name == "--watch"                ? &o.watch
                  : name == "--force"                ? &o.force
                  : name == "-h" || name == "--help" ? &o.help
                  : name == "--version"              ? &o.version
@@ -180,12 +240,6 @@ class BlockingSleeper final : public Sleeper {
   bool stop_requested() override { return false; }
 };
 
-std::string one_line(std::string s) {
-  for (char& c : s)
-    if (c == '\n' || c == '\r') c = ' ';
-  return s;
-}
-
 // Errc::config marks a usage error (exit 2); anything else came from the hub or the entry.
 int report(const Error& e) {
   const bool usage = e.code == Errc::config;
@@ -197,7 +251,7 @@ class Admin {
  public:
   Admin(Exchange& ex, std::string user) : ex_(ex), user_(std::move(user)) {}
 
-  Status status(const std::string& group, bool raw) {
+  Status status(const std::string& group, bool raw, bool json) {
     if (raw) {
       auto body = ex_.read_raw(group);
       if (!body) return std::unexpected(body.error());
@@ -206,7 +260,49 @@ class Admin {
     }
     auto r = ex_.read(group, std::nullopt);
     if (!r) return std::unexpected(r.error());
-    print_status(r->document);
+    const Wall now = SystemClock().wall();
+    std::cout << (json ? status_json(r->document, now) + "\n" : status_table(r->document, now));
+    return {};
+  }
+
+  // Reads the group with If-None-Match every `interval` (a 304 costs the hub
+  // next to nothing, protocol.md §3) and shows each new revision: the table
+  // redrawn on a terminal, else a line per change (or a JSON object per
+  // revision). A failed read is reported and tried again; SIGINT/SIGTERM end it.
+  Status watch(const std::string& group, bool json, std::chrono::milliseconds interval,
+               SignalWaiter& waiter) {
+    const bool tty = !json && ::isatty(STDOUT_FILENO) == 1;
+    std::optional<GroupDocument> shown;
+    std::string last_error;
+    while (!waiter.stop_requested()) {
+      std::optional<std::int64_t> known;
+      if (shown) known = shown->revision;
+      auto r = ex_.read(group, known);
+      const Wall now = SystemClock().wall();
+      if (!r) {
+        if (r.error().code == Errc::cancelled) break;
+        if (r.error().describe() != last_error)
+          std::cerr << "agentctl: " << format_time(now) << " " << one_line(r.error().describe()) << "\n";
+        last_error = r.error().describe();
+      } else {
+        last_error.clear();
+        if (!r->not_modified) {
+          if (json) {
+            std::cout << status_json(r->document, now) << "\n";
+          } else if (tty) {
+            // Home, clear the screen: a plain ANSI terminal redraw.
+            std::cout << "\x1b[H\x1b[2J" << status_table(r->document, now) << "\nwatching every "
+                      << interval.count() / 1000.0 << " s; Ctrl-C ends\n";
+          } else {
+            for (const auto& line : status_changes(shown ? &*shown : nullptr, r->document, now))
+              std::cout << line << "\n";
+          }
+          std::cout.flush();
+          shown = std::move(r->document);
+        }
+      }
+      if (!waiter.sleep_for(interval)) break;
+    }
     return {};
   }
 
@@ -336,72 +432,6 @@ class Admin {
     return {};
   }
 
-  static std::string settings_line(const GroupDocument& doc) {
-    std::string s = "maxConcurrent=" + std::to_string(doc.settings.max_concurrent) +
-                    " minAvailable=" + std::to_string(doc.min_available());
-    if (!doc.settings.min_available) s += " (default)";
-    s += doc.settings.paused ? " paused=yes" : " paused=no";
-    return s;
-  }
-
-  static std::string lease_age(const Entry& e, Wall now) {
-    if (!holds_lease(e.state)) return "-";
-    Wall renewed;
-    std::string dur = std::to_string(e.lease_duration_seconds) + "s";
-    if (!parse_time(e.renew_time, &renewed)) return "? of " + dur;
-    auto age = std::chrono::duration_cast<std::chrono::seconds>(now - renewed).count();
-    // Wall clocks of two machines: a hint for people, not a decision (protocol.md §4.1).
-    if (age < 0) return "0s of " + dur + " (clock skew)";
-    std::string s = std::to_string(age) + "s of " + dur;
-    if (age > e.lease_duration_seconds) s += " (stale?)";
-    return s;
-  }
-
-  void print_status(const GroupDocument& doc) {
-    std::cout << "group " << doc.name << "  revision " << doc.revision << "  members " << doc.members.size()
-              << "\n";
-    std::cout << "settings: " << settings_line(doc) << "\n";
-    bool halted = false;
-    for (const auto& [node, e] : doc.entries) {
-      if (!is_halting(e.state)) continue;
-      halted = true;
-      std::cout << "halted for " << (e.target_version.empty() ? "?" : e.target_version) << ": " << node
-                << " is " << to_string(e.state) << (e.message.empty() ? "" : ": " + one_line(e.message))
-                << " (agentctl resume " << doc.name << " " << node << ")\n";
-    }
-    if (!halted) std::cout << "halted: no\n";
-
-    std::vector<std::vector<std::string>> rows{
-        {"MEMBER", "STATE", "VERSION", "TARGET", "EPOCH", "LEASE", "MESSAGE"}};
-    const Wall now = SystemClock().wall();
-    auto add = [&](const std::string& node, const Entry* e, const std::string& note) {
-      if (!e) {
-        rows.push_back({node, "(no entry)", "", "", "", "", note});
-        return;
-      }
-      std::string msg = one_line(e->message);
-      if (!note.empty()) msg = note + (msg.empty() ? "" : "; " + msg);
-      rows.push_back({node, to_string(e->state), e->version, e->target_version, std::to_string(e->epoch),
-                      lease_age(*e, now), msg});
-    };
-    for (const auto& m : doc.members) add(m, doc.entry(m), "");
-    for (const auto& [node, e] : doc.entries)
-      if (!doc.is_member(node)) add(node, &e, "not a member");
-
-    std::vector<std::size_t> width(rows[0].size(), 0);
-    for (const auto& row : rows)
-      for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-    for (const auto& row : rows) {
-      std::string line;
-      for (std::size_t i = 0; i < row.size(); ++i) {
-        line += row[i];
-        if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
-      }
-      while (!line.empty() && line.back() == ' ') line.pop_back();
-      std::cout << line << "\n";
-    }
-  }
-
   Exchange& ex_;
   std::string user_;
 };
@@ -436,7 +466,10 @@ int run(int argc, char** argv) {
   if (!shape) return usage("unknown command '" + cmd + "'");
   if (operands.size() != shape->operands)
     return usage(cmd + " takes " + (shape->operands == 1 ? "GROUP" : "GROUP NODE"));
-  if (o.json && cmd != "status") return usage("--json is only for status");
+  if ((o.json || o.raw || o.watch) && cmd != "status")
+    return usage("--json, --raw and --watch are only for status");
+  if (o.json && o.raw) return usage("--json and --raw exclude each other");
+  if (o.raw && o.watch) return usage("--watch shows the table or --json, not --raw");
   if (o.force && cmd != "resume" && cmd != "force-release")
     return usage("--force is only for resume and force-release");
   if ((o.max_concurrent || o.min_available) && cmd != "settings")
@@ -458,16 +491,26 @@ int run(int argc, char** argv) {
   http_options.basic_password = o.user_auth.substr(colon + 1);
   http_options.ca_file = o.ca_file;
   http_options.user_agent = std::string("agentctl/") + AGENTD_VERSION;
+  // --watch runs until a signal: SIGINT and SIGTERM are blocked and read by the
+  // waiter, which also ends a request or a retry in flight.
+  std::optional<SignalWaiter> waiter;
+  if (o.watch) {
+    waiter.emplace();
+    http_options.cancelled = [&waiter] { return waiter->stop_requested(); };
+  }
   auto http = make_curl_http_client(http_options);
-  BlockingSleeper sleeper;
+  BlockingSleeper blocking;
+  Sleeper& sleeper = waiter ? static_cast<Sleeper&>(*waiter) : blocking;
   // node_id is unused: admin calls name their node explicitly.
   Exchange ex(*http, ExchangeEndpoint{o.exchange_url, "", o.org, ""}, RetryPolicy{}, sleeper);
   Admin admin(ex, user);
 
   const std::string& group = operands[0];
   Status st;
-  if (cmd == "status")
-    st = admin.status(group, o.json);
+  if (cmd == "status" && o.watch)
+    st = admin.watch(group, o.json, o.interval, *waiter);
+  else if (cmd == "status")
+    st = admin.status(group, o.raw, o.json);
   else if (cmd == "pause")
     st = admin.pause(group, true);
   else if (cmd == "unpause")

@@ -190,6 +190,14 @@ Problem set_token_file(Config& c, std::string_view v) {
 Problem set_state_dir(Config& c, std::string_view v) {
   return check_absolute_path(v, c.state_dir);
 }
+// Empty turns the metrics file off.
+Problem set_metrics_dir(Config& c, std::string_view v) {
+  if (v.empty()) {
+    c.metrics_dir.clear();
+    return std::nullopt;
+  }
+  return check_absolute_path(v, c.metrics_dir);
+}
 Problem set_log_level(Config& c, std::string_view v) {
   return check_level(v, c.log_level);
 }
@@ -308,6 +316,7 @@ constexpr KeySpec kKeys[] = {
     {"HZN_AGENT_PORT", &set_agent_port, false},
     {"AGENTD_TOKEN_FILE", &set_token_file, true},
     {"AGENTD_STATE_DIR", &set_state_dir, false},
+    {"AGENTD_METRICS_DIR", &set_metrics_dir, false},
     {"AGENTD_LEASE_DURATION_SECONDS", &set_duration<&Config::lease_duration>, false},
     {"AGENTD_HEARTBEAT_SECONDS", &set_duration<&Config::heartbeat>, false},
     {"AGENTD_IDLE_HEARTBEAT_SECONDS", &set_duration<&Config::idle_heartbeat>, false},
@@ -988,6 +997,14 @@ CONFIGURATION
         step log steps.jsonl. It must be owned by the user agentd runs as and
         not be writable by group or others (agentd creates it with mode 0700);
         otherwise agentd exits with status 5.
+    AGENTD_METRICS_DIR (default /var/lib/prometheus/node-exporter)
+        node_exporter's textfile collector directory. agentd writes its
+        metrics there as agentd.prom (Prometheus text format, mode 0644,
+        written to agentd.prom.tmp and renamed): at once when the member's
+        state changes, when only counters changed at most once per heartbeat,
+        and at least once per idle heartbeat. Empty: no metrics file. A
+        missing or unwritable directory is logged once and never stops
+        agentd. The metrics are listed in agentd(8).
     AGENTD_LEASE_DURATION_SECONDS (default 120)
         Lease duration written into the entry on acquire. A lease not renewed
         for this long (by local observation) is dead. Must be longer than the

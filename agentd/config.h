@@ -37,17 +37,19 @@ struct Config {
   std::string anax_url = "http://localhost:8510";  // from HZN_AGENT_PORT: anax's local API
 
   // agentd's own settings (AGENTD_*)
-  std::string token_file;                              // AGENTD_TOKEN_FILE (required)
-  std::string state_dir = "/var/lib/agentd";           // AGENTD_STATE_DIR / --state-dir
-  std::chrono::milliseconds lease_duration{120'000};   // AGENTD_LEASE_DURATION_SECONDS
-  std::chrono::milliseconds heartbeat{20'000};         // AGENTD_HEARTBEAT_SECONDS
-  std::chrono::milliseconds idle_heartbeat{600'000};   // AGENTD_IDLE_HEARTBEAT_SECONDS
-  std::chrono::milliseconds changes_interval{30'000};  // AGENTD_CHANGES_SECONDS
-  std::chrono::milliseconds fast_poll{2'000};          // AGENTD_FAST_POLL_SECONDS
-  std::chrono::milliseconds poll{10'000};              // AGENTD_POLL_SECONDS
-  std::chrono::milliseconds connect_timeout{10'000};   // AGENTD_CONNECT_TIMEOUT_SECONDS
-  std::chrono::milliseconds http_timeout{30'000};      // AGENTD_HTTP_TIMEOUT_SECONDS
-  std::size_t max_response_bytes = 4 * 1024 * 1024;    // AGENTD_MAX_RESPONSE_BYTES
+  std::string token_file;                     // AGENTD_TOKEN_FILE (required)
+  std::string state_dir = "/var/lib/agentd";  // AGENTD_STATE_DIR / --state-dir
+  // node_exporter's textfile collector directory (Debian's path); "" = no metrics file.
+  std::string metrics_dir = "/var/lib/prometheus/node-exporter";  // AGENTD_METRICS_DIR
+  std::chrono::milliseconds lease_duration{120'000};              // AGENTD_LEASE_DURATION_SECONDS
+  std::chrono::milliseconds heartbeat{20'000};                    // AGENTD_HEARTBEAT_SECONDS
+  std::chrono::milliseconds idle_heartbeat{600'000};              // AGENTD_IDLE_HEARTBEAT_SECONDS
+  std::chrono::milliseconds changes_interval{30'000};             // AGENTD_CHANGES_SECONDS
+  std::chrono::milliseconds fast_poll{2'000};                     // AGENTD_FAST_POLL_SECONDS
+  std::chrono::milliseconds poll{10'000};                         // AGENTD_POLL_SECONDS
+  std::chrono::milliseconds connect_timeout{10'000};              // AGENTD_CONNECT_TIMEOUT_SECONDS
+  std::chrono::milliseconds http_timeout{30'000};                 // AGENTD_HTTP_TIMEOUT_SECONDS
+  std::size_t max_response_bytes = 4 * 1024 * 1024;               // AGENTD_MAX_RESPONSE_BYTES
   // http:// to a host other than loopback sends the token in clear: refused
   // unless this is set, and then warned about at every start.
   bool allow_insecure_http = false;  // AGENTD_ALLOW_INSECURE_HTTP

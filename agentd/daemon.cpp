@@ -62,7 +62,8 @@ struct PersistError : std::runtime_error {
 Daemon::Daemon(DaemonParts parts)
     : p_(parts),
       coordinator_(parts.config.node_id, timing_from(parts.config)),
-      rng_(parts.seed != 0 ? parts.seed : std::random_device{}()) {}
+      rng_(parts.seed != 0 ? parts.seed : std::random_device{}()),
+      metrics_file_(parts.metrics ? parts.config.metrics_dir : "", parts.log) {}
 
 std::string Daemon::new_write_id() {
   char buf[33];
@@ -249,12 +250,73 @@ void Daemon::tick() {
     p_.notifier.notify("WATCHDOG=1");
     next_watchdog_ = now + p_.notifier.watchdog_interval();
   }
-  if (!degraded_.empty() && !recovered()) return;
-  try {
-    pass();
-  } catch (const PersistError& e) {
-    degrade(e.what());
+  if (degraded_.empty() || recovered()) {
+    try {
+      pass();
+    } catch (const PersistError& e) {
+      degrade(e.what());
+    }
   }
+  update_metrics();
+}
+
+// The group's part of the metrics, from each fresh document: a conflict later in
+// the pass drops the copy, not what it showed.
+void Daemon::observe_group_for_metrics(Mono now) {
+  if (!p_.metrics || !doc_) return;
+  const Local& l = ps_.local;
+  group_gauges_.members = static_cast<std::int64_t>(doc_->members.size());
+  group_gauges_.rollout_active = Coordinator::rollout_active(*doc_);
+  group_gauges_.members_unhealthy = 0;
+  // protocol.md §4.1: health is judged only during a rollout, after watching it long enough.
+  if (group_gauges_.rollout_active && coordinator_.judging(now))
+    for (const std::string& m : doc_->members) {
+      const Entry* e = doc_->entry(m);
+      if (m != p_.config.node_id && (!e || !coordinator_.healthy(m, *e, now)))
+        ++group_gauges_.members_unhealthy;
+    }
+  auto halt = l.target.empty() ? std::nullopt : Coordinator::halted_for(*doc_, l.target);
+  if (halt && !group_gauges_.halted) {
+    count(&MetricCounters::halts_seen);
+    p_.log.warn("halt-seen", {{"group", ps_.group}, {"target", l.target}, {"msg", *halt}});
+  }
+  group_gauges_.halted = halt.has_value();
+}
+
+void Daemon::update_metrics() {
+  if (!p_.metrics || !metrics_file_.enabled()) return;
+  const Local& l = ps_.local;
+  const Mono now = p_.clock.mono();
+  const auto unix_seconds = [](Wall t) {
+    return std::chrono::duration<double>(t.time_since_epoch()).count();
+  };
+  MetricValues v;
+  MemberGauges& g = v.member;
+  if (ps_.group.empty()) group_gauges_ = MemberGauges{};
+  g = group_gauges_;
+  // A node in no group halts only itself (ungrouped_tick).
+  if (ps_.group.empty()) g.halted = is_halting(l.state) && l.failed_target == l.target && !l.target.empty();
+  g.group = ps_.group;
+  g.version = l.version;
+  g.target = l.target;
+  g.state = l.state;
+  g.progress = l.progress;
+  g.lease_held = !ps_.group.empty() && holds_lease(l.state) && !l.leaseless;
+  g.epoch = l.epoch;
+  if (Wall acquired; g.lease_held && parse_time(l.acquire_time, &acquired))
+    g.lease_acquired_seconds = unix_seconds(acquired);
+  g.lease_duration_seconds = std::chrono::duration<double>(p_.config.lease_duration).count();
+  g.hub_coordinates = ps_.group.empty() ? std::nullopt : hub_coordinates_;
+  if (l.state == State::succeeded && metrics_state_ && *metrics_state_ != State::succeeded)
+    last_success_seconds_ = unix_seconds(p_.clock.wall());
+  metrics_state_ = l.state;
+  g.last_success_seconds = last_success_seconds_;
+  v.counters = p_.metrics->counters();
+  // Counters alone are written at most once per heartbeat during a rollout, once
+  // per idle heartbeat otherwise: a quiet member rewrites its file rarely.
+  const Mono counters_every =
+      g.rollout_active || is_active(l.state) ? p_.config.heartbeat : p_.config.idle_heartbeat;
+  metrics_file_.update(v, now, counters_every, p_.config.idle_heartbeat);
 }
 
 void Daemon::degrade(const std::string& why) {
@@ -545,6 +607,7 @@ bool Daemon::read_group(bool force) {
   }
   coordinator_.observe(*doc_, now);
   note_job();
+  observe_group_for_metrics(now);
   next_read_ = now + coordinator_.poll_interval(*doc_, ps_.local, now);
   return true;
 }
@@ -554,6 +617,7 @@ void Daemon::resolve_pending() {
   if (ps_.pending_write_id.empty() || !doc_) return;
   Landed effects;
   if (auto e = agentd::resolve_pending(ps_, *doc_, p_.config.node_id, &effects)) {
+    count(&MetricCounters::lost_writes_recovered);
     p_.log.info("write-recovered", {{"writeId", e->write_id}, {"state", to_string(e->state)}});
     report(effects);
   }
@@ -717,6 +781,7 @@ WriteOutcome Daemon::write(const Action& a) {
     if (outcome == WriteOutcome::conflict) {
       // protocol.md §4.6: it stays pending; the re-read that follows every
       // conflict judges it by its writeId.
+      count(&MetricCounters::write_conflicts);
       p_.log.debug(
           "write-conflict",
           {{"what", a.what}, {"writeId", a.entry.write_id}, {"revision", std::to_string(doc_->revision)}});
@@ -754,6 +819,7 @@ WriteOutcome Daemon::write(const Action& a) {
                          {"revision", std::to_string(*r)},
                          {"msg", a.reason}});
   } else {
+    if (a.what == "renew") count(&MetricCounters::renewals);
     p_.log.debug(a.what, {{"revision", std::to_string(*r)}});
   }
   return WriteOutcome::landed;
@@ -764,6 +830,7 @@ void Daemon::adopt(const Entry& e) {
   p_.log.warn("entry-changed",
               {{"state", to_string(e.state)}, {"epoch", std::to_string(e.epoch)}, {"msg", e.message}});
   Adopted a = adopt_entry(ps_.local, e);
+  if (a.fenced) count(&MetricCounters::fences);
   if (a.step_running)
     p_.log.warn("fence", {{"reason", a.reason}, {"running", "true"}});
   else if (a.fenced)
@@ -777,6 +844,7 @@ bool Daemon::begin_step(ActionKind kind, bool fenced_step) {
     if (!read_group(true)) return false;
     Verdict v = coordinator_.fence(*doc_, ps_.local, p_.clock.mono());
     if (!v.ok) {
+      count(&MetricCounters::fences);
       p_.log.warn("fence", {{"step", to_string(kind)}, {"reason", v.reason}});
       return false;
     }
@@ -850,6 +918,10 @@ void Daemon::finish_job() {
   std::string err = result ? "" : result.error().describe();
   p_.log.log(result ? Level::info : Level::error, "step-done",
              {{"step", to_string(kind)}, {"ok", result ? "true" : "false"}, {"error", err}});
+  if (kind == ActionKind::install) count_step(StepMetric::install, result.has_value());
+  if (kind == ActionKind::restart) count_step(StepMetric::restart, result.has_value());
+  if (kind == ActionKind::rollback) count_step(StepMetric::rollback, result.has_value());
+  if (kind == ActionKind::prepare && !result) count(&MetricCounters::download_failures);
   if (kind == ActionKind::prepare && job_target_ != l.target) {
     p_.log.info("prepare-outdated", {{"prepared", job_target_}, {"target", l.target}});
     return;  // prepared for a target the plan has since replaced
@@ -886,6 +958,7 @@ void Daemon::finish_job() {
       break;
     case ActionKind::check_health: {
       auto v = p_.upgrader.running_version();
+      count_step(StepMetric::health, result && v && *v == l.target);
       if (result && v && *v == l.target) {
         l.progress = Progress::healthy;
       } else {

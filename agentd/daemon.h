@@ -19,6 +19,7 @@
 #include "group_store.h"
 #include "log.h"
 #include "member.h"
+#include "metrics.h"
 #include "node_source.h"
 #include "service.h"
 #include "status_reporter.h"
@@ -69,6 +70,9 @@ struct DaemonParts {
   // Beside anax (anax-coexistence.md): its local API gives the node and the job;
   // null when agentd works alone.
   AnaxApi* anax = nullptr;
+  // Counters shared with the Exchange clients and the pipeline; with it, the
+  // member's metrics go to config.metrics_dir. Null: no metrics.
+  Metrics* metrics = nullptr;
 };
 
 class Daemon {
@@ -117,6 +121,16 @@ class Daemon {
   void log_step(const char* step, const char* phase);
   void note_job();  // Local.job_running / step_running from the job
   std::string new_write_id();
+  // The metrics file (agentd/metrics.h): the member's gauges from its state, the
+  // counters from p_.metrics; called after every pass.
+  void update_metrics();
+  void observe_group_for_metrics(Mono now);
+  void count(std::uint64_t MetricCounters::*counter) {
+    if (p_.metrics) p_.metrics->count(counter);
+  }
+  void count_step(StepMetric s, bool ok) {
+    if (p_.metrics) p_.metrics->step(s, ok);
+  }
 
   DaemonParts p_;
   Coordinator coordinator_;
@@ -158,6 +172,12 @@ class Daemon {
   // Why the state file cannot be written ("" = it can), and when to try again.
   std::string degraded_;
   Mono retry_persist_{0}, persist_backoff_{1000};
+  MetricsFile metrics_file_;
+  // What the metrics remember between passes: the group's view as of the last
+  // document read (a conflict drops the copy, not the facts), and transitions.
+  MemberGauges group_gauges_;
+  std::optional<State> metrics_state_;
+  double last_success_seconds_ = 0;
 };
 
 }  // namespace agentd

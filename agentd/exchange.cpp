@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "json.h"
+#include "metrics.h"
 
 namespace agentd {
 
@@ -265,8 +266,14 @@ Status check_status(const HttpResponse& r, std::initializer_list<long> ok, const
   return fail(code, std::move(message), static_cast<int>(r.status));
 }
 
-Exchange::Exchange(HttpClient& http, ExchangeEndpoint endpoint, RetryPolicy retry, Sleeper& sleeper)
-    : http_(http), ep_(std::move(endpoint)), retry_(retry), sleeper_(sleeper), rng_(std::random_device{}()) {
+Exchange::Exchange(HttpClient& http, ExchangeEndpoint endpoint, RetryPolicy retry, Sleeper& sleeper,
+                   Metrics* metrics)
+    : http_(http),
+      ep_(std::move(endpoint)),
+      retry_(retry),
+      sleeper_(sleeper),
+      metrics_(metrics),
+      rng_(std::random_device{}()) {
   while (!ep_.exchange_url.empty() && ep_.exchange_url.back() == '/') ep_.exchange_url.pop_back();
   while (!ep_.css_url.empty() && ep_.css_url.back() == '/') ep_.css_url.pop_back();
 }
@@ -277,7 +284,7 @@ std::string Exchange::url(const std::string& path) const {
 
 // Reads retry transient failures (transport, 5xx, 408, 429) with full jitter; writes
 // never do (protocol.md §4.6: the caller re-reads before writing again).
-Result<HttpResponse> Exchange::call(HttpRequest req, bool retry) {
+Result<HttpResponse> Exchange::call(HttpRequest req, bool retry, HubRoute route) {
   using std::chrono::milliseconds;
   using Steady = std::chrono::steady_clock;
   const int attempts = retry ? std::max(1, retry_.attempts) : 1;
@@ -287,6 +294,7 @@ Result<HttpResponse> Exchange::call(HttpRequest req, bool retry) {
   for (int attempt = 0;; ++attempt) {
     if (bounded) req.timeout = std::max(left(), milliseconds{1});
     auto r = http_.perform(req);
+    if (metrics_) metrics_->hub_request(route, r ? r->status : 0);
     const bool transient = r ? transient_status(r->status) : r.error().transient();
     if (!transient || attempt + 1 >= attempts) return r;
     const milliseconds backoff = full_jitter(attempt, retry_.base, retry_.cap, rng_);
@@ -299,7 +307,7 @@ Result<HttpResponse> Exchange::call(HttpRequest req, bool retry) {
 Result<NodeRecord> Exchange::get_node() {
   const std::string path = "orgs/" + seg(ep_.org) + "/nodes/" + seg(ep_.node_id);
   const std::string what = "GET " + path;
-  auto r = call({"GET", url(path), {}, {}}, true);
+  auto r = call({"GET", url(path), {}, {}}, true, HubRoute::node);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
   auto root = json::parse(r->body, "node response");
@@ -340,7 +348,7 @@ Result<NodeRecord> Exchange::get_node() {
 Result<std::vector<ManagementPolicy>> Exchange::list_management_policies() {
   const std::string path = "orgs/" + seg(ep_.org) + "/managementpolicies";
   const std::string what = "GET " + path;
-  auto r = call({"GET", url(path), {}, {}}, true);
+  auto r = call({"GET", url(path), {}, {}}, true, HubRoute::management_policies);
   if (!r) return std::unexpected(r.error());
   std::vector<ManagementPolicy> out;
   if (r->status == 404) return out;  // exchange-api.md §4.1: no policies in the org
@@ -367,7 +375,7 @@ Result<Manifest> Exchange::get_manifest(const std::string& manifest_ref) {
   const auto& [org, id] = *where;
   const std::string full = object_data_url(org, "agent_upgrade_manifests", id);
   const std::string what = "GET " + full;
-  auto r = call({"GET", full, {}, {}}, true);
+  auto r = call({"GET", full, {}, {}}, true, HubRoute::css_object);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
   return parse_manifest(r->body, what);
@@ -385,7 +393,7 @@ Result<SignedManifest> Exchange::get_signed_manifest(const std::string& manifest
   if (!meta) return std::unexpected(meta.error());
   const std::string full = object_data_url(out.org, "agent_upgrade_manifests", out.id);
   const std::string what = "GET " + full;
-  auto r = call({"GET", full, {}, {}}, true);
+  auto r = call({"GET", full, {}, {}}, true, HubRoute::css_object);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
   // The signature covers the data as the metadata describes it: data of another
@@ -409,7 +417,7 @@ Result<ObjectMetadata> Exchange::get_object_metadata(const std::string& org, con
                 "HZN_FSS_CSSURL is not set: cannot read object '" + org + "/" + type + "/" + id + "'");
   const std::string full = ep_.css_url + "/api/v1/objects/" + seg(org) + "/" + seg(type) + "/" + seg(id);
   const std::string what = "GET " + full;
-  auto r = call({"GET", full, {}, {}}, true);
+  auto r = call({"GET", full, {}, {}}, true, HubRoute::css_object);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
   auto root = json::parse(r->body, "object metadata");
@@ -450,7 +458,7 @@ std::string Exchange::object_data_url(const std::string& org, const std::string&
 Result<std::optional<Properties>> Exchange::get_node_policy() {
   const std::string path = "orgs/" + seg(ep_.org) + "/nodes/" + seg(ep_.node_id) + "/policy";
   const std::string what = "GET " + path;
-  auto r = call({"GET", url(path), {}, {}}, true);
+  auto r = call({"GET", url(path), {}, {}}, true, HubRoute::node_policy);
   if (!r) return std::unexpected(r.error());
   if (r->status == 404) return std::optional<Properties>{};  // the node has no policy
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
@@ -472,7 +480,7 @@ Result<std::optional<Properties>> Exchange::get_node_policy() {
 Result<std::vector<std::string>> Exchange::agent_software_versions() {
   const std::string path = "orgs/IBM/AgentFileVersion";  // exchange-api.md §5.3: only org IBM
   const std::string what = "GET " + path;
-  auto r = call({"GET", url(path), {}, {}}, true);
+  auto r = call({"GET", url(path), {}, {}}, true, HubRoute::agent_versions);
   if (!r) return std::unexpected(r.error());
   if (r->status == 404) return std::vector<std::string>{};  // never published
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
@@ -502,7 +510,7 @@ Status Exchange::put_management_status(const std::string& nmp_name, const Manage
   auto body = json::object();
   json::set(body.get(), "agentUpgradePolicyStatus", std::move(s));
 
-  auto r = call({"PUT", url(path), {}, json::print(body.get())}, false);
+  auto r = call({"PUT", url(path), {}, json::print(body.get())}, false, HubRoute::management_status);
   if (!r) return std::unexpected(r.error());
   return check_status(*r, {201, 204}, "PUT " + path);
 }
@@ -518,7 +526,7 @@ Status Exchange::patch_software_version(const std::string& version) {
   auto body = json::object();
   json::set(body.get(), "softwareVersions", std::move(versions));
   const std::string path = "orgs/" + seg(ep_.org) + "/nodes/" + seg(ep_.node_id);
-  auto r = call({"PATCH", url(path), {}, json::print(body.get())}, false);
+  auto r = call({"PATCH", url(path), {}, json::print(body.get())}, false, HubRoute::software_version);
   if (!r) return std::unexpected(r.error());
   return check_status(*r, {201, 204}, "PATCH " + path);
 }
@@ -526,7 +534,7 @@ Status Exchange::patch_software_version(const std::string& version) {
 Result<std::int64_t> Exchange::max_change_id() {
   const std::string path = "changes/maxchangeid";
   const std::string what = "GET " + path;
-  auto r = call({"GET", url(path), {}, {}}, true);
+  auto r = call({"GET", url(path), {}, {}}, true, HubRoute::changes);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
   auto root = json::parse(r->body, "maxchangeid response");
@@ -543,7 +551,7 @@ Result<Changes> Exchange::changes(std::int64_t since, int max_records) {
   auto req = json::object();
   json::set(req.get(), "changeId", since);
   json::set(req.get(), "maxRecords", max_records);
-  auto r = call({"POST", url(path), {}, json::print(req.get())}, true);
+  auto r = call({"POST", url(path), {}, json::print(req.get())}, true, HubRoute::changes);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {201}, what); !st) return std::unexpected(st.error());
   auto root = json::parse(r->body, "changes response");
@@ -580,7 +588,7 @@ Result<GroupRead> Exchange::read(const std::string& group, std::optional<std::in
   const std::string what = "GET " + path;
   HttpRequest req{"GET", url(path), {}, {}};
   if (if_none_match) req.headers.emplace_back("If-None-Match", quoted(*if_none_match));
-  auto r = call(std::move(req), true);
+  auto r = call(std::move(req), true, HubRoute::group_read);
   if (!r) return std::unexpected(r.error());
   if (r->status == 304 && if_none_match) return GroupRead{true, {}};
   if (r->status == 403) {
@@ -622,7 +630,8 @@ Result<std::int64_t> Exchange::write_entry(const std::string& group, const std::
   const std::string what = "PUT " + path;
   std::vector<std::pair<std::string, std::string>> headers{{"If-Match", quoted(if_revision)}};
   if (condition == WriteCondition::entry) headers.emplace_back("If-Match-Scope", "entry");
-  auto r = call({"PUT", url(path), std::move(headers), json::print(entry_to_json(entry).get())}, false);
+  auto r = call({"PUT", url(path), std::move(headers), json::print(entry_to_json(entry).get())}, false,
+                HubRoute::group_write);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {201}, what); !st) return std::unexpected(st.error());
   return written_revision(*r, what);
@@ -632,7 +641,7 @@ Result<std::int64_t> Exchange::delete_entry(const std::string& group, const std:
                                             std::int64_t if_revision) {
   const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group) + "/agentupgrade/" + seg(node);
   const std::string what = "DELETE " + path;
-  auto r = call({"DELETE", url(path), {{"If-Match", quoted(if_revision)}}, {}}, false);
+  auto r = call({"DELETE", url(path), {{"If-Match", quoted(if_revision)}}, {}}, false, HubRoute::group_write);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {204}, what); !st) return std::unexpected(st.error());
   return written_revision(*r, what);
@@ -644,7 +653,7 @@ Result<std::int64_t> Exchange::put_settings(const std::string& group, const Sett
   const std::string what = "PUT " + path;
   auto r = call(
       {"PUT", url(path), {{"If-Match", quoted(if_revision)}}, json::print(settings_to_json(settings).get())},
-      false);
+      false, HubRoute::group_write);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {201}, what); !st) return std::unexpected(st.error());
   return written_revision(*r, what);
@@ -652,7 +661,7 @@ Result<std::int64_t> Exchange::put_settings(const std::string& group, const Sett
 
 Status Exchange::remove_member(const std::string& group, const std::string& node) {
   const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group) + "/nodes/" + seg(node);
-  auto r = call({"DELETE", url(path), {}, {}}, false);
+  auto r = call({"DELETE", url(path), {}, {}}, false, HubRoute::group_member);
   if (!r) return std::unexpected(r.error());
   return check_status(*r, {204}, "DELETE " + path);
 }
@@ -660,7 +669,7 @@ Status Exchange::remove_member(const std::string& group, const std::string& node
 Result<std::string> Exchange::read_raw(const std::string& group) {
   const std::string path = "orgs/" + seg(ep_.org) + "/hagroups/" + seg(group);
   const std::string what = "GET " + path;
-  auto r = call({"GET", url(path), {}, {}}, true);
+  auto r = call({"GET", url(path), {}, {}}, true, HubRoute::group_read);
   if (!r) return std::unexpected(r.error());
   if (auto st = check_status(*r, {200}, what); !st) return std::unexpected(st.error());
   if (auto doc = json::parse(r->body, "group document"); !doc) return in(what, doc.error());

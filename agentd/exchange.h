@@ -22,6 +22,9 @@
 
 namespace agentd {
 
+class Metrics;  // metrics.h
+enum class HubRoute;
+
 struct ExchangeEndpoint {
   std::string exchange_url;  // HZN_EXCHANGE_URL, ends in /v1 (trailing slash optional)
   std::string css_url;       // HZN_FSS_CSSURL; empty: manifests are not available
@@ -31,7 +34,9 @@ struct ExchangeEndpoint {
 
 class Exchange final : public GroupStore, public NodeSource {
  public:
-  Exchange(HttpClient& http, ExchangeEndpoint endpoint, RetryPolicy retry, Sleeper& sleeper);
+  // `metrics`, when given, counts every request (each retry too) by route and outcome.
+  Exchange(HttpClient& http, ExchangeEndpoint endpoint, RetryPolicy retry, Sleeper& sleeper,
+           Metrics* metrics = nullptr);
 
   // GET /orgs/{org}/nodes/{node}
   Result<NodeRecord> get_node() override;
@@ -79,13 +84,14 @@ class Exchange final : public GroupStore, public NodeSource {
   Result<std::string> read_raw(const std::string& group);
 
  private:
-  Result<HttpResponse> call(HttpRequest req, bool retry);
+  Result<HttpResponse> call(HttpRequest req, bool retry, HubRoute route);
   std::string url(const std::string& path) const;
 
   HttpClient& http_;
   ExchangeEndpoint ep_;
   RetryPolicy retry_;
   Sleeper& sleeper_;
+  Metrics* metrics_;
   std::mt19937_64 rng_;  // backoff jitter
 };
 

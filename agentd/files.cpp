@@ -37,6 +37,14 @@ Status write_file_atomic(const std::string& path, const std::string& content, un
   if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) return io_error("cannot remove", tmp);
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
   if (fd.get() < 0) return io_error("cannot create", tmp);
+  // The umask (agentd.service has 0077) must not narrow `mode`: a file meant
+  // for another reader (the metrics for node_exporter) would be unreadable.
+  if (::fchmod(fd.get(), mode) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    errno = e;
+    return io_error("cannot chmod", tmp);
+  }
   if (auto w = write_all(fd.get(), content.data(), content.size()); !w) {
     ::unlink(tmp.c_str());
     return fail(Errc::io, "cannot write " + tmp + ": " + w.error().message);

@@ -116,10 +116,12 @@ int main(int argc, char** argv) {
   auto http = make_curl_http_client(http_options);
 
   ExchangeEndpoint endpoint{config->exchange_url, config->css_url, config->org, config->node_id};
+  // Counted by both Exchange clients and the download; written by the daemon.
+  Metrics metrics;
   // A slow hub must not hold the loop past a heartbeat or a lease renewal.
   RetryPolicy loop_retry;
   loop_retry.budget = hub_call_budget(*config);
-  Exchange exchange(*http, endpoint, loop_retry, waiter);
+  Exchange exchange(*http, endpoint, loop_retry, waiter, &metrics);
 
   auto runner = make_process_runner([&waiter] { return waiter.stop_requested(); });
 
@@ -129,7 +131,7 @@ int main(int argc, char** argv) {
   HttpOptions job_http_options = http_options;
   job_http_options.cancelled = [&waiter] { return waiter.stop_requested(); };  // the loop pings the watchdog
   auto job_http = make_curl_http_client(job_http_options);
-  Exchange job_exchange(*job_http, endpoint, RetryPolicy{}, job_sleeper);
+  Exchange job_exchange(*job_http, endpoint, RetryPolicy{}, job_sleeper, &metrics);
   CssArtifactSource css(job_exchange, *job_http);
 
   // Beside anax (AGENTD_ANAX): its local API, on loopback, without the node's
@@ -191,7 +193,7 @@ int main(int argc, char** argv) {
     po.health_command = config->health_command;
     po.command_timeout = config->command_timeout;
     upgrader = make_pipeline_upgrader(po, PipelineParts{artifacts, job_exchange, *installer, units.get(),
-                                                        *runner, *log, clock, job_sleeper});
+                                                        *runner, *log, clock, job_sleeper, &metrics});
   }
   UpgradeCommands commands;
   commands.version = config->version_command;
@@ -210,6 +212,6 @@ int main(int argc, char** argv) {
   StatusReporter& status = beside_anax ? static_cast<StatusReporter&>(to_anax) : to_exchange;
   Daemon daemon(DaemonParts{*config, clock, exchange, exchange, status, *upgrader, *log, state_file,
                             *notifier, waiter, config->state_dir + "/steps.jsonl", 0,
-                            beside_anax ? anax.get() : nullptr});
+                            beside_anax ? anax.get() : nullptr, &metrics});
   return daemon.run();
 }

@@ -89,6 +89,11 @@ install(FILES ${_pkg_src}/copyright ${_pkg_out}/changelog.Debian.gz DESTINATION 
 # The looser sandbox the commands method needs, as a drop-in to copy (agentd(8)).
 install(FILES ${_unit_src}/commands-method.conf DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/agentd/examples)
 install(FILES ${_pkg_src}/lintian-overrides DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides RENAME agentd)
+# Prometheus alerting rules with their promtool tests, and a Grafana dashboard (agentd(8), METRICS).
+install(FILES ${_pkg_src}/monitoring/agentd-alerts.yml
+              ${_pkg_src}/monitoring/agentd-alerts.test.yml
+              ${_pkg_src}/monitoring/grafana-dashboard.json
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/agentd)
 
 # ---- CPack ---------------------------------------------------------------------
 set(CPACK_PACKAGE_NAME agentd)

@@ -77,7 +77,9 @@ check "dpkg -i succeeds (Depends satisfied)" in_root dpkg -i /tmp/old.deb
 check "installed version is $old_version" test "$(version_of)" = "$old_version"
 for f in /usr/sbin/agentd /usr/sbin/agentctl /usr/libexec/agentd/rollback \
   /usr/lib/systemd/system/agentd.service /usr/lib/systemd/system/agentd-rollback.service \
-  /etc/agentd/agentd.conf /usr/share/man/man8/agentd.8.gz /usr/share/doc/agentd/copyright; do
+  /etc/agentd/agentd.conf /usr/share/man/man8/agentd.8.gz /usr/share/doc/agentd/copyright \
+  /usr/share/agentd/agentd-alerts.yml /usr/share/agentd/agentd-alerts.test.yml \
+  /usr/share/agentd/grafana-dashboard.json; do
   check "installed $f" test -e "$root$f"
 done
 check "agentd.conf is a conffile" grep -qx /etc/agentd/agentd.conf "$root/var/lib/dpkg/info/agentd.conffiles"

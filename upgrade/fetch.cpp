@@ -12,6 +12,8 @@
 #include <random>
 #include <set>
 
+#include "agentd/metrics.h"
+
 namespace agentd {
 
 namespace {
@@ -176,6 +178,11 @@ Status fetch_all(HttpClient& http, const std::vector<FetchItem>& items, const st
       Error err;
       HttpRequest req{"GET", item.url, {}, "", options.request_timeout};
       auto r = http.download(req, job.part_path, offset, job.cap, report);
+      if (options.metrics) {
+        auto now_have = size_of(job.part_path);
+        const std::uint64_t have = now_have ? now_have->value_or(0) : 0;
+        options.metrics->download(have > offset ? have - offset : 0, offset > 0);
+      }
       if (r && r->status >= 200 && r->status <= 299) {
         auto got = size_of(job.part_path);
         if (!got) return std::unexpected(got.error());

@@ -18,6 +18,8 @@
 
 namespace agentd {
 
+class Metrics;  // agentd/metrics.h
+
 struct FetchItem {
   std::string name;             // file name in the directory (checked by fetch_name_ok)
   std::string url;              // e.g. {CSSURL}/api/v1/objects/IBM/{type}/{id}/data
@@ -43,6 +45,7 @@ struct FetchOptions {
   // Limit of each download request (AGENTD_DOWNLOAD_TIMEOUT_SECONDS): a hub
   // trickling bytes just above the low-speed limit cannot hold it forever.
   std::chrono::milliseconds request_timeout{3'600'000};
+  Metrics* metrics = nullptr;  // counts the bytes each request added and the resumes
 };
 
 // Only [A-Za-z0-9._+-], 1..128 characters, no leading dot, not ending in

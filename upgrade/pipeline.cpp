@@ -15,6 +15,7 @@
 
 #include "agentd/files.h"
 #include "agentd/json.h"
+#include "agentd/metrics.h"
 #include "upgrade/fetch.h"
 #include "upgrade/plan.h"
 #include "upgrade/verify.h"
@@ -256,6 +257,7 @@ class PipelineUpgrader final : public Upgrader {
     fo.retry.attempts = o_.download_attempts;
     fo.request_timeout = o_.download_timeout;
     fo.sleeper = &p_.sleeper;
+    fo.metrics = p_.metrics;
     fo.progress = [&](const FetchProgress& fp) {
       std::string text = "downloading " + fp.name + ": " + human_bytes(fp.done);
       if (fp.total > 0)

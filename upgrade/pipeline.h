@@ -42,6 +42,8 @@
 
 namespace agentd {
 
+class Metrics;  // agentd/metrics.h
+
 struct PipelineOptions {
   std::string state_dir;
   std::string trusted_keys_dir = "/etc/agentd/trusted.d";
@@ -77,6 +79,7 @@ struct PipelineParts {
   Logger& log;
   Clock& clock;
   Sleeper& sleeper;
+  Metrics* metrics = nullptr;  // downloads' bytes and resumes
 };
 
 std::unique_ptr<Upgrader> make_pipeline_upgrader(PipelineOptions options, PipelineParts parts);

@@ -2,7 +2,7 @@
 # The figures agentd is judged by, measured (not asserted): handoff gap from one
 # member's release to the next member's acquire for 5 and 20 members, hub requests
 # per idle member per minute, peak RSS of an idle agentd, and the stripped binary
-# size, download throughput against curl, the share fetched again after a resume,
+# size, the metrics file's size and write cost, download throughput against curl, the share fetched again after a resume,
 # peak RSS during a 200 MiB download, and the arm64 build idling under qemu. Takes about
 # 20 minutes. Usage: bash tests/bench/bench.sh [IDLE_MINUTES]
 set -euo pipefail
@@ -18,6 +18,9 @@ mkdir -p "$out"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
 strip --strip-all -o "$out/agentd.stripped" build/release/agentd
 echo "agentd stripped binary: $(stat -c %s "$out/agentd.stripped") bytes ($(uname -m), MinSizeRel)"
+
+# The metrics file: its size mid-rollout and the cost of one write (fsynced, renamed).
+build/release/tests/agentd-metrics-bench "" 1000
 
 # Handoffs: the default fast poll (2 s) with short installs, so the gaps dominate;
 # every member beside an anax stand-in (the demo's default).

@@ -641,6 +641,7 @@ Member::Member(std::string dir, const Hub& hub, std::string org, std::string nod
       options_(std::move(options)) {
   fs::create_directories(state_dir());
   fs::permissions(state_dir(), fs::perms::owner_all, fs::perm_options::replace);
+  fs::create_directories(metrics_dir());
   write_horizon();
   write_config();
   write_token(token_);
@@ -671,6 +672,7 @@ void Member::write_config() {
   };
   line("AGENTD_TOKEN_FILE", token_path());
   line("AGENTD_STATE_DIR", state_dir());
+  line("AGENTD_METRICS_DIR", metrics_dir());  // never the machine's node_exporter directory
   line("AGENTD_LEASE_DURATION_SECONDS", o.lease_seconds);
   line("AGENTD_HEARTBEAT_SECONDS", o.heartbeat_seconds);
   line("AGENTD_IDLE_HEARTBEAT_SECONDS", o.idle_heartbeat_seconds);
@@ -1044,14 +1046,19 @@ std::string Rollout::diagnostics(std::size_t tail_lines) {
   return out;
 }
 
-CommandResult Rollout::agentctl(const std::vector<std::string>& args) {
+std::vector<std::string> Rollout::agentctl_argv(const std::vector<std::string>& args) {
   // The password in a 0600 file, as an operator should give it (not on the command line).
   const std::string auth = dir_.file("admin-auth");
   if (!file_exists(auth)) write_file(auth, "admin:adminpw\n", 0600);
   std::vector<std::string> argv{
       AGENTCTL_BIN, "--exchange-url", hub_->exchange_url(), "--org", options_.org, "--user-auth-file", auth};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run_command(std::move(argv), {}, dir_.file("agentctl." + std::to_string(++agentctl_runs_) + ".out"));
+  return argv;
+}
+
+CommandResult Rollout::agentctl(const std::vector<std::string>& args) {
+  return run_command(agentctl_argv(args), {},
+                     dir_.file("agentctl." + std::to_string(++agentctl_runs_) + ".out"));
 }
 
 std::vector<check::Violation> Rollout::violations(bool final_state, std::optional<std::string> target) {

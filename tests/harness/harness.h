@@ -302,6 +302,9 @@ class Member {
   std::string token_path() const { return dir_ + "/token"; }
   std::string state_dir() const { return dir_ + "/state"; }
   std::string steps_path() const { return state_dir() + "/steps.jsonl"; }
+  // node_exporter's textfile directory for this member, and agentd's file in it.
+  std::string metrics_dir() const { return dir_ + "/node-exporter"; }
+  std::string metrics_path() const { return metrics_dir() + "/agentd.prom"; }
   std::string log_path() const { return dir_ + "/agentd.log"; }  // agentd's stdout+stderr, all runs
   std::string agent_calls_path() const { return dir_ + "/agent-calls.log"; }
   std::string version_path() const { return dir_ + "/version"; }  // the fake agent's version
@@ -469,6 +472,8 @@ class Rollout {
 
   // agentctl as the org admin against this hub.
   CommandResult agentctl(const std::vector<std::string>& args);
+  // Its command line, for one that keeps running (agentctl status --watch).
+  std::vector<std::string> agentctl_argv(const std::vector<std::string>& args);
 
   // protocol.md §7 over the hub's write log and every member's steps log.
   std::vector<check::Violation> violations(bool final_state,
