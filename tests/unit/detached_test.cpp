@@ -14,7 +14,7 @@
 
 #include "block_signal.h"
 #include "harness/harness.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;

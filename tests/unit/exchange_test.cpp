@@ -13,7 +13,7 @@
 
 #include "agentd/json.h"
 #include "hub/in_process.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;

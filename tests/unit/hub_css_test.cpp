@@ -18,7 +18,7 @@
 #include "agentd/json.h"
 #include "harness/harness.h"
 #include "hub/in_process.h"
-#include "temp_dir.h"
+#include "support/standin_hub.h"
 #include "upgrade/fetch.h"
 #include "upgrade/verify.h"
 
@@ -29,19 +29,13 @@ using agentd::harness::slurp;
 
 namespace {
 
-constexpr const char* kRoot = "root/root:rootpw";
-constexpr const char* kAdmin = "o/admin:adminpw";
+using testing::kAdmin;
+using testing::kRoot;
+using testing::Res;
 constexpr const char* kAlice = "o/alice:alicepw";
 constexpr const char* kBob = "o/bob:bobpw";
 constexpr const char* kN1 = "o/n1:tok1";
 constexpr const char* kN2 = "o/n2:tok2";
-
-struct Res {
-  int status = -1;  // -1: no response
-  std::string body;
-  json::Ptr json;
-  const cJSON* j() const { return json.get(); }
-};
 
 std::string str(const cJSON* o, const char* key) {
   auto v = json::get_string(o, key);
@@ -56,58 +50,15 @@ std::uint64_t size_of(const std::string& path) {
 
 // The stand-in in this process with org o: admin, users alice and bob, nodes n1
 // (owned by alice) and n2 (owned by bob). restart() keeps the state file.
-class CssHub {
+class CssHub : public testing::StandinHub {
  public:
   CssHub() {
-    start();
-    REQUIRE(call("POST", "/v1/orgs/o", kRoot, R"({"label":"o","description":"test"})").status == 201);
-    REQUIRE(call("POST", "/v1/orgs/o/users/admin", kRoot, R"({"password":"adminpw","admin":true})").status ==
-            201);
+    seed_org();
     REQUIRE(call("POST", "/v1/orgs/o/users/alice", kAdmin, R"({"password":"alicepw"})").status == 201);
     REQUIRE(call("POST", "/v1/orgs/o/users/bob", kAdmin, R"({"password":"bobpw"})").status == 201);
     REQUIRE(call("PUT", "/v1/orgs/o/nodes/n1", kAlice, R"({"token":"tok1","name":"n1"})").status == 201);
     REQUIRE(call("PUT", "/v1/orgs/o/nodes/n2", kBob, R"({"token":"tok2","name":"n2"})").status == 201);
   }
-
-  void start() {
-    standin::HubOptions o;
-    o.state_path = dir_.file("state.json");
-    auto h = standin::InProcessHub::start(o);
-    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
-    hub_ = std::move(*h);
-  }
-  void restart() {
-    hub_.reset();
-    start();
-  }
-  void stop() { hub_.reset(); }
-
-  Res call(const std::string& method, const std::string& path, const std::string& auth,
-           const std::string& body = "") {
-    httplib::Client cli("127.0.0.1", hub_->port());
-    cli.set_connection_timeout(5, 0);
-    cli.set_read_timeout(5, 0);
-    if (!auth.empty()) {
-      auto colon = auth.find(':');
-      cli.set_basic_auth(auth.substr(0, colon).c_str(), auth.substr(colon + 1).c_str());
-    }
-    httplib::Result r = method == "GET"    ? cli.Get(path.c_str())
-                        : method == "PUT"  ? cli.Put(path.c_str(), body, "application/json")
-                        : method == "POST" ? cli.Post(path.c_str(), body, "application/json")
-                                           : cli.Delete(path.c_str());
-    Res out;
-    if (!r) return out;
-    out.status = r->status;
-    out.body = r->body;
-    if (auto p = json::parse(out.body, "response"); p) out.json = std::move(*p);
-    return out;
-  }
-
-  std::string url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(port()) + path;
-  }
-  int port() const { return hub_->port(); }
-  standin::InProcessHub& in_process() { return *hub_; }
 
   static std::string object_path(const std::string& id, bool data = true) {
     return "/css/api/v1/objects/o/agent_software_files-2.0.0/" + id + (data ? "/data" : "");
@@ -116,7 +67,7 @@ class CssHub {
     REQUIRE(call("PUT", object_path(id), kRoot, content).status == 204);
   }
   void set_faults(const std::string& body) {
-    Res r = call("PUT", "/v1/standin/faults", kRoot, body);
+    Res r = StandinHub::set_faults(body);
     REQUIRE_MESSAGE(r.status == 201, r.body);
   }
   json::Ptr body_fault() {
@@ -135,12 +86,6 @@ class CssHub {
     o.basic_password = pw;
     return make_curl_http_client(o);
   }
-
-  const testing::TempDir& dir() const { return dir_; }
-
- private:
-  testing::TempDir dir_;
-  std::unique_ptr<standin::InProcessHub> hub_;
 };
 
 struct Seen {

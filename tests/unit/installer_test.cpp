@@ -15,7 +15,7 @@
 #include "agentd/files.h"
 #include "harness/harness.h"
 #include "harness/packages.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace agentd::testing;

@@ -18,7 +18,7 @@
 #include "harness/packages.h"
 #include "hub/in_process.h"
 #include "support/fake_units.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 #include "upgrade/verify.h"
 #include "upgrade/version_floor.h"
 
