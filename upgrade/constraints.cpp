@@ -99,7 +99,7 @@ bool any_in_list(const std::string& items, const std::string& list) {
 
 bool is_number(const std::string& s) {
   // -?digits(.digits)?, as the language's Num token.
-  std::size_t i = s.size() > 0 && s[0] == '-' ? 1 : 0;
+  std::size_t i = !s.empty() && s[0] == '-' ? 1 : 0;
   std::size_t d = i;
   while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
   if (i == d) return false;
