@@ -18,6 +18,8 @@
 #include "agentd/json.h"
 #include "harness/harness.h"
 #include "hub/in_process.h"
+#include "support/fake_sleeper.h"
+#include "support/recording_http.h"
 #include "support/standin_hub.h"
 #include "upgrade/fetch.h"
 #include "upgrade/verify.h"
@@ -29,8 +31,10 @@ using agentd::harness::slurp;
 
 namespace {
 
+using testing::FakeSleeper;
 using testing::kAdmin;
 using testing::kRoot;
+using testing::RecordingHttp;
 using testing::Res;
 constexpr const char* kAlice = "o/alice:alicepw";
 constexpr const char* kBob = "o/bob:bobpw";
@@ -109,37 +113,6 @@ bool has_change(const std::vector<Seen>& v, const std::string& resource, const s
     if (s.resource == resource && s.id == id && s.operation == operation) return true;
   return false;
 }
-
-// Records each download's offset and outcome ("ok 200", "ok 503", "error transport").
-class Recording final : public HttpClient {
- public:
-  explicit Recording(HttpClient& inner) : inner_(inner) {}
-  Result<HttpResponse> perform(const HttpRequest& req) override { return inner_.perform(req); }
-  Result<HttpResponse> download(const HttpRequest& req, const std::string& path, std::uint64_t offset,
-                                std::uint64_t max_bytes,
-                                const std::function<void(std::uint64_t, std::uint64_t)>& progress) override {
-    auto r = inner_.download(req, path, offset, max_bytes, progress);
-    offsets.push_back(offset);
-    outcomes.push_back(r ? "ok " + std::to_string(r->status)
-                         : std::string("error ") + to_string(r.error().code));
-    return r;
-  }
-  std::vector<std::uint64_t> offsets;
-  std::vector<std::string> outcomes;
-
- private:
-  HttpClient& inner_;
-};
-
-class NoWait final : public Sleeper {
- public:
-  bool sleep_for(std::chrono::milliseconds) override {
-    ++waits;
-    return true;
-  }
-  bool stop_requested() override { return false; }
-  int waits = 0;
-};
 
 }  // namespace
 
@@ -422,8 +395,8 @@ TEST_SUITE("hub") {
 
     // fetch_all with retries gets through the same sequence.
     hub.set_faults(R"({"body":{"kind":"error-midway","afterBytes":20000,"count":1}})");
-    Recording http(*client);
-    NoWait sleeper;
+    RecordingHttp http(*client);
+    FakeSleeper sleeper;
     FetchOptions options;
     options.retry = RetryPolicy{5, 1ms, 2ms};
     options.sleeper = &sleeper;
@@ -432,7 +405,7 @@ TEST_SUITE("hub") {
     REQUIRE_MESSAGE(st.has_value(), st.error().describe());
     CHECK(http.outcomes == std::vector<std::string>{"error transport", "ok 503", "ok 206"});
     CHECK(http.offsets == std::vector<std::uint64_t>{0, 20'000, 20'000});
-    CHECK(sleeper.waits == 2);
+    CHECK(sleeper.waits.size() == 2);
     auto sha = sha256_file(dir.file("obj"), content.size());
     REQUIRE(sha.has_value());
     CHECK(*sha == sha256_hex(content));
