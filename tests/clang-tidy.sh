@@ -5,8 +5,8 @@
 # Usage: bash tests/clang-tidy.sh [BASE]   files changed since the merge base with BASE
 #                                          (default origin/main when it exists)
 #        bash tests/clang-tidy.sh --all    every file of the compile database
-# With neither BASE nor origin/main (CI on a fresh clone): the files of the last
-# commit. The whole tree takes about 15 minutes on two cores, too long for every run.
+# With neither BASE nor origin/main (CI on a fresh clone): every file; the whole
+# tree (97 files) took 4 min 36 s on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,10 +28,8 @@ else
     from="$(git merge-base "$base" HEAD)"
     echo "clang-tidy: files changed since $base ($from)"
     mapfile -t changed < <(git diff --name-only --diff-filter=d "$from" -- '*.cpp' '*.h')
-  elif git rev-parse -q --verify HEAD~1 >/dev/null; then
-    echo "clang-tidy: no base and no origin/main: the files of the last commit"
-    mapfile -t changed < <(git diff --name-only --diff-filter=d HEAD~1 HEAD -- '*.cpp' '*.h')
   else
+    echo "clang-tidy: no base and no origin/main: every file"
     mode=--all
     changed=()
   fi

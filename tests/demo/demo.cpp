@@ -88,7 +88,7 @@ bool parse_args(int argc, char** argv, Args* a) {
       a->quiet = true;
     } else if (k == "--beside-anax") {
       a->beside_anax = true;
-    } else if (!value(&v)) {
+    } else if (!value(&v)) {  // NOLINT(bugprone-branch-clone): as an unknown option, below
       return false;
     } else if (k == "--members") {
       a->members = std::atoi(v.c_str());
