@@ -68,7 +68,8 @@ using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 bool append_header(SlistPtr& list, const std::string& line) {
   curl_slist* grown = curl_slist_append(list.get(), line.c_str());
   if (!grown) return false;
-  list.release();  // curl_slist_append returns the same head (or a new one for an empty list)
+  // curl_slist_append returns the same head (or a new one for an empty list).
+  (void)list.release();
   list.reset(grown);
   return true;
 }

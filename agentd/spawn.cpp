@@ -25,6 +25,7 @@ std::vector<std::string> child_environment(const std::vector<std::pair<std::stri
 
 std::vector<char*> exec_array(const std::vector<std::string>& strings) {
   std::vector<char*> out;
+  out.reserve(strings.size() + 1);
   for (const std::string& s : strings) out.push_back(const_cast<char*>(s.c_str()));
   out.push_back(nullptr);
   return out;

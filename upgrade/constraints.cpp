@@ -99,7 +99,7 @@ bool any_in_list(const std::string& items, const std::string& list) {
 
 bool is_number(const std::string& s) {
   // -?digits(.digits)?, as the language's Num token.
-  std::size_t i = s.size() > 0 && s[0] == '-' ? 1 : 0;
+  std::size_t i = !s.empty() && s[0] == '-' ? 1 : 0;
   std::size_t d = i;
   while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
   if (i == d) return false;
@@ -240,6 +240,14 @@ class Parser {
       pos_ += n;
       return op;
     };
+    // anax's tokenizer (text_language.go, OpComp) also takes "=>" and "=<", but its
+    // evaluator (counter_party_properties.go) knows only ">=" and "<=": it reads
+    // "cpu => 4" as "cpu == 4", and refuses the policy once it has been stored as
+    // JSON. Accepting either reading would select nodes anax does not, so both are
+    // errors that name the operator meant.
+    if (s_.compare(pos_, 2, "=>") == 0 || s_.compare(pos_, 2, "=<") == 0)
+      return error("'=" + std::string(1, s_[pos_ + 1]) + "' is not an operator: write '" + s_[pos_ + 1] +
+                   "='");
     if (s_.compare(pos_, 2, "==") == 0) return take(2, Op::eq);
     if (s_.compare(pos_, 2, "!=") == 0) return take(2, Op::ne);
     if (s_.compare(pos_, 2, "<=") == 0) return take(2, Op::le);

@@ -3,7 +3,8 @@
 // (anax externalpolicy/text_language, constraint_expression.go,
 // counter_party_properties.go):
 //   name OP value, joined by AND/&& and OR/|| (AND binds tighter), parentheses;
-//   OP is ==, = , !=, <, <=, >, >=, in; a value is a bare word, a number, a
+//   OP is ==, = , !=, <, <=, >, >=, in ("=>" and "=<" are errors: anax's
+//   tokenizer takes them, its evaluator reads them as ==); a value is a bare word, a number, a
 //   version, a version range "[1.0.0,2.0.0)", or a "quoted string" ("in" takes a
 //   comma-separated list in one quoted string: purpose in "a,b").
 // A property the node does not have satisfies nothing. Anything else is an

@@ -8,69 +8,6 @@
 namespace agentd {
 
 namespace {
-// Splits "1.2.3-rc1" into numeric parts and the suffix after '-'.
-void split_version(const std::string& v, std::vector<long long>* parts, std::string* suffix) {
-  std::string core = v, rest;
-  auto dash = v.find('-');
-  if (dash != std::string::npos) {
-    core = v.substr(0, dash);
-    rest = v.substr(dash + 1);
-  }
-  std::size_t i = 0;
-  while (i <= core.size()) {
-    auto dot = core.find('.', i);
-    std::string part = core.substr(i, dot == std::string::npos ? std::string::npos : dot - i);
-    long long n = 0;
-    for (char c : part) {
-      // Saturate: a 30-digit part must not overflow (it still sorts above smaller ones).
-      if (std::isdigit(static_cast<unsigned char>(c)))
-        n = n > 100'000'000'000'000'000LL ? n : n * 10 + (c - '0');
-    }
-    parts->push_back(n);
-    if (dot == std::string::npos) break;
-    i = dot + 1;
-  }
-  *suffix = rest;
-}
-
-bool all_digits(const std::string& s) {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
-}
-
-// Semantic Versioning pre-release order, as anax ComparePrereleases:
-// dot-separated identifiers, numeric ones numerically and below alphanumeric ones.
-int compare_prereleases(const std::string& a, const std::string& b) {
-  if (a == b) return 0;
-  if (a.empty()) return 1;
-  if (b.empty()) return -1;
-  std::size_t i = 0, j = 0;
-  while (true) {
-    std::size_t da = a.find('.', i), db = b.find('.', j);
-    std::string x = a.substr(i, da == std::string::npos ? std::string::npos : da - i);
-    std::string y = b.substr(j, db == std::string::npos ? std::string::npos : db - j);
-    if (x != y) {
-      bool nx = all_digits(x), ny = all_digits(y);
-      if (nx && ny) {
-        std::string tx = x.substr(std::min(x.find_first_not_of('0'), x.size()));
-        std::string ty = y.substr(std::min(y.find_first_not_of('0'), y.size()));
-        if (tx.size() != ty.size()) return tx.size() < ty.size() ? -1 : 1;
-        if (tx != ty) return tx < ty ? -1 : 1;
-      } else if (nx != ny) {
-        return nx ? -1 : 1;
-      } else {
-        return x < y ? -1 : 1;
-      }
-    }
-    if (da == std::string::npos || db == std::string::npos) {
-      if (da == db) return 0;
-      return da == std::string::npos ? -1 : 1;  // more identifiers sort higher
-    }
-    i = da + 1;
-    j = db + 1;
-  }
-}
-
 bool is_exact_version(const std::string& v) {
   if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0]))) return false;
   return std::all_of(v.begin(), v.end(), [](char c) {
@@ -107,23 +44,10 @@ std::string agent_version_of(const std::string& installed, const std::vector<std
   return match != nullptr ? *match : installed;
 }
 
-int compare_versions(const std::string& a, const std::string& b) {
-  std::vector<long long> pa, pb;
-  std::string sa, sb;
-  split_version(a, &pa, &sa);
-  split_version(b, &pb, &sb);
-  std::size_t n = std::max(pa.size(), pb.size());
-  pa.resize(n, 0);
-  pb.resize(n, 0);
-  for (std::size_t i = 0; i < n; ++i)
-    if (pa[i] != pb[i]) return pa[i] < pb[i] ? -1 : 1;
-  return compare_prereleases(sa, sb);
-}
-
 std::string refused_downgrade(const std::string& version, const std::string& running, bool policy_allows,
                               const DowngradeRule& downgrade) {
-  const bool below_running = !running.empty() && compare_versions(version, running) < 0;
-  const bool below_floor = !downgrade.floor.empty() && compare_versions(version, downgrade.floor) < 0;
+  const bool below_running = !running.empty() && compare_package_versions(version, running) < 0;
+  const bool below_floor = !downgrade.floor.empty() && compare_package_versions(version, downgrade.floor) < 0;
   if (!below_running && !below_floor) return "";
   if (!policy_allows) return version + " would be a downgrade";
   // The hub's allowDowngrade alone cannot move the node back: an old signed
@@ -196,11 +120,13 @@ Result<Plan> choose_target(const NodeRecord& node, const std::optional<Propertie
         skipped.push_back(p.id + ": 'latest' but no agent versions are published");
         continue;
       }
-      v = *std::max_element(valid_published.begin(), valid_published.end(),
-                            [](const auto& a, const auto& b) { return compare_versions(a, b) < 0; });
+      v = *std::max_element(valid_published.begin(), valid_published.end(), [](const auto& a, const auto& b) {
+        return compare_versions(a, b).value_or(0) < 0;
+      });
     } else if (v.empty()) {
       continue;  // the manifest upgrades certificates/configuration only
-    } else if (is_version_range_expression(v)) {
+    } else if (v.front() == '[' || v.front() == '(') {
+      // A bracket means a range: a malformed one is reported as such.
       auto range = parse_version_range(v);
       if (!range) {
         policy_error(p, range.error().message);
@@ -221,7 +147,7 @@ Result<Plan> choose_target(const NodeRecord& node, const std::optional<Propertie
       skipped.push_back(p.id + ": " + why);
       continue;
     }
-    if (best.version.empty() || compare_versions(v, best.version) > 0) {
+    if (best.version.empty() || compare_package_versions(v, best.version) > 0) {
       best.version = v;
       best.policy = p.id;
       best.manifest = p.agent_upgrade.manifest;

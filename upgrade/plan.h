@@ -39,11 +39,6 @@ struct Plan {
   std::map<std::string, std::string> policy_errors;
 };
 
-// Negative, zero, positive like strcmp: dotted numeric parts compared as numbers,
-// a "-suffix" sorts before the bare version (1.2.0-rc1 < 1.2.0), and suffixes in
-// Semantic Versioning order (rc.2 < rc.11).
-int compare_versions(const std::string& a, const std::string& b);
-
 // A package system's version names an agent version: "2.0.0" is the package
 // version "2.0.0", "2.0.0-1" (a Debian revision or an rpm release) or
 // "1:2.0.0-1" (with an epoch).

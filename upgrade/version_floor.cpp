@@ -4,7 +4,7 @@
 #include <cctype>
 
 #include "agentd/files.h"
-#include "upgrade/plan.h"
+#include "upgrade/version_range.h"
 
 namespace agentd {
 
@@ -54,14 +54,14 @@ Status VersionFloor::raise(const std::string& version) const {
   if (v.empty()) return {};
   auto current = load();
   if (!current) return std::unexpected(current.error());
-  if (!current->empty() && compare_versions(v, *current) <= 0) return {};
+  if (!current->empty() && compare_package_versions(v, *current) <= 0) return {};
   return write_file_atomic(path_, v + "\n", 0600);
 }
 
 Status VersionFloor::check(const std::string& target, bool allow_downgrade) const {
   auto floor = load();
   if (!floor) return std::unexpected(floor.error());
-  if (floor->empty() || compare_versions(target, *floor) >= 0 || allow_downgrade) return {};
+  if (floor->empty() || compare_package_versions(target, *floor) >= 0 || allow_downgrade) return {};
   return fail(Errc::verification, "version " + target + " is below " + *floor +
                                       ", the highest version this node ever installed or ran (" + path_ +
                                       "): refusing the downgrade (AGENTD_ALLOW_DOWNGRADE is off)");

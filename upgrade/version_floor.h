@@ -31,7 +31,7 @@ class VersionFloor {
   // "" while no version was ever recorded; a damaged file is an error (the
   // caller refuses to guess: it would lose the protection).
   Result<std::string> load() const;
-  // Records `version` when it is above the floor (compare_versions); a version
+  // Records `version` when it is above the floor (compare_package_versions); a version
   // that floor_version_of rejects is ignored.
   Status raise(const std::string& version) const;
   // Errc::verification when `target` is below the floor and downgrades are

@@ -13,6 +13,7 @@
 #include "agentd/process.h"
 #include "upgrade/constraints.h"
 #include "upgrade/plan.h"
+#include "upgrade/version_range.h"
 
 namespace agentd::anax {
 
@@ -727,7 +728,7 @@ std::string Anax::download(const std::string& key, Record* rec, const NodeInfo& 
   if (!manifest) return failed(manifest.error().message);
   const cJSON* software = cJSON_GetObjectItemCaseSensitive(manifest->get(), "softwareUpgrade");
   std::string version = str(software, "version");
-  int order = compare_versions(version, recorded_version());
+  int order = compare_package_versions(version, recorded_version());
   if (version.empty() || order == 0 || (order < 0 && !rec->allow_downgrade)) {
     fs::remove_all(dir, ec);
     return status::no_action_required;

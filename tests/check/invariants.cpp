@@ -46,9 +46,12 @@ Result<std::vector<T>> parse_lines(std::string_view text, const std::string& fil
   return out;
 }
 
+// `var` names the variable it declares: it cannot be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define CHECK_TRY(var, expr) \
   auto var = (expr);         \
   if (!var) return std::unexpected(var.error());
+// NOLINTEND(bugprone-macro-parentheses)
 
 Result<HubWrite> parse_hub_write(const cJSON* o) {
   HubWrite w;
@@ -408,9 +411,9 @@ std::vector<Violation> find_violations(const std::vector<HubWrite>& writes, cons
     for (const auto& [node, e] : w.entries) {
       // A lease counts from the last write of its entry; an entry that appears
       // without one in the log counts from the moment it was first seen.
-      if (w.op == "write_entry" && w.node == node) {
-        s.lease_since_us[node] = w.t_us;
-      } else if (before && before->lease_since_us.contains(node) && before->write->entries.contains(node)) {
+      const bool written_now = w.op == "write_entry" && w.node == node;
+      if (!written_now && before && before->lease_since_us.contains(node) &&
+          before->write->entries.contains(node)) {
         s.lease_since_us[node] = before->lease_since_us.at(node);
       } else {
         s.lease_since_us[node] = w.t_us;

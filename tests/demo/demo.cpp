@@ -100,8 +100,7 @@ bool parse_args(int argc, char** argv, Args* a) {
       a->beside_anax = true;
     } else if (k == "--alone") {
       a->beside_anax = false;
-
-    } else if (!value(&v)) {
+    } else if (!value(&v)) {  // NOLINT(bugprone-branch-clone): as an unknown option, below
       return false;
     } else if (k == "--members") {
       a->members = std::atoi(v.c_str());

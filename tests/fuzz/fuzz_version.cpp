@@ -20,12 +20,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto parts = fuzz::split(fuzz::bytes(data, size), '\n', 2);
   const std::string& a = parts[0];
   const std::string b = parts.size() > 1 ? parts[1] : std::string();
-  if (sign(compare_versions(a, b)) != -sign(compare_versions(b, a))) std::abort();
-  if (compare_versions(a, a) != 0) std::abort();
+  if (sign(compare_package_versions(a, b)) != -sign(compare_package_versions(b, a))) std::abort();
+  if (compare_package_versions(a, a) != 0) std::abort();
+  // compare_versions answers exactly for versions and INFINITY, and then agrees.
+  auto ab = compare_versions(a, b);
+  const bool versions = (is_version_string(a) || a == kInfinity) && (is_version_string(b) || b == kInfinity);
+  if (ab.has_value() != versions) std::abort();
+  if (ab && *ab != compare_package_versions(a, b)) std::abort();
+  if (is_version_range_expression(a) && !parse_version_range(a)) std::abort();
   (void)package_version_matches(a, b);
   (void)agent_version_of(a, {b, "2.31.0"});
   (void)floor_version_of(a);
-  (void)is_version_range_expression(a);
   auto range = parse_version_range(a);
   if (range) {
     if (range->contains(b) && !is_version_string(b)) std::abort();

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "harness/package_rollout.h"
+#include "support/tools.h"
 #include "upgrade/pipeline.h"
 
 using namespace agentd;
@@ -23,10 +24,7 @@ constexpr auto kPackageTimeout = 60s;
 
 // dpkg, dpkg-deb and a static shell for the maintainer scripts in the roots.
 bool have_deb_tools() {
-  if (testing::have_tool("dpkg") && testing::have_tool("dpkg-deb") && testing::have_static_shell())
-    return true;
-  MESSAGE("dpkg, dpkg-deb or a static /bin/busybox is missing: skipping");
-  return false;
+  return testing::require_tools({"dpkg", "dpkg-deb"}, true);
 }
 
 // Every member's entry is succeeded at `version` and every root holds `installed`.
@@ -471,10 +469,7 @@ TEST_SUITE("packages") {
   }
 
   TEST_CASE("rpm: one member upgrades 1.0.0-1 to 2.0.0-1 in its rpm root") {
-    if (!testing::have_tool("rpmbuild") || !testing::have_tool("rpm")) {
-      MESSAGE("rpmbuild is not installed: skipping the rpm rollout");
-      return;
-    }
+    if (!testing::require_tools({"rpm", "rpmbuild"}, true)) return;
     PackageRolloutOptions o;
     o.members = 1;
     o.package_system = "rpm";

@@ -788,6 +788,7 @@ void Sim::random_fault() {
 
 void Sim::admin_action() {
   std::vector<std::string> ids;
+  ids.reserve(hub_.doc.entries.size());
   for (const auto& [id, e] : hub_.doc.entries) ids.push_back(id);
   auto pick_state = [&](auto pred) -> std::string {
     std::vector<std::string> c;

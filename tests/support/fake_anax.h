@@ -70,6 +70,7 @@ class FakeAnax final : public AnaxApi {
     std::lock_guard lk(mu_);
     if (down_) return fail(Errc::transport, "anax is down");
     std::vector<AnaxJob> out;
+    out.reserve(jobs_.size());
     for (const auto& [k, j] : jobs_) out.push_back(j);
     return out;
   }

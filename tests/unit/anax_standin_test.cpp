@@ -11,9 +11,9 @@
 #include "agentd/json.h"
 #include "anax/anax.h"
 #include "anax/in_process.h"
-#include "http_call.h"
+#include "support/http_call.h"
 #include "hub/in_process.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace agentd::anax;

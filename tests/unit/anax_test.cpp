@@ -10,7 +10,7 @@
 
 #include "agentd/status_reporter.h"
 #include "support/fake_anax.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 #include "upgrade/artifact_source.h"
 #include "upgrade/pipeline.h"
 #include "upgrade/plan.h"

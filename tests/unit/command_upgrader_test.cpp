@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;
@@ -69,7 +69,7 @@ TEST_SUITE("command_upgrader") {
     auto v = up->running_version();
     REQUIRE(v.has_value());
     CHECK(*v == "1.0.0");
-    const std::string d = dir.path();
+    const std::string& d = dir.path();
     CHECK(read_all(dir.file("steps.log")) == "prepare|2.0.0|1.0.0|" + d + "\n" + "install|2.0.0|1.0.0|" + d +
                                                  "\n" + "restart|2.0.0|1.0.0|" + d + "\n" +
                                                  "health|2.0.0|1.0.0|" + d + "\n" + "rollback|2.0.0|1.0.0|" +

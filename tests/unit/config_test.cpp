@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;

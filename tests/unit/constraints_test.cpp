@@ -1,5 +1,5 @@
 // The Open Horizon constraint language (anax externalpolicy/text_language,
-// counter_party_properties.go); several cases are anax's own.
+// counter_party_properties.go); anax's own vectors are in constraints_anax_test.cpp.
 #include "upgrade/constraints.h"
 
 #include <doctest/doctest.h>
@@ -101,39 +101,6 @@ TEST_SUITE("constraints") {
     CHECK(holds("((a == 1))", props));
     CHECK(holds("a==1&&b==1", props));
     CHECK(holds("  a == 1  ", props));
-  }
-
-  TEST_CASE("anax's own examples") {
-    Properties props{{"iame2edev", P::of_bool(true)},
-                     {"cpu", P::of_number(3)},
-                     {"memory", P::of_number(32)},
-                     {"hello", P::of_string("world")},
-                     {"eggs", P::of_string("truckload")},
-                     {"USDA", P::of_bool(true)},
-                     {"certification", P::of_string("USDA")},
-                     {"version", P::of_version("1.2.1")}};
-    auto ok = evaluate_constraints(
-        {"iame2edev == true && cpu == 3 || memory <= 32", "hello == \"world\"",
-         "eggs == \"truckload\" AND certification in \"USDA,Organic\"", "version == 1.1.1 OR USDA == true",
-         "version in [1.1.1,INFINITY) OR cert == USDA"},
-        props);
-    REQUIRE(ok);
-    CHECK(*ok);
-
-    Properties trex{{"species", P::of_string("t-rex")},
-                    {"feathers", P::of_string("hopefully")},
-                    {"talons", P::of_string("sharp    ")}};
-    CHECK(
-        holds("(species == t-rex && ((feathers =hopefully && scales=maybe || "
-              "(talonsin\"sharp,very sharp\" || teeth =1.3.8))))",
-              trex));
-    CHECK(holds("species == cat", {{"species", P::of_string("toad,cat,dog")}}));
-
-    Properties kiosk{{"device", P::of_string("kiosk")}, {"station", P::of_string("tokyo")}};
-    CHECK_FALSE(holds("device=kiosk && (station=kyoto OR station=hunai)", kiosk));
-    CHECK_FALSE(holds("((device=kiosk || station=macau) && (station=kyoto OR station=hunai))", kiosk));
-    Properties nodenum{{"purpose", P::of_string("testing")}, {"nodenum", P::of_string("3")}};
-    CHECK_FALSE(holds(" purpose == testing AND ( nodenum > 4 || nodenum <= 2)", nodenum));
   }
 
   TEST_CASE("every constraint of the array must hold; a blank one holds") {

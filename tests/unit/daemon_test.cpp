@@ -29,12 +29,12 @@
 #include "agentd/json.h"
 #include "agentd/log.h"
 #include "check/invariants.h"
-#include "http_call.h"
 #include "hub/hub.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
 #include "support/fake_anax.h"
-#include "temp_dir.h"
+#include "support/standin_hub.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace agentd::standin;
@@ -43,8 +43,8 @@ using agentd::testing::Res;
 
 namespace {
 
-constexpr const char* kRoot = "root/root:rootpw";
-constexpr const char* kAdmin = "o/admin:adminpw";
+using testing::kAdmin;
+using testing::kRoot;
 const std::string kFrom = "1.0.0";
 const std::string kTo = "2.0.0";
 
@@ -56,28 +56,9 @@ std::string token_of(const std::string& node) {
 
 // Org o with an admin, nodes n1..n3 running 1.0.0, policy p1 naming 2.0.0 through
 // manifest o/m1 (no patterns or constraints: it applies to every node).
-class StandIn {
+class StandIn : public testing::StandinHub {
  public:
-  explicit StandIn(Mode mode = Mode::full) {
-    HubOptions o;
-    o.state_path = dir_.file("hub.json");
-    o.log_path = dir_.file("writes.jsonl");
-    o.mode = mode;
-    auto h = InProcessHub::start(o);
-    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
-    in_process_ = std::move(*h);
-    port_ = in_process_->port();
-    seed();
-  }
-  StandIn(const StandIn&) = delete;
-  StandIn& operator=(const StandIn&) = delete;
-
-  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-
-  Res call(const std::string& method, const std::string& path, const std::string& auth,
-           const std::string& body = "", httplib::Headers headers = {}) {
-    return testing::http_call(port_, method, path, auth, body, std::move(headers));
-  }
+  explicit StandIn(Mode mode = Mode::full) : StandinHub(options(mode)) { seed(); }
 
   void make_group(const std::string& name, const std::vector<std::string>& members) {
     auto m = json::array();
@@ -146,26 +127,24 @@ class StandIn {
         .value_or("<bad>");
   }
 
-  std::string write_log_path() const { return dir_.file("writes.jsonl"); }
+  std::string write_log_path() const { return dir().file("writes.jsonl"); }
 
   // Actors ("o/n1", ...) of every accepted write in the hub's write log.
   std::vector<std::string> write_log_actors() const {
     std::vector<std::string> out;
-    std::ifstream f(dir_.file("writes.jsonl"));
-    std::string line;
-    while (std::getline(f, line)) {
-      auto j = json::parse(line, "write log line");
-      REQUIRE(j.has_value());
-      out.push_back(json::opt_string(j->get(), "actor").value_or("?"));
-    }
+    for (const auto& line : log_lines()) out.push_back(json::opt_string(line.get(), "actor").value_or("?"));
     return out;
   }
 
  private:
+  static HubOptions options(Mode mode) {
+    HubOptions o;
+    o.mode = mode;
+    return o;
+  }
+
   void seed() {
-    REQUIRE(call("POST", "/v1/orgs/o", kRoot, R"({"label":"o","description":"test org"})").status == 201);
-    REQUIRE(call("POST", "/v1/orgs/o/users/admin", kRoot, R"({"password":"adminpw","admin":true})").status ==
-            201);
+    seed_org();
     for (const char* id : {"n1", "n2", "n3"}) {
       std::string node = id;
       REQUIRE(call("PUT", "/v1/orgs/o/nodes/" + node, kAdmin,
@@ -181,10 +160,6 @@ class StandIn {
                  R"({"softwareUpgrade":{"files":["agent.deb"],"version":")" + kTo + R"("}})")
                 .status == 204);
   }
-
-  testing::TempDir dir_;
-  std::unique_ptr<InProcessHub> in_process_;
-  int port_ = 0;
 };
 
 // ---- recording fakes ----------------------------------------------------------------

@@ -14,7 +14,8 @@
 
 #include "block_signal.h"
 #include "harness/harness.h"
-#include "temp_dir.h"
+#include "support/fake_sleeper.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;
@@ -68,16 +69,6 @@ std::vector<std::string> gated(const testing::TempDir& t) {
       "sh", "-c",
       "while [ ! -e '" + t.file("GO") + "' ]; do sleep 0.05; done; echo done >>'" + t.file("COUNT") + "'"};
 }
-
-class StopSleeper final : public Sleeper {
- public:
-  bool sleep_for(std::chrono::milliseconds) override {
-    ++calls;
-    return false;
-  }
-  bool stop_requested() override { return true; }
-  int calls = 0;
-};
 
 }  // namespace
 
@@ -289,13 +280,14 @@ TEST_SUITE("detached") {
 
   TEST_CASE("a stop request through the sleeper ends the wait with Errc::cancelled") {
     testing::TempDir t;
-    StopSleeper sleeper;
+    testing::FakeSleeper sleeper;
+    sleeper.stop = true;
     auto o = quick();
     o.sleeper = &sleeper;
     auto r = make_detached_runner(o)->run(spec(t.file("run"), gated(t)));
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().code == Errc::cancelled);
-    CHECK(sleeper.calls == 1);
+    CHECK(sleeper.waits.size() == 1);
     t.write("GO", "");
     CHECK(wait_until([&] { return exists(t.file("run/exit-status")); }));
   }

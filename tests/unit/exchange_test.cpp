@@ -13,10 +13,12 @@
 
 #include "agentd/json.h"
 #include "hub/in_process.h"
-#include "temp_dir.h"
+#include "support/fake_sleeper.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;
+using agentd::testing::FakeSleeper;
 
 namespace {
 
@@ -42,17 +44,6 @@ class FakeHttpClient final : public HttpClient {
       if (k == name) return v;
     return {};
   }
-};
-
-class FakeSleeper final : public Sleeper {
- public:
-  std::vector<std::chrono::milliseconds> sleeps;
-  bool stop = false;
-  bool sleep_for(std::chrono::milliseconds d) override {
-    sleeps.push_back(d);
-    return !stop;
-  }
-  bool stop_requested() override { return stop; }
 };
 
 struct Fixture {
@@ -319,7 +310,7 @@ TEST_SUITE("exchange") {
     REQUIRE_FALSE(busy.has_value());
     CHECK(busy.error().code == Errc::http);
     CHECK(f.http.requests.size() == 3);
-    CHECK(f.sleeper.sleeps.empty());
+    CHECK(f.sleeper.waits.empty());
   }
 
   TEST_CASE("patch_software_version keeps the node's other software versions") {
@@ -391,7 +382,7 @@ TEST_SUITE("exchange") {
     auto c = f.ex.changes(1, 1000);
     REQUIRE(c.has_value());
     CHECK(f.http.requests.size() == 3);
-    CHECK(f.sleeper.sleeps.size() == 2);
+    CHECK(f.sleeper.waits.size() == 2);
   }
 
   TEST_CASE("group read: 200 with ETag gives the document and revision; If-None-Match; 304 is not_modified") {
@@ -462,9 +453,9 @@ TEST_SUITE("exchange") {
     REQUIRE(r.has_value());
     CHECK(r->document.revision == 7);
     CHECK(f.http.requests.size() == 3);
-    REQUIRE(f.sleeper.sleeps.size() == 2);
-    CHECK(f.sleeper.sleeps[0] <= 200ms);  // attempt 0: [0, base]
-    CHECK(f.sleeper.sleeps[1] <= 400ms);  // attempt 1: [0, 2 * base]
+    REQUIRE(f.sleeper.waits.size() == 2);
+    CHECK(f.sleeper.waits[0] <= 200ms);  // attempt 0: [0, base]
+    CHECK(f.sleeper.waits[1] <= 400ms);  // attempt 1: [0, 2 * base]
   }
 
   TEST_CASE("reads give up after RetryPolicy::attempts; a stop request ends the retries") {
@@ -476,7 +467,7 @@ TEST_SUITE("exchange") {
     CHECK(r.error().http_status == 503);
     CHECK(r.error().transient());
     CHECK(f.http.requests.size() == 4);
-    CHECK(f.sleeper.sleeps.size() == 3);
+    CHECK(f.sleeper.waits.size() == 3);
 
     Fixture g;
     g.sleeper.stop = true;
@@ -527,7 +518,7 @@ TEST_SUITE("exchange") {
       auto r = f.ex.get_node();
       REQUIRE_FALSE(r.has_value());
       CHECK(f.http.requests.size() == 1);
-      CHECK(f.sleeper.sleeps.empty());
+      CHECK(f.sleeper.waits.empty());
     }
   }
 
@@ -572,7 +563,7 @@ TEST_SUITE("exchange") {
     CHECK(f.ex.write_entry("line1", "node1", e, 42).error().code == Errc::unsupported);
     f.http.reply(403, R"({"code":"access-denied","msg":"not your entry"})");
     CHECK(f.ex.write_entry("line1", "n2", e, 42).error().code == Errc::forbidden);
-    CHECK(f.sleeper.sleeps.empty());
+    CHECK(f.sleeper.waits.empty());
   }
 
   TEST_CASE("write_entry is never retried: 503 and a lost response go back to the caller") {
@@ -592,7 +583,7 @@ TEST_SUITE("exchange") {
     REQUIRE_FALSE(lost.has_value());
     CHECK(lost.error().code == Errc::transport);
     CHECK(g.http.requests.size() == 1);
-    CHECK(g.sleeper.sleeps.empty());
+    CHECK(g.sleeper.waits.empty());
   }
 
   TEST_CASE("admin routes: delete_entry, put_settings and remove_member") {
@@ -680,11 +671,7 @@ class StandinFixture {
     call("PUT", "/css/api/v1/objects/" + org + "/" + type + "/" + id, R"({"meta":)" + meta + "}", 204);
   }
 
-  class NoSleep final : public Sleeper {
-   public:
-    bool sleep_for(std::chrono::milliseconds) override { return true; }
-    bool stop_requested() override { return false; }
-  } sleeper;
+  testing::FakeSleeper sleeper;
   std::unique_ptr<Exchange> ex;
 
  private:

@@ -20,12 +20,16 @@
 
 #include "harness/harness.h"
 #include "hub/in_process.h"
-#include "temp_dir.h"
+#include "support/fake_sleeper.h"
+#include "support/recording_http.h"
+#include "support/standin_hub.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;
 using agentd::harness::pattern;
 using agentd::harness::slurp;
+using agentd::testing::FakeSleeper;
+using agentd::testing::RecordingHttp;
 
 namespace {
 
@@ -43,84 +47,36 @@ HttpOptions fast_options(const std::string& user = "", const std::string& passwo
   return o;
 }
 
-// Passes everything to the real client and records what fetch_all asked for.
-class Recording final : public HttpClient {
- public:
-  explicit Recording(HttpClient& inner) : inner_(inner) {}
-  Result<HttpResponse> perform(const HttpRequest& req) override { return inner_.perform(req); }
-  Result<HttpResponse> download(const HttpRequest& req, const std::string& path, std::uint64_t offset,
-                                std::uint64_t max_bytes,
-                                const std::function<void(std::uint64_t, std::uint64_t)>& progress) override {
-    offsets.push_back(offset);
-    return inner_.download(req, path, offset, max_bytes, progress);
-  }
-  std::vector<std::uint64_t> offsets;
-
- private:
-  HttpClient& inner_;
-};
-
-// Records the backoff waits without waiting; `on_sleep` lets a test change the world meanwhile.
-class TestSleeper final : public Sleeper {
- public:
-  bool sleep_for(std::chrono::milliseconds d) override {
-    waits.push_back(d);
-    if (on_sleep) on_sleep();
-    return !stop;
-  }
-  bool stop_requested() override { return false; }
-  bool stop = false;  // a stop request arrives during the wait
-  std::vector<std::chrono::milliseconds> waits;
-  std::function<void()> on_sleep;
-};
-
 // The stand-in with org o, its admin and node n1; objects are put as root and
 // fetched as the node (faults spare root).
-class CssHub {
+class CssHub : public testing::StandinHub {
  public:
   CssHub() {
-    standin::HubOptions o;
-    o.state_path = dir_.file("state.json");
-    auto h = standin::InProcessHub::start(o);
-    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
-    hub_ = std::move(*h);
-    root_ = make_curl_http_client(fast_options("root/root", "rootpw"));
-    call(*root_, "POST", "/v1/orgs/o", R"({"label":"o","description":"test"})", 201);
-    call(*root_, "POST", "/v1/orgs/o/users/admin", R"({"password":"adminpw","admin":true})", 201);
-    auto admin = make_curl_http_client(fast_options("o/admin", "adminpw"));
-    call(*admin, "PUT", "/v1/orgs/o/nodes/n1",
-         R"({"token":"tok1","name":"n1","pattern":"","arch":"amd64","softwareVersions":{"horizon":"1.0.0"}})",
-         201);
+    seed_org();
+    REQUIRE(
+        call(
+            "PUT", "/v1/orgs/o/nodes/n1", testing::kAdmin,
+            R"({"token":"tok1","name":"n1","pattern":"","arch":"amd64","softwareVersions":{"horizon":"1.0.0"}})")
+            .status == 201);
     node_ = make_curl_http_client(fast_options("o/n1", "tok1"));
   }
 
-  std::string url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(hub_->port()) + path;
-  }
   std::string object_path(const std::string& id) const {
     return "/css/api/v1/objects/o/agent_software_files-2.0.0/" + id + "/data";
   }
   std::string object_url(const std::string& id) const { return url(object_path(id)); }
 
   void put_object(const std::string& id, const std::string& content) {
-    call(*root_, "PUT", object_path(id), content, 204);
+    REQUIRE(call("PUT", object_path(id), testing::kRoot, content).status == 204);
   }
-  void set_faults(const std::string& body) { call(*root_, "PUT", "/v1/standin/faults", body, 201); }
+  void set_faults(const std::string& body) {
+    auto r = StandinHub::set_faults(body);
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+  }
 
   HttpClient& node() { return *node_; }
-  HttpClient& root() { return *root_; }
 
  private:
-  void call(HttpClient& c, const std::string& method, const std::string& path, const std::string& body,
-            long want) {
-    auto r = c.perform(HttpRequest{method, url(path), {}, body});
-    REQUIRE_MESSAGE(r.has_value(), r.error().describe());
-    REQUIRE_MESSAGE(r->status == want, std::string(method + " " + path + ": " + r->body));
-  }
-
-  testing::TempDir dir_;
-  std::unique_ptr<standin::InProcessHub> hub_;
-  std::unique_ptr<HttpClient> root_;
   std::unique_ptr<HttpClient> node_;
 };
 
@@ -150,7 +106,7 @@ void no_auto_range(const httplib::Request& req) {
   const_cast<httplib::Request&>(req).ranges.clear();
 }
 
-FetchOptions quick_options(TestSleeper* sleeper = nullptr) {
+FetchOptions quick_options(FakeSleeper* sleeper = nullptr) {
   FetchOptions o;
   o.retry = RetryPolicy{3, 10ms, 100ms};
   o.sleeper = sleeper;
@@ -285,7 +241,7 @@ TEST_SUITE("fetch") {
     hub.put_object("b", b);
     std::vector<FetchItem> items{{"agent.deb", hub.object_url("a"), a.size(), 0},
                                  {"config.tar.gz", hub.object_url("b"), 0, 1'000'000}};
-    Recording http(hub.node());
+    RecordingHttp http(hub.node());
     std::vector<FetchProgress> seen;
     FetchOptions o = quick_options();
     o.progress = [&](const FetchProgress& p) { seen.push_back(p); };
@@ -325,7 +281,7 @@ TEST_SUITE("fetch") {
     const std::size_t half = content.size() / 2;
     // Bytes that differ from the object: had they been fetched again, the result would show it.
     dir.write("agent.deb.part", std::string(half, 'Z'));
-    Recording http(hub.node());
+    RecordingHttp http(hub.node());
     auto st =
         fetch_all(http, {{"agent.deb", hub.object_url("a"), content.size(), 0}}, dir.path(), quick_options());
     REQUIRE_MESSAGE(st.has_value(), st.error().describe());
@@ -414,7 +370,7 @@ TEST_SUITE("fetch") {
     });
     s.start();
     testing::TempDir dir;
-    TestSleeper sleeper;
+    FakeSleeper sleeper;
     auto client = make_curl_http_client(fast_options());
     auto st =
         fetch_all(*client, {{"f", s.url("/f"), content.size(), 0}}, dir.path(), quick_options(&sleeper));
@@ -463,8 +419,8 @@ TEST_SUITE("fetch") {
     CssHub hub;
     hub.put_object("a", "hello");
     hub.set_faults(R"({"errorRate":1.0,"errorStatus":503})");
-    TestSleeper sleeper;
-    sleeper.stop = true;
+    FakeSleeper sleeper;
+    sleeper.on_sleep = [&] { sleeper.stop = true; };  // the stop request arrives during the wait
     auto st = fetch_all(hub.node(), {{"a", hub.object_url("a"), 5, 0}}, dir.path(), quick_options(&sleeper));
     REQUIRE_FALSE(st.has_value());
     CHECK(st.error().code == Errc::cancelled);
@@ -495,7 +451,7 @@ TEST_SUITE("fetch") {
     testing::TempDir dir;
     const std::string content = pattern(100'000, 6);
     hub.put_object("a", content);
-    Recording http(hub.node());
+    RecordingHttp http(hub.node());
 
     // Cap from the manifest below the object's real size (Content-Length says so up front).
     auto st = fetch_all(http, {{"a", hub.object_url("a"), 0, 50'000}}, dir.path(), quick_options());
@@ -545,7 +501,7 @@ TEST_SUITE("fetch") {
     CssHub hub;
     testing::TempDir dir;
     hub.put_object("a", "hello");
-    Recording http(hub.node());
+    RecordingHttp http(hub.node());
     for (const char* bad : {"../escape", "sub/file", ".profile", "a.part"}) {
       auto st = fetch_all(http, {{"ok", hub.object_url("a"), 5, 0}, {bad, hub.object_url("a"), 5, 0}},
                           dir.path(), quick_options());
@@ -573,8 +529,8 @@ TEST_SUITE("fetch") {
     testing::TempDir dir;
     const std::string content = pattern(10'000, 7);
     hub.put_object("a", content);
-    Recording http(hub.node());
-    TestSleeper sleeper;
+    RecordingHttp http(hub.node());
+    FakeSleeper sleeper;
 
     auto st = fetch_all(http, {{"m", hub.object_url("missing"), 10, 0}}, dir.path(), quick_options(&sleeper));
     REQUIRE_FALSE(st.has_value());

@@ -18,7 +18,9 @@
 #include "agentd/json.h"
 #include "harness/harness.h"
 #include "hub/in_process.h"
-#include "temp_dir.h"
+#include "support/fake_sleeper.h"
+#include "support/recording_http.h"
+#include "support/standin_hub.h"
 #include "upgrade/fetch.h"
 #include "upgrade/verify.h"
 
@@ -29,19 +31,15 @@ using agentd::harness::slurp;
 
 namespace {
 
-constexpr const char* kRoot = "root/root:rootpw";
-constexpr const char* kAdmin = "o/admin:adminpw";
+using testing::FakeSleeper;
+using testing::kAdmin;
+using testing::kRoot;
+using testing::RecordingHttp;
+using testing::Res;
 constexpr const char* kAlice = "o/alice:alicepw";
 constexpr const char* kBob = "o/bob:bobpw";
 constexpr const char* kN1 = "o/n1:tok1";
 constexpr const char* kN2 = "o/n2:tok2";
-
-struct Res {
-  int status = -1;  // -1: no response
-  std::string body;
-  json::Ptr json;
-  const cJSON* j() const { return json.get(); }
-};
 
 std::string str(const cJSON* o, const char* key) {
   auto v = json::get_string(o, key);
@@ -56,58 +54,15 @@ std::uint64_t size_of(const std::string& path) {
 
 // The stand-in in this process with org o: admin, users alice and bob, nodes n1
 // (owned by alice) and n2 (owned by bob). restart() keeps the state file.
-class CssHub {
+class CssHub : public testing::StandinHub {
  public:
   CssHub() {
-    start();
-    REQUIRE(call("POST", "/v1/orgs/o", kRoot, R"({"label":"o","description":"test"})").status == 201);
-    REQUIRE(call("POST", "/v1/orgs/o/users/admin", kRoot, R"({"password":"adminpw","admin":true})").status ==
-            201);
+    seed_org();
     REQUIRE(call("POST", "/v1/orgs/o/users/alice", kAdmin, R"({"password":"alicepw"})").status == 201);
     REQUIRE(call("POST", "/v1/orgs/o/users/bob", kAdmin, R"({"password":"bobpw"})").status == 201);
     REQUIRE(call("PUT", "/v1/orgs/o/nodes/n1", kAlice, R"({"token":"tok1","name":"n1"})").status == 201);
     REQUIRE(call("PUT", "/v1/orgs/o/nodes/n2", kBob, R"({"token":"tok2","name":"n2"})").status == 201);
   }
-
-  void start() {
-    standin::HubOptions o;
-    o.state_path = dir_.file("state.json");
-    auto h = standin::InProcessHub::start(o);
-    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
-    hub_ = std::move(*h);
-  }
-  void restart() {
-    hub_.reset();
-    start();
-  }
-  void stop() { hub_.reset(); }
-
-  Res call(const std::string& method, const std::string& path, const std::string& auth,
-           const std::string& body = "") {
-    httplib::Client cli("127.0.0.1", hub_->port());
-    cli.set_connection_timeout(5, 0);
-    cli.set_read_timeout(5, 0);
-    if (!auth.empty()) {
-      auto colon = auth.find(':');
-      cli.set_basic_auth(auth.substr(0, colon).c_str(), auth.substr(colon + 1).c_str());
-    }
-    httplib::Result r = method == "GET"    ? cli.Get(path.c_str())
-                        : method == "PUT"  ? cli.Put(path.c_str(), body, "application/json")
-                        : method == "POST" ? cli.Post(path.c_str(), body, "application/json")
-                                           : cli.Delete(path.c_str());
-    Res out;
-    if (!r) return out;
-    out.status = r->status;
-    out.body = r->body;
-    if (auto p = json::parse(out.body, "response"); p) out.json = std::move(*p);
-    return out;
-  }
-
-  std::string url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(port()) + path;
-  }
-  int port() const { return hub_->port(); }
-  standin::InProcessHub& in_process() { return *hub_; }
 
   static std::string object_path(const std::string& id, bool data = true) {
     return "/css/api/v1/objects/o/agent_software_files-2.0.0/" + id + (data ? "/data" : "");
@@ -116,7 +71,7 @@ class CssHub {
     REQUIRE(call("PUT", object_path(id), kRoot, content).status == 204);
   }
   void set_faults(const std::string& body) {
-    Res r = call("PUT", "/v1/standin/faults", kRoot, body);
+    Res r = StandinHub::set_faults(body);
     REQUIRE_MESSAGE(r.status == 201, r.body);
   }
   json::Ptr body_fault() {
@@ -135,12 +90,6 @@ class CssHub {
     o.basic_password = pw;
     return make_curl_http_client(o);
   }
-
-  const testing::TempDir& dir() const { return dir_; }
-
- private:
-  testing::TempDir dir_;
-  std::unique_ptr<standin::InProcessHub> hub_;
 };
 
 struct Seen {
@@ -164,37 +113,6 @@ bool has_change(const std::vector<Seen>& v, const std::string& resource, const s
     if (s.resource == resource && s.id == id && s.operation == operation) return true;
   return false;
 }
-
-// Records each download's offset and outcome ("ok 200", "ok 503", "error transport").
-class Recording final : public HttpClient {
- public:
-  explicit Recording(HttpClient& inner) : inner_(inner) {}
-  Result<HttpResponse> perform(const HttpRequest& req) override { return inner_.perform(req); }
-  Result<HttpResponse> download(const HttpRequest& req, const std::string& path, std::uint64_t offset,
-                                std::uint64_t max_bytes,
-                                const std::function<void(std::uint64_t, std::uint64_t)>& progress) override {
-    auto r = inner_.download(req, path, offset, max_bytes, progress);
-    offsets.push_back(offset);
-    outcomes.push_back(r ? "ok " + std::to_string(r->status)
-                         : std::string("error ") + to_string(r.error().code));
-    return r;
-  }
-  std::vector<std::uint64_t> offsets;
-  std::vector<std::string> outcomes;
-
- private:
-  HttpClient& inner_;
-};
-
-class NoWait final : public Sleeper {
- public:
-  bool sleep_for(std::chrono::milliseconds) override {
-    ++waits;
-    return true;
-  }
-  bool stop_requested() override { return false; }
-  int waits = 0;
-};
 
 }  // namespace
 
@@ -477,8 +395,8 @@ TEST_SUITE("hub") {
 
     // fetch_all with retries gets through the same sequence.
     hub.set_faults(R"({"body":{"kind":"error-midway","afterBytes":20000,"count":1}})");
-    Recording http(*client);
-    NoWait sleeper;
+    RecordingHttp http(*client);
+    FakeSleeper sleeper;
     FetchOptions options;
     options.retry = RetryPolicy{5, 1ms, 2ms};
     options.sleeper = &sleeper;
@@ -487,7 +405,7 @@ TEST_SUITE("hub") {
     REQUIRE_MESSAGE(st.has_value(), st.error().describe());
     CHECK(http.outcomes == std::vector<std::string>{"error transport", "ok 503", "ok 206"});
     CHECK(http.offsets == std::vector<std::uint64_t>{0, 20'000, 20'000});
-    CHECK(sleeper.waits == 2);
+    CHECK(sleeper.waits.size() == 2);
     auto sha = sha256_file(dir.file("obj"), content.size());
     REQUIRE(sha.has_value());
     CHECK(*sha == sha256_hex(content));

@@ -17,10 +17,9 @@
 #include "agentd/files.h"
 #include "agentd/group.h"
 #include "agentd/json.h"
-#include "http_call.h"
 #include "hub/in_process.h"
 #include "hub/server.h"
-#include "temp_dir.h"
+#include "support/standin_hub.h"
 
 using namespace agentd;
 using namespace agentd::standin;
@@ -28,8 +27,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr const char* kRoot = "root/root:rootpw";
-constexpr const char* kAdmin = "o/admin:adminpw";
+using testing::kAdmin;
+using testing::kRoot;
 constexpr const char* kAlice = "o/alice:alicepw";
 constexpr const char* kBob = "o/bob:bobpw";
 constexpr const char* kN1 = "o/n1:tok1";
@@ -44,44 +43,15 @@ std::int64_t etag_of(const Res& r) {
   return *v;
 }
 
-class TestHub {
+// The stand-in with the agbot's monitor at `agbot_interval` (0: none of its own).
+class TestHub : public testing::StandinHub {
  public:
   explicit TestHub(Mode mode = Mode::full, std::chrono::milliseconds agbot_interval = 0ms)
-      : mode_(mode), agbot_interval_(agbot_interval) {
-    start();
-  }
-  ~TestHub() { stop(); }
-
-  void start() {
-    HubOptions o;
-    o.state_path = dir_.file("state.json");
-    o.log_path = dir_.file("writes.jsonl");
-    o.mode = mode_;
-    o.agbot_log_path = dir_.file("agbot.jsonl");
-    o.agbot_monitor_interval = agbot_interval_;
-    auto h = InProcessHub::start(o);
-    REQUIRE_MESSAGE(h.has_value(), h.error().describe());
-    in_process_ = std::move(*h);
-    port_ = in_process_->port();
-  }
-
-  void stop() { in_process_.reset(); }
-
-  void restart() {
-    stop();
-    start();
-  }
-
-  Res call(const std::string& method, const std::string& path, const std::string& auth,
-           const std::string& body = "", httplib::Headers headers = {}) {
-    return testing::http_call(port_, method, path, auth, body, std::move(headers));
-  }
+      : StandinHub(options(mode, agbot_interval)) {}
 
   // Org o with an admin, two users, nodes n1..n3 owned by alice and b1 owned by bob.
   void seed() {
-    REQUIRE(call("POST", "/v1/orgs/o", kRoot, R"({"label":"o","description":"test org"})").status == 201);
-    REQUIRE(call("POST", "/v1/orgs/o/users/admin", kRoot, R"({"password":"adminpw","admin":true})").status ==
-            201);
+    seed_org();
     REQUIRE(
         call("POST", "/v1/orgs/o/users/alice", kAdmin, R"({"password":"alicepw","admin":false})").status ==
         201);
@@ -106,30 +76,13 @@ class TestHub {
                 {{"If-Match", "\"" + std::to_string(revision) + "\""}});
   }
 
-  Res set_faults(const std::string& body) { return call("PUT", "/v1/standin/faults", kRoot, body); }
-
-  Hub& hub() { return in_process_->hub(); }
-
-  std::vector<json::Ptr> log_lines(const std::string& name = "writes.jsonl") const {
-    std::vector<json::Ptr> out;
-    std::ifstream f(dir_.file(name));
-    std::string line;
-    while (std::getline(f, line)) {
-      auto p = json::parse(line, "write log line");
-      REQUIRE(p.has_value());
-      out.push_back(std::move(*p));
-    }
-    return out;
-  }
-
-  const testing::TempDir& dir() const { return dir_; }
-
  private:
-  testing::TempDir dir_;
-  Mode mode_;
-  std::chrono::milliseconds agbot_interval_;
-  std::unique_ptr<InProcessHub> in_process_;
-  int port_ = 0;
+  static HubOptions options(Mode mode, std::chrono::milliseconds agbot_interval) {
+    HubOptions o;
+    o.mode = mode;
+    o.agbot_monitor_interval = agbot_interval;
+    return o;
+  }
 };
 
 std::string str(const cJSON* o, const char* key) {

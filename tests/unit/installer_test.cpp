@@ -15,7 +15,8 @@
 #include "agentd/files.h"
 #include "harness/harness.h"
 #include "harness/packages.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
+#include "support/tools.h"
 
 using namespace agentd;
 using namespace agentd::testing;
@@ -97,21 +98,12 @@ std::string reported(PackageKind kind, const std::string& version) {
   return kind == PackageKind::rpm ? version + "-1" : version;
 }
 
-// Skips (with a message) when the kind's tools are missing here.
+// The kind's tools; a test without them fails (support/tools.h).
 bool tools_present(PackageKind kind) {
-  if (kind == PackageKind::rpm && (!have_tool("rpm") || !have_tool("rpmbuild"))) {
-    MESSAGE("rpm/rpmbuild not installed: skipping the rpm installer test (apt-get install rpm)");
-    return false;
-  }
-  if (kind == PackageKind::deb && (!have_tool("dpkg") || !have_tool("dpkg-deb"))) {
-    MESSAGE("dpkg not installed: skipping the deb installer test");
-    return false;
-  }
-  if (kind != PackageKind::tarball && !have_static_shell()) {
-    MESSAGE(
-        "no static /bin/busybox: maintainer scripts cannot run in an isolated root (apt-get install "
-        "busybox-static)");
-    return false;
+  switch (kind) {
+    case PackageKind::rpm: return require_tools({"rpm", "rpmbuild"}, true);
+    case PackageKind::deb: return require_tools({"dpkg", "dpkg-deb"}, true);
+    case PackageKind::tarball: break;
   }
   return true;
 }
@@ -246,10 +238,7 @@ void upgrade_and_roll_back(PackageKind kind) {
 }
 
 void inspect_refuses_another_package(PackageKind kind) {
-  if (kind == PackageKind::rpm && !have_tool("rpmbuild")) {
-    MESSAGE("rpmbuild not installed: skipping");
-    return;
-  }
+  if (kind == PackageKind::rpm && !require_tools({"rpmbuild"})) return;
   Fixture f(kind);
   std::string other = built(kind, horizon("1.0.0", "not-horizon"), f.tmp.path());
   auto r = f.installer->inspect(other);
@@ -322,10 +311,7 @@ TEST_SUITE("installer") {
   }
 
   TEST_CASE("rpm: a corrupted package fails rpm -K and is refused") {
-    if (!have_tool("rpmbuild")) {
-      MESSAGE("rpmbuild not installed: skipping");
-      return;
-    }
+    if (!require_tools({"rpm", "rpmbuild"})) return;
     Fixture f(PackageKind::rpm);
     std::string good = built(PackageKind::rpm, horizon("2.0.0"), f.tmp.path());
     REQUIRE(f.installer->inspect(good).has_value());

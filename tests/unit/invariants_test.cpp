@@ -128,6 +128,7 @@ std::vector<Step> clean_steps() {
 
 std::vector<std::string> names(const std::vector<Violation>& vs) {
   std::vector<std::string> out;
+  out.reserve(vs.size());
   for (const auto& v : vs) out.push_back(v.invariant);
   return out;
 }

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <string>
 
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using agentd::testing::TempDir;

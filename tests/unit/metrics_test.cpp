@@ -16,7 +16,7 @@
 
 #include "agentd/log.h"
 #include "support/metrics_sample.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using agentd::testing::holder;

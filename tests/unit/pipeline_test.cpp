@@ -17,12 +17,14 @@
 #include "agentd/http.h"
 #include "harness/packages.h"
 #include "hub/in_process.h"
-#include "temp_dir.h"
+#include "support/fake_units.h"
+#include "support/temp_dir.h"
 #include "upgrade/verify.h"
 #include "upgrade/version_floor.h"
 
 using namespace agentd;
 using namespace agentd::standin;
+using agentd::testing::FakeUnitManager;
 using agentd::testing::TempDir;
 
 namespace {
@@ -110,6 +112,7 @@ struct Fixture {
   std::unique_ptr<Exchange> exchange;
   std::unique_ptr<CssArtifactSource> artifacts;
   std::unique_ptr<ProcessRunner> runner = make_process_runner([] { return false; });
+  UnitManager* units = nullptr;  // null: systemd is not running
   PipelineOptions options;
 
   Fixture() {
@@ -218,7 +221,7 @@ struct Fixture {
   std::unique_ptr<Upgrader> upgrader() {
     artifacts = std::make_unique<CssArtifactSource>(*exchange, *http);
     return make_pipeline_upgrader(
-        options, PipelineParts{*artifacts, *exchange, installer, nullptr, *runner, log, clock, sleeper});
+        options, PipelineParts{*artifacts, *exchange, installer, units, *runner, log, clock, sleeper});
   }
 
   // current/horizon/ as agentd leaves it after installing `version` itself.
@@ -569,6 +572,100 @@ TEST_SUITE("pipeline") {
     CHECK(s.error().message.find("not a regular file") != std::string::npos);
     CHECK_FALSE(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
     CHECK_FALSE(f.exists("downloads/2.0.0/prepared.json"));
+  }
+
+  TEST_CASE("restart: the agent's unit over D-Bus with the restart timeout; a D-Bus error fails the step") {
+    Fixture f;
+    FakeUnitManager units;
+    f.units = &units;
+    f.options.agent_unit = "horizon.service";
+    f.options.restart_timeout = std::chrono::seconds{42};
+    const auto t = target("2.0.0", "o/man-2.0.0");
+    REQUIRE(f.upgrader()->restart(t));
+    auto restarts = units.restarts();
+    REQUIRE(restarts.size() == 1);
+    CHECK(restarts[0].unit == "horizon.service");
+    CHECK(restarts[0].timeout == std::chrono::seconds{42});
+
+    units.fail_restarts("Unit horizon.service not found.");
+    auto s = f.upgrader()->restart(t);
+    REQUIRE_FALSE(s);
+    CHECK(s.error().message == "Unit horizon.service not found.");
+
+    // The operator's restart command replaces the D-Bus restart.
+    units.fail_restarts("");
+    f.options.restart_command = "exit 3";
+    auto c = f.upgrader()->restart(t);
+    REQUIRE_FALSE(c);
+    CHECK(c.error().message.find("restart command exited with 3") != std::string::npos);
+    CHECK(units.restarts().size() == 2);
+  }
+
+  TEST_CASE("restart without systemd or without a unit: skipped, and said so when a unit was named") {
+    Fixture f;
+    const auto t = target("2.0.0", "o/man-2.0.0");
+    REQUIRE(f.upgrader()->restart(t));  // no unit named: nothing to restart
+    CHECK_FALSE(f.log.has("warn restart-skipped"));
+    f.options.agent_unit = "horizon.service";
+    REQUIRE(f.upgrader()->restart(t));  // units == nullptr: systemd is not running
+    CHECK(f.log.has("warn restart-skipped"));
+  }
+
+  TEST_CASE("health: the agent's unit must become active before the deadline") {
+    Fixture f;
+    FakeUnitManager units;
+    f.units = &units;
+    f.options.agent_unit = "horizon.service";
+    auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
+    auto up = f.upgrader();
+    auto t = target("2.0.0", ref);
+    REQUIRE(up->prepare(t, {}));
+    REQUIRE(up->install(t));
+
+    SUBCASE("activating, then active: healthy, and the package becomes current") {
+      units.play_states({"activating", "activating", "active"});
+      auto h = up->check_health(t);
+      REQUIRE_MESSAGE(h.has_value(), h.error().describe());
+      CHECK(units.queried() == std::vector<std::string>(3, "horizon.service"));
+      CHECK(f.exists("current/horizon/horizon_2.0.0_amd64.deb"));
+    }
+    SUBCASE("failed until the deadline: not healthy, naming the unit's state; nothing committed") {
+      units.play_states({"activating", "failed"});
+      auto h = up->check_health(t);
+      REQUIRE_FALSE(h);
+      CHECK(h.error().message.find("not healthy within 10 s: horizon.service is failed") !=
+            std::string::npos);
+      CHECK(units.queried().size() >= 4);  // retried every health_retry until the deadline
+      CHECK_FALSE(f.exists("current/horizon/horizon_2.0.0_amd64.deb"));
+    }
+    SUBCASE("the unit's state cannot be read: not healthy, with the bus's reason") {
+      units.fail_state_reads("Connection timed out");
+      auto h = up->check_health(t);
+      REQUIRE_FALSE(h);
+      CHECK(h.error().message.find("Connection timed out") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("rollback restarts the agent's unit once, also when the rollback is resumed") {
+    Fixture f;
+    FakeUnitManager units;
+    f.units = &units;
+    f.options.agent_unit = "horizon.service";
+    f.installed_by_agentd("1.0.0");
+    auto ref = f.publish("2.0.0", package_bytes("2.0.0"), &f.key);
+    auto t = target("2.0.0", ref);
+    REQUIRE(f.upgrader()->prepare(t, {}));
+    REQUIRE(f.upgrader()->install(t));
+    auto r = f.upgrader()->rollback(t);
+    REQUIRE_MESSAGE(r.has_value(), r.error().describe());
+    CHECK(f.installer.installed == "1.0.0");
+    CHECK(units.restarts().size() == 1);
+    // agentd restarted midway (its own rollback): the next process resumes
+    // with the health check instead of restarting the unit again.
+    units.play_states({"activating", "active"});
+    REQUIRE(f.upgrader()->rollback(t));
+    CHECK(units.restarts().size() == 1);
+    CHECK(units.queried().size() >= 3);
   }
 
   TEST_CASE("install without a prepared package is an error, not a guess") {

@@ -33,22 +33,6 @@ const Wall kNow = Wall{std::chrono::seconds{1'795'636'800}};  // 2026-11-25T20:0
 }  // namespace
 
 TEST_SUITE("plan") {
-  TEST_CASE("versions compare numerically, pre-releases before the release") {
-    CHECK(compare_versions("2.10.0", "2.9.9") > 0);
-    CHECK(compare_versions("2.0", "2.0.0") == 0);
-    CHECK(compare_versions("1.2.0-rc1", "1.2.0") < 0);
-    CHECK(compare_versions("1.2.0", "1.2.0-rc1") > 0);
-    CHECK(compare_versions("1.2.0-rc1", "1.2.0-rc2") < 0);
-    CHECK(compare_versions("3", "2.99") > 0);
-    // Semantic Versioning pre-release order (as anax ComparePrereleases).
-    CHECK(compare_versions("1.0.0-alpha", "1.0.0-alpha.1") < 0);
-    CHECK(compare_versions("1.0.0-alpha.1", "1.0.0-alpha.beta") < 0);
-    CHECK(compare_versions("1.0.0-beta.2", "1.0.0-beta.11") < 0);
-    CHECK(compare_versions("1.0.0-rc.1", "1.0.0") < 0);
-    CHECK(compare_versions("1.0.0-beta.11", "1.0.0-beta.011") == 0);
-    CHECK(compare_versions("99999999999999999999999.0", "1.0") > 0);
-  }
-
   TEST_CASE("an enabled policy with an exact version names the target") {
     NodeRecord node;
     Manifests m{{{"org/m1", "2.0.0"}}};

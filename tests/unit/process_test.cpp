@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "block_signal.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;

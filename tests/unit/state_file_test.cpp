@@ -10,7 +10,7 @@
 #include <filesystem>
 
 #include "agentd/files.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 

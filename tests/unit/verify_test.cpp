@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 using namespace agentd;
 
@@ -153,7 +153,8 @@ TEST_SUITE("verify") {
     REQUIRE_FALSE(t);
     CHECK(t.error().code == Errc::verification);
 
-    for (std::string bad : {std::string(""), std::string("abc"), good + "0", good.substr(0, 63) + "g"}) {
+    for (const std::string& bad :
+         {std::string(""), std::string("abc"), good + "0", good.substr(0, 63) + "g"}) {
       auto b = verify_sha256(path, bad, 1024);
       REQUIRE_FALSE(b);
       CHECK(b.error().code == Errc::verification);

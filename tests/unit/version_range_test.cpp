@@ -77,6 +77,53 @@ TEST_SUITE("version_range") {
     CHECK_FALSE(is_version_range_expression("1.0.0"));
     CHECK_FALSE(is_version_range_expression("latest"));
     CHECK_FALSE(is_version_range_expression("[]"));
+    CHECK_FALSE(is_version_range_expression("[1.0,x)"));  // both ends must be versions
+    CHECK_FALSE(is_version_range_expression("[INFINITY,2.0)"));
+  }
+
+  TEST_CASE("versions compare numerically, pre-releases before the release") {
+    CHECK(compare_versions("2.10.0", "2.9.9") == 1);
+    CHECK(compare_versions("2.0", "2.0.0") == 0);
+    CHECK(compare_versions("1.2.0-rc1", "1.2.0") == -1);
+    CHECK(compare_versions("1.2.0", "1.2.0-rc1") == 1);
+    CHECK(compare_versions("1.2.0-rc1", "1.2.0-rc2") == -1);
+    CHECK(compare_versions("3", "2.99") == 1);
+    // Semantic Versioning pre-release order (as anax ComparePrereleases).
+    CHECK(compare_versions("1.0.0-alpha", "1.0.0-alpha.1") == -1);
+    CHECK(compare_versions("1.0.0-alpha.1", "1.0.0-alpha.beta") == -1);
+    CHECK(compare_versions("1.0.0-beta.2", "1.0.0-beta.11") == -1);
+    CHECK(compare_versions("1.0.0-rc.1", "1.0.0") == -1);
+    CHECK(compare_versions("1.0.0-beta.11", "1.0.0-beta.011") == 0);
+    CHECK(compare_versions("99999999999999999999999.0", "1.0") == 1);
+  }
+
+  TEST_CASE("only versions and INFINITY compare; INFINITY is above every version") {
+    CHECK(compare_versions("99999.0.0", kInfinity) == -1);
+    CHECK(compare_versions(kInfinity, "0") == 1);
+    CHECK(compare_versions(kInfinity, kInfinity) == 0);
+    for (const char* bad : {"", "latest", "2.0.x", "1.2.3+b1", "1:2.0.0", "[1.0,2.0)", "infinity"}) {
+      CAPTURE(bad);
+      auto r = compare_versions(bad, "1.0.0");
+      REQUIRE_FALSE(r);
+      CHECK(r.error().code == Errc::parse);
+      CHECK(r.error().message.find(std::string("'") + bad + "'") != std::string::npos);
+      CHECK_FALSE(compare_versions("1.0.0", bad));
+    }
+  }
+
+  TEST_CASE("package versions have a total order that agrees with compare_versions") {
+    // Debian revisions, rpm releases and epochs are not anax versions.
+    CHECK(compare_package_versions("2.0.0-1+deb12u2", "2.0.0-1+deb12u1") > 0);
+    CHECK(compare_package_versions("2.31.0-1", "2.30.9") > 0);
+    CHECK(compare_package_versions("2.31.0", "INFINITY") < 0);
+    CHECK(compare_package_versions("INFINITY", "INFINITY") == 0);
+    CHECK(compare_package_versions("garbage", "INFINITY") < 0);
+    for (const char* a : {"1", "1.0.1", "2.0.0-rc.1", "2.0", "10.0.0-beta.11", kInfinity})
+      for (const char* b : {"1.0", "1.0.1", "2.0.0", "2.0.0-rc.2", "10.0.0-beta.9", kInfinity}) {
+        CAPTURE(a);
+        CAPTURE(b);
+        CHECK(compare_versions(a, b) == compare_package_versions(a, b));
+      }
   }
 
   TEST_CASE("the highest published version inside the range is chosen") {

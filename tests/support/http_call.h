@@ -28,13 +28,13 @@ inline Res http_call(int port, const std::string& method, const std::string& pat
   cli.set_read_timeout(10, 0);
   if (!auth.empty()) {
     auto colon = auth.find(':');
-    cli.set_basic_auth(auth.substr(0, colon).c_str(), auth.substr(colon + 1).c_str());
+    cli.set_basic_auth(auth.substr(0, colon), auth.substr(colon + 1));
   }
-  httplib::Result r = method == "GET"     ? cli.Get(path.c_str(), headers)
-                      : method == "PUT"   ? cli.Put(path.c_str(), headers, body, "application/json")
-                      : method == "POST"  ? cli.Post(path.c_str(), headers, body, "application/json")
-                      : method == "PATCH" ? cli.Patch(path.c_str(), headers, body, "application/json")
-                                          : cli.Delete(path.c_str(), headers);
+  httplib::Result r = method == "GET"     ? cli.Get(path, headers)
+                      : method == "PUT"   ? cli.Put(path, headers, body, "application/json")
+                      : method == "POST"  ? cli.Post(path, headers, body, "application/json")
+                      : method == "PATCH" ? cli.Patch(path, headers, body, "application/json")
+                                          : cli.Delete(path, headers);
   Res out;
   if (!r) return out;
   out.status = r->status;
