@@ -534,12 +534,18 @@ Mono Coordinator::poll_interval(const GroupDocument& doc, const Local& local, Mo
   // §5: fast while waiting at the head or holding; slower in an active rollout;
   // a quiet group is read on a change notice or every idleHeartbeatSeconds.
   if (holds_lease(local.state)) return timing_.fast_poll;
-  // The head acquires next and the one behind it becomes the head as it does:
-  // both watch at the fast poll, whatever else blocks them, so a short step's
-  // handoff is not a slow poll long. The rest of the queue polls slowly.
+  // Waiters poll faster the nearer they are to the head, whatever else blocks them:
+  // the first three at the fast poll, a waiter p places back every (p - 1) fast
+  // polls, up to the slow poll. Each place ahead is a whole turn (acquire, install,
+  // release) and a turn takes at least a fast poll, so a waiter reads again before
+  // the holder just ahead of it can release: short installs hand off within a fast
+  // poll too, not a slow poll late (a fixed fast head of two was passed by turns
+  // shorter than the slow poll). A quiet group has no waiters: its cost is unchanged.
   if (local.state == State::waiting) {
     int pos = queue_position(doc, local, now);
-    return pos >= 0 && pos < 2 ? timing_.fast_poll : timing_.poll;
+    if (pos < 0) return timing_.poll;
+    return std::clamp(std::max(pos - 1, 1) * timing_.fast_poll, timing_.fast_poll,
+                      std::max(timing_.poll, timing_.fast_poll));
   }
   if (rollout_active(doc)) return timing_.poll;
   return timing_.idle_heartbeat;

@@ -4,7 +4,7 @@
 # per idle member per minute, peak RSS of an idle agentd, and the stripped binary
 # size, the metrics file's size and write cost, download throughput against curl, the share fetched again after a resume,
 # peak RSS during a 200 MiB download, and the arm64 build idling under qemu. Takes about
-# 20 minutes. Usage: bash tests/bench/bench.sh [IDLE_MINUTES]
+# 25 minutes with tests/bench/scale.sh --quick. Usage: bash tests/bench/bench.sh [IDLE_MINUTES]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 idle_minutes=${1:-3}
@@ -34,6 +34,11 @@ for n in 5 20; do
   echo "$n members: $gap; median / fast poll = $(python3 -c "print(round($median / $fast_poll, 2))")"
   grep -E 'rollout completed|most members|hub requests|invariants' "$out/rollout-$n.txt" | sed 's/^ */    /'
 done
+
+# Scale of one group at agentd's default intervals, the quick variant (5 and 20
+# members, 2 s installs); the full one (up to 100 members, 30 s installs, about two
+# hours) is tests/bench/scale.sh without arguments.
+bash tests/bench/scale.sh --quick --no-build --out "$out/scale" || echo "scale goals: not all held (above)"
 
 # A quiet group with agentd's default intervals, agentd alone.
 "$demo" --idle "$idle_minutes" --members 5 --alone | sed 's/^ *//'

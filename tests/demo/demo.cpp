@@ -575,6 +575,16 @@ int main(int argc, char** argv) {
       double under = std::accumulate(upgrade_s.begin(), upgrade_s.end(), 0.0);
       appendf(&summary, "  time under the lease per member: median %.2fs; makespan / sum of it: %.2f\n",
               median(upgrade_s), under > 0 ? makespan / under : 0.0);
+      // The makespan above runs from publish, so it includes prepare (every member at
+      // once) and the first read of the new target; the members' apply phase starts
+      // together at the first acquisition.
+      if (!leases.empty()) {
+        std::int64_t last_release = 0;
+        for (const auto& l : leases) last_release = std::max(last_release, l.second);
+        double apply = seconds(last_release - leases.front().first);
+        appendf(&summary, "  first acquisition to last release: %.2fs; / sum of time under the lease: %.3f\n",
+                apply, under > 0 ? apply / under : 0.0);
+      }
     }
     if (!leases.empty())
       appendf(&summary, "  412s per acquisition: %.2f (%lld answered 412, %zu acquisitions)\n",

@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -19,6 +21,66 @@ namespace agentd::standin {
 namespace {
 
 constexpr std::size_t kMaxBody = 256u * 1024u * 1024u;  // CSS objects may be agent packages
+
+// More connections than any group the demo and the soak run (200 members beside
+// anax) can hold open at once; see Server::Server.
+constexpr std::size_t kMaxWorkers = 1024;
+
+// cpp-httplib's ThreadPool with workers started on demand, up to `max`: one per
+// connection open at once, never one waiting in the queue while the pool can grow,
+// and no thousand idle threads for a test that opens three connections.
+class GrowingPool : public httplib::TaskQueue {
+ public:
+  explicit GrowingPool(std::size_t max) : max_(max) {}
+  ~GrowingPool() override { shutdown(); }
+  GrowingPool(const GrowingPool&) = delete;
+  GrowingPool& operator=(const GrowingPool&) = delete;
+
+  void enqueue(std::function<void()> fn) override {
+    std::lock_guard lock(mu_);
+    jobs_.push_back(std::move(fn));
+    if (idle_ < jobs_.size() && threads_.size() < max_) {
+      threads_.emplace_back([this] { work(); });
+    } else {
+      cv_.notify_one();
+    }
+  }
+
+  void shutdown() override {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mu_);
+      shutdown_ = true;
+      threads.swap(threads_);
+    }
+    cv_.notify_all();
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  void work() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [this] { return !jobs_.empty() || shutdown_; });
+      --idle_;
+      if (jobs_.empty()) return;  // shutting down with nothing left to serve
+      std::function<void()> fn = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      fn();
+      lock.lock();
+    }
+  }
+
+  const std::size_t max_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  std::size_t idle_ = 0;  // workers waiting for a job
+  bool shutdown_ = false;
+};
 
 // Response headers of every /v1 answer (exchange-api.md §1.3).
 void add_exchange_headers(httplib::Response& res) {
@@ -226,8 +288,15 @@ Result<Faults> parse_faults(const std::string& body) {
 }
 
 Server::Server(Hub& hub) : hub_(hub), rng_(std::random_device{}()) {
-  // Each keep-alive connection holds a worker; agentd keeps one or two per daemon.
-  http_.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  // cpp-httplib gives each connection a worker until it has been idle for the
+  // keep-alive timeout: a connection asked every 2 s or oftener (a lease holder, the
+  // head of the queue, a download) keeps its worker for up to keep-alive-max-count
+  // requests, and a connection beyond the pool waits in its queue meanwhile. With
+  // 100 members (agentd's one or two connections each, an anax stand-in's, the
+  // demo's) a fixed pool of 64 left new callers unanswered for 20 s: the pool grows
+  // to one worker per open connection instead. (The listen backlog is raised to
+  // match in tests/CMakeLists.txt: cpp-httplib's 5 drops SYNs of a burst of connects.)
+  http_.new_task_queue = [] { return new GrowingPool(kMaxWorkers); };
   http_.set_keep_alive_max_count(100);
   http_.set_keep_alive_timeout(2);  // also bounds how long stop() waits for idle connections
   http_.set_read_timeout(30, 0);
@@ -249,14 +318,25 @@ Server::~Server() {
 }
 
 Result<int> bind_http(httplib::Server& http, const std::string& host, int port) {
+  // Debian's cpp-httplib is a compiled library that listens with a backlog of 5: a
+  // burst of connects (a hundred members at once, each reconnecting after the
+  // keep-alive timeout) loses SYNs and waits out TCP's retransmission, a second and
+  // more. Linux takes a second listen() on the bound socket as a new backlog.
+  auto listening = std::make_shared<int>(-1);
+  http.set_socket_options([listening](socket_t sock) {
+    httplib::default_socket_options(sock);
+    *listening = sock;
+  });
+  int bound = port;
   if (port == 0) {
-    int p = http.bind_to_any_port(host);
-    if (p <= 0) return fail(Errc::io, "cannot bind " + host + ":0");
-    return p;
-  }
-  if (!http.bind_to_port(host, port))
+    bound = http.bind_to_any_port(host);
+    if (bound <= 0) return fail(Errc::io, "cannot bind " + host + ":0");
+  } else if (!http.bind_to_port(host, port)) {
     return fail(Errc::io, "cannot bind " + host + ":" + std::to_string(port));
-  return port;
+  }
+  if (*listening >= 0 && ::listen(*listening, SOMAXCONN) != 0)
+    return fail(Errc::io, "cannot raise the listen backlog on " + host + ":" + std::to_string(bound));
+  return bound;
 }
 
 Result<int> Server::bind(const std::string& host, int port) {

@@ -174,7 +174,8 @@ TEST_SUITE("integration") {
       // agentd alone finishes the step; its final report cannot reach anax yet.
       REQUIRE_MESSAGE(poll_until(deadline_in(kTimeout),
                                  [&] {
-                                   auto e = r.group().entry(holder);
+                                   const GroupDocument d = r.group();  // entry() points into it
+                                   auto e = d.entry(holder);
                                    return e && e->state == State::succeeded;
                                  }),
                       r.diagnostics());

@@ -613,7 +613,9 @@ TEST_SUITE("coordinator") {
   }
 
   TEST_CASE(
-      "poll interval: the first two of the queue poll fast even while a lease is held; the rest slowly") {
+      "poll interval: the first three of the queue poll fast even while a lease is held; the rest slower "
+      "with "
+      "each place, up to the slow poll") {
     Member m;
     auto d = group({"n1", "n2", "n3", "n4"});
     d.entries["n1"] = m.own();
@@ -630,7 +632,50 @@ TEST_SUITE("coordinator") {
     CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);
     d.entries["n4"].waiting_since = "2026-11-25T19:30:00.000000Z";  // third
     CHECK(m.c.queue_position(d, m.local, m.clock.mono()) == 2);
-    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.poll);
+    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);
+  }
+
+  TEST_CASE("poll interval: a waiter reads again before the holder just ahead of it can release") {
+    // Turns (acquire, install, release) as short as a fast poll, a queue of 12 behind
+    // a holder: the waiter p places back is never passed between two of its reads.
+    Member m;
+    std::vector<std::string> names{"n1"};
+    for (int i = 2; i <= 14; ++i) names.push_back("n" + std::to_string(i));
+    auto d = group(names);
+    d.entries["n1"] = m.own();
+    m.local.waiting_since = d.entries["n1"].waiting_since = "2026-11-25T20:30:00.000000Z";
+    d.entries["n2"] = entry(State::upgrading, "r", 5);
+    for (int i = 3; i <= 14; ++i) {
+      Entry w = entry(State::waiting, "w" + std::to_string(i));
+      w.waiting_since = "2026-11-25T20:00:" + std::string(i < 10 ? "0" : "") + std::to_string(i) + ".000000Z";
+      d.entries["n" + std::to_string(i)] = w;
+    }
+    m.c.observe(d, m.clock.mono());
+    REQUIRE(m.c.queue_position(d, m.local, m.clock.mono()) == 12);
+    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.poll);  // 11 fast polls capped
+    const Mono turn = kTiming.fast_poll;
+    Mono next_read = m.clock.mono() + m.c.poll_interval(d, m.local, m.clock.mono());
+    Mono next_turn = m.clock.mono() + turn;
+    int ahead = 12;
+    while (ahead > 0) {
+      if (next_turn <= next_read) {  // the holder releases; the head acquires at once
+        m.clock.advance(next_turn - m.clock.mono());
+        --ahead;
+        d.entries["n" + std::to_string(14 - ahead)].state = State::upgrading;
+        next_turn += turn;
+        // Our release-to-acquire must not already have gone by unseen: when nobody is
+        // ahead of us any more, the holder's release is still to come.
+        continue;
+      }
+      m.clock.advance(next_read - m.clock.mono());
+      m.c.observe(d, m.clock.mono());
+      const int pos = m.c.queue_position(d, m.local, m.clock.mono());
+      CHECK(pos == ahead);
+      next_read = m.clock.mono() + m.c.poll_interval(d, m.local, m.clock.mono());
+      // Before the holder just ahead of us releases (ahead + 1 turns away at the
+      // earliest less the part of the current turn gone by), we read again.
+      CHECK(next_read < next_turn + ahead * turn);
+    }
   }
 
   TEST_CASE("poll interval: fast at the head or holding, slow when quiet") {
