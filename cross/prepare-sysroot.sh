@@ -86,7 +86,7 @@ install_missing() {
 }
 
 # Host tools: the Debian cross compiler and binutils, qemu for running the tests, the build tools.
-host_pkgs=("g++-$triple" "binutils-$triple" qemu-user-static cmake ninja-build pkg-config)
+host_pkgs=("g++-$triple" "binutils-$triple" qemu-user-static cmake ninja-build pkg-config groff-base)
 
 # multiarch: returns 1 (leaving the host as it was) if apt cannot fetch the ARCH indexes or
 # would have to remove anything.

@@ -3,7 +3,7 @@
 # Does nothing when everything is already there.
 set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config libcurl4-openssl-dev libcjson-dev libsystemd-dev libssl-dev
-      doctest-dev libcpp-httplib-dev python3 binutils curl openssl busybox-static rpm faketime)
+      doctest-dev libcpp-httplib-dev python3 binutils curl openssl busybox-static rpm faketime groff-base)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -746,7 +746,14 @@ TEST_SUITE("config") {
   }
 
   TEST_CASE("help text: every section, every key of config.h with its default, every exit status") {
+    // agentd --help is agentd(8) as groff formats it (packaging/help-from-man.cmake):
+    // sections at the margin, entries indented by 7.
     std::string help = help_text();
+    CHECK(help.rfind("NAME\n", 0) == 0);                      // no page header
+    CHECK(help.find("AGENTD(8)") == std::string::npos);        // nor footer
+    CHECK(help.find("  found  ") == std::string::npos);        // left-adjusted, not justified
+    CHECK(help.find('\b') == std::string::npos);               // no overstriking
+    CHECK(help.find("\x1b[") == std::string::npos);            // no terminal escapes
     for (const char* section : {"NAME\n", "SYNOPSIS\n", "DESCRIPTION\n", "OPTIONS\n", "CONFIGURATION\n",
                                 "FILES\n", "ENVIRONMENT\n", "EXIT STATUS\n", "SIGNALS\n", "EXAMPLES\n"}) {
       CHECK_MESSAGE(help.find(section) != std::string::npos, section);
@@ -774,7 +781,7 @@ TEST_SUITE("config") {
       keys.insert(command);
     }
     for (const std::string& key : keys) {
-      CHECK_MESSAGE(help.find("\n    " + key + " (") != std::string::npos, key);
+      CHECK_MESSAGE(help.find("\n       " + key + " (") != std::string::npos, key);
     }
 
     // Defaults as config.h has them.
@@ -804,21 +811,25 @@ TEST_SUITE("config") {
     CHECK(help.find("(default " + f.horizon_file + ")") != std::string::npos);
 
     for (int status : {exit_ok, exit_failure, exit_usage, exit_config, exit_token, exit_state}) {
-      CHECK_MESSAGE(help.find("\n    " + std::to_string(status) + "   ") != std::string::npos, status);
+      CHECK_MESSAGE(help.find("\n       " + std::to_string(status) + "      ") != std::string::npos, status);
     }
     CHECK(help.find("SIGTERM, SIGINT") != std::string::npos);
   }
 
   TEST_CASE("the help text's example files load as they are printed") {
     std::string help = help_text();
-    // The indented block after a "    FILE:" line, up to the next blank line.
+    // The example block after a "       FILE:" line (one blank line, then lines
+    // indented by 11), up to the next blank line.
     auto block = [&](const std::string& title) {
-      std::size_t start = help.find("    " + title + ":\n");
-      REQUIRE(start != std::string::npos);
-      start = help.find('\n', start) + 1;
+      std::size_t start = help.find("\n       " + title + ":\n\n");
+      REQUIRE_MESSAGE(start != std::string::npos, title);
+      start = help.find("\n\n", start) + 2;
       std::string out;
       std::istringstream in(help.substr(start));
-      for (std::string line; std::getline(in, line) && !line.empty();) out += line.substr(8) + "\n";
+      for (std::string line; std::getline(in, line) && !line.empty();) {
+        REQUIRE(line.rfind("           ", 0) == 0);
+        out += line.substr(11) + "\n";
+      }
       return out;
     };
     Etc etc;
