@@ -87,11 +87,11 @@ void Daemon::status(const std::string& text) {
   p_.log.debug("status", {{"msg", text}});
 }
 
-void Daemon::report_management_status(const std::string& st, const std::string& error) {
+void Daemon::report_management_status(MgmtStatus st, const std::string& error) {
   if (ps_.policy.empty() || (st == last_mgmt_status_ && error.empty())) return;
   last_mgmt_status_ = st;
   // The latest status is the one that counts; it is kept until it is taken.
-  ps_.report_status = st;
+  ps_.report_status = to_string(st);
   ps_.report_policy = ps_.policy;
   ps_.report_error = error;
   ps_.report_version = ps_.local.target;
@@ -108,9 +108,10 @@ void Daemon::send_report() {
   ms.status = st;
   ms.error_message = ps_.report_error;
   ms.software_version = ps_.report_version;
-  if (st == "initiated") ms.start_time = format_time(p_.clock.wall());
-  if (st == "successful" || st == "failed" || st == "rollback successful" || st == "rollback failed")
-    ms.end_time = format_time(p_.clock.wall());
+  // The state file keeps the wire string; one it does not know carries no times.
+  const auto known = mgmt_status_from_string(st);
+  if (known == MgmtStatus::initiated) ms.start_time = format_time(p_.clock.wall());
+  if (known && ends_job(*known)) ms.end_time = format_time(p_.clock.wall());
   if (auto r = p_.status.report(ps_.report_policy, ms); !r) {
     // Every job ends in a final status, or anax's record and the agbot's group
     // lock stay active (anax-coexistence.md §3.2): try again, a little later each time.
@@ -140,7 +141,7 @@ void Daemon::report_policy_errors(const std::map<std::string, std::string>& erro
       continue;  // status lives in our org
     ManagementStatus ms;
     ms.scheduled_time = format_time(p_.clock.wall());
-    ms.status = "precheck failed";
+    ms.status = to_string(MgmtStatus::precheck_failed);
     ms.error_message = why;
     if (auto r = p_.status.report(policy, ms); !r) {
       p_.log.warn("management-status-failed", {{"policy", policy}, {"error", r.error().describe()}});
@@ -348,23 +349,21 @@ bool Daemon::recovered() {
 // node management status (whose only free-text field is errorMessage).
 void Daemon::show_progress() {
   if (job_.idle()) return;
-  std::string text;
+  JobProgress p;
   {
     std::lock_guard lock(progress_mu_);
-    text = job_progress_;
+    p = job_progress_;
   }
-  if (text.empty() || text == shown_progress_) return;
-  shown_progress_ = text;
-  ps_.local.message = text;
-  status(text);
-  auto open = text.rfind(" (");
-  auto pct = text.rfind("%)");
-  if (open != std::string::npos && pct != std::string::npos && pct > open) {
-    int percent = std::atoi(text.c_str() + open + 2);
+  if (p.text.empty() || p.text == shown_progress_) return;
+  shown_progress_ = p.text;
+  ps_.local.message = p.text;
+  status(p.text);
+  if (p.total > 0) {
+    int percent = static_cast<int>(p.done * 100 / p.total);
     if (percent / 10 != reported_percent_ / 10) {
       reported_percent_ = percent;
-      last_mgmt_status_.clear();
-      report_management_status("download started", text);
+      last_mgmt_status_.reset();
+      report_management_status(MgmtStatus::download_started, p.text);
     }
   }
 }
@@ -581,7 +580,7 @@ bool Daemon::read_group(bool force) {
         unsupported_reason_ = why;
         p_.log.log(p_.anax ? Level::warn : Level::error, "unsupported-hub",
                    {{"group", ps_.group}, {"error", e.describe()}});
-        if (!p_.anax) report_management_status("ha node waiting", why);
+        if (!p_.anax) report_management_status(MgmtStatus::ha_node_waiting, why);
       }
       status(why);
     } else if (e.code == Errc::not_found) {
@@ -627,7 +626,8 @@ void Daemon::resolve_pending() {
 // What a landed write of ours calls for (agentd/member.h does the bookkeeping):
 // the management status, and the next heartbeat's jitter (drawn after every write).
 void Daemon::report(const Landed& effects) {
-  ps_.local.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(rng_);
+  ps_.local.heartbeat_jitter_permille =
+      std::uniform_int_distribution<int>(0, kMaxHeartbeatJitterPermille)(rng_);
   for (const auto& r : effects.reports) report_management_status(r.status, r.error);
 }
 
@@ -653,9 +653,10 @@ void Daemon::apply_plan(const Plan& plan) {
     ps_.local.prepared = false;  // what was prepared was for another target
     ps_.local.verification_failed = false;
     ps_.policy = plan_.policy;
-    last_mgmt_status_.clear();
+    last_mgmt_status_.reset();
     persist();
-    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
+    if (!plan_.version.empty() && plan_.version != ps_.local.version)
+      report_management_status(MgmtStatus::waiting);
   }
 }
 
@@ -707,13 +708,13 @@ void Daemon::grouped_tick() {
   resolve_pending();
   const Mono pass = p_.clock.mono();
   bool reread = false;
-  for (int step = 0; step < 8 && !p_.waiter.stop_requested(); ++step) {
+  for (int step = 0; step < kMaxDecisionsPerPass && !p_.waiter.stop_requested(); ++step) {
     Mono now = p_.clock.mono();
     note_job();
     Action a = coordinator_.decide(*doc_, ps_.local, now, p_.clock.wall(), new_write_id());
     switch (a.kind) {
       case ActionKind::none:
-        if (a.reason.rfind("not a member", 0) == 0) next_node_ = std::min(next_node_, now + p_.config.poll);
+        if (a.wait == WaitReason::not_member) next_node_ = std::min(next_node_, now + p_.config.poll);
         // A running download says how far it got rather than just "preparing".
         status(!job_.idle() && !shown_progress_.empty() ? shown_progress_ : a.reason);
         return;
@@ -782,14 +783,14 @@ WriteOutcome Daemon::write(const Action& a) {
       // protocol.md §4.6: it stays pending; the re-read that follows every
       // conflict judges it by its writeId.
       count(&MetricCounters::write_conflicts);
-      p_.log.debug(
-          "write-conflict",
-          {{"what", a.what}, {"writeId", a.entry.write_id}, {"revision", std::to_string(doc_->revision)}});
+      p_.log.debug("write-conflict", {{"what", to_string(a.what)},
+                                      {"writeId", a.entry.write_id},
+                                      {"revision", std::to_string(doc_->revision)}});
       return WriteOutcome::conflict;
     }
     if (outcome == WriteOutcome::refused) {
       persist();
-      p_.log.error("write-refused", {{"what", a.what}, {"error", e.describe()}});
+      p_.log.error("write-refused", {{"what", to_string(a.what)}, {"error", e.describe()}});
       next_node_ = sent;  // perhaps no longer a member
       next_read_ = sent + std::max(p_.config.poll, Mono{1000});
       // Decide nothing more on this copy: the next pass reads the group again
@@ -798,7 +799,8 @@ WriteOutcome Daemon::write(const Action& a) {
       return WriteOutcome::refused;
     }
     // Transport error or 5xx: the write may have landed. Re-read, then judge by writeId.
-    p_.log.warn("write-unknown", {{"what", a.what}, {"writeId", a.entry.write_id}, {"error", e.describe()}});
+    p_.log.warn("write-unknown",
+                {{"what", to_string(a.what)}, {"writeId", a.entry.write_id}, {"error", e.describe()}});
     force_read_ = true;
     next_read_ = sent + Mono{200};
     return WriteOutcome::unknown;
@@ -811,16 +813,16 @@ WriteOutcome Daemon::write(const Action& a) {
   report(effects);
   persist();
   coordinator_.observe(*doc_, sent);
-  if (a.what != "heartbeat" && a.what != "renew") {
-    p_.log.info(a.what, {{"group", ps_.group},
-                         {"state", to_string(a.entry.state)},
-                         {"epoch", std::to_string(a.entry.epoch)},
-                         {"target", ps_.local.target},
-                         {"revision", std::to_string(*r)},
-                         {"msg", a.reason}});
+  if (!routine(a.what)) {
+    p_.log.info(to_string(a.what), {{"group", ps_.group},
+                                    {"state", to_string(a.entry.state)},
+                                    {"epoch", std::to_string(a.entry.epoch)},
+                                    {"target", ps_.local.target},
+                                    {"revision", std::to_string(*r)},
+                                    {"msg", a.reason}});
   } else {
-    if (a.what == "renew") count(&MetricCounters::renewals);
-    p_.log.debug(a.what, {{"revision", std::to_string(*r)}});
+    if (a.what == WriteKind::renew) count(&MetricCounters::renewals);
+    p_.log.debug(to_string(a.what), {{"revision", std::to_string(*r)}});
   }
   return WriteOutcome::landed;
 }
@@ -862,16 +864,16 @@ void Daemon::start_job(ActionKind kind) {
     // become the message of a later step (a rollback's release said "running
     // the prepare command" instead of why the health check failed).
     std::lock_guard lock(progress_mu_);
-    job_progress_.clear();
+    job_progress_ = {};
   }
   shown_progress_.clear();
   switch (kind) {
     case ActionKind::prepare: {
       reported_percent_ = -1;
       work = [this, t] {
-        return p_.upgrader.prepare(t, [this](const std::string& text) {
+        return p_.upgrader.prepare(t, [this](const JobProgress& progress) {
           std::lock_guard lock(progress_mu_);
-          job_progress_ = text;
+          job_progress_ = progress;
         });
       };
       break;
@@ -895,8 +897,8 @@ void Daemon::start_job(ActionKind kind) {
   if (kind == ActionKind::install) log_step("install", "begin");
   if (kind == ActionKind::restart) log_step("restart", "begin");
   if (kind == ActionKind::rollback) log_step("rollback", "begin");
-  if (kind == ActionKind::install) report_management_status("initiated");
-  if (kind == ActionKind::rollback) report_management_status("rollback started");
+  if (kind == ActionKind::install) report_management_status(MgmtStatus::initiated);
+  if (kind == ActionKind::rollback) report_management_status(MgmtStatus::rollback_started);
   p_.log.info("step", {{"step", to_string(kind)}, {"target", l.target}, {"epoch", std::to_string(l.epoch)}});
   l.job_running = true;
   l.step_running = kind == ActionKind::install || kind == ActionKind::restart || kind == ActionKind::rollback;
@@ -930,14 +932,14 @@ void Daemon::finish_job() {
     case ActionKind::prepare:
       if (result) {
         l.prepared = true;
-        report_management_status("downloaded");
+        report_management_status(MgmtStatus::downloaded);
       } else if (result.error().code == Errc::verification) {
         l.verification_failed = true;
         l.message = "artifact failed verification: " + err;
       } else {
         l.message = "prepare failed: " + err;
         retry_prepare_ = p_.clock.mono() + full_jitter(3, Mono{1000}, Mono{60'000}, rng_) + Mono{1000};
-        report_management_status("download failed", l.message);
+        report_management_status(MgmtStatus::download_failed, l.message);
       }
       break;
     case ActionKind::install:
@@ -987,78 +989,38 @@ void Daemon::finish_job() {
 // ---- a node in no group upgrades at once (no lease to take) -----------------------
 
 void Daemon::ungrouped_tick() {
-  Local& l = ps_.local;
   if (!job_.idle()) return;
-  bool halted = (l.state == State::failed || l.state == State::rolledback) && l.failed_target == l.target;
-  // An upgrade in flight is finished first: when agentd upgrades itself, the
-  // restarted process already runs the target and still has to check its health.
-  bool up_to_date = (l.target.empty() || l.target == l.version) && l.progress == Progress::none;
-  if (up_to_date || halted) {
-    if (l.state != State::idle && l.state != State::succeeded && !halted && l.progress == Progress::none) {
-      l.state = State::idle;
+  for (int step = 0; step < kMaxDecisionsPerPass; ++step) {
+    AloneAction a = Coordinator::decide_alone(ps_.local);
+    if (a.next) {
+      ps_.local = std::move(*a.next);
       persist();
+      if (a.report) report_management_status(*a.report, a.report_error);
+      if (a.released)
+        p_.log.info("release", {{"state", to_string(ps_.local.state)},
+                                {"version", ps_.local.version},
+                                {"msg", ps_.local.message}});
+      if (a.stop) return;
+      continue;
     }
-    std::string why = halted ? "upgrade to " + l.target + " failed: " + l.message
-                             : "not in an HA group; up to date at " + l.version;
+    if (a.kind == ActionKind::prepare) {
+      if (p_.clock.mono() >= retry_prepare_) start_job(a.kind);
+      return;
+    }
+    if (a.kind != ActionKind::none) {
+      start_job(a.kind);
+      return;
+    }
     // In a group on a hub that cannot coordinate it (beside anax): say what is missing.
+    std::string why = a.reason;
     if (!ps_.group.empty() && !unsupported_reason_.empty())
       why = unsupported_reason_ + "; " +
-            (halted                 ? why
-             : plan_.reason.empty() ? "up to date at " + l.version
-                                    : plan_.reason);
+            (a.wait == WaitReason::halted ? why
+             : plan_.reason.empty()       ? "up to date at " + ps_.local.version
+                                          : plan_.reason);
     status(why);
     return;
   }
-  if (l.state == State::idle || l.state == State::succeeded || l.state == State::failed ||
-      l.state == State::rolledback) {
-    l.state = State::preparing;
-    l.prepared = false;
-    l.failed_target.clear();
-    persist();
-    report_management_status("download started");
-  }
-  if (l.state == State::preparing) {
-    if (l.verification_failed) {
-      l.state = State::failed;
-      l.failed_target = l.target;
-      persist();
-      report_management_status("failed", l.message);
-      return;
-    }
-    if (!l.prepared) {
-      if (p_.clock.mono() >= retry_prepare_) start_job(ActionKind::prepare);
-      return;
-    }
-    l.state = State::upgrading;  // no lease: nobody to coordinate with
-    l.previous_version = l.version;
-    persist();
-  }
-  switch (l.progress) {
-    case Progress::none:
-    case Progress::install_begun: start_job(ActionKind::install); return;
-    case Progress::installed: start_job(ActionKind::restart); return;
-    case Progress::restart_begun:
-    case Progress::restarted: start_job(ActionKind::check_health); return;
-    case Progress::failed:
-    case Progress::rollback_begun: start_job(ActionKind::rollback); return;
-    case Progress::healthy:
-      l.state = State::succeeded;
-      l.version = l.target;
-      l.message = "upgraded to " + l.target;
-      report_management_status("successful");
-      break;
-    case Progress::rolled_back:
-    case Progress::rollback_failed:
-      l.state = l.progress == Progress::rolled_back ? State::rolledback : State::failed;
-      l.failed_target = l.target;
-      report_management_status(
-          l.progress == Progress::rolled_back ? "rollback successful" : "rollback failed", l.message);
-      break;
-  }
-  l.progress = Progress::none;
-  l.prepared = false;
-  p_.log.info("release", {{"state", to_string(l.state)}, {"version", l.version}, {"msg", l.message}});
-  persist();
 }
 
 }  // namespace agentd

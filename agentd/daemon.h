@@ -112,7 +112,7 @@ class Daemon {
   void degrade(const std::string& why);
   bool recovered();
   void status(const std::string& text);
-  void report_management_status(const std::string& status, const std::string& error = {});
+  void report_management_status(MgmtStatus status, const std::string& error = {});
   void send_report();  // the pending report (PersistedState::report_*), until it is taken
   bool refresh_from_anax();
   void apply_plan(const Plan& plan);
@@ -144,7 +144,7 @@ class Daemon {
   Plan plan_;
   std::int64_t change_id_ = 0;
   std::string last_status_;
-  std::string last_mgmt_status_;
+  std::optional<MgmtStatus> last_mgmt_status_;
   std::map<std::string, std::string> reported_policy_errors_;  // policy -> error sent to the hub
   std::string scheduled_time_;
   std::string unsupported_reason_;
@@ -157,9 +157,9 @@ class Daemon {
   Mono doc_read_at_{-1};               // when doc_ was last read from the hub
   std::int64_t written_revision_ = 0;  // what our last landed write answered (if_match_revision)
   std::string job_target_;             // the target the running (or last) job works on
-  // Progress text from the running job's thread, shown by the loop.
+  // Progress from the running job's thread, shown by the loop.
   std::mutex progress_mu_;
-  std::string job_progress_;
+  JobProgress job_progress_;
   std::string shown_progress_;
   int reported_percent_ = -1;  // of the download, last sent in the management status
   void show_progress();
