@@ -109,12 +109,12 @@ class AnaxClient final : public AnaxApi {
     return parse_anax_jobs(r->body);
   }
 
-  Status put_status(const std::string& policy, const std::string& status, const std::string& error) override {
+  Status put_status(const std::string& policy, MgmtStatus status, const std::string& error) override {
     if (!policy_key_ok(policy)) return fail(Errc::config, "anax job '" + policy + "' is not org/nmp");
     // anax decodes a NodeManagementPolicyStatus: a flat {"status":...} would be
     // answered 201 and change nothing.
     auto inner = json::object();
-    json::set(inner.get(), "status", status);
+    json::set(inner.get(), "status", to_string(status));
     json::set(inner.get(), "errorMessage", error);
     auto body = json::object();
     json::set(body.get(), "agentUpgradePolicyStatus", std::move(inner));

@@ -8,31 +8,15 @@
 #include <vector>
 
 #include "http.h"
+#include "management_status.h"
 #include "result.h"
 
 namespace agentd {
 
-// anax's statuses (exchange-api.md §4.3) in the order a job goes through them.
-namespace anax_status {
-inline constexpr const char* waiting = "waiting";
-inline constexpr const char* download_started = "download started";
-inline constexpr const char* ha_node_waiting = "ha node waiting";
-inline constexpr const char* downloaded = "downloaded";
-inline constexpr const char* initiated = "initiated";
-inline constexpr const char* successful = "successful";
-inline constexpr const char* failed = "failed";
-inline constexpr const char* rollback_started = "rollback started";
-inline constexpr const char* rollback_successful = "rollback successful";
-inline constexpr const char* rollback_failed = "rollback failed";
-inline constexpr const char* precheck_failed = "precheck failed";
-inline constexpr const char* download_failed = "download failed";
-inline constexpr const char* no_action_required = "no action required";
-}  // namespace anax_status
-
 // One job as anax records it (NodeManagementPolicyStatus, agentUpgrade type).
 struct AnaxJob {
   std::string policy;  // "org/nmp", the record's key
-  std::string status;
+  std::string status;  // as anax answered: a MgmtStatus wire string, or one it added since
   std::string error_message;
   std::string scheduled_time;
   std::string version;            // upgradedVersions.softwareVersion: what the job installs
@@ -61,7 +45,7 @@ class AnaxApi {
   virtual Result<std::vector<AnaxJob>> jobs() = 0;
   // PUT /nodemanagement/status/{org}/{nmp}; anax writes the Exchange status itself,
   // and on `successful` records its own version and removes the job's files.
-  virtual Status put_status(const std::string& policy, const std::string& status,
+  virtual Status put_status(const std::string& policy, MgmtStatus status,
                             const std::string& error_message) = 0;
 };
 

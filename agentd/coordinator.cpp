@@ -12,6 +12,9 @@ constexpr const char* kProgressNames[] = {"none",        "install_begun",  "inst
                                           "rolled_back", "rollback_failed"};
 constexpr const char* kActionNames[] = {"none",    "write",        "prepare",  "install",
                                         "restart", "check_health", "rollback", "adopt"};
+// The log event names of the writes: operators and tests read them.
+constexpr const char* kWriteNames[] = {"join",    "heartbeat", "prepare", "idle",    "fail",  "wait",
+                                       "acquire", "renew",     "verify",  "release", "fenced"};
 
 std::string seconds_text(Mono d) {
   auto s = static_cast<long long>((d.count() + 999) / 1000);
@@ -41,13 +44,33 @@ const char* to_string(Progress p) {
 }
 
 std::optional<Progress> progress_from_string(const std::string& s) {
-  for (int i = 0; i < 10; ++i)
+  for (std::size_t i = 0; i < std::size(kProgressNames); ++i)
     if (s == kProgressNames[i]) return static_cast<Progress>(i);
   return std::nullopt;
 }
 
 const char* to_string(ActionKind k) {
   return kActionNames[static_cast<int>(k)];
+}
+
+const char* to_string(WriteKind k) {
+  return kWriteNames[static_cast<int>(k)];
+}
+
+NextStep next_step(Progress p) {
+  switch (p) {
+    case Progress::none:
+    case Progress::install_begun: return {ActionKind::install};
+    case Progress::installed: return {ActionKind::restart};
+    case Progress::restart_begun:
+    case Progress::restarted: return {ActionKind::check_health};
+    case Progress::failed:
+    case Progress::rollback_begun: return {ActionKind::rollback};
+    case Progress::healthy: return {ActionKind::none, State::succeeded};
+    case Progress::rolled_back: return {ActionKind::none, State::rolledback};
+    case Progress::rollback_failed: return {ActionKind::none, State::failed};
+  }
+  return {};
 }
 
 Coordinator::Coordinator(std::string self, Timing timing) : self_(std::move(self)), timing_(timing) {}
@@ -327,8 +350,11 @@ bool Coordinator::heartbeat_due(const GroupDocument& doc, const Local& local, Mo
 
 Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
                            const std::string& wid) const {
-  auto write = [&](Entry e, std::string what, std::string reason) {
-    return Action{ActionKind::write, std::move(e), std::move(what), std::move(reason)};
+  auto write = [&](Entry e, WriteKind what, std::string reason) {
+    return Action{ActionKind::write, std::move(e), what, WaitReason::none, std::move(reason)};
+  };
+  auto none = [](WaitReason why, std::string reason) {
+    return Action{ActionKind::none, {}, WriteKind::heartbeat, why, std::move(reason)};
   };
   auto with = [&](State s, std::string message) {
     Local l = local;
@@ -336,7 +362,7 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
     l.message = std::move(message);
     return l;
   };
-  if (!doc.is_member(self_)) return {ActionKind::none, {}, {}, "not a member of group " + doc.name};
+  if (!doc.is_member(self_)) return none(WaitReason::not_member, "not a member of group " + doc.name);
 
   const Entry* mine = doc.entry(self_);
   if (!mine) {
@@ -344,7 +370,8 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
     // held is gone with the entry (an admin cleared it): we are fenced (§4.4),
     // and stay disrupted while a step we began still runs.
     Local l = local;
-    if (!holds_lease(l.state)) return write(base_entry(l, wall, wid), "join", "joining group " + doc.name);
+    if (!holds_lease(l.state))
+      return write(base_entry(l, wall, wid), WriteKind::join, "joining group " + doc.name);
     if (local.step_running) {
       l.state = State::upgrading;
       l.leaseless = true;
@@ -356,10 +383,11 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
       l.message = "fenced: our entry was removed by an admin";
       l.waiting_since = format_time(wall);
     }
-    return write(base_entry(l, wall, wid), "fenced", l.message);
+    return write(base_entry(l, wall, wid), WriteKind::fenced, l.message);
   }
   if (mine->write_id != local.last_write_id)
-    return {ActionKind::adopt, *mine, "adopt", "our entry was written by someone else: " + mine->message};
+    return {ActionKind::adopt, *mine, WriteKind::join, WaitReason::none,
+            "our entry was written by someone else: " + mine->message};
 
   // An upgrade begun on this node is finished, verified or rolled back, never
   // forgotten (§4.2): after a fence or a restart the node may already run the
@@ -372,52 +400,56 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
       if (has_target) {
         if (auto halt = halted_for(doc, local.target)) {
           if (heartbeat_due(doc, local, now))
-            return write(base_entry(local, wall, wid), "heartbeat", "halted");
-          return {ActionKind::none, {}, {}, "not preparing " + local.target + ": group halted: " + *halt};
+            return write(base_entry(local, wall, wid), WriteKind::heartbeat, "halted");
+          return none(WaitReason::group_halted, "not preparing " + local.target + ": group halted: " + *halt);
         }
         Local l = with(State::preparing, "preparing " + local.target);
-        return write(base_entry(l, wall, wid), "prepare", "new target " + local.target);
+        return write(base_entry(l, wall, wid), WriteKind::prepare, "new target " + local.target);
       }
       if (heartbeat_due(doc, local, now))
-        return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
-      return {ActionKind::none, {}, {}, "up to date at " + local.version};
+        return write(base_entry(local, wall, wid), WriteKind::heartbeat, "heartbeat");
+      return none(WaitReason::up_to_date, "up to date at " + local.version);
     }
     case State::preparing: {
-      if (!has_target) return write(base_entry(with(State::idle, ""), wall, wid), "idle", "target withdrawn");
+      if (!has_target)
+        return write(base_entry(with(State::idle, ""), wall, wid), WriteKind::idle, "target withdrawn");
       if (mine->target_version != local.target)
-        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid), "prepare",
-                     "target changed to " + local.target);
+        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid),
+                     WriteKind::prepare, "target changed to " + local.target);
       if (local.verification_failed)
-        return write(base_entry(with(State::failed, local.message), wall, wid), "fail",
+        return write(base_entry(with(State::failed, local.message), wall, wid), WriteKind::fail,
                      "artifact failed verification");
       if (local.prepared) {
         Local l = with(State::waiting, "waiting for the group lease");
         l.waiting_since = format_time(wall);
-        return write(base_entry(l, wall, wid), "wait", "prepared " + local.target);
+        return write(base_entry(l, wall, wid), WriteKind::wait, "prepared " + local.target);
       }
-      if (!local.job_running) return {ActionKind::prepare, {}, {}, "preparing " + local.target};
+      if (!local.job_running)
+        return {ActionKind::prepare, {}, WriteKind::join, WaitReason::none, "preparing " + local.target};
       if (heartbeat_due(doc, local, now))
-        return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
-      return {ActionKind::none, {}, {}, "preparing " + local.target};
+        return write(base_entry(local, wall, wid), WriteKind::heartbeat, "heartbeat");
+      return none(WaitReason::preparing, "preparing " + local.target);
     }
     case State::waiting: {
-      if (!has_target) return write(base_entry(with(State::idle, ""), wall, wid), "idle", "target withdrawn");
+      if (!has_target)
+        return write(base_entry(with(State::idle, ""), wall, wid), WriteKind::idle, "target withdrawn");
       if (mine->target_version != local.target)
-        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid), "prepare",
-                     "target changed to " + local.target);
+        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid),
+                     WriteKind::prepare, "target changed to " + local.target);
       Verdict v = may_acquire(doc, local, now);
       if (v.ok) {
         Local l = with(State::upgrading, "upgrading to " + local.target);
         l.epoch = next_epoch(doc, local);
         l.acquire_time = format_time(wall);
-        return write(base_entry(l, wall, wid), "acquire", "lease free; epoch " + std::to_string(l.epoch));
+        return write(base_entry(l, wall, wid), WriteKind::acquire,
+                     "lease free; epoch " + std::to_string(l.epoch));
       }
       if (heartbeat_due(doc, local, now)) {
         Local l = local;
         l.message = v.reason;
-        return write(base_entry(l, wall, wid), "heartbeat", v.reason);
+        return write(base_entry(l, wall, wid), WriteKind::heartbeat, v.reason);
       }
-      return {ActionKind::none, {}, {}, v.reason};
+      return none(WaitReason::may_not_acquire, v.reason);
     }
     case State::upgrading:
     case State::verifying: return holder_action(doc, local, now, wall, wid);
@@ -425,12 +457,12 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
     case State::rolledback: {
       // A newer version is published: the halt was for the old one (§1 goal 4).
       if (has_target && local.target != mine->target_version)
-        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid), "prepare",
-                     "new target " + local.target);
+        return write(base_entry(with(State::preparing, "preparing " + local.target), wall, wid),
+                     WriteKind::prepare, "new target " + local.target);
       if (heartbeat_due(doc, local, now))
-        return write(base_entry(local, wall, wid), "heartbeat", "heartbeat");
-      return {
-          ActionKind::none, {}, {}, std::string("halted: ") + to_string(local.state) + ": " + local.message};
+        return write(base_entry(local, wall, wid), WriteKind::heartbeat, "heartbeat");
+      return none(WaitReason::halted,
+                  std::string("halted: ") + to_string(local.state) + ": " + local.message);
     }
   }
   return {};
@@ -438,8 +470,11 @@ Action Coordinator::decide(const GroupDocument& doc, const Local& local, Mono no
 
 Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
                                   const std::string& wid) const {
-  auto write = [&](const Local& l, std::string what, std::string reason) {
-    return Action{ActionKind::write, base_entry(l, wall, wid), std::move(what), std::move(reason)};
+  auto write = [&](const Local& l, WriteKind what, std::string reason) {
+    return Action{ActionKind::write, base_entry(l, wall, wid), what, WaitReason::none, std::move(reason)};
+  };
+  auto act = [](ActionKind kind, WaitReason why, std::string reason) {
+    return Action{kind, {}, WriteKind::heartbeat, why, std::move(reason)};
   };
   auto fenced = [&](std::string why) {
     Local l = local;
@@ -449,19 +484,19 @@ Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, 
       l.state = State::upgrading;
       l.leaseless = true;
       l.message = why + "; " + begun_step(local.progress) + " still running";
-      return write(l, "fenced", l.message);
+      return write(l, WriteKind::fenced, l.message);
     }
     l.state = State::waiting;
     l.leaseless = false;
     l.message = why;
     if (l.waiting_since.empty()) l.waiting_since = format_time(wall);
-    return write(l, "fenced", why);
+    return write(l, WriteKind::fenced, why);
   };
 
   if (local.leaseless) {
     if (local.step_running) {
-      if (heartbeat_due(doc, local, now)) return write(local, "heartbeat", local.message);
-      return {ActionKind::none, {}, {}, local.message};
+      if (heartbeat_due(doc, local, now)) return write(local, WriteKind::heartbeat, local.message);
+      return act(ActionKind::none, WaitReason::step_running, local.message);
     }
     // §4.4: only when the step has ended does a fenced member queue again; what it
     // did stays in `progress` and is finished under its next lease.
@@ -470,7 +505,7 @@ Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, 
     l.leaseless = false;
     l.message = "fenced earlier; the step has ended, waiting for the lease again";
     l.waiting_since = format_time(wall);
-    return write(l, "wait", l.message);
+    return write(l, WriteKind::wait, l.message);
   }
 
   // Anyone with a higher epoch and a live lease has superseded us (§4.4).
@@ -488,46 +523,115 @@ Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, 
       if (disrupted_others(doc, now) >= doc.settings.max_concurrent)
         return fenced("lease lost while another member holds one or is inside a step");
     }
-    return write(local, "renew", lost ? "renewing a lease not renewed for a whole duration" : "renew");
+    return write(local, WriteKind::renew,
+                 lost ? "renewing a lease not renewed for a whole duration" : "renew");
   }
-  if (local.job_running) return {ActionKind::none, {}, {}, local.message};
+  if (local.job_running) return act(ActionKind::none, WaitReason::step_running, local.message);
 
-  switch (local.progress) {
-    case Progress::none:
-    case Progress::install_begun: return {ActionKind::install, {}, {}, "installing " + local.target};
-    case Progress::installed: return {ActionKind::restart, {}, {}, "restarting the agent at " + local.target};
-    case Progress::restart_begun:
-    case Progress::restarted:
+  const NextStep next = next_step(local.progress);
+  switch (next.step) {
+    case ActionKind::install: return act(ActionKind::install, WaitReason::none, "installing " + local.target);
+    case ActionKind::restart:
+      return act(ActionKind::restart, WaitReason::none, "restarting the agent at " + local.target);
+    case ActionKind::check_health:
       if (local.state == State::upgrading) {
         Local l = local;
         l.state = State::verifying;
         l.message = "verifying " + local.target;
-        return write(l, "verify", "restarted; verifying");
+        return write(l, WriteKind::verify, "restarted; verifying");
       }
-      return {ActionKind::check_health, {}, {}, "checking health of " + local.target};
-    case Progress::healthy: {
-      Local l = local;
-      l.state = State::succeeded;
+      return act(ActionKind::check_health, WaitReason::none, "checking health of " + local.target);
+    case ActionKind::rollback:
+      return act(ActionKind::rollback, WaitReason::none, "rolling back to " + local.previous_version);
+    default: break;
+  }
+  // §4.5: the upgrade has ended; release the lease in the state it ended in.
+  Local l = local;
+  l.state = next.ends_in;
+  switch (next.ends_in) {
+    case State::succeeded:
       l.version = local.target;
       l.message = "upgraded to " + local.target;
-      return write(l, "release", "upgrade succeeded");
-    }
-    case Progress::failed:
-    case Progress::rollback_begun:
-      return {ActionKind::rollback, {}, {}, "rolling back to " + local.previous_version};
-    case Progress::rolled_back: {
-      Local l = local;
-      l.state = State::rolledback;
+      return write(l, WriteKind::release, "upgrade succeeded");
+    case State::rolledback:
       l.version = local.previous_version;
-      return write(l, "release", "rolled back: " + local.message);
+      return write(l, WriteKind::release, "rolled back: " + local.message);
+    default: return write(l, WriteKind::release, "failed: " + local.message);
+  }
+}
+
+AloneAction Coordinator::decide_alone(const Local& local) {
+  AloneAction a;
+  auto transition = [&](Local l, std::optional<MgmtStatus> report = {}, std::string error = {}) {
+    a.next = std::move(l);
+    a.report = report;
+    a.report_error = std::move(error);
+    return a;
+  };
+  const bool halted = is_halting(local.state) && local.failed_target == local.target;
+  // An upgrade in flight is finished first: when agentd upgrades itself, the
+  // restarted process already runs the target and still has to check its health.
+  const bool up_to_date =
+      (local.target.empty() || local.target == local.version) && local.progress == Progress::none;
+  if (up_to_date || halted) {
+    if (local.state != State::idle && local.state != State::succeeded && !halted &&
+        local.progress == Progress::none) {
+      Local l = local;
+      l.state = State::idle;
+      return transition(std::move(l));
     }
-    case Progress::rollback_failed: {
+    a.wait = halted ? WaitReason::halted : WaitReason::up_to_date;
+    a.reason = halted ? "upgrade to " + local.target + " failed: " + local.message
+                      : "not in an HA group; up to date at " + local.version;
+    return a;
+  }
+  if (local.state == State::idle || local.state == State::succeeded || is_halting(local.state)) {
+    Local l = local;
+    l.state = State::preparing;
+    l.prepared = false;
+    l.failed_target.clear();
+    return transition(std::move(l), MgmtStatus::download_started);
+  }
+  if (local.state == State::preparing) {
+    if (local.verification_failed) {
       Local l = local;
       l.state = State::failed;
-      return write(l, "release", "failed: " + local.message);
+      l.failed_target = local.target;
+      a.stop = true;
+      return transition(std::move(l), MgmtStatus::failed, local.message);
     }
+    if (!local.prepared) {
+      a.kind = ActionKind::prepare;
+      return a;
+    }
+    Local l = local;
+    l.state = State::upgrading;  // no lease: nobody to coordinate with
+    l.previous_version = local.version;
+    return transition(std::move(l));
   }
-  return {};
+  const NextStep next = next_step(local.progress);
+  if (next.step != ActionKind::none) {
+    a.kind = next.step;
+    return a;
+  }
+  Local l = local;
+  l.state = next.ends_in;
+  l.progress = Progress::none;
+  l.prepared = false;
+  a.released = true;
+  a.stop = true;
+  switch (next.ends_in) {
+    case State::succeeded:
+      l.version = local.target;
+      l.message = "upgraded to " + local.target;
+      return transition(std::move(l), MgmtStatus::successful);
+    case State::rolledback:
+      l.failed_target = local.target;
+      return transition(std::move(l), MgmtStatus::rollback_successful, local.message);
+    default:
+      l.failed_target = local.target;
+      return transition(std::move(l), MgmtStatus::rollback_failed, local.message);
+  }
 }
 
 Mono Coordinator::poll_interval(const GroupDocument& doc, const Local& local, Mono now) const {

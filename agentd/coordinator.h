@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "group.h"
+#include "management_status.h"
 
 namespace agentd {
 
@@ -75,7 +76,7 @@ struct Local {
 };
 
 enum class ActionKind {
-  none,     // nothing to do now; `reason` says why (status text)
+  none,     // nothing to do now; `wait` says why, `reason` in words (status text)
   write,    // write `entry` with If-Match of the document's revision
   prepare,  // run the upgrader's prepare (no lease)
   install,  // disruptive: fence first (§4.4)
@@ -86,16 +87,80 @@ enum class ActionKind {
 };
 const char* to_string(ActionKind k);
 
+// Which write of our entry a write action is (protocol.md §4.2-§4.5); its name is
+// the log event of the write.
+enum class WriteKind {
+  join,       // §4.2: a member without an entry writes one
+  heartbeat,  // §4.1: lastSeen only (a holder's renews too)
+  prepare,    // a new target: preparing
+  idle,       // the target was withdrawn
+  fail,       // the artifact failed verification (§4.2)
+  wait,       // prepared: queue for the lease (§4.3)
+  acquire,    // §4.3
+  renew,      // §4.4
+  verify,     // restarted: verifying under the lease
+  release,    // §4.5
+  fenced,     // §4.4: our lease is gone
+};
+const char* to_string(WriteKind k);
+// Heartbeats and renewals happen all the time: logged at debug, not as events.
+inline bool routine(WriteKind k) {
+  return k == WriteKind::heartbeat || k == WriteKind::renew;
+}
+
+// Why a member does nothing now (ActionKind::none); the text is in Action::reason.
+enum class WaitReason {
+  none,          // not waiting
+  not_member,    // not a member of the group (yet): its node record says more
+  group_halted,  // §1 goal 4: the group halted for our target
+  up_to_date,
+  preparing,        // the prepare job runs
+  may_not_acquire,  // §4.3 says not yet (Verdict::reason says which rule)
+  step_running,     // a job, or a fenced step (§4.4), still runs
+  halted,           // our own upgrade failed or rolled back
+};
+
 struct Action {
   ActionKind kind = ActionKind::none;
-  Entry entry;  // for write/adopt
-  std::string
-      what;  // for write: join, heartbeat, prepare, wait, acquire, renew, verify, release, fenced, ...
-  std::string reason;  // human text for logs and sd_notify STATUS
+  Entry entry;                         // for write/adopt
+  WriteKind what = WriteKind::join;    // for write
+  WaitReason wait = WaitReason::none;  // for none
+  std::string reason;                  // human text for logs and sd_notify STATUS
 };
 
 struct Verdict {
   bool ok = false;
+  std::string reason;
+};
+
+// At most this many decisions in one pass of the loop (Daemon::grouped_tick and
+// agentd-sim): each landed write or adoption decides again on the copy it made,
+// and a chain that long means something keeps changing under us; the next pass
+// goes on after a fresh read.
+inline constexpr int kMaxDecisionsPerPass = 8;
+// Local::heartbeat_jitter_permille is drawn from 0..this after every write.
+inline constexpr int kMaxHeartbeatJitterPermille = 249;
+
+// What an upgrade under way does next, by how far it has gone on this node
+// (protocol.md §4.2): the one table for a lease holder and for a node in no group.
+struct NextStep {
+  ActionKind step = ActionKind::none;  // install, restart, check_health or rollback; none: it has ended
+  State ends_in = State::idle;         // with none: succeeded, rolledback or failed
+};
+NextStep next_step(Progress p);
+
+// A node in no group upgrades at once: no lease to take, nothing to write
+// (Coordinator::decide_alone).
+struct AloneAction {
+  // prepare, install, restart, check_health or rollback: start that job; none
+  // with `next`: a transition; none without: nothing to do (`wait`, `reason`).
+  ActionKind kind = ActionKind::none;
+  std::optional<Local> next;  // persist it, then report, then decide again unless `stop`
+  std::optional<MgmtStatus> report;
+  std::string report_error;
+  bool released = false;  // the upgrade ended (log "release")
+  bool stop = false;      // the pass ends after this transition
+  WaitReason wait = WaitReason::none;
   std::string reason;
 };
 
@@ -145,6 +210,10 @@ class Coordinator {
   // The next action for this member. `doc` must be fresh and observed.
   Action decide(const GroupDocument& doc, const Local& local, Mono now, const Wall& wall,
                 const std::string& new_write_id) const;
+  // The next action for a node in no group (or in one its hub cannot coordinate,
+  // beside anax): the same steps as a holder's, without lease or writes. Call it
+  // only while no job runs.
+  static AloneAction decide_alone(const Local& local);
 
   // How many healthy waiters for our target come before us (§4.3 rule 4's order);
   // -1 when we are not waiting.

@@ -1,55 +1,24 @@
+// The loop (Daemon, daemon.h): each pass takes a finished job, reads what
+// changed, and drives the coordinator's decisions: for a member of a group
+// (grouped_tick: writes of our entry, fenced steps) or for a node in none
+// (ungrouped_tick). Reading the hub is daemon_hub.cpp, telling the outside
+// daemon_reports.cpp, the job's thread job_runner.h.
 #include "daemon.h"
 
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 
-#include "files.h"
-#include "json.h"
 #include "upgrade/pipeline.h"
-#include "upgrade/version_floor.h"
 
 namespace agentd {
-
-// ---- Job ----------------------------------------------------------------------
-
-Job::~Job() {
-  join();
-}
-
-void Job::join() {
-  if (thread_.joinable()) thread_.join();
-}
-
-void Job::start(ActionKind kind, std::function<Status()> work, std::function<void()> wake) {
-  join();
-  kind_ = kind;
-  done_.store(false);
-  thread_ = std::thread([this, work = std::move(work), wake = std::move(wake)] {
-    result_ = work();
-    done_.store(true);
-    wake();
-  });
-}
-
-std::optional<std::pair<ActionKind, Status>> Job::take() {
-  if (!thread_.joinable() || !done_.load()) return std::nullopt;
-  thread_.join();
-  return std::make_pair(kind_, result_);
-}
-
-// ---- Daemon -------------------------------------------------------------------
 
 namespace {
 Timing timing_from(const Config& c) {
   return Timing{c.lease_duration, c.heartbeat, c.idle_heartbeat, c.fast_poll, c.poll};
 }
-// Node record and policies are re-read without a change notice only this many
-// idle heartbeats apart.
-constexpr int kSafetyReads = 6;
 
 // Raised only when the state file cannot be written: no transition may proceed
 // unrecorded (protocol.md §4.2), so the pass ends and agentd is degraded until
@@ -80,96 +49,9 @@ void Daemon::persist() {
   }
 }
 
-void Daemon::status(const std::string& text) {
-  if (text == last_status_) return;
-  last_status_ = text;
-  p_.notifier.notify("STATUS=" + text);
-  p_.log.debug("status", {{"msg", text}});
-}
-
-void Daemon::report_management_status(const std::string& st, const std::string& error) {
-  if (ps_.policy.empty() || (st == last_mgmt_status_ && error.empty())) return;
-  last_mgmt_status_ = st;
-  // The latest status is the one that counts; it is kept until it is taken.
-  ps_.report_status = st;
-  ps_.report_policy = ps_.policy;
-  ps_.report_error = error;
-  ps_.report_version = ps_.local.target;
-  persist();
-  send_report();
-}
-
-void Daemon::send_report() {
-  if (ps_.report_status.empty()) return;
-  const std::string& st = ps_.report_status;
-  ManagementStatus ms;
-  if (scheduled_time_.empty()) scheduled_time_ = format_time(p_.clock.wall());
-  ms.scheduled_time = scheduled_time_;
-  ms.status = st;
-  ms.error_message = ps_.report_error;
-  ms.software_version = ps_.report_version;
-  if (st == "initiated") ms.start_time = format_time(p_.clock.wall());
-  if (st == "successful" || st == "failed" || st == "rollback successful" || st == "rollback failed")
-    ms.end_time = format_time(p_.clock.wall());
-  if (auto r = p_.status.report(ps_.report_policy, ms); !r) {
-    // Every job ends in a final status, or anax's record and the agbot's group
-    // lock stay active (anax-coexistence.md §3.2): try again, a little later each time.
-    p_.log.warn("management-status-failed",
-                {{"policy", ps_.report_policy}, {"status", st}, {"error", r.error().describe()}});
-    next_report_ = p_.clock.mono() + full_jitter(3, Mono{2000}, Mono{30'000}, rng_) + Mono{1000};
-    return;
-  }
-  p_.log.info("management-status", {{"policy", ps_.report_policy}, {"status", st}});
-  ps_.report_status.clear();
-  ps_.report_policy.clear();
-  ps_.report_error.clear();
-  ps_.report_version.clear();
-  persist();
-}
-
-// A policy this node cannot evaluate (a constraint outside the language, an
-// unreadable start, a version that cannot be resolved) says so in its own
-// management status, once per distinct error: the operator sees it in the
-// Exchange without logging in (issue: "an error reported in the policy's status").
-void Daemon::report_policy_errors(const std::map<std::string, std::string>& errors) {
-  for (const auto& [policy, why] : errors) {
-    auto it = reported_policy_errors_.find(policy);
-    if (it != reported_policy_errors_.end() && it->second == why) continue;
-    auto slash = policy.find('/');
-    if (slash != std::string::npos && policy.substr(0, slash) != p_.config.org)
-      continue;  // status lives in our org
-    ManagementStatus ms;
-    ms.scheduled_time = format_time(p_.clock.wall());
-    ms.status = "precheck failed";
-    ms.error_message = why;
-    if (auto r = p_.status.report(policy, ms); !r) {
-      p_.log.warn("management-status-failed", {{"policy", policy}, {"error", r.error().describe()}});
-      continue;
-    }
-    p_.log.warn("policy-not-evaluated", {{"policy", policy}, {"error", why}});
-    reported_policy_errors_[policy] = why;
-  }
-}
-
 void Daemon::note_job() {
   if (const char* ended = agentd::note_job(ps_.local, !job_.idle(), job_.in_step(), p_.clock.mono()))
     log_step(ended, "end");  // begun by an earlier process; its timeout has ended it
-}
-
-void Daemon::log_step(const char* step, const char* phase) {
-  auto o = json::object();
-  json::set(
-      o.get(), "tUs",
-      static_cast<std::int64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(p_.clock.wall().time_since_epoch()).count()));
-  json::set(o.get(), "node", p_.config.node_id);
-  json::set(o.get(), "group", ps_.group);
-  json::set(o.get(), "step", step);
-  json::set(o.get(), "phase", phase);
-  json::set(o.get(), "epoch", ps_.local.epoch);
-  json::set(o.get(), "version", ps_.local.target);
-  if (auto s = append_line(p_.steps_log, json::print(o.get())); !s)
-    p_.log.warn("steps-log-failed", {{"error", s.error().describe()}});
 }
 
 std::optional<int> Daemon::start() {
@@ -260,65 +142,6 @@ void Daemon::tick() {
   update_metrics();
 }
 
-// The group's part of the metrics, from each fresh document: a conflict later in
-// the pass drops the copy, not what it showed.
-void Daemon::observe_group_for_metrics(Mono now) {
-  if (!p_.metrics || !doc_) return;
-  const Local& l = ps_.local;
-  group_gauges_.members = static_cast<std::int64_t>(doc_->members.size());
-  group_gauges_.rollout_active = Coordinator::rollout_active(*doc_);
-  group_gauges_.members_unhealthy = 0;
-  // protocol.md §4.1: health is judged only during a rollout, after watching it long enough.
-  if (group_gauges_.rollout_active && coordinator_.judging(now))
-    for (const std::string& m : doc_->members) {
-      const Entry* e = doc_->entry(m);
-      if (m != p_.config.node_id && (!e || !coordinator_.healthy(m, *e, now)))
-        ++group_gauges_.members_unhealthy;
-    }
-  auto halt = l.target.empty() ? std::nullopt : Coordinator::halted_for(*doc_, l.target);
-  if (halt && !group_gauges_.halted) {
-    count(&MetricCounters::halts_seen);
-    p_.log.warn("halt-seen", {{"group", ps_.group}, {"target", l.target}, {"msg", *halt}});
-  }
-  group_gauges_.halted = halt.has_value();
-}
-
-void Daemon::update_metrics() {
-  if (!p_.metrics || !metrics_file_.enabled()) return;
-  const Local& l = ps_.local;
-  const Mono now = p_.clock.mono();
-  const auto unix_seconds = [](Wall t) {
-    return std::chrono::duration<double>(t.time_since_epoch()).count();
-  };
-  MetricValues v;
-  MemberGauges& g = v.member;
-  if (ps_.group.empty()) group_gauges_ = MemberGauges{};
-  g = group_gauges_;
-  // A node in no group halts only itself (ungrouped_tick).
-  if (ps_.group.empty()) g.halted = is_halting(l.state) && l.failed_target == l.target && !l.target.empty();
-  g.group = ps_.group;
-  g.version = l.version;
-  g.target = l.target;
-  g.state = l.state;
-  g.progress = l.progress;
-  g.lease_held = !ps_.group.empty() && holds_lease(l.state) && !l.leaseless;
-  g.epoch = l.epoch;
-  if (Wall acquired; g.lease_held && parse_time(l.acquire_time, &acquired))
-    g.lease_acquired_seconds = unix_seconds(acquired);
-  g.lease_duration_seconds = std::chrono::duration<double>(p_.config.lease_duration).count();
-  g.hub_coordinates = ps_.group.empty() ? std::nullopt : hub_coordinates_;
-  if (l.state == State::succeeded && metrics_state_ && *metrics_state_ != State::succeeded)
-    last_success_seconds_ = unix_seconds(p_.clock.wall());
-  metrics_state_ = l.state;
-  g.last_success_seconds = last_success_seconds_;
-  v.counters = p_.metrics->counters();
-  // Counters alone are written at most once per heartbeat during a rollout, once
-  // per idle heartbeat otherwise: a quiet member rewrites its file rarely.
-  const Mono counters_every =
-      g.rollout_active || is_active(l.state) ? p_.config.heartbeat : p_.config.idle_heartbeat;
-  metrics_file_.update(v, now, counters_every, p_.config.idle_heartbeat);
-}
-
 void Daemon::degrade(const std::string& why) {
   const std::uint64_t freed = free_own_space(p_.config.state_dir, ps_.local.target, job_.idle());
   retry_persist_ = p_.clock.mono() + persist_backoff_;
@@ -341,32 +164,6 @@ bool Daemon::recovered() {
   degraded_.clear();
   persist_backoff_ = Mono{1000};
   return true;
-}
-
-// A running prepare's progress goes into our entry's message (sent with the
-// next heartbeat), sd_notify STATUS= and, every tenth of the download, the
-// node management status (whose only free-text field is errorMessage).
-void Daemon::show_progress() {
-  if (job_.idle()) return;
-  std::string text;
-  {
-    std::lock_guard lock(progress_mu_);
-    text = job_progress_;
-  }
-  if (text.empty() || text == shown_progress_) return;
-  shown_progress_ = text;
-  ps_.local.message = text;
-  status(text);
-  auto open = text.rfind(" (");
-  auto pct = text.rfind("%)");
-  if (open != std::string::npos && pct != std::string::npos && pct > open) {
-    int percent = std::atoi(text.c_str() + open + 2);
-    if (percent / 10 != reported_percent_ / 10) {
-      reported_percent_ = percent;
-      last_mgmt_status_.clear();
-      report_management_status("download started", text);
-    }
-  }
 }
 
 Mono Daemon::next_wake() const {
@@ -434,184 +231,6 @@ void Daemon::pass() {
     status("waiting for the startWindow of " + plan_.policy + " until " + format_time(not_before_));
 }
 
-// ---- hub polling ---------------------------------------------------------------
-
-void Daemon::poll_changes() {
-  Mono now = p_.clock.mono();
-  next_changes_ = now + p_.config.changes_interval;
-  if (change_id_ == 0) {
-    auto max = p_.hub.max_change_id();
-    if (!max) {
-      p_.log.warn("changes-failed", {{"error", max.error().describe()}});
-      return;
-    }
-    change_id_ = *max + 1;
-  }
-  // POST /changes is also the node heartbeat, as for the real agent (exchange-api.md §3.2).
-  auto r = p_.hub.changes(change_id_, 1000);
-  if (!r) {
-    p_.log.warn("changes-failed", {{"error", r.error().describe()}});
-    return;
-  }
-  for (const auto& c : r->changes) {
-    if (c.resource == "node" && c.id == p_.config.node_id) next_node_ = now;  // membership may have changed
-    if (c.resource == "mgmtpolicy" || c.resource == "agentfileversion") next_plan_ = now;
-    if (c.resource == "nodepolicies" && c.id == p_.config.node_id)
-      next_plan_ = now;  // constraints may match now
-    if (c.resource == "agentupgrade" && c.id == p_.config.node_id)
-      next_read_ = now;  // protocol.md §3 notices
-  }
-  const std::int64_t before = change_id_;
-  change_id_ = std::max(change_id_, r->most_recent_change_id + 1);
-  // More rows are waiting: fetch them at once, but only while the feed moves
-  // forward; a hub repeating hitMaxRecords at one id waits for the interval.
-  if (r->hit_max_records && change_id_ > before) next_changes_ = now;
-}
-
-void Daemon::refresh_node() {
-  Mono now = p_.clock.mono();
-  // The changes feed tells us when the node record changes (exchange-api.md §6);
-  // this read is only the safety net, so it is rare (protocol.md §1 goal 6).
-  next_node_ = now + kSafetyReads * p_.config.idle_heartbeat;
-  auto n = p_.hub.get_node();
-  if (!n) {
-    Level lvl = n.error().transient() ? Level::warn : Level::error;
-    p_.log.log(lvl, "node-read-failed", {{"error", n.error().describe()}});
-    status("cannot read this node from the Exchange: " + n.error().describe());
-    next_node_ = now + std::max(p_.config.poll, Mono{1000});
-    return;
-  }
-  if (n->ha_group != ps_.group) {
-    p_.log.info("group-changed", {{"from", ps_.group}, {"to", n->ha_group}});
-    ps_.group = n->ha_group;
-    coordinator_.reset();
-    doc_.reset();
-    written_revision_ = 0;
-    force_read_ = true;
-    persist();
-  }
-  node_ = std::move(*n);
-}
-
-void Daemon::refresh_plan() {
-  Mono now = p_.clock.mono();
-  next_plan_ = now + kSafetyReads * p_.config.idle_heartbeat;  // mgmtpolicy/agentfileversion rows say when
-  auto policies = p_.hub.list_management_policies();
-  if (!policies) {
-    p_.log.warn("policies-read-failed", {{"error", policies.error().describe()}});
-    next_plan_ = now + std::max(p_.config.poll, Mono{1000});
-    return;
-  }
-  auto published = p_.hub.agent_software_versions();
-  std::vector<std::string> versions = published ? *published : std::vector<std::string>{};
-  // The package system may name the running version with a revision or release
-  // ("2.0.0-1" for the published "2.0.0"): the plan and our entry use the agent's name.
-  if (std::string named = agent_version_of(ps_.local.version, versions); named != ps_.local.version) {
-    p_.log.info("running-version", {{"package", ps_.local.version}, {"agent", named}});
-    ps_.local.version = named;
-    persist();
-  }
-  // Policies that select nodes by constraints need the node policy's
-  // properties; a failed read keeps the last ones (or none: those policies are
-  // then reported as not evaluated, plan.h).
-  if (auto np = p_.hub.get_node_policy()) {
-    node_properties_ = *np ? std::move(*np) : std::optional<Properties>(Properties{});
-  } else {
-    p_.log.warn("node-policy-read-failed", {{"error", np.error().describe()}});
-  }
-  auto downgrade = downgrade_rule();
-  if (!downgrade) return;
-  auto plan = choose_target(
-      *node_, node_properties_, *policies, versions, ps_.local.version, p_.clock.wall(),
-      [this](const std::string& ref) { return p_.hub.get_manifest(ref); },
-      [this](std::int64_t n) { return std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng_); },
-      *downgrade);
-  if (!plan) {
-    p_.log.warn("plan-failed", {{"error", plan.error().describe()}});
-    return;
-  }
-  apply_plan(*plan);
-}
-
-// Anti-rollback (upgrade/version_floor.h): what runs raises the floor; a damaged
-// floor plans nothing (nullopt, said in the status).
-std::optional<DowngradeRule> Daemon::downgrade_rule() {
-  const VersionFloor floor(version_floor_path(p_.config.state_dir, p_.config.agent_package));
-  if (auto s = floor.raise(ps_.local.version); !s)
-    p_.log.warn("version-floor-failed", {{"error", s.error().describe()}});
-  auto floor_version = floor.load();
-  if (!floor_version) {
-    p_.log.error("version-floor-unreadable", {{"error", floor_version.error().describe()}});
-    status("no upgrade planned: " + floor_version.error().message);
-    return std::nullopt;
-  }
-  return DowngradeRule{*floor_version, p_.config.allow_downgrade};
-}
-
-bool Daemon::read_group(bool force) {
-  Mono now = p_.clock.mono();
-  if (!force && !force_read_ && now < next_read_) return doc_.has_value();
-  std::optional<std::int64_t> known;
-  if (doc_) known = doc_->revision;
-  auto r = p_.store.read(ps_.group, known);
-  if (!r) {
-    const Error& e = r.error();
-    next_read_ = now + std::max(p_.config.poll, Mono{500});
-    if (e.code == Errc::unsupported) {
-      // A hub that cannot coordinate stays so for a while: look again with a
-      // growing pause (issue: ~20 requests/min while refusing), up to the idle
-      // heartbeat. The changes feed still tells us at once when the node changes.
-      Mono pause = std::min(p_.config.poll * (Mono::rep{1} << std::min(unsupported_reads_, 10)),
-                            std::max(p_.config.idle_heartbeat, p_.config.poll));
-      ++unsupported_reads_;
-      next_read_ = now + pause;
-      force_read_ = false;
-      // A 403 is also what a member removed from the group gets: look at the node too.
-      next_node_ = std::min(next_node_, now + pause);
-      // protocol.md §3: without the extension there is no safe lease; never fall back.
-      std::string why =
-          "refusing to upgrade: the hub cannot coordinate group " + ps_.group + ": " + e.message;
-      hub_coordinates_ = false;
-      if (p_.anax)
-        why = "the hub cannot coordinate group " + ps_.group + " (" + e.message +
-              "): the agbot's lock serialises the group; agentd checks health and rolls back, but "
-              "halting the group after a failure, minAvailable and fencing need the hub's coordination "
-              "extension";
-      if (why != unsupported_reason_) {
-        unsupported_reason_ = why;
-        p_.log.log(p_.anax ? Level::warn : Level::error, "unsupported-hub",
-                   {{"group", ps_.group}, {"error", e.describe()}});
-        if (!p_.anax) report_management_status("ha node waiting", why);
-      }
-      status(why);
-    } else if (e.code == Errc::not_found) {
-      p_.log.warn("group-missing", {{"group", ps_.group}});
-      next_node_ = now;
-    } else {
-      p_.log.warn("group-read-failed", {{"group", ps_.group}, {"error", e.describe()}});
-      status("cannot read group " + ps_.group + ": " + e.describe());
-    }
-    doc_.reset();
-    return false;
-  }
-  doc_read_at_ = now;
-  unsupported_reason_.clear();
-  unsupported_reads_ = 0;
-  if (p_.anax && hub_coordinates_ != true) next_node_ = now;  // anax's waiting job may be ready now
-  hub_coordinates_ = true;
-  force_read_ = false;
-  if (!r->not_modified) doc_ = std::move(r->document);
-  if (!doc_) {  // 304 without a cached document cannot happen with a correct hub
-    force_read_ = true;
-    return false;
-  }
-  coordinator_.observe(*doc_, now);
-  note_job();
-  observe_group_for_metrics(now);
-  next_read_ = now + coordinator_.poll_interval(*doc_, ps_.local, now);
-  return true;
-}
-
 // protocol.md §4.6: a write whose response was lost is judged by its writeId.
 void Daemon::resolve_pending() {
   if (ps_.pending_write_id.empty() || !doc_) return;
@@ -624,82 +243,6 @@ void Daemon::resolve_pending() {
   persist();
 }
 
-// What a landed write of ours calls for (agentd/member.h does the bookkeeping):
-// the management status, and the next heartbeat's jitter (drawn after every write).
-void Daemon::report(const Landed& effects) {
-  ps_.local.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(rng_);
-  for (const auto& r : effects.reports) report_management_status(r.status, r.error);
-}
-
-// The plan's target becomes ours unless an upgrade is in flight (shared by both
-// sources of a plan: the Exchange's policies, or anax's job).
-void Daemon::apply_plan(const Plan& plan) {
-  Mono now = p_.clock.mono();
-  if (plan.version != plan_.version || plan.reason != plan_.reason)
-    p_.log.info("plan", {{"target", plan.version}, {"reason", plan.reason}});
-  report_policy_errors(plan.policy_errors);
-  // The startWindow delay is drawn once per target (exchange-api.md §4.1).
-  if (plan.version != plan_.version || plan.policy != plan_.policy) not_before_ = plan.not_before;
-  plan_ = plan;
-  Wall wall = p_.clock.wall();
-  if (!plan_.version.empty() && plan_.version != ps_.local.target && wall < not_before_) {
-    next_plan_ = std::min(next_plan_, now + std::chrono::duration_cast<Mono>(not_before_ - wall) + Mono{1});
-    return;
-  }
-  // A release in flight keeps its target; a new plan applies from the next cycle.
-  if (!holds_lease(ps_.local.state) && ps_.local.progress == Progress::none &&
-      ps_.local.target != plan_.version) {
-    ps_.local.target = plan_.version;
-    ps_.local.prepared = false;  // what was prepared was for another target
-    ps_.local.verification_failed = false;
-    ps_.policy = plan_.policy;
-    last_mgmt_status_.clear();
-    persist();
-    if (!plan_.version.empty() && plan_.version != ps_.local.version) report_management_status("waiting");
-  }
-}
-
-// Beside anax: the node (its group) and the job, from anax's local API, free of
-// hub traffic (anax-coexistence.md §2). False while anax cannot say.
-bool Daemon::refresh_from_anax() {
-  Mono now = p_.clock.mono();
-  next_node_ = now + p_.config.poll;
-  auto n = p_.anax->node();
-  if (!n) {
-    p_.log.warn("anax-unavailable", {{"error", n.error().describe()}});
-    status("waiting for the agent's local API: " + n.error().describe());
-    return node_.has_value();
-  }
-  NodeRecord rec;
-  rec.id = p_.config.node_id;
-  rec.ha_group = n->ha_group;
-  if (rec.ha_group != ps_.group) {
-    p_.log.info("group-changed", {{"from", ps_.group}, {"to", rec.ha_group}});
-    ps_.group = rec.ha_group;
-    coordinator_.reset();
-    doc_.reset();
-    written_revision_ = 0;
-    force_read_ = true;
-    hub_coordinates_.reset();  // until a read says
-    persist();
-  }
-  node_ = std::move(rec);
-  auto jobs = p_.anax->jobs();
-  if (!jobs) {
-    p_.log.warn("anax-jobs-failed", {{"error", jobs.error().describe()}});
-    return true;
-  }
-  // Until a read of the group shows the hub coordinates it, only a job the agbot
-  // let anax run counts.
-  auto downgrade = downgrade_rule();
-  if (!downgrade) return true;
-  Plan plan =
-      plan_from_anax(*jobs, ps_.policy, hub_coordinates_.value_or(false), ps_.local.version, *downgrade);
-  if (plan.version != plan_.version) force_read_ = true;  // a new job: look at the group now
-  apply_plan(plan);
-  return true;
-}
-
 // ---- the grouped member ---------------------------------------------------------
 
 void Daemon::grouped_tick() {
@@ -707,13 +250,13 @@ void Daemon::grouped_tick() {
   resolve_pending();
   const Mono pass = p_.clock.mono();
   bool reread = false;
-  for (int step = 0; step < 8 && !p_.waiter.stop_requested(); ++step) {
+  for (int step = 0; step < kMaxDecisionsPerPass && !p_.waiter.stop_requested(); ++step) {
     Mono now = p_.clock.mono();
     note_job();
     Action a = coordinator_.decide(*doc_, ps_.local, now, p_.clock.wall(), new_write_id());
     switch (a.kind) {
       case ActionKind::none:
-        if (a.reason.rfind("not a member", 0) == 0) next_node_ = std::min(next_node_, now + p_.config.poll);
+        if (a.wait == WaitReason::not_member) next_node_ = std::min(next_node_, now + p_.config.poll);
         // A running download says how far it got rather than just "preparing".
         status(!job_.idle() && !shown_progress_.empty() ? shown_progress_ : a.reason);
         return;
@@ -782,14 +325,14 @@ WriteOutcome Daemon::write(const Action& a) {
       // protocol.md §4.6: it stays pending; the re-read that follows every
       // conflict judges it by its writeId.
       count(&MetricCounters::write_conflicts);
-      p_.log.debug(
-          "write-conflict",
-          {{"what", a.what}, {"writeId", a.entry.write_id}, {"revision", std::to_string(doc_->revision)}});
+      p_.log.debug("write-conflict", {{"what", to_string(a.what)},
+                                      {"writeId", a.entry.write_id},
+                                      {"revision", std::to_string(doc_->revision)}});
       return WriteOutcome::conflict;
     }
     if (outcome == WriteOutcome::refused) {
       persist();
-      p_.log.error("write-refused", {{"what", a.what}, {"error", e.describe()}});
+      p_.log.error("write-refused", {{"what", to_string(a.what)}, {"error", e.describe()}});
       next_node_ = sent;  // perhaps no longer a member
       next_read_ = sent + std::max(p_.config.poll, Mono{1000});
       // Decide nothing more on this copy: the next pass reads the group again
@@ -798,7 +341,8 @@ WriteOutcome Daemon::write(const Action& a) {
       return WriteOutcome::refused;
     }
     // Transport error or 5xx: the write may have landed. Re-read, then judge by writeId.
-    p_.log.warn("write-unknown", {{"what", a.what}, {"writeId", a.entry.write_id}, {"error", e.describe()}});
+    p_.log.warn("write-unknown",
+                {{"what", to_string(a.what)}, {"writeId", a.entry.write_id}, {"error", e.describe()}});
     force_read_ = true;
     next_read_ = sent + Mono{200};
     return WriteOutcome::unknown;
@@ -811,16 +355,16 @@ WriteOutcome Daemon::write(const Action& a) {
   report(effects);
   persist();
   coordinator_.observe(*doc_, sent);
-  if (a.what != "heartbeat" && a.what != "renew") {
-    p_.log.info(a.what, {{"group", ps_.group},
-                         {"state", to_string(a.entry.state)},
-                         {"epoch", std::to_string(a.entry.epoch)},
-                         {"target", ps_.local.target},
-                         {"revision", std::to_string(*r)},
-                         {"msg", a.reason}});
+  if (!routine(a.what)) {
+    p_.log.info(to_string(a.what), {{"group", ps_.group},
+                                    {"state", to_string(a.entry.state)},
+                                    {"epoch", std::to_string(a.entry.epoch)},
+                                    {"target", ps_.local.target},
+                                    {"revision", std::to_string(*r)},
+                                    {"msg", a.reason}});
   } else {
-    if (a.what == "renew") count(&MetricCounters::renewals);
-    p_.log.debug(a.what, {{"revision", std::to_string(*r)}});
+    if (a.what == WriteKind::renew) count(&MetricCounters::renewals);
+    p_.log.debug(to_string(a.what), {{"revision", std::to_string(*r)}});
   }
   return WriteOutcome::landed;
 }
@@ -862,16 +406,16 @@ void Daemon::start_job(ActionKind kind) {
     // become the message of a later step (a rollback's release said "running
     // the prepare command" instead of why the health check failed).
     std::lock_guard lock(progress_mu_);
-    job_progress_.clear();
+    job_progress_ = {};
   }
   shown_progress_.clear();
   switch (kind) {
     case ActionKind::prepare: {
       reported_percent_ = -1;
       work = [this, t] {
-        return p_.upgrader.prepare(t, [this](const std::string& text) {
+        return p_.upgrader.prepare(t, [this](const JobProgress& progress) {
           std::lock_guard lock(progress_mu_);
-          job_progress_ = text;
+          job_progress_ = progress;
         });
       };
       break;
@@ -895,8 +439,8 @@ void Daemon::start_job(ActionKind kind) {
   if (kind == ActionKind::install) log_step("install", "begin");
   if (kind == ActionKind::restart) log_step("restart", "begin");
   if (kind == ActionKind::rollback) log_step("rollback", "begin");
-  if (kind == ActionKind::install) report_management_status("initiated");
-  if (kind == ActionKind::rollback) report_management_status("rollback started");
+  if (kind == ActionKind::install) report_management_status(MgmtStatus::initiated);
+  if (kind == ActionKind::rollback) report_management_status(MgmtStatus::rollback_started);
   p_.log.info("step", {{"step", to_string(kind)}, {"target", l.target}, {"epoch", std::to_string(l.epoch)}});
   l.job_running = true;
   l.step_running = kind == ActionKind::install || kind == ActionKind::restart || kind == ActionKind::rollback;
@@ -930,14 +474,14 @@ void Daemon::finish_job() {
     case ActionKind::prepare:
       if (result) {
         l.prepared = true;
-        report_management_status("downloaded");
+        report_management_status(MgmtStatus::downloaded);
       } else if (result.error().code == Errc::verification) {
         l.verification_failed = true;
         l.message = "artifact failed verification: " + err;
       } else {
         l.message = "prepare failed: " + err;
         retry_prepare_ = p_.clock.mono() + full_jitter(3, Mono{1000}, Mono{60'000}, rng_) + Mono{1000};
-        report_management_status("download failed", l.message);
+        report_management_status(MgmtStatus::download_failed, l.message);
       }
       break;
     case ActionKind::install:
@@ -987,78 +531,38 @@ void Daemon::finish_job() {
 // ---- a node in no group upgrades at once (no lease to take) -----------------------
 
 void Daemon::ungrouped_tick() {
-  Local& l = ps_.local;
   if (!job_.idle()) return;
-  bool halted = (l.state == State::failed || l.state == State::rolledback) && l.failed_target == l.target;
-  // An upgrade in flight is finished first: when agentd upgrades itself, the
-  // restarted process already runs the target and still has to check its health.
-  bool up_to_date = (l.target.empty() || l.target == l.version) && l.progress == Progress::none;
-  if (up_to_date || halted) {
-    if (l.state != State::idle && l.state != State::succeeded && !halted && l.progress == Progress::none) {
-      l.state = State::idle;
+  for (int step = 0; step < kMaxDecisionsPerPass; ++step) {
+    AloneAction a = Coordinator::decide_alone(ps_.local);
+    if (a.next) {
+      ps_.local = std::move(*a.next);
       persist();
+      if (a.report) report_management_status(*a.report, a.report_error);
+      if (a.released)
+        p_.log.info("release", {{"state", to_string(ps_.local.state)},
+                                {"version", ps_.local.version},
+                                {"msg", ps_.local.message}});
+      if (a.stop) return;
+      continue;
     }
-    std::string why = halted ? "upgrade to " + l.target + " failed: " + l.message
-                             : "not in an HA group; up to date at " + l.version;
+    if (a.kind == ActionKind::prepare) {
+      if (p_.clock.mono() >= retry_prepare_) start_job(a.kind);
+      return;
+    }
+    if (a.kind != ActionKind::none) {
+      start_job(a.kind);
+      return;
+    }
     // In a group on a hub that cannot coordinate it (beside anax): say what is missing.
+    std::string why = a.reason;
     if (!ps_.group.empty() && !unsupported_reason_.empty())
       why = unsupported_reason_ + "; " +
-            (halted                 ? why
-             : plan_.reason.empty() ? "up to date at " + l.version
-                                    : plan_.reason);
+            (a.wait == WaitReason::halted ? why
+             : plan_.reason.empty()       ? "up to date at " + ps_.local.version
+                                          : plan_.reason);
     status(why);
     return;
   }
-  if (l.state == State::idle || l.state == State::succeeded || l.state == State::failed ||
-      l.state == State::rolledback) {
-    l.state = State::preparing;
-    l.prepared = false;
-    l.failed_target.clear();
-    persist();
-    report_management_status("download started");
-  }
-  if (l.state == State::preparing) {
-    if (l.verification_failed) {
-      l.state = State::failed;
-      l.failed_target = l.target;
-      persist();
-      report_management_status("failed", l.message);
-      return;
-    }
-    if (!l.prepared) {
-      if (p_.clock.mono() >= retry_prepare_) start_job(ActionKind::prepare);
-      return;
-    }
-    l.state = State::upgrading;  // no lease: nobody to coordinate with
-    l.previous_version = l.version;
-    persist();
-  }
-  switch (l.progress) {
-    case Progress::none:
-    case Progress::install_begun: start_job(ActionKind::install); return;
-    case Progress::installed: start_job(ActionKind::restart); return;
-    case Progress::restart_begun:
-    case Progress::restarted: start_job(ActionKind::check_health); return;
-    case Progress::failed:
-    case Progress::rollback_begun: start_job(ActionKind::rollback); return;
-    case Progress::healthy:
-      l.state = State::succeeded;
-      l.version = l.target;
-      l.message = "upgraded to " + l.target;
-      report_management_status("successful");
-      break;
-    case Progress::rolled_back:
-    case Progress::rollback_failed:
-      l.state = l.progress == Progress::rolled_back ? State::rolledback : State::failed;
-      l.failed_target = l.target;
-      report_management_status(
-          l.progress == Progress::rolled_back ? "rollback successful" : "rollback failed", l.message);
-      break;
-  }
-  l.progress = Progress::none;
-  l.prepared = false;
-  p_.log.info("release", {{"state", to_string(l.state)}, {"version", l.version}, {"msg", l.message}});
-  persist();
 }
 
 }  // namespace agentd

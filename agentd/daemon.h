@@ -1,8 +1,9 @@
 // The loop (architecture.md): poll the hub, heartbeat, drive the coordinator and
 // the upgrade jobs, persist before every transition and write, tell systemd.
+// daemon.cpp is the loop and its decisions, daemon_hub.cpp what it reads,
+// daemon_reports.cpp what it tells the outside.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -10,13 +11,13 @@
 #include <optional>
 #include <random>
 #include <string>
-#include <thread>
 
 #include "anax.h"
 #include "clock.h"
 #include "config.h"
 #include "coordinator.h"
 #include "group_store.h"
+#include "job_runner.h"
 #include "log.h"
 #include "member.h"
 #include "metrics.h"
@@ -28,31 +29,6 @@
 #include "upgrade/upgrader.h"
 
 namespace agentd {
-
-// One background job at a time (prepare, install, ...): the loop keeps renewing
-// the lease and heartbeating while a long install runs (protocol.md §4.4).
-class Job {
- public:
-  ~Job();
-  // Idle once the finished job's result has been taken: a job that has ended but
-  // not been collected still counts, so its step is never started twice.
-  bool idle() const { return !thread_.joinable(); }
-  // A disruptive step (install, restart, rollback) is running or uncollected.
-  bool in_step() const {
-    return !idle() &&
-           (kind_ == ActionKind::install || kind_ == ActionKind::restart || kind_ == ActionKind::rollback);
-  }
-  void start(ActionKind kind, std::function<Status()> work, std::function<void()> wake);
-  // The finished job's kind and result, once; std::nullopt while running or idle.
-  std::optional<std::pair<ActionKind, Status>> take();
-  void join();
-
- private:
-  std::thread thread_;
-  std::atomic<bool> done_{false};
-  ActionKind kind_ = ActionKind::none;
-  Status result_;
-};
 
 struct DaemonParts {
   const Config& config;
@@ -93,34 +69,40 @@ class Daemon {
   const std::string& status_text() const { return last_status_; }
 
  private:
-  void finish_job();
-  void poll_changes();
-  void refresh_node();
-  void refresh_plan();
+  // daemon.cpp: the loop and its decisions.
+  void pass();
   void grouped_tick();
   void ungrouped_tick();
-  std::optional<DowngradeRule> downgrade_rule();
-  bool read_group(bool force);
   void resolve_pending();
-  void report(const Landed& effects);
   WriteOutcome write(const Action& a);
   void adopt(const Entry& e);
   bool begin_step(ActionKind kind, bool fenced);
   void start_job(ActionKind kind);
+  void finish_job();
+  void note_job();  // Local.job_running / step_running from the job
   void persist();
-  void pass();
   void degrade(const std::string& why);
   bool recovered();
-  void status(const std::string& text);
-  void report_management_status(const std::string& status, const std::string& error = {});
-  void send_report();  // the pending report (PersistedState::report_*), until it is taken
+  std::string new_write_id();
+
+  // daemon_hub.cpp: what it reads.
+  void poll_changes();
+  void refresh_node();
+  void refresh_plan();
+  std::optional<DowngradeRule> downgrade_rule();
+  bool read_group(bool force);
   bool refresh_from_anax();
   void apply_plan(const Plan& plan);
+
+  // daemon_reports.cpp: what it tells the outside.
+  void status(const std::string& text);
+  void report(const Landed& effects);  // what a landed write of ours calls for
+  void report_management_status(MgmtStatus status, const std::string& error = {});
+  void send_report();  // the pending report (PersistedState::report_*), until it is taken
   void report_policy_errors(const std::map<std::string, std::string>& errors);
+  void show_progress();
   // protocol.md §7 I3: each disruptive step's begin and end, on this node's clock.
   void log_step(const char* step, const char* phase);
-  void note_job();  // Local.job_running / step_running from the job
-  std::string new_write_id();
   // The metrics file (agentd/metrics.h): the member's gauges from its state, the
   // counters from p_.metrics; called after every pass.
   void update_metrics();
@@ -144,7 +126,7 @@ class Daemon {
   Plan plan_;
   std::int64_t change_id_ = 0;
   std::string last_status_;
-  std::string last_mgmt_status_;
+  std::optional<MgmtStatus> last_mgmt_status_;
   std::map<std::string, std::string> reported_policy_errors_;  // policy -> error sent to the hub
   std::string scheduled_time_;
   std::string unsupported_reason_;
@@ -157,13 +139,12 @@ class Daemon {
   Mono doc_read_at_{-1};               // when doc_ was last read from the hub
   std::int64_t written_revision_ = 0;  // what our last landed write answered (if_match_revision)
   std::string job_target_;             // the target the running (or last) job works on
-  // Progress text from the running job's thread, shown by the loop.
+  // Progress from the running job's thread, shown by the loop.
   std::mutex progress_mu_;
-  std::string job_progress_;
+  JobProgress job_progress_;
   std::string shown_progress_;
   int reported_percent_ = -1;  // of the download, last sent in the management status
-  void show_progress();
-  Wall not_before_{};  // the current plan's start plus its startWindow delay
+  Wall not_before_{};          // the current plan's start plus its startWindow delay
 
   // When each periodic duty is next due (monotonic).
   Mono next_changes_{0}, next_node_{0}, next_plan_{0}, next_read_{0}, next_watchdog_{0}, retry_prepare_{0};

@@ -83,7 +83,7 @@ struct ManagementStatus {
   std::string start_time;
   std::string end_time;
   std::string software_version;
-  std::string status;  // "waiting", "ha node waiting", "initiated", "successful", "failed", ...
+  std::string status;  // to_string(MgmtStatus), management_status.h
   std::string error_message;
 };
 

@@ -34,15 +34,16 @@ Landed land_write(PersistedState& ps, const Entry& e, std::optional<Mono> sent) 
   ps.pending_write_id.clear();
   // Node management status, with the real agent's strings (exchange-api.md §4.3).
   if (e.state == State::preparing && before != State::preparing)
-    out.reports.push_back({"download started", ""});
-  if (e.state == State::waiting && before == State::preparing) out.reports.push_back({"ha node waiting", ""});
-  if (failed_prepare) out.reports.push_back({"failed", e.message});
+    out.reports.push_back({MgmtStatus::download_started, ""});
+  if (e.state == State::waiting && before == State::preparing)
+    out.reports.push_back({MgmtStatus::ha_node_waiting, ""});
+  if (failed_prepare) out.reports.push_back({MgmtStatus::failed, e.message});
   if (released) {
     if (e.state == State::succeeded)
-      out.reports.push_back({"successful", ""});  // also the version the hub knows
-    if (e.state == State::rolledback) out.reports.push_back({"rollback successful", e.message});
+      out.reports.push_back({MgmtStatus::successful, ""});  // also the version the hub knows
+    if (e.state == State::rolledback) out.reports.push_back({MgmtStatus::rollback_successful, e.message});
     if (e.state == State::failed)
-      out.reports.push_back({rollback_failed ? "rollback failed" : "failed", e.message});
+      out.reports.push_back({rollback_failed ? MgmtStatus::rollback_failed : MgmtStatus::failed, e.message});
   }
   return out;
 }

@@ -23,7 +23,7 @@ namespace agentd {
 
 // A node management status the caller sends (exchange-api.md §4.3).
 struct StatusReport {
-  std::string status;
+  MgmtStatus status = MgmtStatus::waiting;
   std::string error;
   bool operator==(const StatusReport&) const = default;
 };

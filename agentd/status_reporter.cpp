@@ -9,20 +9,22 @@ Status ExchangeStatusReporter::report(const std::string& policy, const Managemen
   auto slash = policy.find('/');
   std::string name = slash == std::string::npos ? policy : policy.substr(slash + 1);
   if (auto r = exchange_.put_management_status(name, status); !r) return r;
-  if (status.status == "successful" && !status.software_version.empty())
+  if (mgmt_status_from_string(status.status) == MgmtStatus::successful && !status.software_version.empty())
     return exchange_.patch_software_version(status.software_version);
   return {};
 }
 
 Status AnaxStatusReporter::report(const std::string& policy, const ManagementStatus& status) {
-  namespace st = anax_status;
-  const std::string& s = status.status;
-  if (s != st::initiated && s != st::successful && s != st::failed && s != st::rollback_started &&
-      s != st::rollback_successful && s != st::rollback_failed && s != st::precheck_failed)
+  using enum MgmtStatus;
+  const auto known = mgmt_status_from_string(status.status);
+  if (!known) return {};  // not one of the job's transitions
+  const MgmtStatus s = *known;
+  if (s != initiated && s != successful && s != failed && s != rollback_started && s != rollback_successful &&
+      s != rollback_failed && s != precheck_failed)
     return {};  // anax's own (waiting, download started, downloaded, ...)
   if (policy.find('/') == std::string::npos)
     return fail(Errc::config, "anax job '" + policy + "' has no organization");
-  if (s == st::successful && !status.software_version.empty()) {
+  if (s == successful && !status.software_version.empty()) {
     auto v = anax_.version();
     if (!v) return std::unexpected(v.error());
     if (*v != status.software_version)
@@ -30,7 +32,7 @@ Status AnaxStatusReporter::report(const std::string& policy, const ManagementSta
                                   ": successful waits for the new agent");
   }
   if (unsure_.contains(policy)) {
-    auto back = accepted_.contains(policy) ? accepted_[policy] : std::string(st::initiated);
+    const MgmtStatus back = accepted_.contains(policy) ? accepted_[policy] : initiated;
     if (back != s) {
       if (auto r = anax_.put_status(policy, back, ""); !r) return r;
     }

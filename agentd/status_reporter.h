@@ -8,6 +8,7 @@
 #include <string>
 
 #include "exchange_types.h"
+#include "management_status.h"
 #include "result.h"
 
 namespace agentd {
@@ -48,8 +49,8 @@ class AnaxStatusReporter final : public StatusReporter {
 
  private:
   AnaxApi& anax_;
-  std::map<std::string, std::string> accepted_;  // policy -> last status anax took
-  std::set<std::string> unsure_;                 // policies whose last put was answered 500
+  std::map<std::string, MgmtStatus> accepted_;  // policy -> last status anax took
+  std::set<std::string> unsure_;                // policies whose last put was answered 500
 };
 
 }  // namespace agentd

@@ -51,7 +51,7 @@ class CommandUpgrader final : public Upgrader {
 
   Status prepare(const Target& t, const ProgressFn& progress) override {
     if (cmds_.prepare.empty()) return {};
-    if (progress) progress("running the prepare command for " + t.version);
+    if (progress) progress({"running the prepare command for " + t.version});
     return status_of(run_step("prepare", cmds_.prepare, t));
   }
 

@@ -262,7 +262,7 @@ class PipelineUpgrader final : public Upgrader {
       std::string text = "downloading " + fp.name + ": " + human_bytes(fp.done);
       if (fp.total > 0)
         text += " of " + human_bytes(fp.total) + " (" + std::to_string(fp.done * 100 / fp.total) + "%)";
-      say(progress, text);
+      if (progress) progress({text, fp.done, fp.total});
     };
     // What is already on disk (a .part from before a crash, or the whole
     // file), so the log shows how much a resume saved.
@@ -510,7 +510,7 @@ class PipelineUpgrader final : public Upgrader {
   }
 
   static void say(const ProgressFn& progress, const std::string& text) {
-    if (progress) progress(text);
+    if (progress) progress({text});
   }
 
   std::string new_attempt() {

@@ -180,18 +180,20 @@ Result<Plan> choose_target(const NodeRecord& node, const std::vector<ManagementP
 
 Plan plan_from_anax(const std::vector<AnaxJob>& jobs, const std::string& in_flight, bool hub_coordinates,
                     const std::string& running, const DowngradeRule& downgrade) {
-  namespace st = anax_status;
   Plan p;
   const AnaxJob* pick = nullptr;
   std::string seen;
   for (const AnaxJob& j : jobs) {
     seen += (seen.empty() ? "" : ", ") + j.policy + " " + j.status;
     if (j.version.empty()) continue;
-    if (j.policy == in_flight && (j.status == st::initiated || j.status == st::rollback_started)) {
+    const auto status = mgmt_status_from_string(j.status);
+    if (j.policy == in_flight &&
+        (status == MgmtStatus::initiated || status == MgmtStatus::rollback_started)) {
       pick = &j;
       break;
     }
-    bool ready = j.status == st::downloaded || (hub_coordinates && j.status == st::ha_node_waiting);
+    bool ready =
+        status == MgmtStatus::downloaded || (hub_coordinates && status == MgmtStatus::ha_node_waiting);
     if (!ready) continue;
     // anax's job is not a reason to move back: the same rule as for the hub's policies.
     if (std::string why = refused_downgrade(j.version, running, j.allow_downgrade, downgrade); !why.empty()) {

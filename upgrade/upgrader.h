@@ -3,6 +3,7 @@
 // daemon runs only under the lease, fencing before each (protocol.md §4.4).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -17,15 +18,21 @@ struct Target {
 };
 
 // Progress of a long step, for the member's message, the management status and
-// sd_notify STATUS=: short human text and, when known, a fraction done.
-using ProgressFn = std::function<void(const std::string& text)>;
+// sd_notify STATUS=: short human text and, when known, how much of how much is done.
+struct JobProgress {
+  std::string text;
+  std::uint64_t done = 0;
+  std::uint64_t total = 0;  // 0: unknown
+  bool operator==(const JobProgress&) const = default;
+};
+using ProgressFn = std::function<void(const JobProgress& progress)>;
 
 class Upgrader {
  public:
   virtual ~Upgrader() = default;
   // The agent version running now.
   virtual Result<std::string> running_version() = 0;
-  // Fetch and verify; no lease. `progress` receives short human text.
+  // Fetch and verify; no lease. `progress` receives what it is doing.
   virtual Status prepare(const Target& t, const ProgressFn& progress) = 0;
   virtual Status install(const Target& t) = 0;       // disruptive
   virtual Status restart(const Target& t) = 0;       // disruptive

@@ -79,8 +79,8 @@ std::string str(const cJSON* o, const char* key) {
 
 // Statuses in which a job holds the node (and the agbot's lock): nothing else starts.
 bool busy(const std::string& s) {
-  return s == status::downloaded || s == status::initiated || s == status::download_started ||
-         s == status::ha_node_waiting;
+  return s == to_string(MgmtStatus::downloaded) || s == to_string(MgmtStatus::initiated) ||
+         s == to_string(MgmtStatus::download_started) || s == to_string(MgmtStatus::ha_node_waiting);
 }
 
 std::string nmp_of(const std::string& key) {
@@ -189,7 +189,7 @@ Result<std::unique_ptr<Anax>> Anax::open(AnaxOptions options) {
       auto r = record_from_json(item);
       if (!r) return std::unexpected(r.error());
       // anax ResetDownloadStartedStatuses: a download cut by the restart starts again.
-      if (r->status == status::download_started) r->status = status::waiting;
+      if (r->status == to_string(MgmtStatus::download_started)) r->status = to_string(MgmtStatus::waiting);
       records[item->string] = *r;
     }
   } else if (text.error().code != Errc::not_found) {
@@ -329,13 +329,13 @@ Status Anax::set_status(const std::string& key, const std::string& to, const std
     if (r.status == to) return {};  // nothing saved, the error message neither
     r.status = to;
     r.error_message = error_message;
-    if (to == status::initiated && r.start_time.empty()) r.start_time = rfc3339_local_now();
-    if (to == status::waiting) {
+    if (to == to_string(MgmtStatus::initiated) && r.start_time.empty()) r.start_time = rfc3339_local_now();
+    if (to == to_string(MgmtStatus::waiting)) {
       r.download_attempts = 0;
       r.start_time.clear();
       r.end_time.clear();
     }
-    if (to == status::successful) {
+    if (to == to_string(MgmtStatus::successful)) {
       r.end_time = rfc3339_local_now();
       recorded_version_ = running_version();  // common/node_management.go SetAgentVersion
       std::error_code ec;
@@ -344,7 +344,7 @@ Status Anax::set_status(const std::string& key, const std::string& to, const std
     if (auto st = save_locked(); !st) return st;
     copy = r;
   }
-  if (to == status::successful) {
+  if (to == to_string(MgmtStatus::successful)) {
     std::string url = options_.exchange_url + "/orgs/" + options_.org + "/nodes/" + options_.node;
     std::string body = R"({"softwareVersions":{"horizon":")" + recorded_version() + R"("}})";
     if (auto st = expect(send("PATCH", url, body), {201}, "PATCH " + url); !st) return st;
@@ -447,7 +447,8 @@ Reply Anax::next_job(const Call& call) {
   const std::pair<const std::string, Record>* best = nullptr;
   for (const auto& kv : records_) {
     const std::string& st = kv.second.status;
-    if ((ready == "true" && st != status::downloaded) || (ready == "false" && st != status::waiting))
+    if ((ready == "true" && st != to_string(MgmtStatus::downloaded)) ||
+        (ready == "false" && st != to_string(MgmtStatus::waiting)))
       continue;
     if (!best || kv.second.scheduled_unix < best->second.scheduled_unix) best = &kv;
   }
@@ -491,7 +492,7 @@ Reply Anax::reset(const std::string& key) {
       if (key.empty() || k == key) keys.push_back(k);
   }
   for (const auto& k : keys)
-    if (auto st = set_status(k, status::waiting, ""); !st)
+    if (auto st = set_status(k, to_string(MgmtStatus::waiting), ""); !st)
       return error_reply(500, "Failed to reset the node management status: " + st.error().message);
   return string_reply(200, "Reset the status of " + (key.empty() ? std::string("all NMPs") : key) + ".");
 }
@@ -604,7 +605,7 @@ void Anax::take_policies(const NodeInfo& node) {
     }
     const cJSON* upgrade = cJSON_GetObjectItemCaseSensitive(policy, "agentUpgradePolicy");
     Record rec;
-    rec.status = status::waiting;
+    rec.status = to_string(MgmtStatus::waiting);
     rec.scheduled_unix = at;
     rec.scheduled_time = rfc3339_utc(at);
     rec.manifest = str(upgrade, "manifest");
@@ -641,8 +642,8 @@ void Anax::sync_exchange_statuses() {
     Status st;
     if (!mine)
       st = delete_exchange_status(nmp_of(key));
-    else if (theirs == "reset" && mine->status != status::waiting)
-      st = set_status(key, status::waiting, "");
+    else if (theirs == "reset" && mine->status != to_string(MgmtStatus::waiting))
+      st = set_status(key, to_string(MgmtStatus::waiting), "");
     else if (theirs != mine->status)
       st = put_exchange_status(key, *mine);
     if (!st) std::fprintf(stderr, "anax-standin: %s\n", st.error().describe().c_str());
@@ -656,7 +657,7 @@ void Anax::ask_agbot(const NodeInfo& node) {
   {
     std::lock_guard lock(mu_);
     for (const auto& [k, r] : records_)
-      if (r.status == status::ha_node_waiting) waiting.push_back(k);
+      if (r.status == to_string(MgmtStatus::ha_node_waiting)) waiting.push_back(k);
   }
   for (const auto& key : waiting) {
     if (!node.ha_group.empty()) {
@@ -665,7 +666,7 @@ void Anax::ask_agbot(const NodeInfo& node) {
       auto r = send("POST", url);
       if (!r || r->status != 201) continue;
     }
-    advance(key, status::ha_node_waiting, status::downloaded);
+    advance(key, to_string(MgmtStatus::ha_node_waiting), to_string(MgmtStatus::downloaded));
   }
 }
 
@@ -679,22 +680,24 @@ void Anax::start_next_job(const NodeInfo& node) {
     std::int64_t now = unix_now();
     for (const auto& [k, r] : records_) {
       if (busy(r.status)) return;
-      if (r.status == status::waiting && r.scheduled_unix <= now &&
+      if (r.status == to_string(MgmtStatus::waiting) && r.scheduled_unix <= now &&
           (key.empty() || r.scheduled_unix < rec.scheduled_unix)) {
         key = k;
         rec = r;
       }
     }
   }
-  if (key.empty() || !advance(key, status::waiting, status::download_started)) return;
+  if (key.empty() || !advance(key, to_string(MgmtStatus::waiting), to_string(MgmtStatus::download_started)))
+    return;
   std::string error_message;
   std::string to = download(key, &rec, node);
-  if (to == status::waiting || to == status::download_failed) error_message = rec.error_message;
+  if (to == to_string(MgmtStatus::waiting) || to == to_string(MgmtStatus::download_failed))
+    error_message = rec.error_message;
   Record copy;
   {
     std::lock_guard lock(mu_);
     auto it = records_.find(key);
-    if (it == records_.end() || it->second.status != status::download_started) return;
+    if (it == records_.end() || it->second.status != to_string(MgmtStatus::download_started)) return;
     it->second.software_version = rec.software_version;
     it->second.download_attempts = rec.download_attempts;
     it->second.status = to;
@@ -712,7 +715,8 @@ std::string Anax::download(const std::string& key, Record* rec, const NodeInfo& 
   const std::string dir = job_dir(key);
   auto failed = [&](const std::string& why) {
     rec->error_message = why;
-    return ++rec->download_attempts < kMaxDownloadAttempts ? status::waiting : status::download_failed;
+    return ++rec->download_attempts < kMaxDownloadAttempts ? to_string(MgmtStatus::waiting)
+                                                           : to_string(MgmtStatus::download_failed);
   };
   std::error_code ec;
   fs::remove_all(dir, ec);
@@ -731,7 +735,7 @@ std::string Anax::download(const std::string& key, Record* rec, const NodeInfo& 
   int order = compare_package_versions(version, recorded_version());
   if (version.empty() || order == 0 || (order < 0 && !rec->allow_downgrade)) {
     fs::remove_all(dir, ec);
-    return status::no_action_required;
+    return to_string(MgmtStatus::no_action_required);
   }
   rec->software_version = version;
   const std::string bundle = "horizon-agent-linux-" + options_.package_type + "-" + options_.arch + ".tar.gz";
@@ -750,7 +754,7 @@ std::string Anax::download(const std::string& key, Record* rec, const NodeInfo& 
     json::set(line.get(), "bytes", static_cast<std::int64_t>(got->body.size()));
     log_line(options_.download_log, std::move(line));
   }
-  return node.ha_group.empty() ? status::downloaded : status::ha_node_waiting;
+  return node.ha_group.empty() ? to_string(MgmtStatus::downloaded) : to_string(MgmtStatus::ha_node_waiting);
 }
 
 // ---- the cron executor (agent-auto-upgrade.sh) ---------------------------------------------------
@@ -773,7 +777,8 @@ void Anax::executor_pass() {
   {
     std::lock_guard lock(mu_);
     for (const auto& [k, r] : records_)
-      if (r.status == status::downloaded && (key.empty() || r.scheduled_unix < rec.scheduled_unix)) {
+      if (r.status == to_string(MgmtStatus::downloaded) &&
+          (key.empty() || r.scheduled_unix < rec.scheduled_unix)) {
         key = k;
         rec = r;
       }
@@ -784,7 +789,7 @@ void Anax::executor_pass() {
   json::set(line.get(), "nmp", key);
   json::set(line.get(), "version", rec.software_version);
   log_line(options_.executor_log, std::move(line));
-  if (auto st = set_status(key, status::initiated, ""); !st) {
+  if (auto st = set_status(key, to_string(MgmtStatus::initiated), ""); !st) {
     auto end = json::object();
     json::set(end.get(), "event", "error");
     json::set(end.get(), "nmp", key);
@@ -799,7 +804,8 @@ void Anax::executor_pass() {
   auto result = runner->run(spec);
   int code = result ? result->exit_code : -1;
   std::string output = result ? output_tail(result->output, 300) : result.error().message;
-  auto st = code == 0 ? set_status(key, status::successful, "") : set_status(key, status::failed, output);
+  auto st = code == 0 ? set_status(key, to_string(MgmtStatus::successful), "")
+                      : set_status(key, to_string(MgmtStatus::failed), output);
   auto end = json::object();
   json::set(end.get(), "event", "done");
   json::set(end.get(), "nmp", key);

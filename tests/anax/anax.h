@@ -95,9 +95,6 @@ struct Record {
   std::int64_t download_attempts = 0;
 };
 
-// anax's statuses (exchange-api.md §4.3), as agentd names them.
-namespace status = agentd::anax_status;
-
 // The local API's JSON of a record (workingDirectory = the base work directory).
 json::Ptr record_to_json(const Record& r, const std::string& work_dir);
 Result<Record> record_from_json(const cJSON* o);

@@ -459,7 +459,7 @@ void Sim::resolve(Node& n) {
   Landed effects;
   if (auto e = resolve_pending(p.ps, *p.doc, n.id, &effects)) {
     p.ps.local.heartbeat_jitter_permille =
-        std::uniform_int_distribution<int>(0, 249)(p.rng);  // Daemon::report
+        std::uniform_int_distribution<int>(0, kMaxHeartbeatJitterPermille)(p.rng);  // Daemon::report
     trace(n.id, "write-recovered " + std::string(to_string(e->state)) + " epoch " + std::to_string(e->epoch));
   }
   persist(n);
@@ -472,7 +472,7 @@ void Sim::grouped_tick(std::size_t i) {
   bool reread = false;
   if (!read_group(n, false)) return;
   resolve(n);
-  for (int step = 0; step < 8; ++step) {
+  for (int step = 0; step < kMaxDecisionsPerPass; ++step) {
     Local& l = p.ps.local;
     note_job(l, p.job.has_value(), p.job && is_step(p.job->kind), now_);
     char wid[33];
@@ -538,7 +538,7 @@ WriteOutcome Sim::write(std::size_t i, const Action& a) {
   n.sent.insert(a.entry.write_id);
   persist(n);  // protocol.md §4.2: persist before every write
   if (chance(f_.kill_in_write / 2)) {
-    fault("kill-before-send", n.id, a.what + " persisted, never sent");
+    fault("kill-before-send", n.id, std::string(to_string(a.what)) + " persisted, never sent");
     kill(i, "before send");
     return WriteOutcome::unknown;
   }
@@ -548,7 +548,7 @@ WriteOutcome Sim::write(std::size_t i, const Action& a) {
   if (!r) {
     WriteOutcome outcome = classify_write_error(r.error().code);
     write_not_answered(p.ps, outcome);
-    trace(n.id, a.what + " " + std::string(to_string(a.entry.state)) + " -> " + r.error().message);
+    trace(n.id, std::string(to_string(a.what)) + " " + to_string(a.entry.state) + " -> " + r.error().message);
     if (outcome == WriteOutcome::conflict) return outcome;
     if (outcome == WriteOutcome::refused) {
       persist(n);
@@ -563,14 +563,15 @@ WriteOutcome Sim::write(std::size_t i, const Action& a) {
   p.conflicts = 0;
   (void)land_answered_write(p.ps, *p.doc, n.id, a.entry, *r, sent, condition);
   p.written_revision = *r;
-  if (condition == WriteCondition::entry) p.doc_read_at = Mono{-1};                          // Daemon::write
-  p.ps.local.heartbeat_jitter_permille = std::uniform_int_distribution<int>(0, 249)(p.rng);  // Daemon::report
+  if (condition == WriteCondition::entry) p.doc_read_at = Mono{-1};  // Daemon::write
+  p.ps.local.heartbeat_jitter_permille =
+      std::uniform_int_distribution<int>(0, kMaxHeartbeatJitterPermille)(p.rng);  // Daemon::report
   persist(n);
   p.coord.observe(*p.doc, sent);
-  if (a.what != "heartbeat" && a.what != "renew")
-    trace(n.id, a.what + " " + to_string(a.entry.state) + " epoch " + std::to_string(a.entry.epoch) +
-                    " rev " + std::to_string(*r) + (a.entry.lease_duration_seconds ? " lease" : "") + ": " +
-                    a.reason);
+  if (!routine(a.what))
+    trace(n.id, std::string(to_string(a.what)) + " " + to_string(a.entry.state) + " epoch " +
+                    std::to_string(a.entry.epoch) + " rev " + std::to_string(*r) +
+                    (a.entry.lease_duration_seconds ? " lease" : "") + ": " + a.reason);
   return WriteOutcome::landed;
 }
 

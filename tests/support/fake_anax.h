@@ -74,7 +74,8 @@ class FakeAnax final : public AnaxApi {
     for (const auto& [k, j] : jobs_) out.push_back(j);
     return out;
   }
-  Status put_status(const std::string& policy, const std::string& status, const std::string&) override {
+  Status put_status(const std::string& policy, MgmtStatus to, const std::string&) override {
+    const std::string status = to_string(to);
     std::lock_guard lk(mu_);
     if (down_ || puts_left_ == 0) return fail(Errc::transport, "anax is down");
     if (puts_left_ > 0) --puts_left_;

@@ -61,7 +61,7 @@ TEST_SUITE("command_upgrader") {
     auto runner = make_process_runner([] { return false; });
     auto up = make_command_upgrader(recording_commands(dir.path()), *runner);
     std::vector<std::string> progress;
-    REQUIRE(up->prepare(kTarget, [&](const std::string& p) { progress.push_back(p); }).has_value());
+    REQUIRE(up->prepare(kTarget, [&](const JobProgress& p) { progress.push_back(p.text); }).has_value());
     REQUIRE(up->install(kTarget).has_value());
     REQUIRE(up->restart(kTarget).has_value());
     REQUIRE(up->check_health(kTarget).has_value());
@@ -108,7 +108,7 @@ TEST_SUITE("command_upgrader") {
     UpgradeCommands c;  // all empty
     auto up = make_command_upgrader(c, fake);
     bool progressed = false;
-    CHECK(up->prepare(kTarget, [&](const std::string&) { progressed = true; }).has_value());
+    CHECK(up->prepare(kTarget, [&](const JobProgress&) { progressed = true; }).has_value());
     CHECK(up->restart(kTarget).has_value());
     CHECK(up->check_health(kTarget).has_value());
     CHECK_FALSE(progressed);

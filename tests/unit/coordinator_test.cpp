@@ -91,7 +91,7 @@ TEST_SUITE("coordinator") {
     m.run_for(d, 30s, {"n2", "n3"});
     Action a = m.decide(d);
     REQUIRE(a.kind == ActionKind::write);
-    CHECK(a.what == "acquire");
+    CHECK(a.what == WriteKind::acquire);
     CHECK(a.entry.state == State::upgrading);
     CHECK(a.entry.epoch == 11);  // max(1 + 0, revision + 1)
     CHECK(a.entry.lease_duration_seconds == 60);
@@ -114,7 +114,7 @@ TEST_SUITE("coordinator") {
     m.run_for(d, 30s, {"n3"});  // 60 s since n2's renewTime last changed
     a = m.decide(d);
     REQUIRE(a.kind == ActionKind::write);
-    CHECK(a.what == "acquire");
+    CHECK(a.what == WriteKind::acquire);
     CHECK(a.entry.epoch == 11);
   }
 
@@ -142,7 +142,7 @@ TEST_SUITE("coordinator") {
     CHECK_FALSE(m.c.disrupted("n2", d.entries["n2"], m.clock.mono()));
     a = m.decide(d);
     REQUIRE(a.kind == ActionKind::write);
-    CHECK(a.what == "acquire");
+    CHECK(a.what == WriteKind::acquire);
   }
 
   TEST_CASE("§6 (amended): a holder released to idle by an admin counts as disrupted until it writes again") {
@@ -231,7 +231,7 @@ TEST_SUITE("coordinator") {
     CHECK(m.decide(d).kind == ActionKind::none);
     m.run_for(d, 10s, {"n3"});
     CHECK_FALSE(m.c.lease_live("n2", d.entries["n2"], m.clock.mono()));
-    CHECK(m.decide(d).what == "acquire");
+    CHECK(m.decide(d).what == WriteKind::acquire);
   }
 
   TEST_CASE("minAvailable is never below 1 in a group of 2: a dead holder blocks its only peer") {
@@ -279,7 +279,7 @@ TEST_SUITE("coordinator") {
     CHECK(a.kind != ActionKind::write);
     CHECK(a.reason.find("unhealthy: n3") != std::string::npos);
     m.run_for(d, 20s, {"n2", "n3"});  // n3 is back
-    CHECK(m.decide(d).what == "acquire");
+    CHECK(m.decide(d).what == WriteKind::acquire);
   }
 
   TEST_CASE("minAvailable: a member without an entry, or failed, is not healthy") {
@@ -291,7 +291,7 @@ TEST_SUITE("coordinator") {
     m.run_for(d, 40s, {"n2"});
     CHECK(m.decide(d).reason.find("unhealthy: n3") != std::string::npos);
     d.settings.min_available = 1;
-    CHECK(m.decide(d).what == "acquire");
+    CHECK(m.decide(d).what == WriteKind::acquire);
   }
 
   TEST_CASE("health is not judged until the rollout has been observed for 3 heartbeats") {
@@ -304,7 +304,7 @@ TEST_SUITE("coordinator") {
     CHECK(a.kind != ActionKind::write);
     CHECK(a.reason.find("observing") != std::string::npos);
     m.run_for(d, 30s, {"n2"});
-    CHECK(m.decide(d).what == "acquire");
+    CHECK(m.decide(d).what == WriteKind::acquire);
   }
 
   TEST_CASE("only the head of the healthy waiters contends, ordered by waitingSince then node id") {
@@ -324,7 +324,7 @@ TEST_SUITE("coordinator") {
     CHECK(m.decide(d).reason == "waiting behind n0");
     // A head waiter that stops heartbeating is skipped (it is not healthy).
     m.run_for(d, 40s, {"n2"});
-    CHECK(m.decide(d).what == "acquire");
+    CHECK(m.decide(d).what == WriteKind::acquire);
   }
 
   TEST_CASE("a failed or rolledback entry halts the group for that target until resume or a new target") {
@@ -343,7 +343,7 @@ TEST_SUITE("coordinator") {
     // an admin resume writes the entry back to idle
     d.entries["n2"] = entry(State::idle, "b");
     m.run_for(d, 10s, {"n2"});
-    CHECK(m.decide(d).what == "acquire");
+    CHECK(m.decide(d).what == WriteKind::acquire);
     // a new target is not halted by a failure of the old one
     d.entries["n2"] = entry(State::failed, "c", 4);
     CHECK(Coordinator::halted_for(d, "2.0.0"));
@@ -361,7 +361,7 @@ TEST_SUITE("coordinator") {
     m.c.observe(d, m.clock.mono());
     CHECK(m.decide(d).kind == ActionKind::none);
     d.entries["n2"].target_version = "1.9.0";
-    CHECK(m.decide(d).what == "prepare");
+    CHECK(m.decide(d).what == WriteKind::prepare);
   }
 
   TEST_CASE("paused: no new acquisitions") {
@@ -372,7 +372,7 @@ TEST_SUITE("coordinator") {
     m.c.observe(d, m.clock.mono());
     CHECK(m.decide(d).reason == "group paused by an admin");
     d.settings.paused = false;
-    CHECK(m.decide(d).what == "acquire");
+    CHECK(m.decide(d).what == WriteKind::acquire);
   }
 
   TEST_CASE("fencing: a disruptive step needs our lease, our epoch and no higher live epoch") {
@@ -394,7 +394,7 @@ TEST_SUITE("coordinator") {
       m.c.observe(d, m.clock.mono());
       CHECK_FALSE(m.c.fence(d, m.local, m.clock.mono()).ok);
       Action a = m.decide(d);
-      CHECK(a.what == "fenced");
+      CHECK(a.what == WriteKind::fenced);
       CHECK(a.entry.state == State::waiting);
     }
     SUBCASE("an admin force-released us") {
@@ -409,7 +409,7 @@ TEST_SUITE("coordinator") {
       m.clock.advance(60s);
       CHECK_FALSE(m.c.fence(d, m.local, m.clock.mono()).ok);
       // it renews (no one else holds a lease) before any step
-      CHECK(m.decide(d).what == "renew");
+      CHECK(m.decide(d).what == WriteKind::renew);
     }
   }
 
@@ -428,7 +428,7 @@ TEST_SUITE("coordinator") {
     CHECK(m.decide(d).kind == ActionKind::none);
     m.clock.advance(10s);
     Action a = m.decide(d);
-    CHECK(a.what == "renew");
+    CHECK(a.what == WriteKind::renew);
     CHECK(a.entry.state == State::upgrading);
     CHECK(a.entry.epoch == 7);
   }
@@ -445,7 +445,7 @@ TEST_SUITE("coordinator") {
     d.entries["n1"] = own;
     d.entries["n2"] = entry(State::idle, "a");
     m.c.observe(d, m.clock.mono());
-    CHECK(m.decide(d).what == "renew");
+    CHECK(m.decide(d).what == WriteKind::renew);
     m.local.last_renew = m.clock.mono();
     CHECK(m.decide(d).kind == ActionKind::check_health);
   }
@@ -465,13 +465,13 @@ TEST_SUITE("coordinator") {
     CHECK(m.decide(d).kind == ActionKind::restart);
     m.local.progress = Progress::restarted;
     Action v = m.decide(d);
-    CHECK(v.what == "verify");
+    CHECK(v.what == WriteKind::verify);
     CHECK(v.entry.state == State::verifying);
     m.local.state = State::verifying;
     CHECK(m.decide(d).kind == ActionKind::check_health);
     m.local.progress = Progress::healthy;
     Action r = m.decide(d);
-    CHECK(r.what == "release");
+    CHECK(r.what == WriteKind::release);
     CHECK(r.entry.state == State::succeeded);
     CHECK(r.entry.version == "2.0.0");
     CHECK(r.entry.renew_time.empty());  // lease fields removed (§4.5)
@@ -529,7 +529,7 @@ TEST_SUITE("coordinator") {
     auto d = group({"n1", "n2"});
     m.c.observe(d, m.clock.mono());
     Action a = m.decide(d);
-    CHECK(a.what == "join");
+    CHECK(a.what == WriteKind::join);
     CHECK(a.entry.state == State::idle);
     CHECK(a.entry.version == "1.0.0");
     CHECK_FALSE(a.entry.last_seen.empty());
@@ -545,7 +545,7 @@ TEST_SUITE("coordinator") {
     d.entries["n1"] = own;
     m.c.observe(d, m.clock.mono());
     Action a = m.decide(d);
-    CHECK(a.what == "prepare");
+    CHECK(a.what == WriteKind::prepare);
     CHECK(a.entry.state == State::preparing);
     CHECK(a.entry.target_version == "2.0.0");
     m.local.state = State::preparing;
@@ -554,7 +554,7 @@ TEST_SUITE("coordinator") {
     CHECK(m.decide(d).kind == ActionKind::prepare);
     m.local.prepared = true;
     Action w = m.decide(d);
-    CHECK(w.what == "wait");
+    CHECK(w.what == WriteKind::wait);
     CHECK(w.entry.state == State::waiting);
     CHECK_FALSE(w.entry.waiting_since.empty());
     m.local.prepared = false;
@@ -575,17 +575,17 @@ TEST_SUITE("coordinator") {
     m.clock.advance(20s);
     CHECK(m.decide_as_is(d).kind == ActionKind::none);
     m.clock.advance(5min);
-    CHECK(m.decide_as_is(d).what == "heartbeat");
+    CHECK(m.decide_as_is(d).what == WriteKind::heartbeat);
     m.local.last_write = m.clock.mono();
     m.clock.advance(1s);
     d.entries["n2"] = entry(State::preparing, "b");  // a rollout begins
     m.c.observe(d, m.clock.mono());
-    CHECK(m.decide_as_is(d).what == "heartbeat");  // show we are alive at once
+    CHECK(m.decide_as_is(d).what == WriteKind::heartbeat);  // show we are alive at once
     m.local.last_write = m.clock.mono();
     m.clock.advance(9s);
     CHECK(m.decide_as_is(d).kind == ActionKind::none);
     m.clock.advance(1s);
-    CHECK(m.decide_as_is(d).what == "heartbeat");
+    CHECK(m.decide_as_is(d).what == WriteKind::heartbeat);
   }
 
   TEST_CASE("§4.1: peers seen alive (lastSeen changed since first sighting) shorten the observation window") {
@@ -609,7 +609,7 @@ TEST_SUITE("coordinator") {
     m.c.observe(d, m.clock.mono());
     a = m.decide(d);
     REQUIRE(a.kind == ActionKind::write);  // 2 s in, not 3 × heartbeat (30 s)
-    CHECK(a.what == "acquire");
+    CHECK(a.what == WriteKind::acquire);
   }
 
   TEST_CASE(
@@ -688,5 +688,110 @@ TEST_SUITE("coordinator") {
     m.local.state = State::idle;
     d.entries["n1"].state = State::idle;
     CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.idle_heartbeat);
+  }
+
+  TEST_CASE("one table: a holder and a node in no group take the same next step for each progress") {
+    CHECK(next_step(Progress::none).step == ActionKind::install);
+    CHECK(next_step(Progress::install_begun).step == ActionKind::install);
+    CHECK(next_step(Progress::installed).step == ActionKind::restart);
+    CHECK(next_step(Progress::restart_begun).step == ActionKind::check_health);
+    CHECK(next_step(Progress::restarted).step == ActionKind::check_health);
+    CHECK(next_step(Progress::failed).step == ActionKind::rollback);
+    CHECK(next_step(Progress::rollback_begun).step == ActionKind::rollback);
+    CHECK(next_step(Progress::healthy).ends_in == State::succeeded);
+    CHECK(next_step(Progress::rolled_back).ends_in == State::rolledback);
+    CHECK(next_step(Progress::rollback_failed).ends_in == State::failed);
+    Local l;
+    l.version = "1.0.0";
+    l.target = "2.0.0";
+    l.state = State::upgrading;
+    for (Progress p : {Progress::none, Progress::installed, Progress::restarted, Progress::failed}) {
+      l.progress = p;
+      CHECK(Coordinator::decide_alone(l).kind == next_step(p).step);
+    }
+  }
+
+  TEST_CASE("a node in no group: prepares, upgrades without a lease, releases and reports") {
+    Local l;
+    l.version = "1.0.0";
+    l.target = "2.0.0";
+    AloneAction a = Coordinator::decide_alone(l);
+    REQUIRE(a.next);
+    CHECK(a.next->state == State::preparing);
+    CHECK(a.report == MgmtStatus::download_started);
+    CHECK_FALSE(a.stop);
+    l = *a.next;
+    CHECK(Coordinator::decide_alone(l).kind == ActionKind::prepare);
+    l.prepared = true;
+    a = Coordinator::decide_alone(l);
+    REQUIRE(a.next);
+    CHECK(a.next->state == State::upgrading);
+    CHECK(a.next->previous_version == "1.0.0");
+    l = *a.next;
+    CHECK(Coordinator::decide_alone(l).kind == ActionKind::install);
+    l.progress = Progress::healthy;
+    a = Coordinator::decide_alone(l);
+    REQUIRE(a.next);
+    CHECK(a.released);
+    CHECK(a.stop);
+    CHECK(a.report == MgmtStatus::successful);
+    CHECK(a.next->state == State::succeeded);
+    CHECK(a.next->version == "2.0.0");
+    CHECK(a.next->progress == Progress::none);
+    a = Coordinator::decide_alone(*a.next);
+    CHECK_FALSE(a.next);
+    CHECK(a.wait == WaitReason::up_to_date);
+    CHECK(a.reason == "not in an HA group; up to date at 2.0.0");
+  }
+
+  TEST_CASE("a node in no group whose upgrade rolled back halts itself for that target only") {
+    Local l;
+    l.version = "1.0.0";
+    l.previous_version = "1.0.0";
+    l.target = "2.0.0";
+    l.state = State::upgrading;
+    l.progress = Progress::rolled_back;
+    l.message = "health check of 2.0.0 failed";
+    AloneAction a = Coordinator::decide_alone(l);
+    REQUIRE(a.next);
+    CHECK(a.report == MgmtStatus::rollback_successful);
+    CHECK(a.report_error == l.message);
+    CHECK(a.next->state == State::rolledback);
+    CHECK(a.next->failed_target == "2.0.0");
+    l = *a.next;
+    a = Coordinator::decide_alone(l);
+    CHECK(a.wait == WaitReason::halted);
+    CHECK(a.reason == "upgrade to 2.0.0 failed: health check of 2.0.0 failed");
+    l.target = "2.0.1";  // a newer version is published
+    a = Coordinator::decide_alone(l);
+    REQUIRE(a.next);
+    CHECK(a.next->state == State::preparing);
+    CHECK(a.next->failed_target.empty());
+  }
+
+  TEST_CASE("a node in no group: an artifact that failed verification fails the upgrade and ends the pass") {
+    Local l;
+    l.version = "1.0.0";
+    l.target = "2.0.0";
+    l.state = State::preparing;
+    l.verification_failed = true;
+    l.message = "artifact failed verification: bad signature";
+    AloneAction a = Coordinator::decide_alone(l);
+    REQUIRE(a.next);
+    CHECK(a.stop);
+    CHECK(a.next->state == State::failed);
+    CHECK(a.report == MgmtStatus::failed);
+    CHECK(a.report_error == l.message);
+  }
+
+  TEST_CASE("management statuses: each wire string reads back as its enum") {
+    for (int i = 0; i <= static_cast<int>(MgmtStatus::no_action_required); ++i) {
+      auto s = static_cast<MgmtStatus>(i);
+      CHECK(mgmt_status_from_string(to_string(s)) == s);
+    }
+    CHECK(std::string(to_string(MgmtStatus::rollback_successful)) == "rollback successful");
+    CHECK_FALSE(mgmt_status_from_string("done").has_value());
+    CHECK(std::string(to_string(WriteKind::heartbeat)) == "heartbeat");
+    CHECK(std::string(to_string(WriteKind::fenced)) == "fenced");
   }
 }

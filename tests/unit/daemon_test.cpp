@@ -250,12 +250,12 @@ class FakeUpgrader final : public Upgrader {
     return version_;
   }
   Status prepare(const Target& t, const ProgressFn& progress) override {
-    std::string text;
+    JobProgress p;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      text = progress_;
+      p = progress_;
     }
-    if (!text.empty() && progress) progress(text);
+    if (!p.text.empty() && progress) progress(p);
     return step("prepare", t);
   }
   // The agent version running now, as an earlier process left it.
@@ -264,9 +264,9 @@ class FakeUpgrader final : public Upgrader {
     version_ = std::move(v);
   }
   // What prepare reports as its progress before it (perhaps) holds.
-  void progress(std::string text) {
+  void progress(JobProgress p) {
     std::lock_guard<std::mutex> lk(mu_);
-    progress_ = std::move(text);
+    progress_ = std::move(p);
   }
   Status install(const Target& t) override { return step("install", t); }
   Status restart(const Target& t) override { return step("restart", t); }
@@ -348,7 +348,7 @@ class FakeUpgrader final : public Upgrader {
   const std::string state_path_;
   Events& events_;
   std::map<std::string, Status> results_;
-  std::string progress_;
+  JobProgress progress_;
   std::set<std::string> holds_;
   std::string holding_;
   Status released_;
@@ -1214,7 +1214,9 @@ TEST_SUITE("daemon") {
     // against the whole group answers 412.
     Mode mode = Mode::full;
     SUBCASE("a hub that knows If-Match-Scope") {}
-    SUBCASE("a hub that checks the whole group") { mode = Mode::group_conditions; }
+    SUBCASE("a hub that checks the whole group") {
+      mode = Mode::group_conditions;
+    }
     CAPTURE(static_cast<int>(mode));
     Env env;
     StandIn hub(mode);
@@ -1427,7 +1429,7 @@ TEST_SUITE("daemon") {
     hub.make_group("g", {"n1"});
     Member n1(env, hub, "n1");
     const std::string text = "downloading horizon_2.0.0_amd64.deb: 1.0 MiB of 2.0 MiB (50%)";
-    n1.upgrader.progress(text);
+    n1.upgrader.progress({text, 1 << 20, 2 << 20});
     n1.upgrader.hold("prepare");
     REQUIRE(started(n1));
     REQUIRE(run_until(env, {&n1}, [&] { return n1.daemon.status_text() == text; }));
@@ -1450,7 +1452,7 @@ TEST_SUITE("daemon") {
     StandIn hub;
     hub.make_group("g", {"n1"});
     Member m(env, hub, "n1");
-    m.upgrader.progress("running the prepare command for 2.0.0");  // never shown: prepare ends at once
+    m.upgrader.progress({"running the prepare command for 2.0.0"});  // never shown: prepare ends at once
     m.upgrader.script("check_health", fail(Errc::process, "health command exited with 3"));
     m.upgrader.hold("rollback");
     REQUIRE(started(m));

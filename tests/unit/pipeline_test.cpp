@@ -290,7 +290,7 @@ TEST_SUITE("pipeline") {
     auto up = f.upgrader();
     std::vector<std::string> progress;
     auto t = target("2.0.0", ref);
-    auto s = up->prepare(t, [&](const std::string& p) { progress.push_back(p); });
+    auto s = up->prepare(t, [&](const JobProgress& p) { progress.push_back(p.text); });
     REQUIRE_MESSAGE(s.has_value(), s.error().describe());
     CHECK(f.exists("downloads/2.0.0/horizon_2.0.0_amd64.deb"));
     CHECK(f.exists("downloads/2.0.0/prepared.json"));
