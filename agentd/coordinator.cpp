@@ -648,6 +648,10 @@ Mono Coordinator::poll_interval(const GroupDocument& doc, const Local& local, Mo
   if (local.state == State::waiting) {
     int pos = queue_position(doc, local, now);
     if (pos < 0) return timing_.poll;
+    // The head acquires next: it sees the release half a fast poll sooner on average
+    // (issue goal: a median handoff <= 1 s at the 2 s fast poll), for about one extra
+    // conditional read per fast poll of each turn, from one member.
+    if (pos == 0) return std::max(timing_.fast_poll / 2, Mono{1});
     return std::clamp(std::max(pos - 1, 1) * timing_.fast_poll, timing_.fast_poll,
                       std::max(timing_.poll, timing_.fast_poll));
   }

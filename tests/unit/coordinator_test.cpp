@@ -613,9 +613,8 @@ TEST_SUITE("coordinator") {
   }
 
   TEST_CASE(
-      "poll interval: the first three of the queue poll fast even while a lease is held; the rest slower "
-      "with "
-      "each place, up to the slow poll") {
+      "poll interval: the head of the queue polls at half the fast poll, the next two at the fast poll, even "
+      "while a lease is held; the rest slower with each place, up to the slow poll") {
     Member m;
     auto d = group({"n1", "n2", "n3", "n4"});
     d.entries["n1"] = m.own();
@@ -626,7 +625,7 @@ TEST_SUITE("coordinator") {
     d.entries["n4"] = behind;
     m.c.observe(d, m.clock.mono());
     CHECK(m.c.queue_position(d, m.local, m.clock.mono()) == 0);
-    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);
+    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll / 2);  // the head
     d.entries["n3"].waiting_since = "2026-11-25T19:00:00.000000Z";  // before ours: we are next
     CHECK(m.c.queue_position(d, m.local, m.clock.mono()) == 1);
     CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);
@@ -684,7 +683,10 @@ TEST_SUITE("coordinator") {
     d.entries["n1"] = m.own();
     d.entries["n2"] = entry(State::idle, "a");
     m.c.observe(d, m.clock.mono());
-    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);
+    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll / 2);  // the head
+    m.local.state = State::upgrading;
+    d.entries["n1"].state = State::upgrading;
+    CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.fast_poll);  // holding
     m.local.state = State::idle;
     d.entries["n1"].state = State::idle;
     CHECK(m.c.poll_interval(d, m.local, m.clock.mono()) == kTiming.idle_heartbeat);
