@@ -21,6 +21,7 @@
 #include "group_status.h"
 #include "http.h"
 #include "service.h"
+#include "token_file.h"
 
 namespace agentd {
 namespace {

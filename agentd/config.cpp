@@ -1,6 +1,5 @@
 #include "config.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,20 +8,16 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string_view>
+
+#include "env_file.h"
 
 namespace agentd {
 namespace {
 
 using std::chrono::milliseconds;
 
-constexpr std::string_view kUsage =
-    "usage: agentd [--config FILE] [--horizon-file FILE] [--state-dir DIR]\n"
-    "              [--log-level debug|info|warn|error] [--check-config]\n"
-    "       agentd --help | --version";
-
-constexpr std::size_t kMaxConfigFileBytes = 1024 * 1024;
-constexpr std::size_t kMaxTokenBytes = 64 * 1024;
 constexpr std::int64_t kMinDurationMs = 1;           // 0.001 s
 constexpr std::int64_t kMaxDurationMs = 86'400'000;  // one day
 constexpr std::size_t kMinResponseBytes = 1024;
@@ -412,116 +407,8 @@ std::string located(const Setting& s, std::string_view key, std::string_view pro
   return s.origin + ": " + std::string(key) + ": " + std::string(problem);
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
-
-bool is_key_start(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
-}
-bool is_key_char(char c) {
-  return is_key_start(c) || (c >= '0' && c <= '9');
-}
-
-struct ParsedLine {
-  std::string key;
-  std::string value;
-};
-
-// One line of an /etc/default/horizon-style file: KEY=VALUE, optional "export ",
-// the value '...' (literal), "..." (\" \\ \$ \` escapes) or unquoted (the rest of
-// the line), then an optional " # comment". Nothing is expanded, so a command can
-// name $AGENTD_TARGET_VERSION for its own shell to expand.
-// Returns no key for blank and comment lines; the error text is "problem" or "KEY: problem".
-Result<ParsedLine> parse_line(std::string_view raw) {
-  std::string_view s = trim(raw);
-  if (s.empty() || s.front() == '#') return ParsedLine{};
-  if (s.starts_with("export") && s.size() > 6 && (s[6] == ' ' || s[6] == '\t')) s = trim(s.substr(6));
-  std::size_t k = 0;
-  if (s.empty() || !is_key_start(s[0])) return fail(Errc::config, "expected KEY=VALUE");
-  while (k < s.size() && is_key_char(s[k])) ++k;
-  ParsedLine out;
-  out.key = std::string(s.substr(0, k));
-  std::string_view rest = trim(s.substr(k));
-  if (rest.empty() || rest.front() != '=') return fail(Errc::config, "expected KEY=VALUE");
-  rest = trim(rest.substr(1));
-  auto key_problem = [&](std::string_view p) { return fail(Errc::config, out.key + ": " + std::string(p)); };
-
-  auto after_quote = [&](std::string_view tail) -> Status {
-    tail = trim(tail);
-    if (!tail.empty() && tail.front() != '#') {
-      return key_problem("unexpected text after the closing quote: '" + std::string(tail) + "'");
-    }
-    return {};
-  };
-  if (!rest.empty() && rest.front() == '\'') {
-    std::size_t end = rest.find('\'', 1);
-    if (end == std::string_view::npos) return key_problem("unterminated single quote");
-    out.value = std::string(rest.substr(1, end - 1));
-    if (auto ok = after_quote(rest.substr(end + 1)); !ok) return std::unexpected(ok.error());
-    return out;
-  }
-  if (!rest.empty() && rest.front() == '"') {
-    std::size_t i = 1;
-    for (; i < rest.size() && rest[i] != '"'; ++i) {
-      char c = rest[i];
-      if (c == '\\' && i + 1 < rest.size() &&
-          (rest[i + 1] == '"' || rest[i + 1] == '\\' || rest[i + 1] == '$' || rest[i + 1] == '`')) {
-        out.value += rest[++i];
-      } else {
-        out.value += c;
-      }
-    }
-    if (i >= rest.size()) return key_problem("unterminated double quote");
-    if (auto ok = after_quote(rest.substr(i + 1)); !ok) return std::unexpected(ok.error());
-    return out;
-  }
-  // Unquoted: the rest of the line as written, spaces and quotes included, so
-  // "AGENTD_INSTALL_COMMAND=/usr/bin/install-agent --yes" works unquoted.
-  std::size_t end = rest.size();
-  for (std::size_t i = 1; i < rest.size(); ++i) {
-    if (rest[i] == '#' && (rest[i - 1] == ' ' || rest[i - 1] == '\t')) {
-      end = i;
-      break;
-    }
-  }
-  out.value = std::string(trim(rest.substr(0, end)));
-  return out;
-}
-
-// Reads a small regular file; ENOENT is reported as Errc::not_found.
-Result<std::string> read_small_file(const std::string& path, std::size_t cap) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    int err = errno;
-    return fail(err == ENOENT ? Errc::not_found : Errc::config,
-                path + ": cannot open: " + std::strerror(err));
-  }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return fail(Errc::config, path + ": " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) return fail(Errc::config, path + ": not a regular file");
-  std::string text;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail(Errc::config, path + ": cannot read: " + std::strerror(errno));
-    if (n == 0) break;
-    text.append(buf, static_cast<std::size_t>(n));
-    if (text.size() > cap)
-      return fail(Errc::config, path + ": larger than " + std::to_string(cap) + " bytes");
-  }
-  return text;
-}
-
 void read_settings_file(const std::string& path, bool missing_ok, Collected& c) {
-  auto text = read_small_file(path, kMaxConfigFileBytes);
+  auto text = read_env_file(path);
   if (!text) {
     if (text.error().code == Errc::not_found && missing_ok) return;
     c.errors.push_back(text.error().message);
@@ -537,7 +424,7 @@ void read_settings_file(const std::string& path, bool missing_ok, Collected& c) 
     pos = end + 1;
     ++line_no;
     std::string where = path + ":" + std::to_string(line_no);
-    auto parsed = parse_line(line);
+    auto parsed = parse_env_line(line);
     if (!parsed) {
       c.errors.push_back(where + ": " + parsed.error().message);
       continue;
@@ -594,71 +481,6 @@ std::string ms_text(milliseconds d) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-
-Result<Flags> parse_flags(int argc, const char* const* argv) {
-  Flags flags;
-  auto usage_error = [](const std::string& problem) {
-    return fail(Errc::config, problem + "\n" + std::string(kUsage));
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    std::string_view name = arg;
-    std::optional<std::string> inline_value;
-    if (arg.starts_with("--")) {
-      if (std::size_t eq = arg.find('='); eq != std::string_view::npos) {
-        name = arg.substr(0, eq);
-        inline_value = std::string(arg.substr(eq + 1));
-      }
-    }
-    auto take_value = [&]() -> Result<std::string> {
-      std::string value;
-      if (inline_value) {
-        value = *inline_value;
-      } else if (i + 1 < argc) {
-        value = argv[++i];
-      } else {
-        return usage_error("option " + std::string(name) + " needs a value");
-      }
-      if (value.empty()) return usage_error("option " + std::string(name) + " needs a non-empty value");
-      return value;
-    };
-    auto no_value = [&](bool& target) -> Status {
-      if (inline_value) return usage_error("option " + std::string(name) + " takes no value");
-      target = true;
-      return {};
-    };
-    Status ok;
-    if (name == "--config") {
-      auto v = take_value();
-      if (!v) return std::unexpected(v.error());
-      flags.config_file = *v;
-    } else if (name == "--horizon-file") {
-      auto v = take_value();
-      if (!v) return std::unexpected(v.error());
-      flags.horizon_file = *v;
-    } else if (name == "--state-dir") {
-      auto v = take_value();
-      if (!v) return std::unexpected(v.error());
-      flags.state_dir = *v;
-    } else if (name == "--log-level") {
-      auto v = take_value();
-      if (!v) return std::unexpected(v.error());
-      flags.log_level = *v;
-    } else if (name == "--check-config") {
-      ok = no_value(flags.check_config);
-    } else if (name == "--help" || name == "-h") {
-      ok = no_value(flags.help);
-    } else if (name == "--version" || name == "-V") {
-      ok = no_value(flags.version);
-    } else if (name.starts_with("-")) {
-      return usage_error("unknown option '" + std::string(arg) + "'");
-    } else {
-      return usage_error("unexpected argument '" + std::string(arg) + "'");
-    }
-    if (!ok) return std::unexpected(ok.error());
-  }
-  return flags;
-}
 
 Result<Config> load_config(const Flags& flags, const std::map<std::string, std::string>& env) {
   const Flags defaults;
@@ -774,67 +596,6 @@ Result<Config> load_config(const Flags& flags, const std::map<std::string, std::
   return cfg;
 }
 
-Result<std::string> read_token_file(const std::string& path) {
-  if (path.empty()) return fail(Errc::config, "AGENTD_TOKEN_FILE: not set");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0) {
-    int err = errno;
-    return fail(Errc::config, path + ": cannot open the token file: " + std::strerror(err));
-  }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  // fstat on the open descriptor: what we check is what we read.
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return fail(Errc::config, path + ": " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) return fail(Errc::config, path + ": the token file is not a regular file");
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return fail(Errc::config,
-                path + ": mode " + mode +
-                    " lets group or others read the token; it must be 0600 or stricter: chmod 600 " + path);
-  }
-  // Anyone else owning the file could replace the token (or chmod it open later).
-  if (st.st_uid != 0 && st.st_uid != ::geteuid())
-    return fail(Errc::config, path + ": owned by uid " + std::to_string(st.st_uid) +
-                                  ", neither root nor the user agentd runs as (uid " +
-                                  std::to_string(::geteuid()) + "): chown it");
-  std::string token;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail(Errc::config, path + ": cannot read the token file: " + std::strerror(errno));
-    if (n == 0) break;
-    token.append(buf, static_cast<std::size_t>(n));
-    if (token.size() > kMaxTokenBytes) return fail(Errc::config, path + ": the token file is too large");
-  }
-  if (token.ends_with('\n')) token.pop_back();
-  if (token.ends_with('\r')) token.pop_back();
-  if (token.empty()) return fail(Errc::config, path + ": the token file is empty");
-  if (std::any_of(token.begin(), token.end(), [](char ch) {
-        auto u = static_cast<unsigned char>(ch);
-        return u < 0x20 || u == 0x7f;
-      })) {
-    return fail(Errc::config, path + ": the token contains control characters or more than one line");
-  }
-  return token;
-}
-
-std::map<std::string, std::string> environment_map(char** envp) {
-  std::map<std::string, std::string> out;
-  for (char** e = envp; e != nullptr && *e != nullptr; ++e) {
-    std::string_view entry(*e);
-    std::size_t eq = entry.find('=');
-    if (eq == std::string_view::npos || eq == 0) continue;
-    out.emplace(std::string(entry.substr(0, eq)),
-                std::string(entry.substr(eq + 1)));  // first wins, as getenv
-  }
-  return out;
-}
-
 std::chrono::milliseconds hub_call_budget(const Config& c) {
   const milliseconds afford = std::min(c.heartbeat, c.lease_duration / 3) / 2;
   return std::min(c.http_timeout, std::max(afford, milliseconds{1000}));
@@ -863,14 +624,6 @@ bool is_loopback_url(std::string_view url) {
     i = dot + 1;
   }
   return parts == 4;
-}
-
-const char* help_text() {
-  // agentd(8), formatted at build time (packaging/help-from-man.cmake).
-  static constexpr const char kHelp[] =
-#include "agentd/help_text.inc"
-      ;
-  return kHelp;
 }
 
 }  // namespace agentd

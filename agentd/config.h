@@ -7,11 +7,11 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "flags.h"
 #include "log.h"
 #include "result.h"
 
@@ -99,30 +99,10 @@ struct Config {
   std::vector<std::string> warnings;
 };
 
-struct Flags {
-  std::string config_file = "/etc/agentd/agentd.conf";  // --config; conf.d is beside it
-  std::string horizon_file = "/etc/default/horizon";    // --horizon-file
-  std::optional<std::string> state_dir;                 // --state-dir
-  std::optional<std::string> log_level;                 // --log-level
-  bool check_config = false;                            // --check-config: validate and exit
-  bool help = false;
-  bool version = false;
-};
-
-// Parses argv; Errc::config with a usage message on an unknown or malformed flag.
-Result<Flags> parse_flags(int argc, const char* const* argv);
-
 // Loads and validates everything. `env` is the process environment as a map
 // (injected for tests). Errors name "file:line: KEY: problem" (or "environment:
 // KEY" / "--flag").
 Result<Config> load_config(const Flags& flags, const std::map<std::string, std::string>& env);
-
-// Reads the node token; Errc::config for unreadable/empty, and refuses a file that
-// group or others can read (mode must be 0600 or stricter), that is not a regular
-// file, or that is owned by someone other than root or the user agentd runs as.
-Result<std::string> read_token_file(const std::string& path);
-
-std::map<std::string, std::string> environment_map(char** envp);
 
 // How long one hub call of the daemon's loop may take, retries included: half
 // of the shorter of the heartbeat and the renew period (lease / 3), so that a
@@ -131,6 +111,5 @@ std::chrono::milliseconds hub_call_budget(const Config& config);
 
 // True when an http(s) URL names a loopback host: localhost, 127.0.0.0/8 or [::1].
 bool is_loopback_url(std::string_view url);
-const char* help_text();  // man-page quality --help
 
 }  // namespace agentd

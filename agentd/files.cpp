@@ -72,25 +72,33 @@ Status write_file_atomic(const std::string& path, const std::string& content, un
   return {};
 }
 
+Result<std::string> read_all(int fd, std::size_t max_bytes) {
+  std::string out;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(Errc::io, std::strerror(errno));
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > max_bytes)
+      return fail(Errc::too_large, "larger than " + std::to_string(max_bytes) + " bytes");
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
 Result<std::string> read_file(const std::string& path, std::size_t max_bytes) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
     if (errno == ENOENT) return fail(Errc::not_found, path + ": no such file");
     return io_error("cannot open", path);
   }
-  std::string out;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return io_error("cannot read", path);
-    }
-    if (n == 0) break;
-    if (out.size() + static_cast<std::size_t>(n) > max_bytes)
-      return fail(Errc::too_large, path + " is larger than " + std::to_string(max_bytes) + " bytes");
-    out.append(buf, static_cast<std::size_t>(n));
-  }
+  auto out = read_all(fd.get(), max_bytes);
+  if (!out && out.error().code == Errc::too_large)
+    return fail(Errc::too_large, path + " is larger than " + std::to_string(max_bytes) + " bytes");
+  if (!out) return fail(Errc::io, "cannot read " + path + ": " + out.error().message);
   return out;
 }
 

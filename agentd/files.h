@@ -19,6 +19,11 @@ Status write_file_atomic(const std::string& path, const std::string& content, un
 // A missing file is Errc::not_found.
 Result<std::string> read_file(const std::string& path, std::size_t max_bytes);
 
+// Reads an open descriptor to its end, refusing more than `max_bytes`
+// (Errc::too_large). A read error is Errc::io whose message is strerror's text
+// alone, for the caller to place beside its path.
+Result<std::string> read_all(int fd, std::size_t max_bytes);
+
 // A directory only agentd may change: it exists, is a directory (not a
 // symlink), is owned by the user agentd runs as and is not writable by group
 // or others. Errc::io naming the problem and the fix otherwise.

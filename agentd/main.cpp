@@ -19,6 +19,7 @@
 #include "process.h"
 #include "service.h"
 #include "status_reporter.h"
+#include "token_file.h"
 #include "upgrade/artifact_source.h"
 #include "upgrade/command_upgrader.h"
 #include "upgrade/detached.h"

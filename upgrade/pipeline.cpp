@@ -1,22 +1,21 @@
 #include "upgrade/pipeline.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <optional>
 #include <random>
 
 #include "agentd/files.h"
-#include "agentd/json.h"
 #include "agentd/metrics.h"
+#include "upgrade/bundle.h"
 #include "upgrade/fetch.h"
+#include "upgrade/health.h"
+#include "upgrade/package_store.h"
 #include "upgrade/plan.h"
 #include "upgrade/verify.h"
 #include "upgrade/version_floor.h"
@@ -115,65 +114,6 @@ Status binds_version(const std::string& manifest_version, const std::string& tar
               "it is signed for version '" + manifest_version.substr(0, 64) + "', not " + target);
 }
 
-constexpr std::size_t kMaxRecordBytes = 64 * 1024;
-
-// What agentd knows about one package file it verified: the agent version it
-// stands for (the plan's name for it) and the version its package system reports.
-struct Record {
-  std::string agent_version;
-  std::string package_version;
-  std::string file;  // plain name in the record's directory
-  std::string sha256;
-  std::string attempt;  // prepared.json only: names this cycle's install and rollback runs
-};
-
-std::string record_json(const Record& r) {
-  auto o = json::object();
-  json::set(o.get(), "agentVersion", r.agent_version);
-  json::set(o.get(), "packageVersion", r.package_version);
-  json::set(o.get(), "file", r.file);
-  json::set(o.get(), "sha256", r.sha256);
-  if (!r.attempt.empty()) json::set(o.get(), "attempt", r.attempt);
-  return json::print(o.get());
-}
-
-// nullopt when there is no record; an unreadable or damaged one is an error.
-Result<std::optional<Record>> load_record(const std::string& path) {
-  auto text = read_file(path, kMaxRecordBytes);
-  if (!text) {
-    if (text.error().code == Errc::not_found) return std::optional<Record>();
-    return std::unexpected(text.error());
-  }
-  auto root = json::parse(*text, path);
-  if (!root) return std::unexpected(root.error());
-  Record r;
-  auto a = json::get_string(root->get(), "agentVersion");
-  auto p = json::get_string(root->get(), "packageVersion");
-  auto f = json::get_string(root->get(), "file");
-  auto h = json::get_string(root->get(), "sha256");
-  auto at = json::opt_string(root->get(), "attempt");
-  for (const auto* res : {&a, &p, &f, &h, &at})
-    if (!*res) return fail(Errc::parse, path + ": " + res->error().message);
-  r = Record{*a, *p, *f, *h, *at};
-  if (!safe_file_name(r.file)) return fail(Errc::parse, path + ": bad file name '" + r.file + "'");
-  return std::optional<Record>(std::move(r));
-}
-
-Status make_dir(const std::string& path) {
-  std::error_code ec;
-  fs::create_directories(path, ec);
-  if (ec) return fail(Errc::io, "cannot create " + path + ": " + ec.message());
-  ::chmod(path.c_str(), 0700);
-  return {};
-}
-
-Status remove_tree(const std::string& path) {
-  std::error_code ec;
-  fs::remove_all(path, ec);
-  if (ec) return fail(Errc::io, "cannot remove " + path + ": " + ec.message());
-  return {};
-}
-
 std::string human_bytes(std::uint64_t n) {
   char buf[32];
   if (n >= 1024 * 1024)
@@ -185,23 +125,14 @@ std::string human_bytes(std::uint64_t n) {
   return buf;
 }
 
-// A version string names a directory: keep only what package versions use.
-std::string dir_name_of(const std::string& version) {
-  std::string out;
-  for (char c : version) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '-' || c == '+' || c == '_';
-    out += ok ? c : '_';
-  }
-  if (out.empty() || out.front() == '.') out.insert(out.begin(), 'v');
-  return out.substr(0, 100);
-}
-
 class PipelineUpgrader final : public Upgrader {
  public:
   PipelineUpgrader(PipelineOptions o, PipelineParts p)
       : o_(std::move(o)),
         p_(p),
+        store_({o_.state_dir, o_.package, o_.arch, o_.install_root, o_.max_download_bytes}, p_.installer,
+               p_.log),
+        health_(health_check()),
         floor_(version_floor_path(o_.state_dir, o_.package)),
         rng_(std::random_device{}()) {}
 
@@ -211,7 +142,7 @@ class PipelineUpgrader final : public Upgrader {
     auto v = installed_version();
     if (!v) return v;
     for (const std::string& path :
-         {prepared_path_of_any(), current_dir() + "/record.json", previous_dir() + "/record.json"}) {
+         {store_.prepared_path_of_any(), current_dir() + "/record.json", previous_dir() + "/record.json"}) {
       if (path.empty()) continue;
       auto r = load_record(path);
       if (r && *r && (*r)->package_version == *v) return (*r)->agent_version;
@@ -221,8 +152,8 @@ class PipelineUpgrader final : public Upgrader {
 
   Status prepare(const Target& t, const ProgressFn& progress) override {
     const std::string dir = download_dir(t.version);
-    prune(t);
-    if (auto s = make_dir(dir); !s) return s;
+    store_.prune(t.version);
+    if (auto s = make_private_dirs(dir); !s) return s;
     // 1. The manifest, verified before anything in it is used.
     if (t.manifest.empty()) return fail(Errc::config, "no upgrade manifest names version " + t.version);
     say(progress, "reading manifest " + t.manifest);
@@ -298,7 +229,8 @@ class PipelineUpgrader final : public Upgrader {
     std::string package_name = *name;
     std::string package_sha = hash->second;
     if (*name == anax_bundle_name(p_.installer.kind(), o_.arch)) {
-      auto unpacked = unpack_bundle(file, dir);
+      auto unpacked =
+          unpack_bundle(p_.runner, o_.command_timeout, {p_.installer.kind(), o_.package, o_.arch}, file, dir);
       if (!unpacked) return std::unexpected(unpacked.error());
       package_name = *unpacked;
       auto sha = sha256_file(dir + "/" + package_name, o_.max_download_bytes);
@@ -315,7 +247,7 @@ class PipelineUpgrader final : public Upgrader {
     keep_previous();
 
     // 6. Recorded, with a fresh attempt id for this cycle's install and rollback runs.
-    Record r{t.version, info->version, package_name, package_sha, new_attempt()};
+    PackageRecord r{t.version, info->version, package_name, package_sha, new_attempt()};
     if (auto s = write_file_atomic(dir + "/prepared.json", record_json(r)); !s) return s;
     p_.log.info("prepared", {{"target", t.version}, {"file", package_name}, {"package", info->version}});
     return {};
@@ -350,7 +282,7 @@ class PipelineUpgrader final : public Upgrader {
     if (!r) return std::unexpected(r.error());
     auto s = wait_healthy(r->package_version);
     if (!s) return s;
-    commit(t, *r);
+    store_.commit(t.version, *r);
     return {};
   }
 
@@ -369,7 +301,7 @@ class PipelineUpgrader final : public Upgrader {
       return fail(Errc::unsupported, "no package of " + t.previous_version + " was kept in " +
                                          previous_dir() + ": the previous version cannot be restored");
     }
-    const Record& pr = **prev;
+    const PackageRecord& pr = **prev;
     const std::string file = previous_dir() + "/" + pr.file;
     if (auto s = verify_sha256(file, pr.sha256, o_.max_download_bytes); !s) return s;
     auto installed = p_.installer.install(file, "rollback-" + attempt, dir);
@@ -380,7 +312,7 @@ class PipelineUpgrader final : public Upgrader {
     // the health check instead of restarting itself again.
     const std::string restarted = dir + "/restart-requested";
     if (::access(restarted.c_str(), F_OK) != 0) {
-      if (auto s = make_dir(dir); !s) return s;
+      if (auto s = make_private_dirs(dir); !s) return s;
       if (auto s = write_file_atomic(restarted, "", 0600); !s) return s;
       if (auto s = restart_agent(); !s) return s;
     }
@@ -388,103 +320,10 @@ class PipelineUpgrader final : public Upgrader {
   }
 
  private:
-  std::string download_dir(const std::string& v) const {
-    return o_.state_dir + "/downloads/" + dir_name_of(v);
-  }
-  // Per package: agentd upgrading itself (AGENTD_AGENT_PACKAGE=agentd) keeps
-  // its own previous package apart from the agent's, where agentd-rollback.service
-  // finds it (previous/agentd/).
-  std::string current_dir() const { return o_.state_dir + "/current/" + o_.package; }
-  std::string previous_dir() const { return o_.state_dir + "/previous/" + o_.package; }
-  // The run's directory; its parent is created here (DetachedRunner creates only the last level).
-  std::string run_dir(const std::string& id) const {
-    (void)make_dir(o_.state_dir + "/runs");
-    return o_.state_dir + "/runs/" + id;
-  }
-
-  // The newest prepared.json, for naming the running version.
-  std::string prepared_path_of_any() const {
-    std::error_code ec;
-    std::string best;
-    fs::file_time_type best_time{};
-    for (const auto& e : fs::directory_iterator(o_.state_dir + "/downloads", ec)) {
-      auto p = e.path() / "prepared.json";
-      auto t = fs::last_write_time(p, ec);
-      if (ec) continue;
-      if (best.empty() || t > best_time) {
-        best = p.string();
-        best_time = t;
-      }
-    }
-    return best;
-  }
-
-  // The agent's own package out of an anax bundle (already verified against
-  // the signed manifest): `<package>_*_<arch>.deb` / `_all.deb`, or
-  // `<package>-*.<rpmarch>.rpm` / `.noarch.rpm`, at the top of the archive. Only
-  // that one member is extracted, by its plain name, into `dir`.
-  Result<std::string> unpack_bundle(const std::string& bundle, const std::string& dir) {
-    ProcessSpec list;
-    list.argv = {"tar", "-tzf", bundle};
-    list.timeout = o_.command_timeout;
-    list.max_output = 1024 * 1024;
-    auto l = p_.runner.run(list);
-    if (!l) return std::unexpected(l.error());
-    if (l->exit_code != 0)
-      return fail(Errc::verification, bundle + " is not a readable tar.gz: " + output_tail(l->output, 300));
-    const bool rpm = p_.installer.kind() == PackageKind::rpm;
-    std::vector<std::string> endings =
-        rpm ? std::vector<std::string>{"." + rpm_arch(o_.arch) + ".rpm", ".noarch.rpm"}
-            : std::vector<std::string>{"_" + o_.arch + ".deb", "_all.deb"};
-    const std::string prefix = o_.package + (rpm ? "-" : "_");
-    std::string member, plain;
-    std::size_t start = 0;
-    const std::string& text = l->output;
-    while (start < text.size()) {
-      std::size_t nl = text.find('\n', start);
-      std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
-      start = nl == std::string::npos ? text.size() : nl + 1;
-      std::string base = line.starts_with("./") ? line.substr(2) : line;
-      if (base.find('/') != std::string::npos || !base.starts_with(prefix)) continue;
-      // "horizon-cli_..." starts with "horizon" too: the next part must be the version.
-      char after = base.size() > prefix.size() ? base[prefix.size()] : '\0';
-      if (after < '0' || after > '9') continue;
-      if (std::none_of(endings.begin(), endings.end(),
-                       [&](const std::string& e) { return base.ends_with(e); }))
-        continue;
-      if (!member.empty())
-        return fail(Errc::verification, bundle + " holds more than one " + o_.package + " package");
-      member = line;
-      plain = base;
-    }
-    if (member.empty())
-      return fail(Errc::verification, bundle + " holds no " + o_.package + " package for " + o_.arch);
-    if (!safe_file_name(plain))
-      return fail(Errc::verification, bundle + ": unsafe member name '" + plain + "'");
-    ProcessSpec extract;
-    extract.argv = {"tar", "-xzf", bundle, "-C", dir, "--no-same-owner", "--no-same-permissions",
-                    "--",  member};
-    extract.timeout = o_.command_timeout;
-    auto x = p_.runner.run(extract);
-    if (!x) return std::unexpected(x.error());
-    if (x->exit_code != 0)
-      return fail(Errc::io, "extracting " + plain + " from " + bundle + ": " + output_tail(x->output, 300));
-    // Only a plain file may stand for the package: a symlink or hard link
-    // member would make us hash and install some other file.
-    const std::string extracted = dir + "/" + plain;
-    struct stat st {};
-    if (::lstat(extracted.c_str(), &st) != 0)
-      return fail(Errc::io, "cannot stat " + extracted + ": " + std::strerror(errno));
-    if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
-      (void)::unlink(extracted.c_str());
-      return fail(Errc::verification, bundle + ": member " + member + " is not a regular file (" +
-                                          (S_ISLNK(st.st_mode)   ? "a symlink"
-                                           : S_ISREG(st.st_mode) ? "a hard link"
-                                                                 : "not a file") +
-                                          "); refusing it");
-    }
-    return plain;
-  }
+  std::string download_dir(const std::string& v) const { return store_.download_dir(v); }
+  std::string current_dir() const { return store_.current_dir(); }
+  std::string previous_dir() const { return store_.previous_dir(); }
+  std::string run_dir(const std::string& id) const { return store_.run_dir(id); }
 
   // The package system's output goes into agentd's log (the journal), one
   // event per line, once per run; the whole of it stays in the run directory.
@@ -568,7 +407,7 @@ class PipelineUpgrader final : public Upgrader {
     return {};
   }
 
-  Result<Record> prepared(const Target& t) {
+  Result<PackageRecord> prepared(const Target& t) {
     const std::string path = download_dir(t.version) + "/prepared.json";
     auto r = load_record(path);
     if (!r) return std::unexpected(r.error());
@@ -576,111 +415,28 @@ class PipelineUpgrader final : public Upgrader {
     return **r;
   }
 
-  // previous/ must hold the package of the version running now before
-  // anything replaces it. Sources, best first: previous/ already has it;
-  // current/ (the package agentd installed last) has it; the package system's
-  // cache. Without one the upgrade still goes ahead: a failure then halts the
-  // group as `failed` instead of `rolledback` (protocol.md §4.5), and the log
-  // says why.
+  // A copy of the running version's package, for a rollback (PackageStore::keep_previous).
   void keep_previous() {
     auto running = installed_version();
     if (!running) {
       p_.log.warn("rollback-copy-unknown", {{"error", running.error().describe()}});
       return;
     }
-    auto prev = load_record(previous_dir() + "/record.json");
-    if (prev && *prev && (*prev)->package_version == *running) return;
-    auto cur = load_record(current_dir() + "/record.json");
-    if (cur && *cur && (*cur)->package_version == *running) {
-      std::error_code ec;
-      (void)remove_tree(previous_dir());
-      (void)make_dir(fs::path(previous_dir()).parent_path().string());
-      fs::rename(current_dir(), previous_dir(), ec);
-      if (!ec) {
-        p_.log.info("rollback-copy", {{"version", *running}, {"from", "current"}});
-        return;
-      }
-      p_.log.warn("rollback-copy-failed", {{"error", ec.message()}});
-    }
-    if (auto cached = from_cache(*running)) {
-      p_.log.info("rollback-copy", {{"version", *running}, {"from", *cached}});
-      return;
-    }
-    p_.log.warn("no-rollback-copy",
-                {{"running", *running},
-                 {"why", "no package of the running version is kept in " + previous_dir() +
-                             " nor in the package cache: a failed upgrade cannot be rolled back"}});
+    store_.keep_previous(*running);
   }
 
-  // The package cache: apt keeps what it downloaded in /var/cache/apt/archives.
-  std::optional<std::string> from_cache(const std::string& version) {
-    if (p_.installer.kind() != PackageKind::deb) return std::nullopt;
-    std::string escaped;  // apt's file names spell an epoch's ':' as %3a
-    for (char c : version) escaped += c == ':' ? std::string("%3a") : std::string(1, c);
-    std::string root = o_.install_root == "/" ? "" : o_.install_root;
-    for (const std::string& arch : {o_.arch, std::string("all")}) {
-      std::string name = o_.package + "_" + escaped + "_" + arch + ".deb";
-      std::string path = root + "/var/cache/apt/archives/" + name;
-      if (::access(path.c_str(), R_OK) != 0) continue;
-      auto info = p_.installer.inspect(path);
-      if (!info || info->version != version) continue;
-      auto hash = sha256_file(path, o_.max_download_bytes);
-      if (!hash) continue;
-      const std::string staging = previous_dir() + ".new";
-      (void)remove_tree(staging);
-      if (!make_dir(staging)) return std::nullopt;
-      std::error_code ec;
-      fs::copy_file(path, staging + "/" + name, ec);
-      if (ec || !write_file_atomic(staging + "/record.json",
-                                   record_json(Record{version, version, name, *hash, ""})))
-        return std::nullopt;
-      (void)remove_tree(previous_dir());
-      fs::rename(staging, previous_dir(), ec);
-      if (ec) return std::nullopt;
-      return path;
-    }
-    return std::nullopt;
-  }
-
-  // The upgrade stands: its package becomes current/, what was current
-  // before is already previous/ (keep_previous), downloads go.
-  void commit(const Target& t, const Record& r) {
-    auto cur = load_record(current_dir() + "/record.json");
-    if (cur && *cur && (*cur)->package_version == r.package_version) return;  // done before a restart
-    const std::string staging = current_dir() + ".new";
-    (void)remove_tree(staging);
-    if (!make_dir(staging)) return;
-    std::error_code ec;
-    fs::copy_file(download_dir(t.version) + "/" + r.file, staging + "/" + r.file, ec);
-    Record kept = r;
-    kept.attempt.clear();
-    if (ec || !write_file_atomic(staging + "/record.json", record_json(kept))) {
-      p_.log.warn("keep-package-failed", {{"file", r.file}, {"error", ec ? ec.message() : "record"}});
-      return;
-    }
-    (void)remove_tree(current_dir());
-    fs::rename(staging, current_dir(), ec);
-    if (ec) {
-      p_.log.warn("keep-package-failed", {{"file", r.file}, {"error", ec.message()}});
-      return;
-    }
-    (void)remove_tree(download_dir(t.version));  // current/ has the package now
-  }
-
-  // A new cycle begins: downloads of other versions are not needed any more
-  // (the target's own may hold a .part to resume), and of the finished install
-  // and rollback runs the newest few are kept for the operator.
-  void prune(const Target& t) {
-    std::error_code ec;
-    const std::string keep = fs::path(download_dir(t.version)).filename().string();
-    for (const auto& e : fs::directory_iterator(o_.state_dir + "/downloads", ec))
-      if (e.path().filename() != keep) (void)remove_tree(e.path().string());
-    std::vector<std::pair<fs::file_time_type, std::string>> runs;
-    for (const auto& e : fs::directory_iterator(o_.state_dir + "/runs", ec))
-      runs.emplace_back(fs::last_write_time(e.path(), ec), e.path().string());
-    std::sort(runs.begin(), runs.end(), std::greater<>());
-    constexpr std::size_t kRunsKept = 8;
-    for (std::size_t i = kRunsKept; i < runs.size(); ++i) (void)remove_tree(runs[i].second);
+  HealthCheck health_check() {
+    HealthCheck h;
+    h.installed_version = [this] { return installed_version(); };
+    h.units = p_.units;
+    h.agent_unit = o_.agent_unit;
+    h.hub = &p_.hub;
+    if (!o_.health_command.empty()) h.command = [this] { return run_command("health", o_.health_command); };
+    h.clock = &p_.clock;
+    h.sleeper = &p_.sleeper;
+    h.timeout = o_.health_timeout;
+    h.retry = o_.health_retry;
+    return h;
   }
 
   Status restart_agent() {
@@ -709,38 +465,14 @@ class PipelineUpgrader final : public Upgrader {
     return {};
   }
 
-  // One round of the health check; the reason it fails, or nothing.
-  std::optional<std::string> health_problem(const std::string& package_version) {
-    auto v = installed_version();
-    if (!v) return "cannot read the agent's version: " + v.error().message;
-    if (*v != package_version) return "the agent's package is at " + *v + ", expected " + package_version;
-    if (p_.units != nullptr && !o_.agent_unit.empty()) {
-      auto st = p_.units->active_state(o_.agent_unit);
-      if (!st) return st.error().message;
-      if (*st != "active") return o_.agent_unit + " is " + *st;
-    }
-    if (auto n = p_.hub.get_node(); !n)
-      return "the hub does not answer with this node's credentials: " + n.error().message;
-    if (!o_.health_command.empty()) {
-      if (auto s = run_command("health", o_.health_command); !s) return s.error().message;
-    }
-    return std::nullopt;
-  }
-
   Status wait_healthy(const std::string& package_version) {
-    const Mono deadline = p_.clock.mono() + o_.health_timeout;
-    for (;;) {
-      auto problem = health_problem(package_version);
-      if (!problem) return {};
-      if (p_.clock.mono() + o_.health_retry >= deadline)
-        return fail(Errc::process, "not healthy within " + std::to_string(o_.health_timeout.count() / 1000) +
-                                       " s: " + *problem);
-      if (!p_.sleeper.sleep_for(o_.health_retry)) return fail(Errc::cancelled, "stopping");
-    }
+    return agentd::wait_healthy(health_, package_version);
   }
 
   PipelineOptions o_;
   PipelineParts p_;
+  PackageStore store_;
+  HealthCheck health_;
   VersionFloor floor_;
   std::mt19937_64 rng_;
 };

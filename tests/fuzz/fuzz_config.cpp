@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "agentd/config.h"
+#include "agentd/token_file.h"
 #include "fuzz_common.h"
 
 using namespace agentd;

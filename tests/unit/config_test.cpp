@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "agentd/token_file.h"
 #include "support/temp_dir.h"
 
 using namespace agentd;
@@ -749,11 +750,11 @@ TEST_SUITE("config") {
     // agentd --help is agentd(8) as groff formats it (packaging/help-from-man.cmake):
     // sections at the margin, entries indented by 7.
     std::string help = help_text();
-    CHECK(help.rfind("NAME\n", 0) == 0);                      // no page header
-    CHECK(help.find("AGENTD(8)") == std::string::npos);        // nor footer
-    CHECK(help.find("  found  ") == std::string::npos);        // left-adjusted, not justified
-    CHECK(help.find('\b') == std::string::npos);               // no overstriking
-    CHECK(help.find("\x1b[") == std::string::npos);            // no terminal escapes
+    CHECK(help.rfind("NAME\n", 0) == 0);                 // no page header
+    CHECK(help.find("AGENTD(8)") == std::string::npos);  // nor footer
+    CHECK(help.find("  found  ") == std::string::npos);  // left-adjusted, not justified
+    CHECK(help.find('\b') == std::string::npos);         // no overstriking
+    CHECK(help.find("\x1b[") == std::string::npos);      // no terminal escapes
     for (const char* section : {"NAME\n", "SYNOPSIS\n", "DESCRIPTION\n", "OPTIONS\n", "CONFIGURATION\n",
                                 "FILES\n", "ENVIRONMENT\n", "EXIT STATUS\n", "SIGNALS\n", "EXAMPLES\n"}) {
       CHECK_MESSAGE(help.find(section) != std::string::npos, section);
