@@ -74,15 +74,29 @@ TEST_SUITE("integration") {
     };
     for (const Case& c : cases) {
       CAPTURE(std::string(c.name));
-      std::vector<std::string> states;
       std::vector<std::size_t> log_sizes;
-      for (auto& m : r.members()) {
-        states.push_back(state_without_pending(m->state_dir() + "/state.json"));
-        log_sizes.push_back(read_file(m->log_path()).size());
-      }
+      for (auto& m : r.members()) log_sizes.push_back(read_file(m->log_path()).size());
       poke(r);
-      std::size_t writes_before = lines(r.hub().write_log_path());
       r.hub().set_faults(c.faults);
+      // A member's write that the hub took before the faults may still be on its way
+      // into the member's state file: start from a moment when nothing moves.
+      auto snapshot = [&] {
+        std::vector<std::string> out;
+        for (auto& m : r.members()) out.push_back(state_without_pending(m->state_dir() + "/state.json"));
+        out.push_back(std::to_string(lines(r.hub().write_log_path())));
+        return out;
+      };
+      std::vector<std::string> states = snapshot();
+      REQUIRE(poll_until(
+          deadline_in(10s),
+          [&] {
+            auto now = snapshot();
+            bool same = now == states;
+            states = std::move(now);
+            return same;
+          },
+          300ms));
+      std::size_t writes_before = lines(r.hub().write_log_path());
       poke(r);  // root is spared by the faults
       bool reported = poll_until(deadline_in(20s), [&] {
         for (std::size_t i = 0; i < r.size(); ++i)
