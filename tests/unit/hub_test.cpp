@@ -290,6 +290,7 @@ TEST_SUITE("hub") {
     std::atomic<long long> worst_ms{0};
     std::atomic<int> failed{0};
     std::vector<std::thread> callers;
+    callers.reserve(kCallers);
     for (int i = 0; i < kCallers; ++i) {
       callers.emplace_back([&] {
         httplib::Client cli("127.0.0.1", hub.port());
