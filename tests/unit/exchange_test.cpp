@@ -15,6 +15,7 @@
 #include "hub/in_process.h"
 #include "support/fake_sleeper.h"
 #include "support/temp_dir.h"
+#include "upgrade/constraints.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;
