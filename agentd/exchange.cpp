@@ -250,20 +250,9 @@ Result<ManagementPolicy> parse_policy(const cJSON* p) {
 
 Status check_status(const HttpResponse& r, std::initializer_list<long> ok, const std::string& what) {
   if (std::find(ok.begin(), ok.end(), r.status) != ok.end()) return {};
-  Errc code = Errc::http;
-  switch (r.status) {
-    case 401: code = Errc::unauthorized; break;
-    case 403: code = Errc::forbidden; break;
-    case 404: code = Errc::not_found; break;
-    case 409:
-    case 412: code = Errc::conflict; break;  // 412: stale If-Match revision (protocol.md §3)
-    case 413: code = Errc::too_large; break;
-    case 428: code = Errc::precondition; break;
-    default: break;
-  }
   std::string message = what + ": hub answered " + std::to_string(r.status);
   if (std::string text = hub_text(r); !text.empty()) message += " (" + text + ")";
-  return fail(code, std::move(message), static_cast<int>(r.status));
+  return std::unexpected(http_status_error(r, std::move(message)));
 }
 
 Exchange::Exchange(HttpClient& http, ExchangeEndpoint endpoint, RetryPolicy retry, Sleeper& sleeper,
