@@ -48,7 +48,7 @@ Result<std::vector<std::string>> opt_string_array(const cJSON* obj, const char* 
 class View {
  public:
   View() = default;
-  View(const cJSON* j) : j_(j) {}  // NOLINT: implicit, so parsers accept a document's get()
+  View(const cJSON* j) : j_(j) {}  // implicit: a parser takes a document's get() as a View
 
   bool absent() const { return j_ == nullptr; }
   bool null_or_absent() const;  // absent, or JSON null
