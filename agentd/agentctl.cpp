@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "config.h"
 #include "exchange.h"
+#include "exchange_admin.h"
 #include "group.h"
 #include "group_status.h"
 #include "http.h"
@@ -250,11 +251,11 @@ int report(const Error& e) {
 
 class Admin {
  public:
-  Admin(Exchange& ex, std::string user) : ex_(ex), user_(std::move(user)) {}
+  Admin(Exchange& ex, std::string user) : ex_(ex), admin_(ex), user_(std::move(user)) {}
 
   Status status(const std::string& group, bool raw, bool json) {
     if (raw) {
-      auto body = ex_.read_raw(group);
+      auto body = admin_.read_raw(group);
       if (!body) return std::unexpected(body.error());
       std::cout << *body << "\n";
       return {};
@@ -315,7 +316,7 @@ class Admin {
       }
       Settings s = doc.settings;
       s.paused = paused;
-      auto rev = ex_.put_settings(group, s, doc.revision);
+      auto rev = admin_.put_settings(group, s, doc.revision);
       if (!rev) return std::unexpected(rev.error());
       std::cout << "group " << group << (paused ? " paused" : " unpaused") << " (revision " << *rev << ")\n";
       return {};
@@ -332,7 +333,7 @@ class Admin {
       Settings s = doc.settings;
       if (max_concurrent) s.max_concurrent = *max_concurrent;
       if (min_available) s.min_available = *min_available;
-      auto rev = ex_.put_settings(group, s, doc.revision);
+      auto rev = admin_.put_settings(group, s, doc.revision);
       if (!rev) return std::unexpected(rev.error());
       GroupDocument after = doc;
       after.settings = s;
@@ -369,7 +370,7 @@ class Admin {
   }
 
   Status remove(const std::string& group, const std::string& node) {
-    auto st = ex_.remove_member(group, node);
+    auto st = admin_.remove_member(group, node);
     if (!st) return st;
     std::cout << "removed " << node << " from group " << group << "\n";
     return {};
@@ -434,6 +435,7 @@ class Admin {
   }
 
   Exchange& ex_;
+  ExchangeAdmin admin_;
   std::string user_;
 };
 

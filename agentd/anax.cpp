@@ -12,11 +12,11 @@ std::string AnaxJob::job_dir() const {
 
 namespace {
 
-// Object member or null when absent; an error when present with another type.
-Result<const cJSON*> opt_object(const cJSON* o, const char* key) {
-  const cJSON* v = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (!v || cJSON_IsNull(v)) return nullptr;
-  if (!cJSON_IsObject(v)) return fail(Errc::parse, std::string("field '") + key + "' must be an object");
+// Object member, absent when absent or null; an error when present with another type.
+Result<json::View> opt_object(json::View o, const char* key) {
+  const json::View v = o.member(key);
+  if (v.null_or_absent()) return json::View();
+  if (!v.is_object()) return fail(Errc::parse, std::string("field '") + key + "' must be an object");
   return v;
 }
 
@@ -31,31 +31,31 @@ bool policy_key_ok(const std::string& k) {
   return true;
 }
 
-Result<AnaxJob> parse_job(const std::string& key, const cJSON* rec) {
+Result<AnaxJob> parse_job(const std::string& key, json::View rec) {
   AnaxJob j;
   j.policy = key;
   auto st = opt_object(rec, "agentUpgradePolicyStatus");
   if (!st) return std::unexpected(st.error());
-  if (!*st) return fail(Errc::parse, key + ": not an agent upgrade job");
+  if (st->absent()) return fail(Errc::parse, key + ": not an agent upgrade job");
   for (auto [field, out] :
        {std::pair{"status", &j.status}, std::pair{"errorMessage", &j.error_message},
         std::pair{"scheduledTime", &j.scheduled_time}, std::pair{"workingDirectory", &j.working_directory}}) {
-    auto v = json::opt_string(*st, field);
+    auto v = st->opt_str(field);
     if (!v) return fail(Errc::parse, key + ": " + v.error().message);
     *out = std::move(*v);
   }
   auto versions = opt_object(*st, "upgradedVersions");
   if (!versions) return fail(Errc::parse, key + ": " + versions.error().message);
-  if (*versions) {
-    auto v = json::opt_string(*versions, "softwareVersion");
+  if (!versions->absent()) {
+    auto v = versions->opt_str("softwareVersion");
     if (!v) return fail(Errc::parse, key + ": " + v.error().message);
     j.version = *v;
   }
   auto internal = opt_object(rec, "agentUpgradeInternal");
   if (!internal) return fail(Errc::parse, key + ": " + internal.error().message);
-  if (*internal) {
-    auto m = json::opt_string(*internal, "manifest");
-    auto d = json::opt_bool(*internal, "allowDowngrade", false);
+  if (!internal->absent()) {
+    auto m = internal->opt_str("manifest");
+    auto d = internal->opt_bool("allowDowngrade", false);
     if (!m) return fail(Errc::parse, key + ": " + m.error().message);
     if (!d) return fail(Errc::parse, key + ": " + d.error().message);
     j.manifest = *m;
@@ -77,25 +77,25 @@ class AnaxClient final : public AnaxApi {
     if (!root) return std::unexpected(root.error());
     auto conf = opt_object(root->get(), "configuration");
     if (!conf) return std::unexpected(conf.error());
-    if (!*conf) return fail(Errc::parse, "anax GET /status: no configuration");
-    return json::get_string(*conf, "horizon_version");
+    if (conf->absent()) return fail(Errc::parse, "anax GET /status: no configuration");
+    return conf->str("horizon_version");
   }
 
   Result<AnaxNode> node() override {
     auto root = get_json("/node");
     if (!root) return std::unexpected(root.error());
-    const cJSON* o = root->get();
+    const json::View o(root->get());
     AnaxNode n;
     for (auto [field, out] :
          {std::pair{"id", &n.id}, std::pair{"organization", &n.org}, std::pair{"ha_group", &n.ha_group}}) {
-      auto v = json::opt_string(o, field);
+      auto v = o.opt_str(field);
       if (!v) return fail(Errc::parse, "anax GET /node: " + v.error().message);
       *out = std::move(*v);
     }
     auto cs = opt_object(o, "configstate");
     if (!cs) return std::unexpected(cs.error());
-    if (*cs) {
-      auto s = json::opt_string(*cs, "state");
+    if (!cs->absent()) {
+      auto s = cs->opt_str("state");
       if (!s) return std::unexpected(s.error());
       n.config_state = *s;
     }
@@ -157,14 +157,14 @@ class AnaxClient final : public AnaxApi {
 Result<std::vector<AnaxJob>> parse_anax_jobs(const std::string& body) {
   auto root = json::parse(body, "anax node management status");
   if (!root) return std::unexpected(root.error());
-  if (!cJSON_IsObject(root->get())) return fail(Errc::parse, "anax node management status must be an object");
+  const json::View doc(root->get());
+  if (!doc.is_object()) return fail(Errc::parse, "anax node management status must be an object");
   std::vector<AnaxJob> out;
-  const cJSON* item = nullptr;
-  cJSON_ArrayForEach(item, root->get()) {
-    std::string key = item->string ? item->string : "";
+  for (const json::View item : doc) {
+    std::string key = item.key();
     if (!policy_key_ok(key)) return fail(Errc::parse, "anax job key '" + key + "' is not org/nmp");
-    if (!cJSON_IsObject(item)) return fail(Errc::parse, key + ": must be an object");
-    if (!cJSON_GetObjectItemCaseSensitive(item, "agentUpgradePolicyStatus")) continue;  // another job type
+    if (!item.is_object()) return fail(Errc::parse, key + ": must be an object");
+    if (item.member("agentUpgradePolicyStatus").absent()) continue;  // another job type
     auto j = parse_job(key, item);
     if (!j) return std::unexpected(j.error());
     out.push_back(std::move(*j));

@@ -1,15 +1,13 @@
 // Typed Exchange calls (exchange-api.md) and the coordination extension
-// (protocol.md §3). Maps every HTTP status to a typed Error; retries reads on
-// transient errors with full-jitter backoff. Writes of the group entry are never
+// (protocol.md §3), on the shared request path of hub_client.h (typed errors,
+// reads retried with full-jitter backoff). Writes of the group entry are never
 // retried here: the caller re-reads and checks its writeId (protocol.md §4.6).
+// Answers are parsed by exchange_parse.h; the object service is
+// object_service.h, the admin calls of agentctl exchange_admin.h.
 #pragma once
 
 #include <cstdint>
-#include <functional>
-#include <initializer_list>
-#include <map>
 #include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -17,13 +15,12 @@
 #include "exchange_types.h"
 #include "group_store.h"
 #include "http.h"
+#include "hub_client.h"
 #include "node_source.h"
+#include "object_service.h"
 #include "result.h"
 
 namespace agentd {
-
-class Metrics;  // metrics.h
-enum class HubRoute;
 
 struct ExchangeEndpoint {
   std::string exchange_url;  // HZN_EXCHANGE_URL, ends in /v1 (trailing slash optional)
@@ -44,13 +41,10 @@ class Exchange final : public GroupStore, public NodeSource {
   Result<std::vector<ManagementPolicy>> list_management_policies() override;
   // GET {css}/api/v1/objects/{org}/agent_upgrade_manifests/{id}/data
   Result<Manifest> get_manifest(const std::string& manifest_ref) override;
-  // GET {css}/api/v1/objects/{org}/agent_upgrade_manifests/{id} (metadata) and
-  // .../data (exchange-api.md §5.1), for verification before use.
+  // The object service's calls (object_service.h), on this client's endpoint.
   Result<SignedManifest> get_signed_manifest(const std::string& manifest_ref);
-  // GET {css}/api/v1/objects/{org}/{type}/{id} (metadata; exchange-api.md §5.2)
   Result<ObjectMetadata> get_object_metadata(const std::string& org, const std::string& type,
                                              const std::string& id);
-  // {css}/api/v1/objects/{org}/{type}/{id}/data, for HttpClient::download.
   std::string object_data_url(const std::string& org, const std::string& type, const std::string& id) const;
   // GET /orgs/{org}/nodes/{node}/policy: the node's management properties (the
   // top-level "properties" merged with "management.properties", as anax
@@ -73,30 +67,17 @@ class Exchange final : public GroupStore, public NodeSource {
                                    std::int64_t if_revision,
                                    WriteCondition condition = WriteCondition::group) override;
 
-  // Admin calls (protocol.md §6), made with user credentials.
-  Result<std::int64_t> delete_entry(const std::string& group, const std::string& node,
-                                    std::int64_t if_revision);
-  Result<std::int64_t> put_settings(const std::string& group, const Settings& settings,
-                                    std::int64_t if_revision);
-  // DELETE /orgs/{org}/hagroups/{g}/nodes/{node}: removes a member (the hub drops its entry).
-  Status remove_member(const std::string& group, const std::string& node);
-  // GET /orgs/{org}/hagroups/{g}, the body as the hub sent it (for display; no ETag needed).
-  Result<std::string> read_raw(const std::string& group);
+  // The object service the manifest and object calls above go to.
+  ObjectService& objects() { return objects_; }
+  // For the clients that share this one's request path (exchange_admin.h).
+  HubClient& hub() { return hub_; }
+  const ExchangeEndpoint& endpoint() const { return ep_; }
+  std::string url(const std::string& path) const;  // {exchange_url}/{path}
 
  private:
-  Result<HttpResponse> call(HttpRequest req, bool retry, HubRoute route);
-  std::string url(const std::string& path) const;
-
-  HttpClient& http_;
-  ExchangeEndpoint ep_;
-  RetryPolicy retry_;
-  Sleeper& sleeper_;
-  Metrics* metrics_;
-  std::mt19937_64 rng_;  // backoff jitter
+  HubClient hub_;
+  ExchangeEndpoint ep_;  // URLs without trailing slashes
+  ObjectService objects_;
 };
-
-// Maps a hub response to Ok or a typed Error (401, 403, 404, 409/412, 428, 5xx...),
-// quoting the hub's {"code","msg"} when it sent one.
-Status check_status(const HttpResponse& r, std::initializer_list<long> ok, const std::string& what);
 
 }  // namespace agentd

@@ -7,9 +7,25 @@
 #include <string>
 #include <vector>
 
-#include "upgrade/constraints.h"
-
 namespace agentd {
+
+// A node policy property, typed as anax types it (property_list.go): strings,
+// versions and lists keep their text (a list as "a,b,c"), numbers are doubles.
+struct PropertyValue {
+  enum class Type { string, number, boolean, version, list };
+  Type type = Type::string;
+  std::string text;
+  double number = 0;
+  bool boolean = false;
+
+  static PropertyValue of_string(std::string s);
+  static PropertyValue of_version(std::string v);
+  static PropertyValue of_list(const std::vector<std::string>& items);
+  static PropertyValue of_number(double n);
+  static PropertyValue of_bool(bool b);
+};
+
+using Properties = std::map<std::string, PropertyValue>;
 
 struct NodeRecord {
   std::string id;  // bare node id

@@ -35,17 +35,17 @@ std::int64_t GroupDocument::min_available() const {
   return std::max<std::int64_t>(v, 0);
 }
 
-Result<Entry> parse_entry(const cJSON* obj) {
-  if (!cJSON_IsObject(obj)) return fail(Errc::parse, "agentUpgrade entry must be an object");
+Result<Entry> parse_entry(json::View obj) {
+  if (!obj.is_object()) return fail(Errc::parse, "agentUpgrade entry must be an object");
   Entry e;
-  auto st = json::get_string(obj, "state");
+  auto st = obj.str("state");
   if (!st) return std::unexpected(st.error());
   auto state = state_from_string(*st);
   if (!state) return fail(Errc::parse, "unknown agentUpgrade state '" + *st + "'");
   e.state = *state;
 #define AGENTD_STR(field, key)                 \
   {                                            \
-    auto v = json::opt_string(obj, key);       \
+    auto v = obj.opt_str(key);                 \
     if (!v) return std::unexpected(v.error()); \
     e.field = std::move(*v);                   \
   }
@@ -58,11 +58,11 @@ Result<Entry> parse_entry(const cJSON* obj) {
   AGENTD_STR(message, "message")
   AGENTD_STR(write_id, "writeId")
 #undef AGENTD_STR
-  auto epoch = json::opt_int(obj, "epoch", 0);
+  auto epoch = obj.opt_num("epoch", 0);
   if (!epoch) return std::unexpected(epoch.error());
   if (*epoch < 0) return fail(Errc::parse, "field 'epoch' must not be negative");
   e.epoch = *epoch;
-  auto dur = json::opt_int(obj, "leaseDurationSeconds", 0);
+  auto dur = obj.opt_num("leaseDurationSeconds", 0);
   if (!dur) return std::unexpected(dur.error());
   if (*dur < 0 || *dur > 86400) return fail(Errc::parse, "field 'leaseDurationSeconds' out of range");
   e.lease_duration_seconds = *dur;
@@ -96,22 +96,21 @@ json::Ptr settings_to_json(const Settings& s) {
   return o;
 }
 
-Result<Settings> parse_settings(const cJSON* obj) {
+Result<Settings> parse_settings(json::View obj) {
   Settings s;
-  if (!obj || cJSON_IsNull(obj)) return s;
-  if (!cJSON_IsObject(obj)) return fail(Errc::parse, "agentUpgradeSettings must be an object");
-  auto mc = json::opt_int(obj, "maxConcurrent", 1);
+  if (obj.null_or_absent()) return s;
+  if (!obj.is_object()) return fail(Errc::parse, "agentUpgradeSettings must be an object");
+  auto mc = obj.opt_num("maxConcurrent", 1);
   if (!mc) return std::unexpected(mc.error());
   if (*mc < 1 || *mc > 10000) return fail(Errc::parse, "agentUpgradeSettings.maxConcurrent must be 1..10000");
   s.max_concurrent = *mc;
-  const cJSON* ma = cJSON_GetObjectItemCaseSensitive(obj, "minAvailable");
-  if (ma && !cJSON_IsNull(ma)) {
-    auto v = json::get_int(obj, "minAvailable");
+  if (!obj.member("minAvailable").null_or_absent()) {
+    auto v = obj.num("minAvailable");
     if (!v) return std::unexpected(v.error());
     if (*v < 0 || *v > 10000) return fail(Errc::parse, "agentUpgradeSettings.minAvailable must be 0..10000");
     s.min_available = *v;
   }
-  auto p = json::opt_bool(obj, "paused", false);
+  auto p = obj.opt_bool("paused", false);
   if (!p) return std::unexpected(p.error());
   s.paused = *p;
   return s;
@@ -120,38 +119,35 @@ Result<Settings> parse_settings(const cJSON* obj) {
 Result<GroupDocument> parse_group_document(const std::string& body, std::int64_t revision) {
   auto root = json::parse(body, "group document");
   if (!root) return std::unexpected(root.error());
-  auto groups = json::get_array(root->get(), "nodeGroups");
+  auto groups = json::View(root->get()).arr("nodeGroups");
   if (!groups) return std::unexpected(groups.error());
-  if (cJSON_GetArraySize(*groups) != 1)
-    return fail(Errc::parse, "group document must hold exactly one group");
-  const cJSON* g = cJSON_GetArrayItem(*groups, 0);
-  if (!cJSON_IsObject(g)) return fail(Errc::parse, "nodeGroups[0] must be an object");
+  if (groups->size() != 1) return fail(Errc::parse, "group document must hold exactly one group");
+  const json::View g = groups->at(0);
+  if (!g.is_object()) return fail(Errc::parse, "nodeGroups[0] must be an object");
   GroupDocument doc;
   doc.revision = revision;
-  auto name = json::get_string(g, "name");
+  auto name = g.str("name");
   if (!name) return std::unexpected(name.error());
   doc.name = *name;
-  auto members = json::opt_string_array(g, "members");
+  auto members = g.opt_str_array("members");
   if (!members) return std::unexpected(members.error());
   doc.members = std::move(*members);
-  auto settings = parse_settings(cJSON_GetObjectItemCaseSensitive(g, "agentUpgradeSettings"));
+  auto settings = parse_settings(g.member("agentUpgradeSettings"));
   if (!settings) return std::unexpected(settings.error());
   doc.settings = *settings;
-  const cJSON* au = cJSON_GetObjectItemCaseSensitive(g, "agentUpgrade");
-  if (au && !cJSON_IsNull(au)) {
-    if (!cJSON_IsObject(au)) return fail(Errc::parse, "agentUpgrade must be an object");
-    const cJSON* item = nullptr;
-    cJSON_ArrayForEach(item, au) {
+  const json::View au = g.member("agentUpgrade");
+  if (!au.null_or_absent()) {
+    if (!au.is_object()) return fail(Errc::parse, "agentUpgrade must be an object");
+    for (const json::View item : au) {
       auto e = parse_entry(item);
       if (!e) {
-        e.error().message = "agentUpgrade." + std::string(item->string) + ": " + e.error().message;
+        e.error().message = "agentUpgrade." + item.key() + ": " + e.error().message;
         return std::unexpected(e.error());
       }
       // JSON lets a key repeat; which copy counts would be up to the parser, and
       // a second entry could hide a live lease from us.
-      if (!doc.entries.emplace(item->string, std::move(*e)).second)
-        return fail(Errc::parse,
-                    "agentUpgrade has more than one entry for '" + std::string(item->string) + "'");
+      if (!doc.entries.emplace(item.key(), std::move(*e)).second)
+        return fail(Errc::parse, "agentUpgrade has more than one entry for '" + item.key() + "'");
     }
   }
   return doc;

@@ -76,10 +76,10 @@ struct GroupDocument {
   std::int64_t min_available() const;
 };
 
-Result<Entry> parse_entry(const cJSON* obj);
+Result<Entry> parse_entry(json::View obj);
 json::Ptr entry_to_json(const Entry& e);
 json::Ptr settings_to_json(const Settings& s);
-Result<Settings> parse_settings(const cJSON* obj);
+Result<Settings> parse_settings(json::View obj);
 
 // Parses the body of GET /orgs/{org}/hagroups/{g} (`{"nodeGroups":[{...}]}`).
 // Fails on malformed JSON, wrong types, an unknown state, or not exactly one group.

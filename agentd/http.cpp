@@ -24,6 +24,21 @@ std::string HttpResponse::header(const std::string& lower_name) const {
   return {};
 }
 
+Error http_status_error(const HttpResponse& r, std::string message) {
+  Errc code = Errc::http;
+  switch (r.status) {
+    case 401: code = Errc::unauthorized; break;
+    case 403: code = Errc::forbidden; break;
+    case 404: code = Errc::not_found; break;
+    case 409:
+    case 412: code = Errc::conflict; break;
+    case 413: code = Errc::too_large; break;
+    case 428: code = Errc::precondition; break;
+    default: break;
+  }
+  return Error{code, std::move(message), static_cast<int>(r.status)};
+}
+
 TlsPolicy tls_policy(const HttpOptions& o) {
   TlsPolicy p;
   p.ca_file = o.ca_file;

@@ -32,6 +32,13 @@ struct HttpResponse {
   std::string header(const std::string& lower_name) const;   // "" when absent
 };
 
+// A response the caller did not want, as an Error carrying its status; the one
+// mapping of HTTP statuses to categories (Exchange calls and downloads alike):
+// 401 unauthorized, 403 forbidden, 404 not_found, 409 and 412 conflict (412: a
+// stale If-Match revision, protocol.md §3), 413 too_large, 428 precondition,
+// anything else http (Error::transient() then tells 5xx, 408 and 429 apart).
+Error http_status_error(const HttpResponse& r, std::string message);
+
 struct HttpOptions {
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds total_timeout{30'000};

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <utility>
 
 namespace agentd::json {
 
@@ -123,6 +124,78 @@ Result<std::vector<std::string>> opt_string_array(const cJSON* obj, const char* 
     out.emplace_back(item->valuestring);
   }
   return out;
+}
+
+bool View::null_or_absent() const {
+  return !j_ || cJSON_IsNull(j_);
+}
+bool View::is_object() const {
+  return cJSON_IsObject(j_);
+}
+bool View::is_array() const {
+  return cJSON_IsArray(j_);
+}
+bool View::is_string() const {
+  return cJSON_IsString(j_) && j_->valuestring;
+}
+bool View::is_number() const {
+  return cJSON_IsNumber(j_);
+}
+bool View::is_bool() const {
+  return cJSON_IsBool(j_);
+}
+bool View::is_true() const {
+  return cJSON_IsTrue(j_);
+}
+std::string View::key() const {
+  return j_ && j_->string ? std::string(j_->string) : std::string();
+}
+std::string View::text() const {
+  return is_string() ? std::string(j_->valuestring) : std::string();
+}
+double View::number() const {
+  return is_number() ? j_->valuedouble : 0;
+}
+int View::size() const {
+  return is_array() || is_object() ? cJSON_GetArraySize(j_) : 0;
+}
+View View::at(int index) const {
+  return is_array() ? View(cJSON_GetArrayItem(j_, index)) : View();
+}
+View View::member(const char* key) const {
+  return View(json::member(j_, key));
+}
+View::Iterator View::begin() const {
+  return Iterator(is_array() || is_object() ? j_->child : nullptr);
+}
+
+Result<View> View::obj(const char* key) const {
+  auto v = get_object(j_, key);
+  if (!v) return std::unexpected(v.error());
+  return View(*v);
+}
+Result<View> View::arr(const char* key) const {
+  auto v = get_array(j_, key);
+  if (!v) return std::unexpected(v.error());
+  return View(*v);
+}
+Result<std::string> View::str(const char* key) const {
+  return get_string(j_, key);
+}
+Result<std::int64_t> View::num(const char* key) const {
+  return get_int(j_, key);
+}
+Result<std::string> View::opt_str(const char* key, std::string fallback) const {
+  return opt_string(j_, key, std::move(fallback));
+}
+Result<std::int64_t> View::opt_num(const char* key, std::int64_t fallback) const {
+  return opt_int(j_, key, fallback);
+}
+Result<bool> View::opt_bool(const char* key, bool fallback) const {
+  return json::opt_bool(j_, key, fallback);
+}
+Result<std::vector<std::string>> View::opt_str_array(const char* key) const {
+  return opt_string_array(j_, key);
 }
 
 static void put(cJSON* obj, const char* key, cJSON* value) {

@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   job_http_options.cancelled = [&waiter] { return waiter.stop_requested(); };  // the loop pings the watchdog
   auto job_http = make_curl_http_client(job_http_options);
   Exchange job_exchange(*job_http, endpoint, RetryPolicy{}, job_sleeper, &metrics);
-  CssArtifactSource css(job_exchange, *job_http);
+  CssArtifactSource css(job_exchange.objects(), *job_http);
 
   // Beside anax (AGENTD_ANAX): its local API, on loopback, without the node's
   // credentials; one client for the loop, one for the job thread.

@@ -4,7 +4,7 @@
 #include <system_error>
 
 #include "agentd/anax.h"
-#include "agentd/exchange.h"
+#include "agentd/object_service.h"
 
 namespace agentd {
 
@@ -16,11 +16,11 @@ std::string files_type(const std::string& version) {
 }  // namespace
 
 Result<SignedManifest> CssArtifactSource::manifest(const std::string& manifest_ref) {
-  return exchange_.get_signed_manifest(manifest_ref);
+  return objects_.get_signed_manifest(manifest_ref);
 }
 
 Result<std::uint64_t> CssArtifactSource::size(const std::string& version, const std::string& name) {
-  auto meta = exchange_.get_object_metadata("IBM", files_type(version), name);
+  auto meta = objects_.get_object_metadata("IBM", files_type(version), name);
   if (!meta) return std::unexpected(meta.error());
   if (meta->size < 0) return fail(Errc::parse, name + ": the hub gives a negative objectSize");
   return static_cast<std::uint64_t>(meta->size);
@@ -29,7 +29,7 @@ Result<std::uint64_t> CssArtifactSource::size(const std::string& version, const 
 Status CssArtifactSource::fetch(const std::string& version, const std::string& name, std::uint64_t size,
                                 std::uint64_t max_bytes, const std::string& dir,
                                 const FetchOptions& options) {
-  FetchItem item{name, exchange_.object_data_url("IBM", files_type(version), name), size, max_bytes};
+  FetchItem item{name, objects_.object_data_url("IBM", files_type(version), name), size, max_bytes};
   return fetch_all(http_, {item}, dir, options);
 }
 

@@ -14,7 +14,7 @@
 
 namespace agentd {
 
-class Exchange;
+class ObjectService;  // agentd/object_service.h
 class AnaxApi;
 
 class ArtifactSource {
@@ -33,14 +33,14 @@ class ArtifactSource {
 // (exchange-api.md §5.2), downloaded resumably with `http` (upgrade/fetch.h).
 class CssArtifactSource final : public ArtifactSource {
  public:
-  CssArtifactSource(Exchange& exchange, HttpClient& http) : exchange_(exchange), http_(http) {}
+  CssArtifactSource(ObjectService& objects, HttpClient& http) : objects_(objects), http_(http) {}
   Result<SignedManifest> manifest(const std::string& manifest_ref) override;
   Result<std::uint64_t> size(const std::string& version, const std::string& name) override;
   Status fetch(const std::string& version, const std::string& name, std::uint64_t size,
                std::uint64_t max_bytes, const std::string& dir, const FetchOptions& options) override;
 
  private:
-  Exchange& exchange_;
+  ObjectService& objects_;
   HttpClient& http_;
 };
 

@@ -11,31 +11,16 @@
 // Errc::parse error naming the expression and the column.
 #pragma once
 
-#include <map>
 #include <string>
 #include <vector>
 
+#include "agentd/exchange_types.h"
 #include "agentd/result.h"
 
 namespace agentd {
 
-// A node policy property, typed as anax types it (property_list.go): strings,
-// versions and lists keep their text (a list as "a,b,c"), numbers are doubles.
-struct PropertyValue {
-  enum class Type { string, number, boolean, version, list };
-  Type type = Type::string;
-  std::string text;
-  double number = 0;
-  bool boolean = false;
-
-  static PropertyValue of_string(std::string s);
-  static PropertyValue of_version(std::string v);
-  static PropertyValue of_list(const std::vector<std::string>& items);
-  static PropertyValue of_number(double n);
-  static PropertyValue of_bool(bool b);
-};
-
-using Properties = std::map<std::string, PropertyValue>;
+// PropertyValue and Properties, the node policy's properties, are wire types
+// (agentd/exchange_types.h).
 
 // All constraints must hold (anax ANDs the array). A blank expression holds, as
 // in anax. Never throws; nesting deeper than 64 parentheses is a parse error.

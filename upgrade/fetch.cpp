@@ -44,15 +44,11 @@ void sync_dir(const std::string& dir) {
   ::close(fd);
 }
 
-// A status other than 2xx as an error, classified as exchange.cpp does.
+// A status other than 2xx as an error (categories: agentd/http.h http_status_error).
 Error status_error(const HttpResponse& r, const std::string& url) {
-  Errc code = r.status == 401   ? Errc::unauthorized
-              : r.status == 403 ? Errc::forbidden
-              : r.status == 404 ? Errc::not_found
-                                : Errc::http;
   std::string text = "GET " + url + ": HTTP " + std::to_string(r.status);
   if (!r.body.empty()) text += ": " + r.body.substr(0, 200);
-  return Error{code, text, static_cast<int>(r.status)};
+  return http_status_error(r, std::move(text));
 }
 
 // What one item needs, worked out before any request.

@@ -18,7 +18,7 @@
 
 #include "agentd/anax.h"
 #include "agentd/clock.h"
-#include "agentd/exchange.h"
+#include "agentd/exchange_types.h"
 #include "agentd/result.h"
 #include "upgrade/constraints.h"
 

@@ -5,8 +5,6 @@
 // Nothing here throws; every OpenSSL handle lives in RAII.
 #pragma once
 
-#include <openssl/types.h>
-
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -15,6 +13,9 @@
 #include <vector>
 
 #include "agentd/result.h"
+
+// OpenSSL's EVP_PKEY, declared so that this header needs no OpenSSL header.
+struct evp_pkey_st;
 
 namespace agentd {
 
@@ -66,12 +67,12 @@ class TrustStore {
 
  private:
   struct PkeyFree {
-    void operator()(EVP_PKEY* k) const;
+    void operator()(evp_pkey_st* k) const;
   };
   struct Key {
     std::string name;
     KeyAlgorithm algorithm;
-    std::unique_ptr<EVP_PKEY, PkeyFree> pkey;
+    std::unique_ptr<evp_pkey_st, PkeyFree> pkey;
   };
   std::vector<Key> keys_;
 };

@@ -1,9 +1,12 @@
-// Every answer of the Exchange and the CSS that agentd parses, through the
+// Every answer of the Exchange and the CSS that agentd parses: the pure parsers
+// of agentd/exchange_parse.h, and the calls whose checks go beyond them (the
+// signed manifest, the group read with its ETag, status mapping) through the
 // typed calls of agentd/exchange.h. Input: one byte choosing the call and the
 // status, the ETag up to a NUL, then the body.
 #include <chrono>
 
 #include "agentd/exchange.h"
+#include "agentd/exchange_parse.h"
 #include "fuzz_common.h"
 
 using namespace agentd;
@@ -36,16 +39,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   NoSleep sleeper;
   Exchange ex(http, ExchangeEndpoint{"https://hub/v1", "https://hub/css", "o", "n1"},
               RetryPolicy{1, std::chrono::milliseconds{0}, std::chrono::milliseconds{0}}, sleeper);
+  const std::string& body = http.answer.body;
   switch (selector % 11) {
-    case 0: (void)ex.get_node(); break;
-    case 1: (void)ex.list_management_policies(); break;
-    case 2: (void)ex.get_manifest("o/m1"); break;
+    case 0: (void)parse_node(body, "o", "n1"); break;
+    case 1: (void)parse_management_policies(body); break;
+    case 2: (void)parse_manifest(body); break;
     case 3: (void)ex.get_signed_manifest("o/m1"); break;
-    case 4: (void)ex.get_object_metadata("IBM", "agent_software_files-2.0.0", "a.deb"); break;
-    case 5: (void)ex.get_node_policy(); break;
-    case 6: (void)ex.agent_software_versions(); break;
-    case 7: (void)ex.max_change_id(); break;
-    case 8: (void)ex.changes(1, 1000); break;
+    case 4: (void)parse_object_metadata(body, "agent_software_files-2.0.0", "a.deb"); break;
+    case 5: (void)parse_node_policy(body); break;
+    case 6: (void)parse_agent_software_versions(body); break;
+    case 7: (void)parse_max_change_id(body); break;
+    case 8: (void)parse_changes(body); break;
     case 9: (void)ex.read("g", std::nullopt); break;
     case 10: (void)check_status(http.answer, {201}, "PUT x"); break;
   }

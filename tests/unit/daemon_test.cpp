@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "agentd/exchange.h"
 #include "agentd/files.h"
 #include "agentd/http.h"
 #include "agentd/json.h"

@@ -11,10 +11,12 @@
 #include <thread>
 #include <vector>
 
+#include "agentd/exchange_admin.h"
 #include "agentd/json.h"
 #include "hub/in_process.h"
 #include "support/fake_sleeper.h"
 #include "support/temp_dir.h"
+#include "upgrade/constraints.h"
 
 using namespace agentd;
 using namespace std::chrono_literals;
@@ -53,6 +55,7 @@ struct Fixture {
       http,
       ExchangeEndpoint{"https://hub.example:3090/v1/", "https://hub.example:9443/css/", "myorg", "node1"},
       RetryPolicy{4, 200ms, 10'000ms}, sleeper};
+  ExchangeAdmin admin{ex};
 };
 
 json::Ptr body_of(const HttpRequest& r) {
@@ -589,7 +592,7 @@ TEST_SUITE("exchange") {
   TEST_CASE("admin routes: delete_entry, put_settings and remove_member") {
     Fixture f;
     f.http.reply(204, "", {{"etag", "\"50\""}});
-    auto del = f.ex.delete_entry("line1", "n3", 49);
+    auto del = f.admin.delete_entry("line1", "n3", 49);
     REQUIRE(del.has_value());
     CHECK(*del == 50);
     CHECK(f.http.requests.at(0).method == "DELETE");
@@ -602,7 +605,7 @@ TEST_SUITE("exchange") {
     s.min_available = 3;
     s.paused = true;
     f.http.reply(201, R"({"code":"ok","msg":""})", {{"etag", "\"51\""}});
-    auto put = f.ex.put_settings("line1", s, 50);
+    auto put = f.admin.put_settings("line1", s, 50);
     REQUIRE(put.has_value());
     CHECK(*put == 51);
     const auto& req = f.http.requests.at(1);
@@ -615,16 +618,16 @@ TEST_SUITE("exchange") {
     CHECK(json::get_bool(body.get(), "paused").value());
 
     f.http.reply(412);
-    CHECK(f.ex.put_settings("line1", s, 50).error().code == Errc::conflict);
+    CHECK(f.admin.put_settings("line1", s, 50).error().code == Errc::conflict);
 
     f.http.reply(204);
-    REQUIRE(f.ex.remove_member("line1", "n3").has_value());
+    REQUIRE(f.admin.remove_member("line1", "n3").has_value());
     CHECK(f.http.requests.back().method == "DELETE");
     CHECK(f.http.requests.back().url == "https://hub.example:3090/v1/orgs/myorg/hagroups/line1/nodes/n3");
     f.http.reply(
         404,
         R"({"code":"not-found","msg":"high availability node group member 'myorg/line1/n3' not found"})");
-    auto gone = f.ex.remove_member("line1", "n3");
+    auto gone = f.admin.remove_member("line1", "n3");
     REQUIRE_FALSE(gone.has_value());
     CHECK(gone.error().code == Errc::not_found);
     CHECK(gone.error().message.find("myorg/line1/n3") != std::string::npos);

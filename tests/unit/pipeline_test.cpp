@@ -219,7 +219,7 @@ struct Fixture {
   }
 
   std::unique_ptr<Upgrader> upgrader() {
-    artifacts = std::make_unique<CssArtifactSource>(*exchange, *http);
+    artifacts = std::make_unique<CssArtifactSource>(exchange->objects(), *http);
     return make_pipeline_upgrader(
         options, PipelineParts{*artifacts, *exchange, installer, units, *runner, log, clock, sleeper});
   }
