@@ -261,7 +261,9 @@ void check_i3(std::vector<GroupHistory>& groups, const Step& s, std::vector<Viol
 // members of a group inside a disruptive step, lease or not. A step lasts from its
 // begin to the node's next end. A begin without an end (its process died; a
 // detached install may run on) lasts as long as the protocol lets peers assume:
-// until the lease of the node's last write to the hub has run out.
+// until the lease of the node's last write to the hub has run out. Either way a
+// step counts for the group only while its node is a member: a node removed from
+// the group (its entry dropped, protocol.md §3) no longer takes a place in it.
 void check_i3_overlap(std::vector<GroupHistory>& groups, const std::vector<Step>& steps,
                       std::vector<Violation>& out) {
   struct Interval {
@@ -298,6 +300,16 @@ void check_i3_overlap(std::vector<GroupHistory>& groups, const std::vector<Step>
         }
         open->end = last_us + lease_s * 1'000'000;
         spans.push_back(*open);
+      }
+    }
+    for (auto& span : spans) {
+      for (const auto& snap : g->snapshots) {
+        const HubWrite& w = *snap.write;
+        if (w.t_us <= span.begin || w.t_us >= span.end) continue;
+        if (std::find(w.members.begin(), w.members.end(), span.node) == w.members.end()) {
+          span.end = w.t_us;  // removed from the group
+          break;
+        }
       }
     }
     // Sweep: ends before begins at the same instant.

@@ -282,6 +282,14 @@ TEST_SUITE("invariants") {
     HubLog later;
     later.write(0, "n1", upgrading(1)).write(1000, "n1", upgrading(1)).write(4050, "n2", upgrading(2));
     CHECK(find_violations(later.parsed(), after_lease, {}).empty());
+    // A node removed from the group (its entry dropped) no longer takes a place in
+    // it, though its install runs on: n1 is removed at 1600, n2 begins at 1650.
+    HubLog removal;
+    removal.write(0, "n1", upgrading(1)).write(1000, "n1", upgrading(1));
+    removal.members = {"n2", "n3"};
+    removal.drop(1600, "n1");
+    removal.write(1620, "n2", upgrading(2));
+    CHECK(find_violations(removal.parsed(), overlapping, {}).empty());
     // A phase other than begin/end is malformed.
     auto bad = parse_steps(R"({"tUs":1,"node":"n1","group":"g","step":"install","epoch":1,"phase":"middle"})"
                            "\n",
