@@ -1,5 +1,8 @@
 #include "metrics.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 
@@ -246,8 +249,13 @@ void MetricsFile::update(const MetricValues& v, Mono now, Mono counters_every, M
   // node_exporter reads *.prom only: the temporary file (agentd.prom.tmp) is never read half written.
   auto s = write_file_atomic(path(), content, 0644);
   if (!s) {
+    // No directory: node_exporter's textfile collector is not installed here, an
+    // ordinary case (info). A directory agentd cannot write is a fault (warn).
+    struct stat st {};
+    const bool no_dir = ::stat(dir_.c_str(), &st) != 0 && errno == ENOENT;
     if (s.error().message != error_)
-      log_.warn("metrics-write-failed", {{"path", path()}, {"error", s.error().describe()}});
+      log_.log(no_dir ? Level::info : Level::warn, "metrics-write-failed",
+               {{"path", path()}, {"error", s.error().describe()}});
     error_ = s.error().message;
     return;
   }

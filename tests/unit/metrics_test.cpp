@@ -26,13 +26,15 @@ namespace {
 
 class Events final : public Logger {
  public:
-  void log(Level, std::string_view event, std::initializer_list<Field>) override {
+  void log(Level level, std::string_view event, std::initializer_list<Field>) override {
     events.emplace_back(event);
+    levels.push_back(level);
   }
   int count(const std::string& e) const {
     return static_cast<int>(std::count(events.begin(), events.end(), e));
   }
   std::vector<std::string> events;
+  std::vector<Level> levels;
 };
 
 std::string slurp(const std::string& path) {
@@ -153,6 +155,8 @@ TEST_SUITE("metrics") {
     file.update(v, Mono{10}, Mono{1000}, Mono{10'000});
     CHECK(file.writes() == 0);
     CHECK(log.count("metrics-write-failed") == 1);
+    // No node_exporter on this node: said, but not as a warning.
+    CHECK(log.levels.at(0) == Level::info);
     std::filesystem::create_directory(dir.path() + "/node-exporter");
     v.member.progress = Progress::restart_begun;
     file.update(v, Mono{20}, Mono{1000}, Mono{10'000});
@@ -174,6 +178,7 @@ TEST_SUITE("metrics") {
     }
     CHECK(file.writes() == 0);
     CHECK(log.count("metrics-write-failed") == 1);
+    CHECK(log.levels.at(0) == Level::warn);  // there, but not writable: a fault
     if (::geteuid() != 0) {
       const std::string ro = dir.path() + "/ro";
       std::filesystem::create_directory(ro);
