@@ -27,17 +27,6 @@ PackageRolloutOptions beside_anax(int members = 3) {
   return o;
 }
 
-std::string job_key(Rollout& r) {
-  return r.options().org + "/" + r.options().nmp;
-}
-
-std::string anax_statuses(Rollout& r) {
-  std::string out;
-  for (std::size_t i = 0; i < r.size(); ++i)
-    out += r.member(i).node() + "=" + r.anax(i).status(job_key(r)).value_or("<none>") + " ";
-  return out;
-}
-
 // Every root holds `installed` and every anax record of the job is `status`.
 void require_done_beside_anax(PackageRollout& p, const std::string& installed, const std::string& status) {
   Rollout& r = p.rollout();

@@ -21,18 +21,6 @@ RolloutOptions beside_anax(const std::string& hub_mode = "full") {
   return o;
 }
 
-std::string job_key(Rollout& r) {
-  return r.options().org + "/" + r.options().nmp;
-}
-
-// anax's record of the job on every member, as "n1=successful n2=...".
-std::string anax_statuses(Rollout& r) {
-  std::string out;
-  for (std::size_t i = 0; i < r.size(); ++i)
-    out += r.member(i).node() + "=" + r.anax(i).status(job_key(r)).value_or("<none>") + " ";
-  return out;
-}
-
 bool every_anax_at(Rollout& r, const std::string& status) {
   for (std::size_t i = 0; i < r.size(); ++i)
     if (r.anax(i).status(job_key(r)).value_or("") != status) return false;

@@ -20,6 +20,19 @@ using namespace std::chrono_literals;
 inline constexpr auto kRolloutTimeout = 90s;
 
 // protocol.md §7 over everything logged so far; with `final_state`, I4 as well.
+// The rollout's job as anax names it ("org/nmp"), for members beside anax stand-ins.
+inline std::string job_key(Rollout& r) {
+  return r.options().org + "/" + r.options().nmp;
+}
+
+// anax's record of the job on every member, as "n1=successful n2=...".
+inline std::string anax_statuses(Rollout& r) {
+  std::string out;
+  for (std::size_t i = 0; i < r.size(); ++i)
+    out += r.member(i).node() + "=" + r.anax(i).status(job_key(r)).value_or("<none>") + " ";
+  return out;
+}
+
 inline void check_invariants(Rollout& r, bool final_state) {
   std::string text = r.violations_text(final_state);
   CHECK_MESSAGE(text.empty(), "invariant violations:\n" << text);
