@@ -11,8 +11,8 @@
 #include "agentd/json.h"
 #include "anax/anax.h"
 #include "anax/in_process.h"
-#include "support/http_call.h"
 #include "hub/in_process.h"
+#include "support/http_call.h"
 #include "support/temp_dir.h"
 
 using namespace agentd;
