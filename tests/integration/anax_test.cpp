@@ -105,15 +105,8 @@ TEST_SUITE("integration") {
     Rollout r(beside_anax());
     for (auto& m : r.members()) m->fail_health(true);
     r.start_all();
-    std::string failed;
-    bool halted = r.wait_group(
-        [&](const GroupDocument& doc) {
-          for (const auto& [node, e] : doc.entries)
-            if (is_halting(e.state)) failed = node;
-          return !failed.empty();
-        },
-        deadline_in(kRolloutTimeout));
-    REQUIRE_MESSAGE(halted, r.diagnostics());
+    std::string failed = wait_for_halting(r);
+    REQUIRE_MESSAGE(!failed.empty(), r.diagnostics());
     bool recorded = poll_until(deadline_in(20s), [&] {
       return r.anax(failed).status(job_key(r)).value_or("") == "rollback successful";
     });

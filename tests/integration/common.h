@@ -85,6 +85,20 @@ inline std::string wait_for_holder(Rollout& r, std::chrono::seconds timeout = 30
   return holder;
 }
 
+// The member whose entry halts the group (failed or rolledback), once one does;
+// "" when none did within the timeout.
+inline std::string wait_for_halting(Rollout& r, std::chrono::seconds timeout = kRolloutTimeout) {
+  std::string failed;
+  r.wait_group(
+      [&](const GroupDocument& doc) {
+        for (const auto& [node, e] : doc.entries)
+          if (is_halting(e.state)) failed = node;
+        return !failed.empty();
+      },
+      deadline_in(timeout));
+  return failed;
+}
+
 // Total number of installs the fake agents of `r` ran, except on `except`.
 inline int installs_except(Rollout& r, const std::string& except) {
   int n = 0;

@@ -12,15 +12,8 @@ TEST_SUITE("integration") {
     r.start_all();
 
     // The first holder fails its health check, rolls back and halts the group.
-    std::string failed;
-    bool halted = r.wait_group(
-        [&](const GroupDocument& doc) {
-          for (const auto& [node, e] : doc.entries)
-            if (is_halting(e.state)) failed = node;
-          return !failed.empty();
-        },
-        deadline_in(kRolloutTimeout));
-    REQUIRE_MESSAGE(halted, r.diagnostics());
+    std::string failed = wait_for_halting(r);
+    REQUIRE_MESSAGE(!failed.empty(), r.diagnostics());
     Member& f = r.member(failed);
 
     GroupDocument doc = r.group();
