@@ -42,18 +42,20 @@ std::string basic_user(const std::string& authorization) {
 
 Result<std::unique_ptr<Hub>> Hub::open(HubOptions options) {
   if (options.state_path.empty()) return fail(Errc::config, "--state is required");
-  auto state = load_state(options.state_path);
+  ChangeFile changes;
+  auto state = load_state(options.state_path, &changes);
   if (!state) return std::unexpected(state.error());
   // A fresh sequence reads 1 before its first row (PostgreSQL last_value), and the first
   // row must then be 2, or a client that polled the empty hub would skip it.
   if (state->change_counter == 0) state->change_counter = 1;
-  std::unique_ptr<Hub> hub(new Hub(std::move(options), std::move(*state)));
+  std::unique_ptr<Hub> hub(new Hub(std::move(options), std::move(*state), std::move(changes)));
   if (hub->options_.agbot_monitor_interval.count() > 0)
     hub->monitor_ = std::thread([h = hub.get()] { h->run_agbot_monitor(); });
   return hub;
 }
 
-Hub::Hub(HubOptions options, HubState state) : options_(std::move(options)), state_(std::move(state)) {}
+Hub::Hub(HubOptions options, HubState state, ChangeFile changes)
+    : options_(std::move(options)), state_(std::move(state)), changes_(std::move(changes)) {}
 
 Hub::~Hub() {
   {
@@ -69,7 +71,7 @@ Status Hub::flush() {
   std::lock_guard lock(mu_);
   if (!dirty_ && !heartbeat_dirty_) return {};
   dirty_ = heartbeat_dirty_ = false;
-  return save_state(options_.state_path, state_);
+  return save_state(options_.state_path, state_, &changes_);
 }
 
 std::optional<Identity> Hub::authenticate(const std::string& authorization) {
@@ -144,7 +146,7 @@ void Hub::begin_locked() {
 void Hub::commit_locked(Reply* r) {
   if (dirty_) {
     dirty_ = heartbeat_dirty_ = false;
-    if (auto st = save_state(options_.state_path, state_); !st) {
+    if (auto st = save_state(options_.state_path, state_, &changes_); !st) {
       std::fprintf(stderr, "exchange-standin: %s\n", st.error().describe().c_str());
       if (r) *r = api(500, "internal_error", "cannot save state: " + st.error().message);
     }

@@ -135,7 +135,7 @@ class Hub {
   void monitor_agbot_locks();
 
  private:
-  explicit Hub(HubOptions options, HubState state);
+  Hub(HubOptions options, HubState state, ChangeFile changes);
 
   std::optional<Identity> authenticate_locked(const std::string& authorization) const;
   Reply route(const Call& call, const std::vector<std::string>& segs, const std::optional<Identity>& who);
@@ -238,7 +238,8 @@ class Hub {
   HubOptions options_;
   std::mutex mu_;
   HubState state_;
-  std::string now_;  // wall time of the request being handled
+  ChangeFile changes_;  // PATH.changes: how far the changes table is saved
+  std::string now_;     // wall time of the request being handled
   std::int64_t now_us_ = 0;
   bool dirty_ = false;                    // save before answering
   bool heartbeat_dirty_ = false;          // only lastHeartbeat changed: saved with the next write or flush()

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "agentd/files.h"
 
@@ -206,6 +207,89 @@ Org org_from_state(const cJSON* o) {
   return org;
 }
 
+json::Ptr change_to_state(const ChangeRow& c) {
+  auto r = json::object();
+  json::set(r.get(), "changeId", c.change_id);
+  json::set(r.get(), "orgId", c.org);
+  json::set(r.get(), "resource", c.resource);
+  json::set(r.get(), "id", c.id);
+  json::set(r.get(), "operation", c.operation);
+  json::set(r.get(), "category", c.category);
+  json::set(r.get(), "public", c.is_public);
+  json::set(r.get(), "lastUpdated", c.last_updated);
+  json::set(r.get(), "tUs", c.t_us);
+  return r;
+}
+
+ChangeRow change_from_state(const cJSON* r) {
+  ChangeRow c;
+  c.change_id = num(r, "changeId");
+  c.org = str(r, "orgId");
+  c.resource = str(r, "resource");
+  c.id = str(r, "id");
+  c.operation = str(r, "operation");
+  c.category = str(r, "category");
+  c.is_public = boolean(r, "public");
+  c.last_updated = str(r, "lastUpdated");
+  c.t_us = num(r, "tUs");
+  return c;
+}
+
+std::string change_lines(std::deque<ChangeRow>::const_iterator from,
+                         std::deque<ChangeRow>::const_iterator to) {
+  std::string text;
+  for (; from != to; ++from) text += json::print(change_to_state(*from).get()) + "\n";
+  return text;
+}
+
+Status rewrite_changes(const std::deque<ChangeRow>& rows, ChangeFile* f) {
+  if (auto st = write_file_atomic(f->path, change_lines(rows.begin(), rows.end()), 0600); !st) return st;
+  f->lines = rows.size();
+  f->last_id = rows.empty() ? 0 : rows.back().change_id;
+  return {};
+}
+
+Status append_changes(const std::deque<ChangeRow>& rows, ChangeFile* f) {
+  std::size_t fresh = 0;
+  for (auto it = rows.rbegin(); it != rows.rend() && it->change_id > f->last_id; ++it) ++fresh;
+  if (fresh == 0) return {};
+  if (f->lines + fresh > 2 * kMaxChangeRows) return rewrite_changes(rows, f);
+  std::string text = change_lines(rows.end() - static_cast<std::ptrdiff_t>(fresh), rows.end());
+  text.pop_back();  // append_line ends the last row
+  if (auto st = append_line(f->path, text); !st) return st;
+  f->lines += fresh;
+  f->last_id = rows.back().change_id;
+  return {};
+}
+
+// Rows of PATH.changes newer than the state's own (a file from an older stand-in kept
+// them inside the state), then the file rewritten with just the kept rows.
+Status load_changes(HubState* s, ChangeFile* f) {
+  auto text = read_file(f->path, 256u * 1024u * 1024u);
+  if (!text && text.error().code != Errc::not_found) return std::unexpected(text.error());
+  if (text) {
+    std::string_view rest = *text;
+    for (int line = 1; !rest.empty(); ++line) {
+      auto nl = rest.find('\n');
+      if (nl == std::string_view::npos) {
+        std::fprintf(stderr, "exchange-standin: %s: dropped row %d, cut short by a crash\n", f->path.c_str(),
+                     line);
+        break;
+      }
+      auto row = json::parse(rest.substr(0, nl), f->path + " line " + std::to_string(line));
+      if (!row) return std::unexpected(row.error());
+      rest.remove_prefix(nl + 1);
+      ChangeRow c = change_from_state(row->get());
+      if (!s->changes.empty() && c.change_id <= s->changes.back().change_id) continue;
+      s->changes.push_back(std::move(c));
+    }
+  }
+  while (s->changes.size() > kMaxChangeRows) s->changes.pop_front();
+  if (!s->changes.empty()) s->change_counter = std::max(s->change_counter, s->changes.back().change_id);
+  if (!text && s->changes.empty()) return {};
+  return rewrite_changes(s->changes, f);
+}
+
 }  // namespace
 
 json::Ptr state_to_json(const HubState& s) {
@@ -218,21 +302,6 @@ json::Ptr state_to_json(const HubState& s) {
   for (const auto& [id, org] : s.orgs) json::set(orgs.get(), id.c_str(), org_to_state(org));
   json::set(o.get(), "orgs", std::move(orgs));
   if (!s.agent_file_version.empty()) set_raw(o.get(), "agentFileVersion", s.agent_file_version);
-  auto changes = json::array();
-  for (const auto& c : s.changes) {
-    auto r = json::object();
-    json::set(r.get(), "changeId", c.change_id);
-    json::set(r.get(), "orgId", c.org);
-    json::set(r.get(), "resource", c.resource);
-    json::set(r.get(), "id", c.id);
-    json::set(r.get(), "operation", c.operation);
-    json::set(r.get(), "category", c.category);
-    json::set(r.get(), "public", c.is_public);
-    json::set(r.get(), "lastUpdated", c.last_updated);
-    json::set(r.get(), "tUs", c.t_us);
-    json::append(changes.get(), std::move(r));
-  }
-  json::set(o.get(), "changes", std::move(changes));
   auto css = json::object();
   for (const auto& [key, obj] : s.css) {
     auto c = json::object();
@@ -270,19 +339,7 @@ Result<HubState> state_from_json(const cJSON* root) {
   s.log_seq = num(root, "logSeq");
   each(root, "orgs", [&](const cJSON* o) { s.orgs[o->string] = org_from_state(o); });
   s.agent_file_version = text_of(root, "agentFileVersion", "");
-  each(root, "changes", [&](const cJSON* r) {
-    ChangeRow c;
-    c.change_id = num(r, "changeId");
-    c.org = str(r, "orgId");
-    c.resource = str(r, "resource");
-    c.id = str(r, "id");
-    c.operation = str(r, "operation");
-    c.category = str(r, "category");
-    c.is_public = boolean(r, "public");
-    c.last_updated = str(r, "lastUpdated");
-    c.t_us = num(r, "tUs");
-    s.changes.push_back(c);
-  });
+  each(root, "changes", [&](const cJSON* r) { s.changes.push_back(change_from_state(r)); });
   each(root, "css", [&](const cJSON* c) {
     CssObject obj;
     obj.size = num(c, "size");
@@ -304,7 +361,9 @@ Result<HubState> state_from_json(const cJSON* root) {
   return s;
 }
 
-Result<HubState> load_state(const std::string& path) {
+namespace {
+
+Result<HubState> load_state_file(const std::string& path) {
   auto text = read_file(path, 1024u * 1024u * 1024u);
   if (!text) {
     if (text.error().code == Errc::not_found) return HubState{};
@@ -315,7 +374,22 @@ Result<HubState> load_state(const std::string& path) {
   return state_from_json(root->get());
 }
 
-Status save_state(const std::string& path, const HubState& s) {
+}  // namespace
+
+std::string changes_path(const std::string& state_path) {
+  return state_path + ".changes";
+}
+
+Result<HubState> load_state(const std::string& path, ChangeFile* changes) {
+  auto s = load_state_file(path);
+  if (!s) return s;
+  *changes = ChangeFile{changes_path(path)};
+  if (auto st = load_changes(&*s, changes); !st) return std::unexpected(st.error());
+  return s;
+}
+
+Status save_state(const std::string& path, const HubState& s, ChangeFile* changes) {
+  if (auto st = append_changes(s.changes, changes); !st) return st;
   return write_file_atomic(path, json::print(state_to_json(s).get()), 0600);
 }
 

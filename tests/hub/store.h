@@ -123,13 +123,30 @@ struct HubState {
 // Rows kept in the changes table; older ones are pruned like the Exchange's TTL does.
 inline constexpr std::size_t kMaxChangeRows = 10000;
 
+// The state file without the changes table; state_from_json still reads a table kept
+// inside an older file.
 json::Ptr state_to_json(const HubState& s);
 Result<HubState> state_from_json(const cJSON* root);
 
-// Missing file: an empty state. Unreadable or malformed: an error (never silently reset).
-Result<HubState> load_state(const std::string& path);
-// tmp + fsync + rename (agentd/files.h).
-Status save_state(const std::string& path, const HubState& s);
+// The changes table is kept beside the state file, in PATH.changes, one row a line, and
+// a write only appends its own rows. Rewriting all 10,000 rows inside the state file took
+// ~25 ms under the hub's one lock on every write, and a 100-member group adds 100 rows a
+// write (protocol.md §3 change notices), so a busy group's reads timed out behind it.
+struct ChangeFile {
+  std::string path;
+  std::int64_t last_id = 0;  // the newest row in the file
+  std::size_t lines = 0;     // rows in the file, pruned ones included until the next rewrite
+};
+std::string changes_path(const std::string& state_path);
+
+// Missing files: an empty state. Unreadable or malformed: an error (never silently reset),
+// except a last changes row cut short by a crash, which is dropped. Fills `changes`.
+Result<HubState> load_state(const std::string& path, ChangeFile* changes);
+// The new change rows first (appended; the file is rewritten with only the
+// kept rows when it has grown to twice kMaxChangeRows), then the state: tmp + fsync +
+// rename (agentd/files.h). A crash between the two leaves rows newer than the state's
+// changeCounter, which load_state takes.
+Status save_state(const std::string& path, const HubState& s, ChangeFile* changes);
 
 // Parses JSON text kept in the state; malformed text (never written by the hub) gives null.
 json::Ptr raw_json(const std::string& text);

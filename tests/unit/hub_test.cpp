@@ -587,6 +587,140 @@ TEST_SUITE("hub") {
     CHECK(json::get_int(lines[2].get(), "seq").value_or(-1) == 3);  // log numbering continues
   }
 
+  TEST_CASE("change rows are appended to STATE.changes, not written into the state on every write") {
+    TestHub hub;
+    hub.seed();
+    REQUIRE(hub.call("POST", "/v1/orgs/o/hagroups/g", kAlice, R"({"members":["n1","n2"]})").status == 201);
+    for (int i = 0; i < 3; ++i)
+      REQUIRE(hub.put_entry("g", "n1", kN1, etag_of(hub.group("g", kN1)), R"({"state":"idle"})").status ==
+              201);
+    std::int64_t seq = 0;
+    auto before = changes(hub, kAdmin, 0, &seq);
+    REQUIRE(!before.empty());
+
+    auto state = read_file(hub.dir().file("state.json"), 1u << 24);
+    REQUIRE(state);
+    CHECK(state->find("\"changes\"") == std::string::npos);
+    auto rows = read_file(hub.dir().file("state.json.changes"), 1u << 24);
+    REQUIRE(rows);
+    CHECK(std::count(rows->begin(), rows->end(), '\n') >= static_cast<std::ptrdiff_t>(before.size()));
+    CHECK(rows->find(R"("changeId":)" + std::to_string(seq) + ",") != std::string::npos);  // the newest row
+
+    hub.restart();
+    std::int64_t seq2 = 0;
+    auto after = changes(hub, kAdmin, 0, &seq2);
+    CHECK(seq2 == seq);
+    REQUIRE(after.size() == before.size());
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      CHECK(after[i].id == before[i].id);
+      CHECK(after[i].newest == before[i].newest);
+    }
+  }
+
+  TEST_CASE("changes file: a row cut short by a crash is dropped; a bad row is an error; old files load") {
+    testing::TempDir dir;
+    const std::string path = dir.file("state.json");
+    auto rows_of = [](std::int64_t from, std::int64_t to) {
+      HubState s;
+      for (std::int64_t id = from; id <= to; ++id) {
+        ChangeRow c;
+        c.change_id = id;
+        c.org = "o";
+        c.resource = "agentupgrade";
+        c.id = "n" + std::to_string(id);
+        s.changes.push_back(c);
+      }
+      s.change_counter = to;
+      return s;
+    };
+    auto lines_in = [](const std::string& p) {
+      auto t = read_file(p, 1u << 26);
+      REQUIRE(t);
+      return std::count(t->begin(), t->end(), '\n');
+    };
+
+    SUBCASE("a torn last row (a crash mid-append) is dropped and the file is rewritten whole") {
+      ChangeFile f{changes_path(path)};
+      REQUIRE(save_state(path, rows_of(2, 6), &f));
+      std::ofstream(changes_path(path), std::ios::app) << R"({"changeId":7,"orgId":"o","reso)";
+      ChangeFile loaded;
+      auto s = load_state(path, &loaded);
+      REQUIRE_MESSAGE(s, s.error().describe());
+      REQUIRE(s->changes.size() == 5);
+      CHECK(s->changes.back().change_id == 6);
+      CHECK(loaded.last_id == 6);
+      CHECK(lines_in(changes_path(path)) == 5);
+      auto text = read_file(changes_path(path), 1u << 20);
+      CHECK(text->back() == '\n');
+    }
+    SUBCASE("a malformed row inside the file is an error naming the file and line, never a reset") {
+      ChangeFile f{changes_path(path)};
+      REQUIRE(save_state(path, rows_of(2, 3), &f));
+      std::ofstream(changes_path(path), std::ios::app) << "not json\n"
+                                                       << R"({"changeId":9})"
+                                                       << "\n";
+      ChangeFile loaded;
+      auto s = load_state(path, &loaded);
+      REQUIRE_FALSE(s);
+      CHECK(s.error().message.find("state.json.changes line 3") != std::string::npos);
+    }
+    SUBCASE("rows newer than the state (a crash between the two saves) raise the change counter") {
+      ChangeFile f{changes_path(path)};
+      REQUIRE(save_state(path, rows_of(2, 4), &f));
+      HubState older = rows_of(2, 8);
+      older.change_counter = 4;  // the state file as it was before the crash
+      REQUIRE(save_state(path, older, &f));
+      REQUIRE(write_file_atomic(path, json::print(state_to_json(rows_of(2, 4)).get())));
+      ChangeFile loaded;
+      auto s = load_state(path, &loaded);
+      REQUIRE(s);
+      CHECK(s->changes.size() == 7);
+      CHECK(s->change_counter == 8);
+    }
+    SUBCASE("a state file that holds its own changes table (older stand-ins) still loads") {
+      auto legacy = state_to_json(rows_of(1, 1));
+      auto table = json::array();
+      for (int id = 2; id <= 4; ++id) {
+        auto r = json::object();
+        json::set(r.get(), "changeId", id);
+        json::set(r.get(), "orgId", "o");
+        json::append(table.get(), std::move(r));
+      }
+      json::set(legacy.get(), "changes", std::move(table));
+      REQUIRE(write_file_atomic(path, json::print(legacy.get())));
+      ChangeFile loaded;
+      auto s = load_state(path, &loaded);
+      REQUIRE(s);
+      REQUIRE(s->changes.size() == 3);
+      CHECK(s->changes.front().change_id == 2);
+      CHECK(lines_in(changes_path(path)) == 3);  // moved out of the state
+    }
+    SUBCASE("the file is rewritten with only the kept rows once it holds twice the cap") {
+      HubState s = rows_of(2, 1 + static_cast<std::int64_t>(kMaxChangeRows));
+      ChangeFile f{changes_path(path)};
+      REQUIRE(save_state(path, s, &f));
+      std::int64_t next = s.changes.back().change_id;
+      std::ptrdiff_t most = 0;
+      for (int batch = 0; batch < 25; ++batch) {  // 25 writes of a 500-member group
+        for (int i = 0; i < 500; ++i) {
+          ChangeRow c;
+          c.change_id = ++next;
+          s.changes.push_back(c);
+          s.changes.pop_front();
+        }
+        REQUIRE(save_state(path, s, &f));
+        most = std::max(most, lines_in(changes_path(path)));
+      }
+      CHECK(most <= static_cast<std::ptrdiff_t>(2 * kMaxChangeRows));
+      CHECK(lines_in(changes_path(path)) < static_cast<std::ptrdiff_t>(2 * kMaxChangeRows));
+      ChangeFile loaded;
+      auto again = load_state(path, &loaded);
+      REQUIRE(again);
+      CHECK(again->changes.size() == kMaxChangeRows);
+      CHECK(again->changes.back().change_id == next);
+    }
+  }
+
   TEST_CASE("faults: latency, error rate, partition; root and /v1/standin are spared") {
     TestHub hub;
     hub.seed();
