@@ -20,7 +20,8 @@ constexpr const char* kUsage =
     "                        [--agbot-log FILE] [--agbot-interval SECONDS (default 60)]\n"
     "The agbot's HA-upgrade lock (POST /org/{org}/hagroup/{group}/nodemanagement/{node}/{nmp},\n"
     "GET|DELETE /ha/upgradingnode[/{org}/{group}]) is served too; its monitor frees a lock\n"
-    "every --agbot-interval once the holder's status is no longer active.\n";
+    "every --agbot-interval once the holder's status is no longer active.\n"
+    "The state is kept in FILE, and the changes table beside it in FILE.changes.\n";
 
 int usage_error(const std::string& msg) {
   std::fprintf(stderr, "exchange-standin: %s\n%s", msg.c_str(), kUsage);
