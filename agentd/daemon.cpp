@@ -355,6 +355,10 @@ WriteOutcome Daemon::write(const Action& a) {
   report(effects);
   persist();
   coordinator_.observe(*doc_, sent);
+  // protocol.md §5: how often to look depends on our state, and the read before this
+  // write scheduled the next one for the state we left. A member that has just
+  // started waiting reads at its place in the queue, not a slow poll later.
+  next_read_ = std::min(next_read_, sent + coordinator_.poll_interval(*doc_, ps_.local, sent));
   if (!routine(a.what)) {
     p_.log.info(to_string(a.what), {{"group", ps_.group},
                                     {"state", to_string(a.entry.state)},

@@ -568,6 +568,8 @@ WriteOutcome Sim::write(std::size_t i, const Action& a) {
       std::uniform_int_distribution<int>(0, kMaxHeartbeatJitterPermille)(p.rng);  // Daemon::report
   persist(n);
   p.coord.observe(*p.doc, sent);
+  p.next_read =
+      std::min(p.next_read, sent + p.coord.poll_interval(*p.doc, p.ps.local, sent));  // Daemon::write
   if (!routine(a.what))
     trace(n.id, std::string(to_string(a.what)) + " " + to_string(a.entry.state) + " epoch " +
                     std::to_string(a.entry.epoch) + " rev " + std::to_string(*r) +

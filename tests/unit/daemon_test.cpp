@@ -542,10 +542,18 @@ std::unique_ptr<HttpClient> member_http(const Config& c) {
 // Wraps a member's HTTP client (a test's fault between the daemon and the hub).
 using HttpWrap = std::function<std::unique_ptr<HttpClient>(std::unique_ptr<HttpClient>)>;
 
+// A test's change to a member's intervals (the Daemon copies them when it is built).
+using ConfigTweak = std::function<void(Config&)>;
+
+Config tweaked(Config c, const ConfigTweak& tweak) {
+  if (tweak) tweak(c);
+  return c;
+}
+
 struct Member {
   Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {},
-         testing::FakeAnax* beside = nullptr, const HttpWrap& wrap = {})
-      : config(member_config(hub, node, dir.path())),
+         testing::FakeAnax* beside = nullptr, const HttpWrap& wrap = {}, const ConfigTweak& tweak = {})
+      : config(tweaked(member_config(hub, node, dir.path()), tweak)),
         http(wrap ? wrap(member_http(config)) : member_http(config)),
         exchange(*http, ExchangeEndpoint{config.exchange_url, config.css_url, config.org, config.node_id},
                  RetryPolicy{2, 20ms, 100ms}, env.waiter),
@@ -1336,6 +1344,43 @@ TEST_SUITE("daemon") {
     CHECK(lease_epochs(writes) == std::set<std::int64_t>{7});
     CHECK(m.upgrader.steps() == std::vector<std::string>{"install", "restart", "check_health"});
     CHECK(hub.entry("g", "n1")->state == State::succeeded);
+  }
+
+  TEST_CASE("a member that starts waiting reads at its place in the queue, not at the poll it had before") {
+    // protocol.md §5. The read before the `waiting` write was made while preparing and
+    // scheduled the next one a slow poll later; the head of the queue must look every
+    // half fast poll, or a short install's handoff waits up to a slow poll (7.1 s seen
+    // at 20 members with 2 s installs).
+    Env env;
+    StandIn hub;
+    hub.make_group("g", {"n1", "n2"});
+    auto slow = [](Config& c) {
+      c.fast_poll = 2'000ms;
+      c.poll = 10'000ms;
+      c.heartbeat = 20'000ms;
+      c.lease_duration = 120'000ms;
+      c.changes_interval = 30'000ms;
+    };
+    Member n1(env, hub, "n1", {}, nullptr, {}, slow);
+    Member n2(env, hub, "n2", {}, nullptr, {}, slow);
+    n1.upgrader.hold("install");
+    n2.upgrader.hold("prepare");
+    REQUIRE(started(n1));
+    REQUIRE(started(n2));
+    REQUIRE(run_until(
+        env, {&n1, &n2}, [&] { return n1.upgrader.holding("install") && n2.upgrader.holding("prepare"); },
+        60'000ms));
+    run_for(env, {&n1, &n2}, 12'000ms);  // n2 reads at the slow poll while it prepares
+
+    n2.upgrader.release("prepare");
+    REQUIRE(run_until(env, {&n1, &n2}, [&] { return n2.local().state == State::waiting; }));
+    const int reads_when_waiting = n2.store.reads;
+    run_for(env, {&n1, &n2}, 3'000ms);
+    CHECK(n1.upgrader.holding("install"));            // the lease is still taken: n2 heads the queue
+    CHECK(n2.store.reads - reads_when_waiting >= 2);  // every 1 s; before: none for up to 10 s
+    n1.upgrader.release("install");
+    CHECK(run_until(
+        env, {&n1, &n2}, [&] { return n2.local().state == State::upgrading; }, 5'000ms));
   }
 
   TEST_CASE("a lease holder's renewals never queue behind reads: no policy read while it holds the lease") {
