@@ -46,12 +46,13 @@ struct Args {
   double idle_minutes = 0;          // > 0: measure a quiet group instead of rolling out
   bool beside_anax = true;          // each member beside an anax stand-in (--alone: not)
   std::string anax_interval = "1";  // the anax stand-ins' NMP worker period (anax: 60 s)
+  std::string log_level = "info";   // the members' AGENTD_LOG_LEVEL
 };
 
 const char* kUsage =
     "usage: agentd-demo [--members N] [--out DIR] [--install-seconds S] [--package-kib N] [--lease S]\n"
     "                   [--heartbeat S] [--fast-poll S] [--poll S] [--changes S] [--idle-heartbeat S]\n"
-    "                   [--timeout S] [--alone | --anax-interval S] [--quiet]\n"
+    "                   [--timeout S] [--alone | --anax-interval S] [--log-level LEVEL] [--quiet]\n"
     "       agentd-demo --idle MINUTES [--members N] [--alone] [interval options]\n"
     "\n"
     "Rolls agent version 1.0.0 -> 2.0.0 across an HA group of N members (default 5), each\n"
@@ -72,7 +73,8 @@ const char* kUsage =
     "\n"
     "Prints one line per member per\n"
     "transition, then a summary; writes DIR/timeline.svg, DIR/summary.txt,\n"
-    "DIR/hub-writes.jsonl and each member's log. Exit status 0 when the rollout\n"
+    "DIR/hub-writes.jsonl and each member's log (--log-level debug: every decision's\n"
+    "status text too). Exit status 0 when the rollout\n"
     "completed, every root runs 2.0.0 and protocol.md's invariants I1-I4 hold, 1\n"
     "otherwise, 2 on a usage error.\n"
     "\n"
@@ -131,6 +133,8 @@ bool parse_args(int argc, char** argv, Args* a) {
       a->anax_interval = v;
     } else if (k == "--timeout") {
       a->timeout_seconds = std::atoi(v.c_str());
+    } else if (k == "--log-level") {
+      a->log_level = v;
     } else {
       return false;
     }
@@ -331,7 +335,7 @@ int idle(const Args& args, const std::vector<std::string>& interval_flags) {
   ro.member.idle_heartbeat_seconds = pick("--idle-heartbeat", args.idle_heartbeat, "600");
   ro.member.http_timeout_seconds = "30";
   ro.member.connect_timeout_seconds = "10";
-  ro.member.log_level = "info";
+  ro.member.log_level = args.log_level;
   if (args.beside_anax) {
     // anax polls the hub itself (its NMP worker, every 60 s here as in anax);
     // agentd learns of jobs from anax's local API.
@@ -413,7 +417,7 @@ int main(int argc, char** argv) {
     po.member.poll_seconds = args.poll;
     po.member.changes_seconds = args.changes;
     po.member.idle_heartbeat_seconds = args.idle_heartbeat;
-    po.member.log_level = "info";
+    po.member.log_level = args.log_level;
     po.member.extra.emplace_back("AGENTD_HEALTH_TIMEOUT_SECONDS", "30");
     po.beside_anax = args.beside_anax;
     po.anax.interval_seconds = args.anax_interval;
