@@ -1,5 +1,6 @@
 #include "harness/harness.h"
 
+#include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>

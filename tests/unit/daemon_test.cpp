@@ -4,6 +4,7 @@
 // port 0. A GroupStore decorator injects the store faults of protocol.md §4.6.
 #include "agentd/daemon.h"
 
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 #include <httplib.h>
 

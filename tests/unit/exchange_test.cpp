@@ -3,6 +3,7 @@
 // also against the in-process stand-in over real HTTP.
 #include "agentd/exchange.h"
 
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 
 #include <deque>

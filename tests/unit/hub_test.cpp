@@ -3,6 +3,7 @@
 // state file, the faults and the write log.
 #include "hub/hub.h"
 
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 #include <httplib.h>
 
