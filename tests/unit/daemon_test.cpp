@@ -544,7 +544,7 @@ std::unique_ptr<HttpClient> member_http(const Config& c) {
 using HttpWrap = std::function<std::unique_ptr<HttpClient>(std::unique_ptr<HttpClient>)>;
 
 struct Member {
-  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {},
+  Member(Env& env, StandIn& hub, const std::string& node, const std::string& state_path = {},
          testing::FakeAnax* beside = nullptr, const HttpWrap& wrap = {})
       : config(member_config(hub, node, dir.path())),
         http(wrap ? wrap(member_http(config)) : member_http(config)),
