@@ -105,7 +105,7 @@ class AnaxClient final : public AnaxApi {
   Result<std::vector<AnaxJob>> jobs() override {
     auto r = call("GET", "/nodemanagement/status", "");
     if (!r) return std::unexpected(r.error());
-    if (r->status != 200) return status_error(*r, "GET /nodemanagement/status");
+    if (r->status != 200) return std::unexpected(status_error(*r, "GET /nodemanagement/status"));
     return parse_anax_jobs(r->body);
   }
 
@@ -121,7 +121,7 @@ class AnaxClient final : public AnaxApi {
     auto r = call("PUT", "/nodemanagement/status/" + policy, json::print(body.get()));
     if (!r) return std::unexpected(r.error());
     if (r->status != 201 && r->status != 200)
-      return std::unexpected(status_error(*r, "PUT /nodemanagement/status/" + policy).error());
+      return std::unexpected(status_error(*r, "PUT /nodemanagement/status/" + policy));
     return {};
   }
 
@@ -136,16 +136,18 @@ class AnaxClient final : public AnaxApi {
   Result<json::Ptr> get_json(const std::string& path) {
     auto r = call("GET", path, "");
     if (!r) return std::unexpected(r.error());
-    if (r->status != 200) return std::unexpected(status_error(*r, "GET " + path).error());
+    if (r->status != 200) return std::unexpected(status_error(*r, "GET " + path));
     return json::parse(r->body, "anax GET " + path);
   }
 
-  static Result<std::vector<AnaxJob>> status_error(const HttpResponse& r, const std::string& what) {
+  // The daemon's one mapping of statuses to categories (http.h: 401 unauthorized,
+  // 403 forbidden, 404 not_found, 5xx http...). The daemon takes any of them as
+  // anax failing: it logs it and asks again at its next poll, or sends a status
+  // again later; only AnaxStatusReporter looks further (at 5xx).
+  static Error status_error(const HttpResponse& r, const std::string& what) {
     std::string body = r.body.substr(0, 200);
-    Error e{r.status == 404 ? Errc::not_found : Errc::http,
-            "anax " + what + ": HTTP " + std::to_string(r.status) + (body.empty() ? "" : ": " + body),
-            static_cast<int>(r.status)};
-    return std::unexpected(e);
+    return http_status_error(
+        r, "anax " + what + ": HTTP " + std::to_string(r.status) + (body.empty() ? "" : ": " + body));
   }
 
   HttpClient& http_;

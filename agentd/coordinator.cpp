@@ -476,7 +476,7 @@ Action Coordinator::holder_action(const GroupDocument& doc, const Local& local, 
   auto act = [](ActionKind kind, WaitReason why, std::string reason) {
     return Action{kind, {}, WriteKind::heartbeat, why, std::move(reason)};
   };
-  auto fenced = [&](std::string why) {
+  auto fenced = [&](const std::string& why) {
     Local l = local;
     if (local.step_running) {
       // §4.4: a step already running is not undone by a fence; until it ends we

@@ -29,10 +29,10 @@ struct PersistError : std::runtime_error {
 }  // namespace
 
 Daemon::Daemon(DaemonParts parts)
-    : p_(parts),
-      coordinator_(parts.config.node_id, timing_from(parts.config)),
-      rng_(parts.seed != 0 ? parts.seed : std::random_device{}()),
-      metrics_file_(parts.metrics ? parts.config.metrics_dir : "", parts.log) {}
+    : p_(std::move(parts)),
+      coordinator_(p_.config.node_id, timing_from(p_.config)),
+      rng_(p_.seed != 0 ? p_.seed : std::random_device{}()),
+      metrics_file_(p_.metrics ? p_.config.metrics_dir : "", p_.log) {}
 
 std::string Daemon::new_write_id() {
   char buf[33];

@@ -62,20 +62,6 @@ Result<Manifest> Exchange::get_manifest(const std::string& manifest_ref) {
   return objects_.get_manifest(manifest_ref);
 }
 
-Result<SignedManifest> Exchange::get_signed_manifest(const std::string& manifest_ref) {
-  return objects_.get_signed_manifest(manifest_ref);
-}
-
-Result<ObjectMetadata> Exchange::get_object_metadata(const std::string& org, const std::string& type,
-                                                     const std::string& id) {
-  return objects_.get_object_metadata(org, type, id);
-}
-
-std::string Exchange::object_data_url(const std::string& org, const std::string& type,
-                                      const std::string& id) const {
-  return objects_.object_data_url(org, type, id);
-}
-
 Result<std::optional<Properties>> Exchange::get_node_policy() {
   const std::string path = "orgs/" + url_segment(ep_.org) + "/nodes/" + url_segment(ep_.node_id) + "/policy";
   const std::string what = "GET " + path;

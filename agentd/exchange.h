@@ -39,13 +39,8 @@ class Exchange final : public GroupStore, public NodeSource {
   Result<NodeRecord> get_node() override;
   // GET /orgs/{org}/managementpolicies (map form, keyed "org/name"; 404 = none)
   Result<std::vector<ManagementPolicy>> list_management_policies() override;
-  // GET {css}/api/v1/objects/{org}/agent_upgrade_manifests/{id}/data
+  // NodeSource's manifest read: objects().get_manifest.
   Result<Manifest> get_manifest(const std::string& manifest_ref) override;
-  // The object service's calls (object_service.h), on this client's endpoint.
-  Result<SignedManifest> get_signed_manifest(const std::string& manifest_ref);
-  Result<ObjectMetadata> get_object_metadata(const std::string& org, const std::string& type,
-                                             const std::string& id);
-  std::string object_data_url(const std::string& org, const std::string& type, const std::string& id) const;
   // GET /orgs/{org}/nodes/{node}/policy: the node's management properties (the
   // top-level "properties" merged with "management.properties", as anax
   // NodePolicy.GetManagementPolicy); std::nullopt when the node has no policy (404).
@@ -67,7 +62,8 @@ class Exchange final : public GroupStore, public NodeSource {
                                    std::int64_t if_revision,
                                    WriteCondition condition = WriteCondition::group) override;
 
-  // The object service the manifest and object calls above go to.
+  // The object service (manifests, the agent's files), on this client's
+  // endpoint and request path.
   ObjectService& objects() { return objects_; }
   // For the clients that share this one's request path (exchange_admin.h).
   HubClient& hub() { return hub_; }

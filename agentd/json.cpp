@@ -1,5 +1,7 @@
 #include "json.h"
 
+#include <cjson/cJSON.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +15,10 @@ std::string key_error(const char* key, const char* want) {
   return std::string("field '") + key + "' must be " + want;
 }
 }  // namespace
+
+void Deleter::operator()(cJSON* p) const {
+  cJSON_Delete(p);
+}
 
 Result<Ptr> parse(std::string_view text, std::string_view what) {
   const char* end = nullptr;
@@ -165,6 +171,11 @@ View View::at(int index) const {
 View View::member(const char* key) const {
   return View(json::member(j_, key));
 }
+View::Iterator& View::Iterator::operator++() {
+  at_ = at_->next;
+  return *this;
+}
+
 View::Iterator View::begin() const {
   return Iterator(is_array() || is_object() ? j_->child : nullptr);
 }

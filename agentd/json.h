@@ -1,8 +1,8 @@
 // cJSON wrapped once in RAII, with typed accessors that validate every read
-// (style.md "C libraries"). Nothing outside json.cpp calls cJSON_Parse/Delete.
+// (style.md "C libraries"). Only json.cpp includes <cjson/cJSON.h> and calls
+// cJSON_*: here cJSON is an opaque type, so the library stays private to
+// agentd_core (tests/include_graph.sh checks it).
 #pragma once
-
-#include <cjson/cJSON.h>
 
 #include <cstdint>
 #include <memory>
@@ -13,10 +13,13 @@
 
 #include "result.h"
 
+// cJSON's own declaration is `typedef struct cJSON {...} cJSON;`.
+struct cJSON;
+
 namespace agentd::json {
 
 struct Deleter {
-  void operator()(cJSON* p) const { cJSON_Delete(p); }
+  void operator()(cJSON* p) const;
 };
 using Ptr = std::unique_ptr<cJSON, Deleter>;
 
@@ -80,10 +83,7 @@ class View {
    public:
     explicit Iterator(const cJSON* at) : at_(at) {}
     View operator*() const { return View(at_); }
-    Iterator& operator++() {
-      at_ = at_->next;
-      return *this;
-    }
+    Iterator& operator++();
     bool operator==(const Iterator& o) const { return at_ == o.at_; }
 
    private:

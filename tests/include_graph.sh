@@ -4,6 +4,9 @@
 # anything of upgrade/. agentd/ is the library upgrade/ builds on, except its
 # composition layer (daemon, main, member...), which upgrade/ never reaches and
 # which may include upgrade/. Prints the graph; exits 1 on a cycle.
+# Also: cJSON is private to agentd_core's json.cpp (CMakeLists.txt links it
+# PRIVATE): no other file of agentd/ or upgrade/ includes <cjson/...> or calls
+# cJSON_*; exits 1 when one does.
 # Usage: bash tests/include_graph.sh [source-root]
 set -euo pipefail
 root="${1:-$(cd "$(dirname "$0")/.." && pwd)}"
@@ -59,4 +62,19 @@ for f in $(printf '%s\n' "${!deps[@]}" | sort); do
 done
 echo "agentd/ files upgrade/ builds on: $(printf '%s\n' "${!reached[@]}" | sort | tr '\n' ' ')"
 [ $status -eq 0 ] && echo "include graph: no cycle between agentd/ and upgrade/"
+
+leaks=""
+for f in agentd/*.h agentd/*.cpp upgrade/*.h upgrade/*.cpp; do
+  [ -e "$f" ] && [ "$f" != agentd/json.cpp ] || continue
+  # Comments stripped: a header may name cJSON in prose.
+  if sed 's://.*$::' "$f" | grep -qE '#[[:space:]]*include[[:space:]]*[<"]cjson/|cJSON_[A-Za-z]+'; then
+    leaks+=" $f"
+  fi
+done
+if [ -n "$leaks" ]; then
+  echo "  CJSON outside agentd/json.cpp:$leaks"
+  status=1
+else
+  echo "cJSON: only agentd/json.cpp includes or calls it"
+fi
 exit $status

@@ -1,5 +1,6 @@
 #include "anax.h"
 
+#include <cjson/cJSON.h>
 #include <time.h>
 
 #include <algorithm>

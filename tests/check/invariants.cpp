@@ -1,5 +1,7 @@
 #include "check/invariants.h"
 
+#include <cjson/cJSON.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>

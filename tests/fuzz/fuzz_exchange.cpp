@@ -44,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 0: (void)parse_node(body, "o", "n1"); break;
     case 1: (void)parse_management_policies(body); break;
     case 2: (void)parse_manifest(body); break;
-    case 3: (void)ex.get_signed_manifest("o/m1"); break;
+    case 3: (void)ex.objects().get_signed_manifest("o/m1"); break;
     case 4: (void)parse_object_metadata(body, "agent_software_files-2.0.0", "a.deb"); break;
     case 5: (void)parse_node_policy(body); break;
     case 6: (void)parse_agent_software_versions(body); break;

@@ -1,5 +1,6 @@
 #include "harness/harness.h"
 
+#include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
@@ -165,7 +166,7 @@ TempDir::~TempDir() {
 
 // ---------------------------------------------------------------- processes
 
-Process::Process(std::vector<std::string> argv, std::vector<std::pair<std::string, std::string>> env,
+Process::Process(std::vector<std::string> argv, const std::vector<std::pair<std::string, std::string>>& env,
                  std::string output_file)
     : output_file_(std::move(output_file)) {
   if (argv.empty()) die("Process: empty argv");
@@ -246,10 +247,11 @@ ExitStatus Process::kill9() {
   return *exit_;
 }
 
-CommandResult run_command(std::vector<std::string> argv, std::vector<std::pair<std::string, std::string>> env,
+CommandResult run_command(std::vector<std::string> argv,
+                          const std::vector<std::pair<std::string, std::string>>& env,
                           const std::string& output_file, std::chrono::milliseconds timeout) {
   write_file(output_file, "");
-  Process p(std::move(argv), std::move(env), output_file);
+  Process p(std::move(argv), env, output_file);
   auto st = p.wait(deadline_in(timeout));
   CommandResult r;
   r.status = st ? *st : p.kill9();
@@ -423,19 +425,20 @@ void Hub::create_group(const std::string& org, const std::string& group,
                        const std::vector<std::string>& members, std::optional<Credentials> as) {
   std::string body =
       "{\"description\":\"group " + group + "\",\"members\":" + json_string_array(members) + "}";
-  expect(request("POST", "/v1/orgs/" + org + "/hagroups/" + group, body, as), {201}, "create group " + group);
+  expect(request("POST", "/v1/orgs/" + org + "/hagroups/" + group, body, std::move(as)), {201},
+         "create group " + group);
 }
 
 void Hub::add_member(const std::string& org, const std::string& group, const std::string& node,
                      std::optional<Credentials> as) {
-  expect(request("POST", "/v1/orgs/" + org + "/hagroups/" + group + "/nodes/" + node, "", as), {201},
-         "add " + node + " to " + group);
+  expect(request("POST", "/v1/orgs/" + org + "/hagroups/" + group + "/nodes/" + node, "", std::move(as)),
+         {201}, "add " + node + " to " + group);
 }
 
 void Hub::remove_member(const std::string& org, const std::string& group, const std::string& node,
                         std::optional<Credentials> as) {
-  expect(request("DELETE", "/v1/orgs/" + org + "/hagroups/" + group + "/nodes/" + node, "", as), {204},
-         "remove " + node + " from " + group);
+  expect(request("DELETE", "/v1/orgs/" + org + "/hagroups/" + group + "/nodes/" + node, "", std::move(as)),
+         {204}, "remove " + node + " from " + group);
 }
 
 void Hub::put_agent_file_versions(const std::vector<std::string>& software_versions) {
@@ -758,12 +761,12 @@ int Member::agent_calls(const std::string& step) const {
 }
 
 void Member::start(std::vector<std::string> extra_args,
-                   std::vector<std::pair<std::string, std::string>> env) {
+                   const std::vector<std::pair<std::string, std::string>>& env) {
   if (process_ && process_->running()) die("agentd of " + node_ + " is already running");
   std::vector<std::string> argv{AGENTD_BIN,     "--config",    config_path(), "--horizon-file",
                                 horizon_path(), "--state-dir", state_dir()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  process_ = std::make_unique<Process>(std::move(argv), std::move(env), log_path());
+  process_ = std::make_unique<Process>(std::move(argv), env, log_path());
 }
 
 bool Member::running() {
@@ -788,7 +791,7 @@ std::optional<ExitStatus> Member::wait_exit(Deadline deadline) {
 
 // ---------------------------------------------------------------- anax
 
-Anax::Anax(std::string dir, const Hub& hub, const Member& member, std::string org, AnaxOptions options)
+Anax::Anax(std::string dir, const Hub& hub, const Member& member, std::string org, const AnaxOptions& options)
     : dir_(std::move(dir)) {
   fs::create_directories(dir_);
   std::string install = options.install_command.empty()

@@ -73,7 +73,7 @@ struct ExitStatus {
 // It is killed with SIGKILL if this process dies, and on destruction.
 class Process {
  public:
-  Process(std::vector<std::string> argv, std::vector<std::pair<std::string, std::string>> env,
+  Process(std::vector<std::string> argv, const std::vector<std::pair<std::string, std::string>>& env,
           std::string output_file);
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
@@ -109,7 +109,8 @@ struct CommandResult {
   ExitStatus status;
   std::string output;
 };
-CommandResult run_command(std::vector<std::string> argv, std::vector<std::pair<std::string, std::string>> env,
+CommandResult run_command(std::vector<std::string> argv,
+                          const std::vector<std::pair<std::string, std::string>>& env,
                           const std::string& output_file, std::chrono::milliseconds timeout = 20s);
 
 struct Credentials {
@@ -328,7 +329,7 @@ class Member {
 
   // `env`: more environment for agentd (e.g. faketime's for a wall-clock jump).
   void start(std::vector<std::string> extra_args = {},
-             std::vector<std::pair<std::string, std::string>> env = {});
+             const std::vector<std::pair<std::string, std::string>>& env = {});
   bool running();
   void stop(std::chrono::milliseconds grace = 10s);  // SIGTERM, wait; SIGKILL after grace
   ExitStatus kill9();
@@ -374,7 +375,8 @@ struct AnaxOptions {
 // fake agent's version file, its token the member's token file. Started on port 0.
 class Anax {
  public:
-  Anax(std::string dir, const Hub& hub, const Member& member, std::string org, AnaxOptions options = {});
+  Anax(std::string dir, const Hub& hub, const Member& member, std::string org,
+       const AnaxOptions& options = {});
   ~Anax();
 
   int port() const { return port_; }

@@ -2,6 +2,7 @@
 // and the request helpers. Private to them.
 #pragma once
 
+#include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>

@@ -1,5 +1,6 @@
 #include "server.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>

@@ -1,5 +1,6 @@
 #include "store.h"
 
+#include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
 #include <algorithm>

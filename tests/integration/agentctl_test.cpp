@@ -1,5 +1,7 @@
 // agentctl's credentials: from a private file or the environment; on the
 // command line they are visible to every user (ps), so agentctl warns.
+#include <cjson/cJSON.h>
+
 #include "agentd/json.h"
 #include "common.h"
 

@@ -2,6 +2,8 @@
 // bodies; 403, 404, 500): each is a clear error in agentd's log, nothing is
 // written to the group, nothing on disk changes, and the rollout proceeds once
 // the hub behaves again.
+#include <cjson/cJSON.h>
+
 #include "common.h"
 
 using namespace agentd;

@@ -46,11 +46,11 @@ TEST_SUITE("hub") {
     Exchange ex(*http, ExchangeEndpoint{hub.exchange_url(), hub.css_url(), "o", "n1"},
                 RetryPolicy{1, 1ms, 1ms}, sleeper);
     auto check_all = [&] {
-      auto m = ex.get_signed_manifest("m1");
+      auto m = ex.objects().get_signed_manifest("m1");
       REQUIRE_MESSAGE(m.has_value(), m.error().describe());
       CHECK((m->bytes == manifest));
       CHECK(m->signature == "c2ln");
-      auto meta = ex.get_object_metadata("IBM", "agent_software_files-2.0.0", "f.bin");
+      auto meta = ex.objects().get_object_metadata("IBM", "agent_software_files-2.0.0", "f.bin");
       REQUIRE_MESSAGE(meta.has_value(), meta.error().describe());
       CHECK(meta->size == 50'000);
       CHECK(meta->description == "the agent");
@@ -67,7 +67,7 @@ TEST_SUITE("hub") {
     Faults f;
     f.body = BodyFault{"truncate", 1000, 0, 1, "/f.bin/"};
     hub.set_faults(f);
-    const std::string url = ex.object_data_url("IBM", "agent_software_files-2.0.0", "f.bin");
+    const std::string url = ex.objects().object_data_url("IBM", "agent_software_files-2.0.0", "f.bin");
     auto r = http->download({"GET", url, {}, ""}, dir.file("f.part"), 0, data.size(), {});
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().transient());

@@ -1,12 +1,13 @@
 // anax's local API as a test double (agentd/anax.h): jobs a test sets, every
 // status put recorded, anax's version settable or read from a callback, and
-// failures on request (down, or a 500 after the record changed, as anax does
-// when its own Exchange write fails).
+// failures on request (down, answering every call with an error, or a 500
+// after the record changed, as anax does when its own Exchange write fails).
 #pragma once
 
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +41,12 @@ class FakeAnax final : public AnaxApi {
     std::lock_guard lk(mu_);
     down_ = down;
   }
+  // Every call fails with `e` (as the HTTP client reports a status anax answered)
+  // until called with nullopt.
+  void fail_with(std::optional<Error> e) {
+    std::lock_guard lk(mu_);
+    error_ = std::move(e);
+  }
   // After `n` more puts, every put fails as if anax were away (-1: never).
   void refuse_puts_after(int n) {
     std::lock_guard lk(mu_);
@@ -59,16 +66,19 @@ class FakeAnax final : public AnaxApi {
   Result<std::string> version() override {
     std::lock_guard lk(mu_);
     if (down_) return fail(Errc::transport, "anax is down");
+    if (error_) return std::unexpected(*error_);
     return running_version ? running_version() : std::string("1.0.0");
   }
   Result<AnaxNode> node() override {
     std::lock_guard lk(mu_);
     if (down_) return fail(Errc::transport, "anax is down");
+    if (error_) return std::unexpected(*error_);
     return AnaxNode{"n1", "o", ha_group_, "configured"};
   }
   Result<std::vector<AnaxJob>> jobs() override {
     std::lock_guard lk(mu_);
     if (down_) return fail(Errc::transport, "anax is down");
+    if (error_) return std::unexpected(*error_);
     std::vector<AnaxJob> out;
     out.reserve(jobs_.size());
     for (const auto& [k, j] : jobs_) out.push_back(j);
@@ -78,6 +88,7 @@ class FakeAnax final : public AnaxApi {
     const std::string status = to_string(to);
     std::lock_guard lk(mu_);
     if (down_ || puts_left_ == 0) return fail(Errc::transport, "anax is down");
+    if (error_) return std::unexpected(*error_);
     if (puts_left_ > 0) --puts_left_;
     auto it = jobs_.find(policy);
     if (it == jobs_.end()) return std::unexpected(Error{Errc::not_found, "no record of " + policy, 404});
@@ -96,6 +107,7 @@ class FakeAnax final : public AnaxApi {
   std::map<std::string, AnaxJob> jobs_;
   std::string ha_group_;
   bool down_ = false;
+  std::optional<Error> error_;
   int fail_puts_ = 0;
   int puts_left_ = -1;
   std::vector<std::string> puts_;

@@ -22,7 +22,7 @@ struct Res {
 
 // `auth` is "user:password" ("" = none).
 inline Res http_call(int port, const std::string& method, const std::string& path, const std::string& auth,
-                     const std::string& body = "", httplib::Headers headers = {}) {
+                     const std::string& body = "", const httplib::Headers& headers = {}) {
   httplib::Client cli("127.0.0.1", port);
   cli.set_connection_timeout(5, 0);
   cli.set_read_timeout(10, 0);

@@ -56,8 +56,8 @@ class StandinHub {
   const TempDir& dir() const { return dir_; }
 
   Res call(const std::string& method, const std::string& path, const std::string& auth,
-           const std::string& body = "", httplib::Headers headers = {}) const {
-    return http_call(port(), method, path, auth, body, std::move(headers));
+           const std::string& body = "", const httplib::Headers& headers = {}) const {
+    return http_call(port(), method, path, auth, body, headers);
   }
 
   Res set_faults(const std::string& body) const { return call("PUT", "/v1/standin/faults", kRoot, body); }

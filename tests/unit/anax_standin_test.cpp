@@ -1,6 +1,7 @@
 // The anax stand-in (tests/anax) against the Exchange stand-in, both in process:
 // anax's local API, its NMP worker, the agbot's lock, its cron executor and its
 // state file. Worker and executor passes are called by the tests, one at a time.
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 
 #include <filesystem>

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "agentd/json.h"
 #include "agentd/status_reporter.h"
 #include "support/fake_anax.h"
 #include "support/temp_dir.h"
@@ -55,9 +56,105 @@ class ManifestsOnly final : public ArtifactSource {
   }
 };
 
+// anax's local API as a fixed answer to every request; each request recorded as
+// "METHOD path" (a PUT with the status it carries: "PUT path status").
+class AnaxAnswers final : public HttpClient {
+ public:
+  long status = 200;
+  std::string body;
+  std::vector<std::string> requests;
+
+  Result<HttpResponse> perform(const HttpRequest& req) override {
+    std::string line = req.method + " " + req.url.substr(std::string(kBase).size());
+    if (auto doc = json::parse(req.body, "put")) {
+      auto inner = json::View(doc->get()).member("agentUpgradePolicyStatus");
+      line += " " + inner.member("status").text();
+    }
+    requests.push_back(line);
+    return HttpResponse{status, body, {}};
+  }
+  static constexpr const char* kBase = "http://localhost:8510";
+};
+
 }  // namespace
 
 TEST_SUITE("anax") {
+  TEST_CASE("anax client: a status anax answers maps to the daemon's categories (http_status_error)") {
+    struct Case {
+      long status;
+      Errc code;
+      bool transient;
+    };
+    for (const Case c :
+         {Case{401, Errc::unauthorized, false}, Case{403, Errc::forbidden, false},
+          Case{404, Errc::not_found, false}, Case{500, Errc::http, true}, Case{503, Errc::http, true}}) {
+      CAPTURE(c.status);
+      AnaxAnswers http;
+      http.status = c.status;
+      http.body = "refused";
+      auto anax = make_anax_client(http, std::string(AnaxAnswers::kBase) + "/");
+      const std::string st = std::to_string(c.status);
+      auto check = [&](const Error& e, const std::string& what) {
+        CHECK(e.code == c.code);
+        CHECK(e.http_status == c.status);
+        CHECK(e.transient() == c.transient);
+        CHECK(e.message == "anax " + what + ": HTTP " + st + ": refused");  // as before: the request and body
+      };
+      auto v = anax->version();
+      REQUIRE_FALSE(v.has_value());
+      check(v.error(), "GET /status");
+      auto n = anax->node();
+      REQUIRE_FALSE(n.has_value());
+      check(n.error(), "GET /node");
+      auto j = anax->jobs();
+      REQUIRE_FALSE(j.has_value());
+      check(j.error(), "GET /nodemanagement/status");
+      auto p = anax->put_status("o/p1", MgmtStatus::failed, "");
+      REQUIRE_FALSE(p.has_value());
+      check(p.error(), "PUT /nodemanagement/status/o/p1");
+      // The artifact source passes it on: the prepare step fails and is tried again later.
+      ManifestsOnly css;
+      AnaxArtifactSource src(*anax, css);
+      auto size = src.size("2.0.0", "horizon-agent-linux-deb-amd64.tar.gz");
+      REQUIRE_FALSE(size.has_value());
+      CHECK(size.error().code == c.code);
+    }
+    AnaxAnswers quiet;  // no body: the message ends at the status
+    quiet.status = 403;
+    auto anax = make_anax_client(quiet, AnaxAnswers::kBase);
+    CHECK(anax->node().error().message == "anax GET /node: HTTP 403");
+  }
+
+  TEST_CASE("AnaxStatusReporter over the client: a refused put is an error, sent again; only 5xx puts back") {
+    // 401/403/404: anax did not take the status, so the next attempt sends just
+    // it; a 5xx may have changed anax's record, so the last status it took goes first.
+    struct Case {
+      long status;
+      Errc code;
+      std::vector<std::string> retry;  // the requests of the next, successful report
+    };
+    const std::string put = "PUT /nodemanagement/status/o/p1 ";
+    for (const Case& c :
+         {Case{401, Errc::unauthorized, {put + "failed"}}, Case{403, Errc::forbidden, {put + "failed"}},
+          Case{404, Errc::not_found, {put + "failed"}},
+          Case{500, Errc::http, {put + "initiated", put + "failed"}}}) {
+      CAPTURE(c.status);
+      AnaxAnswers http;
+      auto anax = make_anax_client(http, AnaxAnswers::kBase);
+      AnaxStatusReporter r(*anax);
+      http.status = 201;
+      REQUIRE(r.report("o/p1", ms("initiated")).has_value());
+      http.status = c.status;
+      auto refused = r.report("o/p1", ms("failed"));
+      REQUIRE_FALSE(refused.has_value());  // never a silent success: the daemon keeps the status
+      CHECK(refused.error().code == c.code);
+      http.status = 201;
+      http.requests.clear();
+      CHECK(r.report("o/p1", ms("failed")).has_value());
+      CHECK(http.requests == c.retry);
+    }
+  }
+
   TEST_CASE("parse_anax_jobs: anax's records, keyed org/nmp, with the fields agentd uses") {
     auto jobs =
         parse_anax_jobs(R"({"o/p1":{"agentUpgradePolicyStatus":{"scheduledTime":"2026-12-01T10:00:00Z",

@@ -4,6 +4,7 @@
 // port 0. A GroupStore decorator injects the store faults of protocol.md §4.6.
 #include "agentd/daemon.h"
 
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 #include <httplib.h>
 
@@ -551,7 +552,7 @@ Config tweaked(Config c, const ConfigTweak& tweak) {
 }
 
 struct Member {
-  Member(Env& env, StandIn& hub, const std::string& node, std::string state_path = {},
+  Member(Env& env, StandIn& hub, const std::string& node, const std::string& state_path = {},
          testing::FakeAnax* beside = nullptr, const HttpWrap& wrap = {}, const ConfigTweak& tweak = {})
       : config(tweaked(member_config(hub, node, dir.path()), tweak)),
         http(wrap ? wrap(member_http(config)) : member_http(config)),
@@ -1737,6 +1738,52 @@ TEST_SUITE("daemon") {
     REQUIRE(started(again));
     REQUIRE(run_until(env, {&again}, [&] { return again.file().report_status.empty(); }));
     CHECK(anax.status_of("o/p1") == "successful");
+  }
+
+  TEST_CASE("beside anax: anax answering 401, 403, 404 or 500 is waited out; the job runs once it answers") {
+    // The anax client maps its statuses as every HTTP caller does (http_status_error):
+    // whatever the category, the daemon logs it, asks again at each poll, takes no
+    // step, and carries on once anax answers.
+    Env env;
+    StandIn hub;
+    testing::FakeAnax anax;  // in no group: a ready job is taken at once
+    AnaxJob j;
+    j.policy = "o/p1";
+    j.status = "downloaded";
+    j.version = kTo;
+    j.manifest = "o/m1";
+    anax.set_job(j);
+    long status = 0;
+    std::string category;
+    SUBCASE("401") {
+      status = 401, category = "unauthorized";
+    }
+    SUBCASE("403") {
+      status = 403, category = "forbidden";
+    }
+    SUBCASE("404") {
+      status = 404, category = "not-found";
+    }
+    SUBCASE("500") {
+      status = 500, category = "http";
+    }
+    Error refusal =
+        http_status_error(HttpResponse{status, "", {}}, "anax GET /node: HTTP " + std::to_string(status));
+    anax.fail_with(refusal);
+    Member m(env, hub, "n1", "", &anax);
+    REQUIRE(started(m));
+    run_for(env, {&m}, 5'000ms);
+    CHECK(m.upgrader.steps().empty());
+    CHECK(anax.puts().empty());
+    CHECK(m.log.count("anax-unavailable") >= 5);  // asked again at every poll (500 ms)
+    CHECK(m.daemon.status_text() == "waiting for the agent's local API: " + category + " (HTTP " +
+                                        std::to_string(status) + "): anax GET /node: HTTP " +
+                                        std::to_string(status));
+    anax.fail_with(std::nullopt);
+    REQUIRE(run_until(env, {&m},
+                      [&] { return m.local().state == State::succeeded && m.file().report_status.empty(); }));
+    CHECK(m.upgrader.steps() == kSteps);
+    CHECK(anax.puts() == std::vector<std::string>{"o/p1:initiated", "o/p1:successful"});
   }
 
   TEST_CASE("an unusable state directory: start() returns exit_state") {

@@ -3,6 +3,7 @@
 // also against the in-process stand-in over real HTTP.
 #include "agentd/exchange.h"
 
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 
 #include <deque>
@@ -706,7 +707,8 @@ TEST_SUITE("exchange") {
     f.put_meta("IBM", type, "horizon.tar.gz",
                R"({"objectID":"horizon.tar.gz","objectType":")" + type +
                    R"(","description":"agent 2.0.0","hashAlgorithm":"SHA256","signature":"c2lnbmF0dXJl"})");
-    auto m = f.ex->get_object_metadata("IBM", type, "horizon.tar.gz");  // a node reads org IBM's agent files
+    auto m = f.ex->objects().get_object_metadata("IBM", type,
+                                                 "horizon.tar.gz");  // a node reads org IBM's agent files
     REQUIRE_MESSAGE(m.has_value(), m.error().describe());
     CHECK(m->object_id == "horizon.tar.gz");
     CHECK(m->object_type == type);
@@ -714,12 +716,12 @@ TEST_SUITE("exchange") {
     CHECK(m->description == "agent 2.0.0");
     CHECK(m->hash_algorithm == "SHA256");
     CHECK(m->signature == "c2lnbmF0dXJl");
-    CHECK(f.ex->object_data_url("IBM", type, "horizon.tar.gz") ==
+    CHECK(f.ex->objects().object_data_url("IBM", type, "horizon.tar.gz") ==
           f.base() + "/css/api/v1/objects/IBM/agent_software_files-2.0.0/horizon.tar.gz/data");
 
     // Data without a metadata PUT: the stand-in still describes it, unsigned.
     f.put_data("IBM", type, "agent-install.sh", "#!/bin/sh\n");
-    auto bare = f.ex->get_object_metadata("IBM", type, "agent-install.sh");
+    auto bare = f.ex->objects().get_object_metadata("IBM", type, "agent-install.sh");
     REQUIRE_MESSAGE(bare.has_value(), bare.error().describe());
     CHECK(bare->size == 10);
     CHECK(bare->signature == "");
@@ -727,12 +729,12 @@ TEST_SUITE("exchange") {
 
     // Metadata without data: objectSize 0, refused as anax refuses it.
     f.put_meta("IBM", type, "agent-install.cfg", R"({"objectID":"agent-install.cfg","description":"later"})");
-    auto empty = f.ex->get_object_metadata("IBM", type, "agent-install.cfg");
+    auto empty = f.ex->objects().get_object_metadata("IBM", type, "agent-install.cfg");
     REQUIRE_FALSE(empty.has_value());
     CHECK(empty.error().code == Errc::parse);
     CHECK(empty.error().message.find("objectSize") != std::string::npos);
 
-    auto missing = f.ex->get_object_metadata("IBM", type, "nothing");
+    auto missing = f.ex->objects().get_object_metadata("IBM", type, "nothing");
     REQUIRE_FALSE(missing.has_value());
     CHECK(missing.error().code == Errc::not_found);
   }
@@ -757,7 +759,7 @@ TEST_SUITE("exchange") {
       CAPTURE(body);
       Fixture f;
       f.http.reply(200, body);
-      auto m = f.ex.get_object_metadata("IBM", "t", "f");
+      auto m = f.ex.objects().get_object_metadata("IBM", "t", "f");
       REQUIRE_FALSE(m.has_value());
       CHECK(m.error().code == Errc::parse);
       CHECK(m.error().message.find(field) != std::string::npos);
@@ -765,15 +767,15 @@ TEST_SUITE("exchange") {
     Fixture g;
     g.http.reply(503);
     g.http.reply(200, R"({"objectID":"f","objectType":"t","objectSize":12})");
-    auto retried = g.ex.get_object_metadata("IBM", "t", "f");  // a read: retried
+    auto retried = g.ex.objects().get_object_metadata("IBM", "t", "f");  // a read: retried
     REQUIRE(retried.has_value());
     CHECK(g.http.requests.at(0).url == "https://hub.example:9443/css/api/v1/objects/IBM/t/f");
 
     FakeHttpClient http;
     FakeSleeper sleeper;
     Exchange no_css(http, ExchangeEndpoint{"http://h/v1", "", "o", "n"}, RetryPolicy{}, sleeper);
-    CHECK(no_css.get_object_metadata("IBM", "t", "f").error().code == Errc::config);
-    CHECK(no_css.get_signed_manifest("m").error().code == Errc::config);
+    CHECK(no_css.objects().get_object_metadata("IBM", "t", "f").error().code == Errc::config);
+    CHECK(no_css.objects().get_signed_manifest("m").error().code == Errc::config);
     CHECK(http.requests.empty());
   }
 
@@ -793,7 +795,7 @@ TEST_SUITE("exchange") {
 
     for (const char* ref : {"man1", "o/man1"}) {
       CAPTURE(ref);
-      auto m = f.ex->get_signed_manifest(ref);
+      auto m = f.ex->objects().get_signed_manifest(ref);
       REQUIRE_MESSAGE(m.has_value(), m.error().describe());
       CHECK(m->org == "o");
       CHECK(m->id == "man1");
@@ -812,20 +814,20 @@ TEST_SUITE("exchange") {
     // get_manifest parses the same document the same way.
     auto plain = f.ex->get_manifest("man1");
     REQUIRE_MESSAGE(plain.has_value(), plain.error().describe());
-    CHECK(plain->software.sha256 == f.ex->get_signed_manifest("man1")->manifest.software.sha256);
+    CHECK(plain->software.sha256 == f.ex->objects().get_signed_manifest("man1")->manifest.software.sha256);
     CHECK(plain->software.sizes.size() == 2);
 
     // Data only (no metadata PUT): unsigned, "" signature; the caller decides.
     f.put_data("o", "agent_upgrade_manifests", "man2",
                R"({"softwareUpgrade":{"files":[],"version":"3.0.0"}})");
-    auto unsigned_m = f.ex->get_signed_manifest("man2");
+    auto unsigned_m = f.ex->objects().get_signed_manifest("man2");
     REQUIRE_MESSAGE(unsigned_m.has_value(), unsigned_m.error().describe());
     CHECK(unsigned_m->signature == "");
     CHECK(unsigned_m->manifest.software.version == "3.0.0");
     CHECK(unsigned_m->manifest.software.sha256.empty());
 
-    CHECK(f.ex->get_signed_manifest("missing").error().code == Errc::not_found);
-    CHECK(f.ex->get_signed_manifest("o/").error().code == Errc::parse);
+    CHECK(f.ex->objects().get_signed_manifest("missing").error().code == Errc::not_found);
+    CHECK(f.ex->objects().get_signed_manifest("o/").error().code == Errc::parse);
   }
 
   TEST_CASE("manifest extension: wrong types are parse errors naming the field") {
@@ -846,7 +848,7 @@ TEST_SUITE("exchange") {
       CAPTURE(section);
       f.put_data("o", "agent_upgrade_manifests", "bad",
                  R"({"softwareUpgrade":{"files":["a"],"version":"2.0.0",)" + section + "}}");
-      auto m = f.ex->get_signed_manifest("bad");
+      auto m = f.ex->objects().get_signed_manifest("bad");
       REQUIRE_FALSE(m.has_value());
       CHECK(m.error().code == Errc::parse);
       CHECK(m.error().message.find(std::string("'") + field + "'") != std::string::npos);
@@ -856,7 +858,7 @@ TEST_SUITE("exchange") {
     f.put_data("o", "agent_upgrade_manifests", "good",
                R"({"softwareUpgrade":{"files":["a"],"version":"2.0.0","sha256":null},)"
                R"("configurationUpgrade":{"files":["c"],"version":"1","sizes":{"c":3}}})");
-    auto good = f.ex->get_signed_manifest("good");
+    auto good = f.ex->objects().get_signed_manifest("good");
     REQUIRE_MESSAGE(good.has_value(), good.error().describe());
     CHECK(good->manifest.software.sha256.empty());
     CHECK(good->manifest.configuration.sizes.at("c") == 3u);
@@ -867,7 +869,7 @@ TEST_SUITE("exchange") {
     f.http.reply(
         200, R"({"objectID":"m","objectType":"agent_upgrade_manifests","objectSize":5,"signature":"c2ln"})");
     f.http.reply(200, R"({"softwareUpgrade":{"files":[],"version":"2.0.0"}})");
-    auto m = f.ex.get_signed_manifest("m");
+    auto m = f.ex.objects().get_signed_manifest("m");
     REQUIRE_FALSE(m.has_value());
     CHECK(m.error().code == Errc::verification);
     CHECK(m.error().message.find("objectSize 5") != std::string::npos);

@@ -1,6 +1,7 @@
 // The group document with its coordination extension (protocol.md §2, §3).
 #include "agentd/group.h"
 
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 
 using namespace agentd;

@@ -1,6 +1,7 @@
 // The stand-in's CSS metadata, node policy and mid-body faults on object data,
 // over HTTP on 127.0.0.1, port 0; the faults as the real curl client and
 // fetch_all see them.
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 #include <httplib.h>
 

@@ -3,6 +3,7 @@
 // state file, the faults and the write log.
 #include "hub/hub.h"
 
+#include <cjson/cJSON.h>
 #include <doctest/doctest.h>
 #include <httplib.h>
 
@@ -67,8 +68,8 @@ class TestHub : public testing::StandinHub {
     REQUIRE(call("PUT", "/v1/orgs/o/nodes/b1", kBob, R"({"token":"tokb","name":"b1"})").status == 201);
   }
 
-  Res group(const std::string& name, const std::string& auth, httplib::Headers headers = {}) {
-    return call("GET", "/v1/orgs/o/hagroups/" + name, auth, "", std::move(headers));
+  Res group(const std::string& name, const std::string& auth, const httplib::Headers& headers = {}) {
+    return call("GET", "/v1/orgs/o/hagroups/" + name, auth, "", headers);
   }
 
   Res put_entry(const std::string& group, const std::string& node, const std::string& auth,
