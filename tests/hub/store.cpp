@@ -236,15 +236,16 @@ ChangeRow change_from_state(const cJSON* r) {
   return c;
 }
 
-std::string change_lines(std::deque<ChangeRow>::const_iterator from,
-                         std::deque<ChangeRow>::const_iterator to) {
+// The last `count` rows, one a line.
+std::string change_lines(const std::deque<ChangeRow>& rows, std::size_t count) {
   std::string text;
-  for (; from != to; ++from) text += json::print(change_to_state(*from).get()) + "\n";
+  for (std::size_t i = rows.size() - count; i < rows.size(); ++i)
+    text += json::print(change_to_state(rows[i]).get()) + "\n";
   return text;
 }
 
 Status rewrite_changes(const std::deque<ChangeRow>& rows, ChangeFile* f) {
-  if (auto st = write_file_atomic(f->path, change_lines(rows.begin(), rows.end()), 0600); !st) return st;
+  if (auto st = write_file_atomic(f->path, change_lines(rows, rows.size()), 0600); !st) return st;
   f->lines = rows.size();
   f->last_id = rows.empty() ? 0 : rows.back().change_id;
   return {};
@@ -255,7 +256,7 @@ Status append_changes(const std::deque<ChangeRow>& rows, ChangeFile* f) {
   for (auto it = rows.rbegin(); it != rows.rend() && it->change_id > f->last_id; ++it) ++fresh;
   if (fresh == 0) return {};
   if (f->lines + fresh > 2 * kMaxChangeRows) return rewrite_changes(rows, f);
-  std::string text = change_lines(rows.end() - static_cast<std::ptrdiff_t>(fresh), rows.end());
+  std::string text = change_lines(rows, fresh);
   text.pop_back();  // append_line ends the last row
   if (auto st = append_line(f->path, text); !st) return st;
   f->lines += fresh;
