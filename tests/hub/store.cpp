@@ -248,17 +248,23 @@ Status rewrite_changes(const std::deque<ChangeRow>& rows, ChangeFile* f) {
   if (auto st = write_file_atomic(f->path, change_lines(rows, rows.size()), 0600); !st) return st;
   f->lines = rows.size();
   f->last_id = rows.empty() ? 0 : rows.back().change_id;
+  f->rewrite = false;
   return {};
 }
 
 Status append_changes(const std::deque<ChangeRow>& rows, ChangeFile* f) {
   std::size_t fresh = 0;
   for (auto it = rows.rbegin(); it != rows.rend() && it->change_id > f->last_id; ++it) ++fresh;
-  if (fresh == 0) return {};
-  if (f->lines + fresh > 2 * kMaxChangeRows) return rewrite_changes(rows, f);
+  if (fresh == 0 && !f->rewrite) return {};
+  if (f->rewrite || f->lines + fresh > 2 * kMaxChangeRows) return rewrite_changes(rows, f);
   std::string text = change_lines(rows, fresh);
   text.pop_back();  // append_line ends the last row
-  if (auto st = append_line(f->path, text); !st) return st;
+  if (auto st = append_line(f->path, text); !st) {
+    // A part of the text may be in the file: a row cut short that later rows would
+    // follow. The next save replaces the file instead (tmp + rename).
+    f->rewrite = true;
+    return st;
+  }
   f->lines += fresh;
   f->last_id = rows.back().change_id;
   return {};

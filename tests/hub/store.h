@@ -136,6 +136,7 @@ struct ChangeFile {
   std::string path;
   std::int64_t last_id = 0;  // the newest row in the file
   std::size_t lines = 0;     // rows in the file, pruned ones included until the next rewrite
+  bool rewrite = false;      // an append failed (perhaps part-way, on a full disk): rewrite it whole
 };
 std::string changes_path(const std::string& state_path);
 

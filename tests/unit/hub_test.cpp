@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -653,6 +654,24 @@ TEST_SUITE("hub") {
       CHECK(lines_in(changes_path(path)) == 5);
       auto text = read_file(changes_path(path), 1u << 20);
       CHECK(text->back() == '\n');
+    }
+    SUBCASE("an append that failed is not appended to: the next save replaces the file") {
+      ChangeFile f{changes_path(path)};
+      REQUIRE(save_state(path, rows_of(2, 3), &f));
+      // What a full disk leaves: part of a row, then an error.
+      std::ofstream(changes_path(path), std::ios::app) << R"({"changeId":4,"or)";
+      std::filesystem::rename(changes_path(path), path + ".aside");
+      std::filesystem::create_directory(changes_path(path));  // the append fails
+      auto failed = save_state(path, rows_of(2, 4), &f);
+      CHECK_FALSE(failed);
+      std::filesystem::remove(changes_path(path));
+      std::filesystem::rename(path + ".aside", changes_path(path));
+      REQUIRE(save_state(path, rows_of(2, 5), &f));  // the disk has room again
+      ChangeFile loaded;
+      auto s = load_state(path, &loaded);
+      REQUIRE_MESSAGE(s, s.error().describe());
+      REQUIRE(s->changes.size() == 4);
+      CHECK(s->changes.back().change_id == 5);
     }
     SUBCASE("a malformed row inside the file is an error naming the file and line, never a reset") {
       ChangeFile f{changes_path(path)};
