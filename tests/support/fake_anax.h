@@ -16,6 +16,20 @@
 
 namespace agentd::testing {
 
+// A job as anax lists it: policy "org/nmp" in `status`, installing `version` from
+// the manifest o/m1 that the stand-in fixtures publish.
+inline AnaxJob anax_job(const std::string& policy, const std::string& status,
+                        const std::string& version = "2.0.0",
+                        const std::string& scheduled = "2026-12-01T10:00:00Z") {
+  AnaxJob j;
+  j.policy = policy;
+  j.status = status;
+  j.version = version;
+  j.scheduled_time = scheduled;
+  j.manifest = "o/m1";
+  return j;
+}
+
 class FakeAnax final : public AnaxApi {
  public:
   std::function<std::string()> running_version;  // anax's version; "1.0.0" when unset

@@ -17,20 +17,10 @@
 #include "upgrade/plan.h"
 
 using namespace agentd;
+using agentd::testing::anax_job;
 using agentd::testing::FakeAnax;
 
 namespace {
-
-AnaxJob job(const std::string& policy, const std::string& status, const std::string& version = "2.0.0",
-            const std::string& scheduled = "2026-12-01T10:00:00Z") {
-  AnaxJob j;
-  j.policy = policy;
-  j.status = status;
-  j.version = version;
-  j.scheduled_time = scheduled;
-  j.manifest = "o/m1";
-  return j;
-}
 
 ManagementStatus ms(const std::string& status, const std::string& version = "2.0.0") {
   ManagementStatus m;
@@ -187,7 +177,7 @@ TEST_SUITE("anax") {
 
   TEST_CASE("AnaxStatusReporter: the job's transitions go to anax; its download statuses are its own") {
     FakeAnax anax;
-    anax.set_job(job("o/p1", "ha node waiting"));
+    anax.set_job(anax_job("o/p1", "ha node waiting"));
     AnaxStatusReporter r(anax);
     for (const char* own :
          {"waiting", "download started", "downloaded", "ha node waiting", "download failed"})
@@ -209,7 +199,7 @@ TEST_SUITE("anax") {
     // anax changes its record, then fails to write the Exchange; the same status
     // again would change nothing, so the Exchange would never hear of it.
     FakeAnax anax;
-    anax.set_job(job("o/p1", "downloaded"));
+    anax.set_job(anax_job("o/p1", "downloaded"));
     AnaxStatusReporter r(anax);
     REQUIRE(r.report("o/p1", ms("initiated")).has_value());
     anax.fail_exchange_writes(1);
@@ -221,9 +211,9 @@ TEST_SUITE("anax") {
 
   TEST_CASE(
       "plan_from_anax: anax's ready job, ha node waiting only when the hub coordinates; ours stays ours") {
-    std::vector<AnaxJob> jobs{job("o/early", "ha node waiting", "2.0.0", "2026-12-01T09:00:00Z"),
-                              job("o/late", "downloaded", "2.1.0", "2026-12-01T11:00:00Z"),
-                              job("o/old", "successful", "1.5.0")};
+    std::vector<AnaxJob> jobs{anax_job("o/early", "ha node waiting", "2.0.0", "2026-12-01T09:00:00Z"),
+                              anax_job("o/late", "downloaded", "2.1.0", "2026-12-01T11:00:00Z"),
+                              anax_job("o/old", "successful", "1.5.0")};
     Plan p = plan_from_anax(jobs, "", true);
     CHECK(p.version == "2.0.0");
     CHECK(p.policy == "o/early");
@@ -239,7 +229,7 @@ TEST_SUITE("anax") {
   }
 
   TEST_CASE("plan_from_anax: a job below what runs or below the floor needs both consents") {
-    std::vector<AnaxJob> jobs{job("o/back", "downloaded", "1.5.0")};
+    std::vector<AnaxJob> jobs{anax_job("o/back", "downloaded", "1.5.0")};
     SUBCASE("below the running version") {
       Plan p = plan_from_anax(jobs, "", true, "2.0.0", DowngradeRule{"2.0.0", false});
       CHECK(p.version.empty());
@@ -276,7 +266,7 @@ TEST_SUITE("anax") {
   TEST_CASE("AnaxArtifactSource: anax's downloaded file, copied and never fetched again; links refused") {
     agentd::testing::TempDir dir;
     FakeAnax anax;
-    AnaxJob j = job("o/p1", "downloaded");
+    AnaxJob j = anax_job("o/p1", "downloaded");
     j.working_directory = dir.file("nmp");
     anax.set_job(j);
     const std::string bundle = "horizon-agent-linux-deb-amd64.tar.gz";

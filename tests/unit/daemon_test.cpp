@@ -1606,12 +1606,7 @@ TEST_SUITE("daemon") {
     for (const char* n : {"n1", "n2"}) {
       anax.push_back(std::make_unique<testing::FakeAnax>());
       anax.back()->set_ha_group("g");
-      AnaxJob j;
-      j.policy = "o/p1";
-      j.status = "ha node waiting";
-      j.version = kTo;
-      j.manifest = "o/m1";
-      j.scheduled_time = "2026-12-01T10:00:00Z";
+      AnaxJob j = testing::anax_job("o/p1", "ha node waiting", kTo);
       anax.back()->set_job(j);
       members.push_back(std::make_unique<Member>(env, hub, n, "", anax.back().get()));
     }
@@ -1652,11 +1647,7 @@ TEST_SUITE("daemon") {
     hub.make_group("g", {"n1"});
     testing::FakeAnax anax;
     anax.set_ha_group("g");
-    AnaxJob j;
-    j.policy = "o/p1";
-    j.status = "ha node waiting";
-    j.version = kTo;
-    j.manifest = "o/m1";
+    AnaxJob j = testing::anax_job("o/p1", "ha node waiting", kTo);
     anax.set_job(j);
     Member m(env, hub, "n1", "", &anax);
     std::string failing;
@@ -1693,11 +1684,7 @@ TEST_SUITE("daemon") {
     Env env;
     StandIn hub;
     testing::FakeAnax anax;  // in no group: a ready job would be taken at once
-    AnaxJob j;
-    j.policy = "o/p1";
-    j.status = "downloaded";
-    j.version = "0.9.0";
-    j.manifest = "o/m1";
+    AnaxJob j = testing::anax_job("o/p1", "downloaded", "0.9.0");
     j.allow_downgrade = true;  // the policy allows it; this node does not (AGENTD_ALLOW_DOWNGRADE)
     anax.set_job(j);
     Member m(env, hub, "n1", "", &anax);
@@ -1715,11 +1702,7 @@ TEST_SUITE("daemon") {
     Env env;
     StandIn hub;
     testing::FakeAnax anax;  // in no group: upgrades at once
-    AnaxJob j;
-    j.policy = "o/p1";
-    j.status = "downloaded";
-    j.version = kTo;
-    j.manifest = "o/m1";
+    AnaxJob j = testing::anax_job("o/p1", "downloaded", kTo);
     anax.set_job(j);
     testing::TempDir state;
     {
@@ -1747,11 +1730,7 @@ TEST_SUITE("daemon") {
     Env env;
     StandIn hub;
     testing::FakeAnax anax;  // in no group: a ready job is taken at once
-    AnaxJob j;
-    j.policy = "o/p1";
-    j.status = "downloaded";
-    j.version = kTo;
-    j.manifest = "o/m1";
+    AnaxJob j = testing::anax_job("o/p1", "downloaded", kTo);
     anax.set_job(j);
     long status = 0;
     std::string category;
